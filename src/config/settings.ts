@@ -1,0 +1,191 @@
+/**
+ * Engine settings, read from environment variables and validated with ajv.
+ *
+ * Every problem is reported at once, each naming the variable and what was expected,
+ * so an operator fixes a bad `.env` in one pass and nothing starts half-way.
+ */
+import { Ajv } from 'ajv';
+import { resolve } from 'node:path';
+
+/** One environment variable the engine reads. */
+export interface SettingSpec {
+  /** JSON Schema of the value after type coercion. */
+  schema: Record<string, unknown>;
+  /** What the variable is for (shown in `settle --help` and the README table). */
+  description: string;
+  /** Default when unset, as the string an operator would write. */
+  default?: string;
+  /** Secret values are never printed back. */
+  secret?: boolean;
+}
+
+/** The variables Settle reads. The README's table documents exactly these. */
+export const SETTING_SPECS = {
+  DATABASE_URL: {
+    schema: { type: 'string', pattern: '^postgres(ql)?://' },
+    description: 'PostgreSQL server to use. Unset: an embedded PGlite database in SETTLE_DATA_DIR.',
+    secret: true,
+  },
+  SETTLE_DATA_DIR: {
+    schema: { type: 'string', minLength: 1 },
+    description: 'Directory of the embedded database and the generated development keys.',
+    default: './data',
+  },
+  SETTLE_CONFIG_DIR: {
+    schema: { type: 'string', minLength: 1 },
+    description: 'Directory holding connectors/, mappings/, policies/ and fhir-profiles/.',
+    default: '.',
+  },
+  SETTLE_HOST: {
+    schema: { type: 'string', minLength: 1 },
+    description: 'Address the HTTP API listens on.',
+    default: '127.0.0.1',
+  },
+  SETTLE_PORT: {
+    schema: { type: 'integer', minimum: 0, maximum: 65535 },
+    description: 'Port the HTTP API listens on (0 picks a free port).',
+    default: '8080',
+  },
+  SETTLE_PUBLIC_URL: {
+    schema: { type: 'string', pattern: '^https?://' },
+    description: 'URL patients and webhooks reach the engine at. Defaults to http://SETTLE_HOST:SETTLE_PORT.',
+  },
+  SETTLE_LOG_LEVEL: {
+    schema: { type: 'string', enum: ['error', 'warn', 'info', 'debug'] },
+    description: 'Log level of the JSON log on stdout.',
+    default: 'info',
+  },
+  SETTLE_DB_POOL_SIZE: {
+    schema: { type: 'integer', minimum: 2, maximum: 100 },
+    description: 'Connections in the database pool of each process.',
+    default: '10',
+  },
+  SETTLE_SHUTDOWN_TIMEOUT_MS: {
+    schema: { type: 'integer', minimum: 0, maximum: 600000 },
+    description: 'How long running jobs may finish after SIGTERM/SIGINT before the process exits.',
+    default: '30000',
+  },
+  SETTLE_JOB_CONCURRENCY: {
+    schema: { type: 'integer', minimum: 1, maximum: 200 },
+    description: 'Jobs one worker process runs at the same time.',
+    default: '10',
+  },
+  SETTLE_ENCRYPTION_KEYS: {
+    schema: { type: 'string', pattern: '^[A-Za-z0-9_-]+:[A-Za-z0-9+/=]{43,44}(,[A-Za-z0-9_-]+:[A-Za-z0-9+/=]{43,44})*$' },
+    description:
+      'PHI encryption keys as `id:base64key` (32-byte keys), comma-separated, oldest first; new writes use the last. Required with DATABASE_URL; embedded mode generates one into SETTLE_DATA_DIR.',
+    secret: true,
+  },
+  SETTLE_BLIND_INDEX_KEY: {
+    schema: { type: 'string', pattern: '^[A-Za-z0-9+/=]{43,44}$' },
+    description: 'Base64 32-byte HMAC key for looking patients up by phone or email. Required with DATABASE_URL; generated in embedded mode.',
+    secret: true,
+  },
+} as const satisfies Record<string, SettingSpec>;
+
+/** Name of a variable Settle reads. */
+export type SettingName = keyof typeof SETTING_SPECS;
+
+/** Validated settings. */
+export interface Settings {
+  databaseUrl: string | undefined;
+  dataDir: string;
+  configDir: string;
+  host: string;
+  port: number;
+  publicUrl: string | undefined;
+  logLevel: 'error' | 'warn' | 'info' | 'debug';
+  dbPoolSize: number;
+  shutdownTimeoutMs: number;
+  jobConcurrency: number;
+  encryptionKeys: string | undefined;
+  blindIndexKey: string | undefined;
+}
+
+/** One problem with one variable. */
+export interface SettingProblem {
+  variable: string;
+  message: string;
+}
+
+/** Thrown when the environment is invalid; carries every problem. */
+export class SettingsError extends Error {
+  readonly problems: SettingProblem[];
+  constructor(problems: SettingProblem[]) {
+    super(`Invalid settings:\n${problems.map((p) => `  ${p.variable}: ${p.message}`).join('\n')}`);
+    this.name = 'SettingsError';
+    this.problems = problems;
+  }
+}
+
+const ajv = new Ajv({ allErrors: true, coerceTypes: true, useDefaults: true });
+const validateEnv = ajv.compile({
+  type: 'object',
+  properties: Object.fromEntries(
+    Object.entries(SETTING_SPECS).map(([name, spec]) => [
+      name,
+      'default' in spec ? { ...spec.schema, default: spec.default } : spec.schema,
+    ]),
+  ),
+});
+
+/**
+ * Reads and validates the settings from an environment.
+ * @param env - the environment (defaults to `process.env`); empty strings count as unset.
+ * @returns the settings, with paths resolved against the working directory.
+ * @throws SettingsError listing every problem.
+ */
+export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
+  const values: Record<string, unknown> = {};
+  for (const name of Object.keys(SETTING_SPECS)) {
+    const raw = env[name];
+    if (raw !== undefined && raw !== '') values[name] = raw;
+  }
+  const problems: SettingProblem[] = [];
+  if (!validateEnv(values)) {
+    for (const error of validateEnv.errors ?? []) {
+      const variable = error.instancePath.replace(/^\//, '');
+      const spec = SETTING_SPECS[variable as SettingName] as SettingSpec | undefined;
+      const shown = spec?.secret ? '' : ` (got ${JSON.stringify(env[variable])})`;
+      problems.push({ variable, message: `${describe(error.keyword, error.params, error.message)}${shown}` });
+    }
+  }
+  if (values.DATABASE_URL !== undefined) {
+    for (const name of ['SETTLE_ENCRYPTION_KEYS', 'SETTLE_BLIND_INDEX_KEY'] as const) {
+      if (values[name] === undefined) {
+        problems.push({ variable: name, message: 'is required when DATABASE_URL is set (keys are only generated for the embedded database)' });
+      }
+    }
+  }
+  if (problems.length > 0) throw new SettingsError(problems);
+  return {
+    databaseUrl: values.DATABASE_URL as string | undefined,
+    dataDir: resolve(values.SETTLE_DATA_DIR as string),
+    configDir: resolve(values.SETTLE_CONFIG_DIR as string),
+    host: values.SETTLE_HOST as string,
+    port: values.SETTLE_PORT as number,
+    publicUrl: values.SETTLE_PUBLIC_URL as string | undefined,
+    logLevel: values.SETTLE_LOG_LEVEL as Settings['logLevel'],
+    dbPoolSize: values.SETTLE_DB_POOL_SIZE as number,
+    shutdownTimeoutMs: values.SETTLE_SHUTDOWN_TIMEOUT_MS as number,
+    jobConcurrency: values.SETTLE_JOB_CONCURRENCY as number,
+    encryptionKeys: values.SETTLE_ENCRYPTION_KEYS as string | undefined,
+    blindIndexKey: values.SETTLE_BLIND_INDEX_KEY as string | undefined,
+  };
+}
+
+function describe(keyword: string, params: Record<string, unknown>, fallback: string | undefined): string {
+  switch (keyword) {
+    case 'type':
+      return `must be ${params.type === 'integer' ? 'a whole number' : `a ${String(params.type)}`}`;
+    case 'enum':
+      return `must be one of ${(params.allowedValues as string[]).join(', ')}`;
+    case 'minimum':
+    case 'maximum':
+      return `must be ${keyword === 'minimum' ? '≥' : '≤'} ${String(params.limit)}`;
+    case 'pattern':
+      return `must match ${String(params.pattern)}`;
+    default:
+      return fallback ?? 'is invalid';
+  }
+}
