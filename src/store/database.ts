@@ -3,9 +3,10 @@
  * served over loopback when no `DATABASE_URL` is set.
  */
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
 import pg from 'pg';
-import { startEmbeddedServer, type EmbeddedServer } from './embedded-server.ts';
+import { startEmbeddedServer } from './embedded-server.ts';
 
 /** Anything that runs a query: the pool, or a client inside a transaction. */
 export interface Queryable {
@@ -37,17 +38,27 @@ export interface OpenDatabaseOptions {
 const EMBEDDED_SPARE_CONNECTIONS = 20;
 
 /**
- * Opens the database. A server pool connects lazily (see {@link waitForDatabase}); the embedded database
- * is opened at once and locked to this process, since PGlite files must not be opened twice.
+ * Opens the database. A server pool connects lazily (see {@link waitForDatabase}). The embedded database
+ * is opened at once and its files belong to one process (PGlite files must never be opened twice): a
+ * second process (the CLI beside a running engine) connects to the first one's loopback server instead.
  */
 export async function openDatabase(options: OpenDatabaseOptions): Promise<Database> {
   if (options.databaseUrl) {
-    const connection: pg.PoolConfig = { connectionString: options.databaseUrl, max: options.poolSize };
+    const connection: pg.PoolConfig = { connectionString: options.databaseUrl, max: options.poolSize, connectionTimeoutMillis: 5000 };
     return makeDatabase('server', connection, async () => {});
   }
   const inMemory = options.dataDir.startsWith('memory://');
-  const release = inMemory ? () => {} : lockDataDir(options.dataDir);
-  let server: EmbeddedServer;
+  let release = () => {};
+  if (!inMemory) {
+    const claim = await claimDataDir(options.dataDir);
+    if ('port' in claim) {
+      // Another Settle process (the engine) holds the embedded database: share it through its server.
+      const connection = { host: '127.0.0.1', port: claim.port, user: 'postgres', database: 'postgres', max: Math.min(options.poolSize, 5) };
+      return makeDatabase('embedded', connection, async () => {});
+    }
+    release = claim.release;
+  }
+  let server;
   try {
     server = await startEmbeddedServer(
       inMemory ? options.dataDir : join(options.dataDir, 'pgdata'),
@@ -57,6 +68,7 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<Databa
     release();
     throw error;
   }
+  if (!inMemory) writeLock(options.dataDir, server.port);
   const connection: pg.PoolConfig = {
     host: server.host,
     port: server.port,
@@ -88,26 +100,46 @@ function makeDatabase(kind: Database['kind'], connection: pg.PoolConfig, closeSe
   };
 }
 
-/** Thrown when the embedded data directory is in use by another live process. */
-export class DataDirLockedError extends Error {
-  constructor(dataDir: string, pid: number) {
-    super(`The embedded database in ${dataDir} is in use by process ${pid}. Stop it, or set SETTLE_DATA_DIR to another directory.`);
-    this.name = 'DataDirLockedError';
-  }
+interface DataDirLock {
+  pid: number;
+  port: number;
 }
 
-function lockDataDir(dataDir: string): () => void {
+/**
+ * Claims the data directory for this process, or finds the live process that holds it and the port of
+ * its database server (waiting while that process is still starting).
+ */
+async function claimDataDir(dataDir: string): Promise<{ release: () => void } | { port: number }> {
   mkdirSync(dataDir, { recursive: true });
-  const lockFile = join(dataDir, 'settle.lock');
-  try {
-    const holder = Number(readFileSync(lockFile, 'utf8').trim());
-    if (holder && holder !== process.pid && isAlive(holder)) throw new DataDirLockedError(dataDir, holder);
-  } catch (error) {
-    if (error instanceof DataDirLockedError) throw error;
+  const lockFile = join(dataDir, LOCK_FILE);
+  for (let attempt = 0; attempt < 600; attempt++) {
+    try {
+      writeFileSync(lockFile, JSON.stringify({ pid: process.pid, port: 0 } satisfies DataDirLock), { flag: 'wx' });
+      return { release: () => rmSync(lockFile, { force: true }) };
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+    }
+    let holder: DataDirLock | undefined;
+    try {
+      holder = JSON.parse(readFileSync(lockFile, 'utf8')) as DataDirLock;
+    } catch {
+      holder = undefined; // being written right now
+    }
+    if (holder && !isAlive(holder.pid)) {
+      rmSync(lockFile, { force: true }); // left behind by a process that died
+      continue;
+    }
+    if (holder && holder.port > 0) return { port: holder.port };
+    await sleep(100);
   }
-  writeFileSync(lockFile, String(process.pid));
-  return () => rmSync(lockFile, { force: true });
+  throw new Error(`The embedded database in ${dataDir} is held by another process that never finished starting (see ${lockFile}).`);
 }
+
+function writeLock(dataDir: string, port: number): void {
+  writeFileSync(join(dataDir, LOCK_FILE), JSON.stringify({ pid: process.pid, port } satisfies DataDirLock));
+}
+
+const LOCK_FILE = 'settle.lock';
 
 function isAlive(pid: number): boolean {
   try {

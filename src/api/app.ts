@@ -1,0 +1,65 @@
+/**
+ * The express application: security headers, JSON bodies, request metrics and logs, every route of
+ * every stage, and problem documents for everything that goes wrong.
+ */
+import express, { type Express } from 'express';
+import helmet from 'helmet';
+import type { Logger } from 'winston';
+import type { Clock } from '../domain/clock.ts';
+import { ApiKeyRepository } from '../store/api-keys.ts';
+import type { Database } from '../store/database.ts';
+import { apiKeyRoutes } from './apikey-routes.ts';
+import type { EngineMetrics } from './metrics.ts';
+import { ApiError, problemHandler } from './problem.ts';
+import { mountRoutes, openApiDocument, type AnyRoute, type JsonSchema } from './routes.ts';
+import { systemRoutes, type Readiness } from './system-routes.ts';
+
+/** What the API needs from the engine. */
+export interface ApiDependencies {
+  db: Database;
+  clock: Clock;
+  logger: Logger;
+  metrics: EngineMetrics;
+  readiness: Readiness;
+  version: string;
+  publicUrl?: string;
+}
+
+/** The app, and the routes it serves (the OpenAPI document is built from them). */
+export interface Api {
+  app: Express;
+  routes: AnyRoute[];
+  document: JsonSchema;
+}
+
+/** Builds the API. */
+export function createApi(deps: ApiDependencies): Api {
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('trust proxy', 'loopback');
+  app.use(helmet());
+  app.use(express.json({ limit: '1mb', type: ['application/json', 'application/*+json'] }));
+  app.use((req, res, next) => {
+    const started = performance.now();
+    res.on('finish', () => {
+      const route = req.route?.path ?? 'unmatched';
+      const seconds = (performance.now() - started) / 1000;
+      deps.metrics.httpDuration.observe({ method: req.method, route, status: String(res.statusCode) }, seconds);
+      // The route pattern, never the raw URL: paths and queries may carry identifiers of patients.
+      deps.logger.info('http', { method: req.method, route, status: res.statusCode, ms: Math.round(seconds * 1000) });
+    });
+    next();
+  });
+
+  let document: JsonSchema = {};
+  const routes: AnyRoute[] = [...systemRoutes(deps.readiness, deps.metrics, () => document), ...apiKeyRoutes(deps.db, deps.clock)];
+  document = openApiDocument(routes, { title: 'Settle API', version: deps.version, serverUrl: deps.publicUrl });
+
+  const keys = new ApiKeyRepository(deps.db.pool, deps.clock);
+  const router = express.Router();
+  mountRoutes(router, routes, (presented) => keys.authenticate(presented));
+  app.use(router);
+  app.use((req, _res, next) => next(new ApiError(404, 'not_found', `No route ${req.method} ${req.path}.`)));
+  app.use(problemHandler(deps.logger));
+  return { app, routes, document };
+}

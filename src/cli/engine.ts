@@ -1,0 +1,172 @@
+/**
+ * The engine process: API, worker, or both, on one database.
+ *
+ * The API starts listening first, so `/healthz` answers and `/readyz` explains what is missing while
+ * the database is still being reached (with backoff, never a crash loop) and migrated.
+ */
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { hostname } from 'node:os';
+import { createApi } from '../api/app.ts';
+import { EngineMetrics } from '../api/metrics.ts';
+import type { ReadinessCheck } from '../api/system-routes.ts';
+import { DataFilesError, loadDataFiles } from '../config/data-files.ts';
+import type { Logger } from '../config/logger.ts';
+import type { Settings } from '../config/settings.ts';
+import { systemClock, type Clock } from '../domain/clock.ts';
+import { registerStageJobs, scheduleRecurringJobs } from '../scheduler/jobs.ts';
+import { JobRegistry, Scheduler, type JobDefinition } from '../scheduler/scheduler.ts';
+import { openDatabase, waitForDatabase, type Database } from '../store/database.ts';
+import { currentVersion, latestVersion, migrate } from '../store/migrate.ts';
+import { loadKeyring } from '../store/phi-crypto.ts';
+import { PracticeRepository } from '../store/practices.ts';
+
+/** Which parts run in this process. */
+export type EngineMode = 'start' | 'serve' | 'worker';
+
+/** Options beyond the settings. */
+export interface EngineOptions {
+  mode: EngineMode;
+  settings: Settings;
+  logger: Logger;
+  clock?: Clock;
+  /** Job kinds added to the stages' own (tests use this to observe workers). */
+  extraJobs?: JobDefinition<never>[];
+}
+
+/** A running engine. */
+export interface Engine {
+  /** Where the API listens (undefined for a worker). */
+  url: string | undefined;
+  /** Resolves once the database is migrated and the scheduler is up. */
+  ready: Promise<void>;
+  /** The open database. */
+  db: Database;
+  /** Stops taking work, lets running jobs finish up to the shutdown deadline, closes the database. */
+  stop(): Promise<void>;
+}
+
+const VERSION = '0.1.0';
+
+/** The practice created on first start when there is none, so a fresh install has a tenant for its keys. */
+export const DEFAULT_PRACTICE = { slug: 'default', name: 'My Practice' };
+
+/**
+ * Starts the engine.
+ * @throws DataFilesError when a connector, mapping, policy or profile file is invalid: nothing starts.
+ */
+export async function startEngine(options: EngineOptions): Promise<Engine> {
+  const { settings, logger, mode } = options;
+  const clock = options.clock ?? systemClock;
+  const dataFiles = loadDataFiles(settings.configDir);
+  if (dataFiles.problems.length > 0) throw new DataFilesError(dataFiles.problems);
+  const embedded = !settings.databaseUrl;
+  loadKeyring({
+    encryptionKeys: settings.encryptionKeys,
+    blindIndexKey: settings.blindIndexKey,
+    dataDir: settings.dataDir,
+    embedded,
+    logger,
+  });
+
+  const db = await openDatabase({ databaseUrl: settings.databaseUrl, dataDir: settings.dataDir, poolSize: settings.dbPoolSize });
+  const metrics = new EngineMetrics();
+  const registry = new JobRegistry();
+  registerStageJobs(registry, { db, clock, logger });
+  for (const job of options.extraJobs ?? []) registry.register(job);
+  const scheduler = new Scheduler({
+    db,
+    registry,
+    name: `${mode}-${hostname()}-${process.pid}`,
+    concurrency: settings.jobConcurrency,
+  });
+  scheduler.onOutcome((outcome) => {
+    metrics.recordJob(outcome);
+    if (outcome.error) logger.warn('job failed', { job: outcome.name, jobId: outcome.jobId, error: outcome.error.message });
+  });
+
+  let migrated = false;
+  let schedulerUp = false;
+  let server: Server | undefined;
+  let url: string | undefined;
+  if (mode !== 'worker') {
+    const api = createApi({
+      db,
+      clock,
+      logger,
+      metrics,
+      version: VERSION,
+      publicUrl: settings.publicUrl,
+      readiness: {
+        database: async () => check(db.pool.query('SELECT 1').then(() => 'reachable')),
+        migrations: async () =>
+          migrated
+            ? { ok: true, detail: `at version ${latestVersion()}` }
+            : check(currentVersion(db).then((v) => { throw new Error(`at version ${v}, expected ${latestVersion()}`); })),
+        scheduler: () =>
+          schedulerUp
+            ? { ok: true, detail: mode === 'serve' ? 'enqueueing (jobs run in workers)' : 'running jobs' }
+            : { ok: false, detail: 'not started yet' },
+      },
+    });
+    server = api.app.listen(settings.port, settings.host);
+    await new Promise<void>((resolve, reject) => {
+      server!.once('listening', resolve);
+      server!.once('error', reject);
+    });
+    const address = server.address() as AddressInfo;
+    url = `http://${settings.host.includes(':') ? `[${settings.host}]` : settings.host}:${address.port}`;
+    logger.info('api listening', { url, mode });
+  }
+
+  const bringUp = new AbortController();
+  const ready = (async () => {
+    await waitForDatabase(db, bringUp.signal, (error, attempt, delayMs) =>
+      logger.warn('database unreachable, retrying', { attempt, delayMs, error: error.message }),
+    );
+    const result = await migrate(db);
+    if (result.applied.length) logger.info('migrations applied', { applied: result.applied.map((m) => `${m.version}_${m.name}`) });
+    migrated = true;
+    await new PracticeRepository(db.pool).ensure(DEFAULT_PRACTICE);
+    if (mode !== 'serve') {
+      await scheduler.start();
+      await scheduleRecurringJobs(scheduler);
+    }
+    schedulerUp = true;
+    logger.info('engine ready', { mode, database: db.kind });
+  })();
+  // Failures surface through `ready` and /readyz; the process stays up to report them.
+  ready.catch((error: Error) => logger.error('engine failed to start', { error: error.message, code: (error as { code?: string }).code }));
+
+  let stopping: Promise<void> | undefined;
+  return {
+    url,
+    ready,
+    db,
+    stop() {
+      stopping ??= (async () => {
+        logger.info('shutting down', { deadlineMs: settings.shutdownTimeoutMs });
+        bringUp.abort(new Error('shutting down'));
+        if (server) {
+          server.close();
+          server.closeIdleConnections();
+        }
+        await ready.catch(() => {});
+        const stillRunning = await scheduler.stop(settings.shutdownTimeoutMs);
+        if (stillRunning) logger.warn('jobs still running at the deadline were released to other workers', { count: stillRunning });
+        server?.closeAllConnections();
+        await db.close();
+        logger.info('stopped');
+      })();
+      return stopping;
+    },
+  };
+}
+
+async function check(probe: Promise<string>): Promise<ReadinessCheck> {
+  try {
+    return { ok: true, detail: await probe };
+  } catch (error) {
+    return { ok: false, detail: (error as Error).message };
+  }
+}

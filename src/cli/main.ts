@@ -1,0 +1,226 @@
+/**
+ * The `settle` command.
+ *
+ * Exit codes scripts can rely on: 0 done; 1 the operation failed (problems found, key not found);
+ * 2 usage error; 3 invalid settings or data files (nothing started); 4 database unavailable or its
+ * migrations refused.
+ */
+import { Command, CommanderError, Option } from 'commander';
+import { runConfigCheck } from './config-check.ts';
+import { formatProblem, DataFilesError } from '../config/data-files.ts';
+import { createLogger, type Logger } from '../config/logger.ts';
+import { loadSettings, SETTING_SPECS, SettingsError, type Settings } from '../config/settings.ts';
+import { ROLES, type Role } from '../domain/access.ts';
+import { systemClock } from '../domain/clock.ts';
+import { ApiKeyRepository } from '../store/api-keys.ts';
+import { AuditLog } from '../store/audit.ts';
+import { openDatabase, waitForDatabase, withTransaction, type Database } from '../store/database.ts';
+import { migrate, MigrationError } from '../store/migrate.ts';
+import { PracticeRepository } from '../store/practices.ts';
+import { DEFAULT_PRACTICE, startEngine, type EngineMode } from './engine.ts';
+
+/** Exit codes of `settle`. */
+export const EXIT = { ok: 0, failed: 1, usage: 2, config: 3, database: 4 } as const;
+
+class ExitError extends Error {
+  readonly exitCode: number;
+  constructor(exitCode: number, message: string) {
+    super(message);
+    this.exitCode = exitCode;
+  }
+}
+
+function settingsOrExit(): Settings {
+  try {
+    return loadSettings();
+  } catch (error) {
+    if (error instanceof SettingsError) throw new ExitError(EXIT.config, error.message);
+    throw error;
+  }
+}
+
+async function runEngine(mode: EngineMode): Promise<void> {
+  const settings = settingsOrExit();
+  const logger = createLogger({ level: settings.logLevel });
+  let engine;
+  try {
+    engine = await startEngine({ mode, settings, logger });
+  } catch (error) {
+    if (error instanceof DataFilesError) {
+      throw new ExitError(EXIT.config, `Settle did not start: fix these data files first.\n${error.problems.map(formatProblem).join('\n')}`);
+    }
+    throw error;
+  }
+  if (engine.url) process.stdout.write(`Settle ${mode === 'start' ? 'engine' : 'API'} listening on ${engine.url}\n`);
+  let signalled = false;
+  const shutdown = (signal: string) => {
+    if (signalled) {
+      logger.warn('second signal: exiting now', { signal });
+      process.exit(130);
+    }
+    signalled = true;
+    logger.info('signal received', { signal });
+    // Agenda 6.2.6 leaves a 5-minute timer behind per job run: exit explicitly once closed.
+    const hardStop = setTimeout(() => process.exit(EXIT.failed), settings.shutdownTimeoutMs + 10_000);
+    hardStop.unref();
+    engine.stop().then(
+      () => process.exit(EXIT.ok),
+      (error: Error) => {
+        logger.error('shutdown failed', { error: error.message });
+        process.exit(EXIT.failed);
+      },
+    );
+  };
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGINT', () => shutdown('SIGINT'));
+}
+
+/** Opens and migrates the database for a one-off command, giving up after `waitMs`. */
+async function withDatabase<T>(logger: Logger, work: (db: Database, settings: Settings) => Promise<T>, waitMs = 30_000): Promise<T> {
+  const settings = settingsOrExit();
+  const db = await openDatabase({ databaseUrl: settings.databaseUrl, dataDir: settings.dataDir, poolSize: 3 });
+  try {
+    try {
+      await waitForDatabase(db, AbortSignal.timeout(waitMs), (error, attempt) =>
+        logger.warn('database unreachable, retrying', { attempt, error: error.message }),
+      );
+      await migrate(db);
+    } catch (error) {
+      const message = error instanceof MigrationError ? error.message : `The database is unreachable: ${(error as Error).message}`;
+      throw new ExitError(EXIT.database, message);
+    }
+    return await work(db, settings);
+  } finally {
+    await db.close();
+  }
+}
+
+async function practiceFor(db: Database, slug: string | undefined) {
+  const practices = new PracticeRepository(db.pool);
+  if (!slug) return practices.ensure(DEFAULT_PRACTICE);
+  const practice = await practices.findBySlug(slug);
+  if (!practice) throw new ExitError(EXIT.failed, `No practice "${slug}".`);
+  return practice;
+}
+
+/** Builds the command tree. */
+export function buildProgram(out: (text: string) => void = (t) => process.stdout.write(t)): Command {
+  const program = new Command('settle')
+    .description('Settle: EHR integration engine for patient balances, outreach, payments and write-back.')
+    .version('0.1.0')
+    .addHelpText('after', `\nSettings come from environment variables:\n${Object.keys(SETTING_SPECS).map((n) => `  ${n}`).join('\n')}\nSee README.md for what each means.`)
+    .showHelpAfterError()
+    .exitOverride();
+  const cliLogger = () => createLogger({ level: 'warn', stream: process.stderr });
+
+  program.command('start').description('Run the API, the worker and the listeners in one process.').action(() => runEngine('start'));
+  program.command('serve').description('Run the API only (jobs are left to workers).').action(() => runEngine('serve'));
+  program.command('worker').description('Run jobs only.').action(() => runEngine('worker'));
+
+  program
+    .command('migrate')
+    .description('Apply pending database migrations, then exit.')
+    .action(async () => {
+      await withDatabase(cliLogger(), async () => out('Database is up to date.\n'));
+    });
+
+  const config = program.command('config').description('Connector, mapping, policy and profile files.');
+  config
+    .command('check')
+    .description('Validate every data file; print each problem as `file: /json/path: message`.')
+    .action(() => {
+      const settings = settingsOrExit();
+      const code = runConfigCheck(settings.configDir, (line) => out(`${line}\n`));
+      if (code !== 0) throw new ExitError(code, '');
+    });
+
+  const apikey = program.command('apikey').description('API keys (shown once, stored hashed).');
+  apikey
+    .command('create')
+    .description('Create a key and print it once.')
+    .addOption(new Option('--role <role>', 'what the key may do').choices(ROLES).makeOptionMandatory())
+    .requiredOption('--name <name>', 'who or what uses the key')
+    .option('--practice <slug>', 'practice the key belongs to (default: the default practice)')
+    .option('--json', 'print JSON')
+    .action(async (options: { role: Role; name: string; practice?: string; json?: boolean }) => {
+      await withDatabase(cliLogger(), async (db) => {
+        const practice = await practiceFor(db, options.practice);
+        const created = await withTransaction(db, async (tx) => {
+          const key = await new ApiKeyRepository(tx, systemClock).create(practice.id, options.name, options.role);
+          await new AuditLog(db, systemClock).append(
+            { practiceId: practice.id, actor: 'cli', action: 'apikey.create', entityType: 'api_key', entityId: key.key.id, detail: { role: options.role } },
+            tx,
+          );
+          return key;
+        });
+        if (options.json) {
+          out(`${JSON.stringify({ id: created.key.id, role: created.key.role, name: created.key.name, practice: practice.slug, secret: created.secret })}\n`);
+        } else {
+          out(`Created ${created.key.role} key "${created.key.name}" for ${practice.slug} (${created.key.id}).\n`);
+          out(`\n  ${created.secret}\n\nStore it now: it is not shown again.\n`);
+        }
+      });
+    });
+  apikey
+    .command('list')
+    .description('List keys (never their secrets).')
+    .option('--practice <slug>', 'only this practice')
+    .option('--json', 'print JSON')
+    .action(async (options: { practice?: string; json?: boolean }) => {
+      await withDatabase(cliLogger(), async (db) => {
+        const practice = options.practice ? await practiceFor(db, options.practice) : undefined;
+        const keys = await new ApiKeyRepository(db.pool, systemClock).list(practice?.id);
+        if (options.json) {
+          out(`${JSON.stringify(keys)}\n`);
+          return;
+        }
+        for (const key of keys) {
+          const state = key.revokedAt ? `revoked ${key.revokedAt.toISOString()}` : key.lastUsedAt ? `last used ${key.lastUsedAt.toISOString()}` : 'never used';
+          out(`${key.id}  ${key.prefix}  ${key.role.padEnd(11)}  ${key.name}  (${state})\n`);
+        }
+        if (keys.length === 0) out('No API keys. Create one with: settle apikey create --role admin --name "you"\n');
+      });
+    });
+  apikey
+    .command('revoke')
+    .description('Revoke a key by id or prefix; it stops working at once.')
+    .argument('<key>', 'key id or its prefix (settle_xxxxxxxxxxxx)')
+    .action(async (idOrPrefix: string) => {
+      await withDatabase(cliLogger(), async (db) => {
+        const revoked = await withTransaction(db, async (tx) => {
+          const key = await new ApiKeyRepository(tx, systemClock).revoke(idOrPrefix);
+          if (key) {
+            await new AuditLog(db, systemClock).append(
+              { practiceId: key.practiceId, actor: 'cli', action: 'apikey.revoke', entityType: 'api_key', entityId: key.id },
+              tx,
+            );
+          }
+          return key;
+        });
+        if (!revoked) throw new ExitError(EXIT.failed, `No API key ${idOrPrefix}.`);
+        out(`Revoked ${revoked.prefix} (${revoked.name}).\n`);
+      });
+    });
+  return program;
+}
+
+/** Runs the CLI with these arguments. */
+export async function main(argv: string[]): Promise<void> {
+  try {
+    await buildProgram().parseAsync(argv);
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      process.exitCode = error.exitCode === 0 ? EXIT.ok : EXIT.usage;
+      return;
+    }
+    if (error instanceof ExitError) {
+      if (error.message) process.stderr.write(`${error.message}\n`);
+      process.exitCode = error.exitCode;
+      return;
+    }
+    process.stderr.write(`settle: ${(error as Error).stack ?? String(error)}\n`);
+    process.exitCode = EXIT.failed;
+  }
+}
+
+if (import.meta.main) await main(process.argv);

@@ -1,0 +1,41 @@
+/**
+ * Every stage's jobs, registered in one place. Each job is a thin call into its stage.
+ */
+import type { Logger } from '../config/logger.ts';
+import type { Clock } from '../domain/clock.ts';
+import { AuditLog } from '../store/audit.ts';
+import type { Database } from '../store/database.ts';
+import { PracticeRepository } from '../store/practices.ts';
+import type { JobRegistry, Scheduler } from './scheduler.ts';
+
+/** What stage jobs are built from. */
+export interface JobDependencies {
+  db: Database;
+  clock: Clock;
+  logger: Logger;
+}
+
+/** Job names, so enqueuers and definitions agree. */
+export const JOBS = {
+  auditVerify: 'audit.verify',
+} as const;
+
+/** Registers the jobs of every stage. */
+export function registerStageJobs(registry: JobRegistry, deps: JobDependencies): void {
+  registry.register<Record<string, never>>({
+    name: JOBS.auditVerify,
+    concurrency: 1,
+    async run() {
+      const audit = new AuditLog(deps.db, deps.clock);
+      for (const practice of await new PracticeRepository(deps.db.pool).list()) {
+        const broken = await audit.verify(practice.id);
+        if (broken) deps.logger.error('audit chain broken', { practiceId: practice.id, eventId: broken.eventId, reason: broken.reason });
+      }
+    },
+  });
+}
+
+/** Puts the recurring jobs on the schedule (idempotent: one schedule however many workers start). */
+export async function scheduleRecurringJobs(scheduler: Scheduler): Promise<void> {
+  await scheduler.every('1 day', JOBS.auditVerify, {});
+}

@@ -1,0 +1,165 @@
+/**
+ * Agenda 6 on Settle's database, with a registry where each stage declares its jobs.
+ *
+ * On a PostgreSQL server, workers learn about new jobs through LISTEN/NOTIFY; on the embedded database
+ * (one process) notifications stay in memory. Row locks (`FOR UPDATE SKIP LOCKED`) give each job to
+ * exactly one worker.
+ */
+import { Agenda, InMemoryNotificationChannel, type Job } from 'agenda';
+import { PostgresBackend } from '@agendajs/postgres-backend';
+import type { Database } from '../store/database.ts';
+
+/** What a job handler is told besides its data. */
+export interface JobContext {
+  jobId: string;
+  /** Runs so far that failed (0 on the first run). */
+  failures: number;
+}
+
+/** A kind of job a stage can run. */
+export interface JobDefinition<Data = unknown> {
+  /** Dotted name, stage first: `fhir.sync`, `writeback.deliver`. */
+  name: string;
+  run(data: Data, context: JobContext): Promise<void>;
+  /** Jobs of this kind one worker runs at once (default: the worker's concurrency). */
+  concurrency?: number;
+  /** How long a running job holds its lock before another worker may take it over (default 10 minutes). */
+  lockLifetimeMs?: number;
+}
+
+/** The job kinds of every stage. Stages register here; the scheduler defines them all on start. */
+export class JobRegistry {
+  private readonly definitions = new Map<string, JobDefinition<never>>();
+
+  /** Adds a job kind. Names are unique. */
+  register<Data>(definition: JobDefinition<Data>): void {
+    if (this.definitions.has(definition.name)) throw new Error(`job ${definition.name} is registered twice`);
+    this.definitions.set(definition.name, definition as JobDefinition<never>);
+  }
+
+  /** Every registered job kind, in registration order. */
+  list(): JobDefinition<never>[] {
+    return [...this.definitions.values()];
+  }
+}
+
+/** Options for {@link createScheduler}. */
+export interface SchedulerOptions {
+  db: Database;
+  registry: JobRegistry;
+  /** Identifies this process in job locks (`worker-<pid>`). */
+  name: string;
+  /** Jobs this process runs at once. */
+  concurrency: number;
+  /** How often to look for due jobs when no notification arrives. */
+  pollIntervalMs?: number;
+}
+
+/** Events a scheduler reports, for metrics and logs. */
+export interface JobOutcome {
+  name: string;
+  jobId: string;
+  durationMs: number;
+  error?: Error;
+}
+
+/** Settle's view of Agenda. */
+export class Scheduler {
+  readonly agenda: Agenda;
+  private processing = false;
+  private readonly listeners: ((outcome: JobOutcome) => void)[] = [];
+
+  constructor(options: SchedulerOptions) {
+    const embedded = options.db.kind === 'embedded';
+    this.agenda = new Agenda({
+      backend: new PostgresBackend({
+        pool: options.db.pool,
+        ensureSchema: false,
+        disableNotifications: embedded,
+      }),
+      notificationChannel: embedded ? new InMemoryNotificationChannel() : undefined,
+      name: options.name,
+      maxConcurrency: options.concurrency,
+      defaultConcurrency: options.concurrency,
+      processEvery: options.pollIntervalMs ?? 5000,
+      defaultLockLifetime: 10 * 60_000,
+      // One-off jobs leave the table once done; repeating ones stay for their next run.
+      removeOnComplete: true,
+    });
+    for (const definition of options.registry.list()) {
+      this.agenda.define(
+        definition.name,
+        async (job: Job<unknown>) => {
+          const started = performance.now();
+          const jobId = String(job.attrs._id);
+          try {
+            await definition.run(job.attrs.data as never, { jobId, failures: job.attrs.failCount ?? 0 });
+            this.report({ name: definition.name, jobId, durationMs: performance.now() - started });
+          } catch (error) {
+            this.report({ name: definition.name, jobId, durationMs: performance.now() - started, error: error as Error });
+            throw error;
+          }
+        },
+        {
+          concurrency: definition.concurrency ?? options.concurrency,
+          lockLifetime: definition.lockLifetimeMs ?? 10 * 60_000,
+        },
+      );
+    }
+    // Agenda emits 'error' for backend trouble; unhandled it would crash the process.
+    this.agenda.on('error', () => {});
+  }
+
+  /** Subscribes to job outcomes. */
+  onOutcome(listener: (outcome: JobOutcome) => void): void {
+    this.listeners.push(listener);
+  }
+
+  private report(outcome: JobOutcome): void {
+    for (const listener of this.listeners) listener(outcome);
+  }
+
+  /** Starts taking jobs (workers). A process that only enqueues never calls this. */
+  async start(): Promise<void> {
+    await this.agenda.start();
+    this.processing = true;
+  }
+
+  /** Whether this process is taking jobs. */
+  get running(): boolean {
+    return this.processing;
+  }
+
+  /** Enqueues a job to run as soon as a worker is free. */
+  async now<Data>(name: string, data: Data): Promise<string> {
+    const job = await this.agenda.now(name, data);
+    return String(job.attrs._id);
+  }
+
+  /** Enqueues a job for a given time. */
+  async at<Data>(when: Date, name: string, data: Data): Promise<string> {
+    const job = await this.agenda.schedule(when, name, data);
+    return String(job.attrs._id);
+  }
+
+  /** Runs a job kind repeatedly ("15 minutes", or a cron expression), once per schedule across workers. */
+  async every<Data>(interval: string, name: string, data: Data, timeZone?: string): Promise<void> {
+    await this.agenda.every(interval, name, data, { timezone: timeZone });
+  }
+
+  /**
+   * Stops taking jobs and lets running ones finish, up to `deadlineMs`; jobs still running then are
+   * unlocked for another worker. Does not close the database.
+   * @returns how many jobs were still running at the deadline.
+   */
+  async stop(deadlineMs: number): Promise<number> {
+    if (!this.processing) {
+      await this.agenda.stop(false);
+      return 0;
+    }
+    this.processing = false;
+    const drained = await this.agenda.drain({ timeout: deadlineMs, closeConnection: false });
+    if (drained.timedOut) await this.agenda.stop(false);
+    return drained.running;
+  }
+}
