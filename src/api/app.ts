@@ -38,7 +38,6 @@ export function createApi(deps: ApiDependencies): Api {
   app.disable('x-powered-by');
   app.set('trust proxy', 'loopback');
   app.use(helmet());
-  app.use(express.json({ limit: '1mb', type: ['application/json', 'application/*+json'] }));
   app.use((req, res, next) => {
     const started = performance.now();
     res.on('finish', () => {
@@ -50,6 +49,7 @@ export function createApi(deps: ApiDependencies): Api {
     });
     next();
   });
+  app.use(express.json({ limit: '1mb', type: ['application/json', 'application/*+json'] }));
 
   let document: JsonSchema = {};
   const routes: AnyRoute[] = [...systemRoutes(deps.readiness, deps.metrics, () => document), ...apiKeyRoutes(deps.db, deps.clock)];

@@ -1,6 +1,7 @@
 /**
  * Errors at the API edge: `application/problem+json` (RFC 9457) with a stable `code` scripts can rely on.
  */
+import { randomUUID } from 'node:crypto';
 import type { ErrorRequestHandler, Response } from 'express';
 import type { Logger } from 'winston';
 
@@ -69,7 +70,18 @@ export function problemHandler(logger: Logger): ErrorRequestHandler {
       sendProblem(res, httpError.status, 'invalid_request', httpError.message ?? 'The request is invalid.');
       return;
     }
-    logger.error('request failed', { method: req.method, route: req.route?.path, error: (error as Error).message, stack: (error as Error).stack });
-    sendProblem(res, 500, 'internal_error', 'Something went wrong on our side. It has been logged.');
+    // An unexpected error's message may quote the data it failed on (a database error echoes the row):
+    // log its kind, code and where it happened, never its message.
+    const errorId = randomUUID();
+    const failure = error as Error & { code?: string };
+    logger.error('request failed', {
+      errorId,
+      method: req.method,
+      route: req.route?.path,
+      type: failure?.constructor?.name,
+      code: failure?.code,
+      frames: failure?.stack?.split('\n').slice(1, 8).map((frame) => frame.trim()),
+    });
+    sendProblem(res, 500, 'internal_error', `Something went wrong on our side. It has been logged as ${errorId}.`);
   };
 }

@@ -61,7 +61,7 @@ export async function startEngine(options: EngineOptions): Promise<Engine> {
   const dataFiles = loadDataFiles(settings.configDir);
   if (dataFiles.problems.length > 0) throw new DataFilesError(dataFiles.problems);
   const embedded = !settings.databaseUrl;
-  loadKeyring({
+  await loadKeyring({
     encryptionKeys: settings.encryptionKeys,
     blindIndexKey: settings.blindIndexKey,
     dataDir: settings.dataDir,

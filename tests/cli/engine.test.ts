@@ -1,0 +1,95 @@
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { ROOT, runCli, spawnEngine, waitFor } from '../support/cli.ts';
+
+const CLEAN_ENV = { DATABASE_URL: undefined, SETTLE_ENCRYPTION_KEYS: undefined, SETTLE_BLIND_INDEX_KEY: undefined, SETTLE_CONFIG_DIR: ROOT };
+
+describe('settle start on the embedded database', () => {
+  it('runs on a fresh data directory, shares its database with the CLI, stops on SIGTERM and keeps its data', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'settle-start-'));
+    const env = { ...CLEAN_ENV, SETTLE_DATA_DIR: dataDir, SETTLE_LOG_LEVEL: 'warn' };
+    const engine = spawnEngine('start', env);
+    const url = await engine.url;
+    assert.deepEqual(await (await fetch(`${url}/healthz`)).json(), { status: 'ok' });
+    await waitFor(async () => (await fetch(`${url}/readyz`)).status === 200, 60_000, '/readyz');
+    const ready = (await (await fetch(`${url}/readyz`)).json()) as { checks: Record<string, { ok: boolean }> };
+    assert.deepEqual(Object.keys(ready.checks).sort(), ['database', 'migrations', 'scheduler']);
+    assert.ok(existsSync(join(dataDir, 'keys.json')), 'development keys generated into the data directory');
+
+    // The CLI reaches the running engine's database instead of opening the files a second time.
+    const created = await runCli(['apikey', 'create', '--role', 'admin', '--name', 'office manager', '--json'], env);
+    assert.equal(created.code, 0, created.stderr);
+    const { secret } = JSON.parse(created.stdout) as { secret: string };
+    const me = await fetch(`${url}/me`, { headers: { authorization: `Bearer ${secret}` } });
+    assert.equal(me.status, 200);
+
+    engine.child.kill('SIGTERM');
+    assert.equal(await engine.exited, 0);
+    assert.ok(!existsSync(join(dataDir, 'settle.lock')), 'lock released');
+
+    const again = spawnEngine('start', env);
+    const url2 = await again.url;
+    await waitFor(async () => (await fetch(`${url2}/readyz`)).status === 200, 60_000, '/readyz after restart');
+    assert.equal((await fetch(`${url2}/me`, { headers: { authorization: `Bearer ${secret}` } })).status, 200, 'the key survived the restart');
+    again.child.kill('SIGINT');
+    assert.equal(await again.exited, 0);
+  });
+});
+
+describe('settle refuses to start half-way', () => {
+  it('lists every invalid setting at once and exits 3', async () => {
+    const result = await runCli(['start'], { ...CLEAN_ENV, SETTLE_PORT: 'eighty', SETTLE_LOG_LEVEL: 'loud', DATABASE_URL: 'mysql://x' });
+    assert.equal(result.code, 3);
+    assert.match(result.stderr, /SETTLE_PORT: must be a whole number \(got "eighty"\)/);
+    assert.match(result.stderr, /SETTLE_LOG_LEVEL: must be one of error, warn, info, debug/);
+    assert.match(result.stderr, /DATABASE_URL: must match/);
+    assert.doesNotMatch(result.stderr, /mysql:\/\/x/, 'secret settings are not echoed');
+  });
+
+  it('refuses to start with an invalid data file, naming the file and the JSON path', async () => {
+    const configDir = mkdtempSync(join(tmpdir(), 'settle-config-'));
+    mkdirSync(join(configDir, 'connectors'));
+    writeFileSync(join(configDir, 'connectors', 'broken.json'), JSON.stringify({ name: 'broken', transport: 'carrier-pigeon' }));
+    const dataDir = mkdtempSync(join(tmpdir(), 'settle-start-'));
+    const result = await runCli(['start'], { ...CLEAN_ENV, SETTLE_CONFIG_DIR: configDir, SETTLE_DATA_DIR: dataDir });
+    assert.equal(result.code, 3);
+    assert.match(result.stderr, /connectors\/broken\.json: \/[^:]*: /);
+    assert.ok(!existsSync(join(dataDir, 'pgdata')), 'no database was created');
+  });
+
+  it('keeps serving health while the database is unreachable, and says why on /readyz', async () => {
+    const engine = spawnEngine('serve', {
+      ...CLEAN_ENV,
+      DATABASE_URL: 'postgres://settle@127.0.0.1:9/settle',
+      SETTLE_ENCRYPTION_KEYS: `k1:${Buffer.alloc(32, 1).toString('base64')}`,
+      SETTLE_BLIND_INDEX_KEY: Buffer.alloc(32, 2).toString('base64'),
+      SETTLE_LOG_LEVEL: 'warn',
+    });
+    const url = await engine.url;
+    assert.equal((await fetch(`${url}/healthz`)).status, 200);
+    const ready = await fetch(`${url}/readyz`);
+    assert.equal(ready.status, 503);
+    const body = (await ready.json()) as { checks: { database: { ok: boolean; detail: string } } };
+    assert.equal(body.checks.database.ok, false);
+    assert.match(body.checks.database.detail, /ECONNREFUSED|connect/);
+    await waitFor(async () => /database unreachable, retrying/.test(engine.output()), 10_000, 'a retry to be logged');
+    engine.child.kill('SIGTERM');
+    assert.equal(await engine.exited, 0);
+  });
+});
+
+describe('settle CLI', () => {
+  it('answers --help on every command and exits 2 on a usage error', async () => {
+    for (const args of [['--help'], ['start', '--help'], ['worker', '--help'], ['migrate', '--help'], ['config', 'check', '--help'], ['apikey', 'create', '--help']]) {
+      const result = await runCli(args, CLEAN_ENV);
+      assert.equal(result.code, 0, args.join(' '));
+      assert.match(result.stdout, /Usage: settle/);
+    }
+    const wrong = await runCli(['apikey', 'create', '--role', 'owner', '--name', 'x'], CLEAN_ENV);
+    assert.equal(wrong.code, 2);
+    assert.match(wrong.stderr, /Allowed choices are admin, staff, integration/);
+  });
+});

@@ -1,0 +1,29 @@
+/**
+ * A real `settle worker` process with one extra job kind, `test.probe`, that records which process ran
+ * each job in `job_probe_runs`. Used to watch several workers share one database.
+ */
+import { startEngine } from '../../src/cli/engine.ts';
+import { createLogger } from '../../src/config/logger.ts';
+import { loadSettings } from '../../src/config/settings.ts';
+
+const settings = loadSettings();
+const logger = createLogger({ level: 'warn', stream: process.stderr });
+const engine = await startEngine({
+  mode: 'worker',
+  settings,
+  logger,
+  extraJobs: [
+    {
+      name: 'test.probe',
+      async run(data: { seq: number; sleepMs?: number }) {
+        await new Promise((resolve) => setTimeout(resolve, data.sleepMs ?? Math.random() * 10));
+        await engine.db.pool.query('INSERT INTO job_probe_runs (seq, pid) VALUES ($1, $2)', [data.seq, process.pid]);
+      },
+    },
+  ],
+});
+await engine.ready;
+process.stdout.write('worker ready\n');
+process.once('SIGTERM', () => {
+  engine.stop().then(() => process.exit(0), () => process.exit(1));
+});
