@@ -6,5 +6,6 @@ if (major < 22 || (major === 22 && minor < 18)) {
   process.stderr.write(`settle needs Node.js 22.18 or newer (24 recommended) to run TypeScript directly; this is ${process.version}.\n`);
   process.exit(1);
 }
+// main.ts runs itself only as the entry module (`import.meta.main`), so call it here.
 const { main } = await import('../src/cli/main.ts');
 await main(process.argv);

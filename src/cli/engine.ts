@@ -74,17 +74,7 @@ export async function startEngine(options: EngineOptions): Promise<Engine> {
   const registry = new JobRegistry();
   registerStageJobs(registry, { db, clock, logger });
   for (const job of options.extraJobs ?? []) registry.register(job);
-  const scheduler = new Scheduler({
-    db,
-    registry,
-    name: `${mode}-${hostname()}-${process.pid}`,
-    concurrency: settings.jobConcurrency,
-  });
-  scheduler.onOutcome((outcome) => {
-    metrics.recordJob(outcome);
-    if (outcome.error) logger.warn('job failed', { job: outcome.name, jobId: outcome.jobId, error: outcome.error.message });
-  });
-
+  let scheduler: Scheduler | undefined;
   let migrated = false;
   let schedulerUp = false;
   let server: Server | undefined;
@@ -128,6 +118,12 @@ export async function startEngine(options: EngineOptions): Promise<Engine> {
     if (result.applied.length) logger.info('migrations applied', { applied: result.applied.map((m) => `${m.version}_${m.name}`) });
     migrated = true;
     await new PracticeRepository(db.pool).ensure(DEFAULT_PRACTICE);
+    // Agenda connects as soon as it is built: build it once the database answers.
+    scheduler = new Scheduler({ db, registry, name: `${mode}-${hostname()}-${process.pid}`, concurrency: settings.jobConcurrency });
+    scheduler.onOutcome((outcome) => {
+      metrics.recordJob(outcome);
+      if (outcome.error) logger.warn('job failed', { job: outcome.name, jobId: outcome.jobId, error: outcome.error.message });
+    });
     if (mode !== 'serve') {
       await scheduler.start();
       await scheduleRecurringJobs(scheduler);
@@ -152,7 +148,7 @@ export async function startEngine(options: EngineOptions): Promise<Engine> {
           server.closeIdleConnections();
         }
         await ready.catch(() => {});
-        const stillRunning = await scheduler.stop(settings.shutdownTimeoutMs);
+        const stillRunning = scheduler ? await scheduler.stop(settings.shutdownTimeoutMs) : 0;
         if (stillRunning) logger.warn('jobs still running at the deadline were released to other workers', { count: stillRunning });
         server?.closeAllConnections();
         await db.close();

@@ -52,6 +52,8 @@ async function runEngine(mode: EngineMode): Promise<void> {
     throw error;
   }
   if (engine.url) process.stdout.write(`Settle ${mode === 'start' ? 'engine' : 'API'} listening on ${engine.url}\n`);
+  // A long-running engine logs a stray rejection instead of dying with every job and connection it holds.
+  process.on('unhandledRejection', (reason) => logger.error('unhandled rejection', { error: (reason as Error)?.message }));
   let signalled = false;
   const shutdown = (signal: string) => {
     if (signalled) {

@@ -158,8 +158,21 @@ export class Scheduler {
       return 0;
     }
     this.processing = false;
-    const drained = await this.agenda.drain({ timeout: deadlineMs, closeConnection: false });
-    if (drained.timedOut) await this.agenda.stop(false);
-    return drained.running;
+    // Agenda 6.2.6 announces a job 'complete' before it forgets it, so drain() can miss the last
+    // completion and sit until its deadline: watch the running count too and end the drain at zero.
+    const idle = new AbortController();
+    const watcher = setInterval(() => {
+      this.agenda
+        .getRunningStats()
+        .then((stats) => stats.runningJobs === 0 && idle.abort())
+        .catch(() => idle.abort());
+    }, 50);
+    try {
+      const drained = await this.agenda.drain({ timeout: deadlineMs, closeConnection: false, signal: idle.signal });
+      if (drained.timedOut) await this.agenda.stop(false);
+      return drained.timedOut ? drained.running : 0;
+    } finally {
+      clearInterval(watcher);
+    }
   }
 }

@@ -25,6 +25,15 @@ describe('settle start on the embedded database', () => {
     const { secret } = JSON.parse(created.stdout) as { secret: string };
     const me = await fetch(`${url}/me`, { headers: { authorization: `Bearer ${secret}` } });
     assert.equal(me.status, 200);
+    const spare = JSON.parse((await runCli(['apikey', 'create', '--role', 'staff', '--name', 'temp', '--json'], env)).stdout) as { id: string; secret: string };
+    const listed = await runCli(['apikey', 'list'], env);
+    assert.equal(listed.code, 0);
+    assert.match(listed.stdout, /admin\s+office manager/);
+    assert.ok(!listed.stdout.includes(secret) && !listed.stdout.includes(spare.secret), 'list never shows secrets');
+    const revoked = await runCli(['apikey', 'revoke', spare.id], env);
+    assert.equal(revoked.code, 0, revoked.stderr);
+    assert.equal((await fetch(`${url}/me`, { headers: { authorization: `Bearer ${spare.secret}` } })).status, 401, 'revoked at once');
+    assert.equal((await runCli(['apikey', 'revoke', 'settle_nosuchkey0000'], env)).code, 1);
 
     engine.child.kill('SIGTERM');
     assert.equal(await engine.exited, 0);
