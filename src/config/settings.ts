@@ -48,7 +48,7 @@ export const SETTING_SPECS = {
   },
   SETTLE_PUBLIC_URL: {
     schema: { type: 'string', pattern: '^https?://' },
-    description: 'URL patients and webhooks reach the engine at. Defaults to http://SETTLE_HOST:SETTLE_PORT.',
+    description: 'Public URL patients and webhooks reach the engine at (behind your TLS proxy); shown as the server of /openapi.json.',
   },
   SETTLE_LOG_LEVEL: {
     schema: { type: 'string', enum: ['error', 'warn', 'info', 'debug'] },
