@@ -1,11 +1,10 @@
 /**
  * Managing API keys over the API (admins), and who the caller is.
  */
-import { ROLES, type Principal } from '../domain/access.ts';
+import { ROLES, type Principal, type Role } from '../domain/access.ts';
 import type { Clock } from '../domain/clock.ts';
-import { ApiKeyRepository, type ApiKeyInfo } from '../store/api-keys.ts';
-import { AuditLog } from '../store/audit.ts';
-import { withTransaction, type Database } from '../store/database.ts';
+import { ApiKeyRepository, issueApiKey, revokeApiKey, type ApiKeyInfo } from '../store/api-keys.ts';
+import type { Database } from '../store/database.ts';
 import { PracticeRepository } from '../store/practices.ts';
 import { ApiError } from './problem.ts';
 import type { AnyRoute, JsonSchema } from './routes.ts';
@@ -35,7 +34,6 @@ function actor(principal: Principal | undefined): string {
 /** `/me`, `/practice` and `/apikeys`. */
 export function apiKeyRoutes(db: Database, clock: Clock): AnyRoute[] {
   const keys = new ApiKeyRepository(db.pool, clock);
-  const audit = new AuditLog(db, clock);
   return [
     {
       method: 'get',
@@ -99,15 +97,10 @@ export function apiKeyRoutes(db: Database, clock: Clock): AnyRoute[] {
           schema: { type: 'object', required: ['key', 'secret'], properties: { key: API_KEY_SCHEMA, secret: { type: 'string' } } },
         },
       },
-      handler: async ({ principal, body }: { principal: Principal | undefined; body: { name: string; role: (typeof ROLES)[number] } }) =>
-        withTransaction(db, async (tx) => {
-          const created = await new ApiKeyRepository(tx, clock).create(principal!.practiceId, body.name, body.role);
-          await audit.append(
-            { practiceId: principal!.practiceId, actor: actor(principal), action: 'apikey.create', entityType: 'api_key', entityId: created.key.id, detail: { role: body.role } },
-            tx,
-          );
-          return { key: shown(created.key), secret: created.secret };
-        }),
+      handler: async ({ principal, body }: { principal: Principal | undefined; body: { name: string; role: Role } }) => {
+        const created = await issueApiKey(db, clock, { practiceId: principal!.practiceId, name: body.name, role: body.role, actor: actor(principal) });
+        return { key: shown(created.key), secret: created.secret };
+      },
     },
     {
       method: 'delete',
@@ -116,18 +109,11 @@ export function apiKeyRoutes(db: Database, clock: Clock): AnyRoute[] {
       tag: 'access',
       access: ['admin'],
       responses: { 200: { description: 'The revoked key.', schema: API_KEY_SCHEMA }, 404: { description: 'No such key in this practice.' } },
-      handler: async ({ principal, params }) =>
-        withTransaction(db, async (tx) => {
-          const repository = new ApiKeyRepository(tx, clock);
-          const mine = (await repository.list(principal!.practiceId)).find((k) => k.id === params.id || k.prefix === params.id);
-          if (!mine) throw new ApiError(404, 'not_found', `No API key ${params.id} in this practice.`);
-          const revoked = await repository.revoke(mine.id);
-          await audit.append(
-            { practiceId: principal!.practiceId, actor: actor(principal), action: 'apikey.revoke', entityType: 'api_key', entityId: mine.id },
-            tx,
-          );
-          return shown(revoked!);
-        }),
+      handler: async ({ principal, params }) => {
+        const revoked = await revokeApiKey(db, clock, { idOrPrefix: params.id, practiceId: principal!.practiceId, actor: actor(principal) });
+        if (!revoked) throw new ApiError(404, 'not_found', `No API key ${params.id} in this practice.`);
+        return shown(revoked);
+      },
     },
   ];
 }

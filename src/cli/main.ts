@@ -12,9 +12,8 @@ import { createLogger, type Logger } from '../config/logger.ts';
 import { loadSettings, SETTING_SPECS, SettingsError, type Settings } from '../config/settings.ts';
 import { ROLES, type Role } from '../domain/access.ts';
 import { systemClock } from '../domain/clock.ts';
-import { ApiKeyRepository } from '../store/api-keys.ts';
-import { AuditLog } from '../store/audit.ts';
-import { openDatabase, waitForDatabase, withTransaction, type Database } from '../store/database.ts';
+import { ApiKeyRepository, issueApiKey, revokeApiKey } from '../store/api-keys.ts';
+import { openDatabase, waitForDatabase, type Database } from '../store/database.ts';
 import { migrate, MigrationError } from '../store/migrate.ts';
 import { PracticeRepository } from '../store/practices.ts';
 import { DEFAULT_PRACTICE, startEngine, type EngineMode } from './engine.ts';
@@ -147,14 +146,7 @@ export function buildProgram(out: (text: string) => void = (t) => process.stdout
     .action(async (options: { role: Role; name: string; practice?: string; json?: boolean }) => {
       await withDatabase(cliLogger(), async (db) => {
         const practice = await practiceFor(db, options.practice);
-        const created = await withTransaction(db, async (tx) => {
-          const key = await new ApiKeyRepository(tx, systemClock).create(practice.id, options.name, options.role);
-          await new AuditLog(db, systemClock).append(
-            { practiceId: practice.id, actor: 'cli', action: 'apikey.create', entityType: 'api_key', entityId: key.key.id, detail: { role: options.role } },
-            tx,
-          );
-          return key;
-        });
+        const created = await issueApiKey(db, systemClock, { practiceId: practice.id, name: options.name, role: options.role, actor: 'cli' });
         if (options.json) {
           out(`${JSON.stringify({ id: created.key.id, role: created.key.role, name: created.key.name, practice: practice.slug, secret: created.secret })}\n`);
         } else {
@@ -189,16 +181,7 @@ export function buildProgram(out: (text: string) => void = (t) => process.stdout
     .argument('<key>', 'key id or its prefix (settle_xxxxxxxxxxxx)')
     .action(async (idOrPrefix: string) => {
       await withDatabase(cliLogger(), async (db) => {
-        const revoked = await withTransaction(db, async (tx) => {
-          const key = await new ApiKeyRepository(tx, systemClock).revoke(idOrPrefix);
-          if (key) {
-            await new AuditLog(db, systemClock).append(
-              { practiceId: key.practiceId, actor: 'cli', action: 'apikey.revoke', entityType: 'api_key', entityId: key.id },
-              tx,
-            );
-          }
-          return key;
-        });
+        const revoked = await revokeApiKey(db, systemClock, { idOrPrefix, actor: 'cli' });
         if (!revoked) throw new ExitError(EXIT.failed, `No API key ${idOrPrefix}.`);
         out(`Revoked ${revoked.prefix} (${revoked.name}).\n`);
       });

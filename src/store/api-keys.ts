@@ -7,7 +7,8 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Clock } from '../domain/clock.ts';
 import type { Principal, Role } from '../domain/access.ts';
-import type { Queryable } from './database.ts';
+import { AuditLog } from './audit.ts';
+import { withTransaction, type Database, type Queryable } from './database.ts';
 
 /** A key as listed: never its secret. */
 export interface ApiKeyInfo {
@@ -93,17 +94,18 @@ export class ApiKeyRepository {
   }
 
   /**
-   * Revokes a key, found by id or by its prefix. Revoking twice is harmless.
+   * Revokes a key, found by id or by its prefix (within one practice when given). Revoking twice is harmless.
    * @returns the key, or undefined when none matches.
    */
-  async revoke(idOrPrefix: string): Promise<ApiKeyInfo | undefined> {
+  async revoke(idOrPrefix: string, practiceId?: string): Promise<ApiKeyInfo | undefined> {
     const lookup = idOrPrefix.startsWith('settle_') ? idOrPrefix.slice('settle_'.length, 'settle_'.length + 12) : null;
     const isUuid = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(idOrPrefix);
     if (!lookup && !isUuid) return undefined;
     const { rows } = await this.db.query<ApiKeyRow>(
       `UPDATE api_keys SET revoked_at = coalesce(revoked_at, $3)
-        WHERE ($1::uuid IS NOT NULL AND id = $1) OR ($2::text IS NOT NULL AND lookup = $2) RETURNING ${COLUMNS}`,
-      [isUuid ? idOrPrefix : null, lookup, this.clock.now()],
+        WHERE (($1::uuid IS NOT NULL AND id = $1) OR ($2::text IS NOT NULL AND lookup = $2))
+          AND ($4::uuid IS NULL OR practice_id = $4) RETURNING ${COLUMNS}`,
+      [isUuid ? idOrPrefix : null, lookup, this.clock.now(), practiceId ?? null],
     );
     return rows[0] && toInfo(rows[0]);
   }
@@ -123,4 +125,44 @@ export class ApiKeyRepository {
     }
     return { keyId: row.id, practiceId: row.practice_id, name: row.name, role: row.role };
   }
+}
+
+/** Who asks for a key change, for the audit trail: `cli`, `apikey:<id>`. */
+export type KeyChangeActor = string;
+
+/** Creates a key and records it in the audit trail, in one transaction. The secret is shown once. */
+export function issueApiKey(
+  db: Database,
+  clock: Clock,
+  request: { practiceId: string; name: string; role: Role; actor: KeyChangeActor },
+): Promise<CreatedApiKey> {
+  return withTransaction(db, async (tx) => {
+    const created = await new ApiKeyRepository(tx, clock).create(request.practiceId, request.name, request.role);
+    await new AuditLog(db, clock).append(
+      { practiceId: request.practiceId, actor: request.actor, action: 'apikey.create', entityType: 'api_key', entityId: created.key.id, detail: { role: request.role } },
+      tx,
+    );
+    return created;
+  });
+}
+
+/**
+ * Revokes a key and records it in the audit trail, in one transaction.
+ * @returns the key, or undefined when none matches (within `practiceId` when given).
+ */
+export function revokeApiKey(
+  db: Database,
+  clock: Clock,
+  request: { idOrPrefix: string; practiceId?: string; actor: KeyChangeActor },
+): Promise<ApiKeyInfo | undefined> {
+  return withTransaction(db, async (tx) => {
+    const key = await new ApiKeyRepository(tx, clock).revoke(request.idOrPrefix, request.practiceId);
+    if (key) {
+      await new AuditLog(db, clock).append(
+        { practiceId: key.practiceId, actor: request.actor, action: 'apikey.revoke', entityType: 'api_key', entityId: key.id },
+        tx,
+      );
+    }
+    return key;
+  });
 }

@@ -38,6 +38,9 @@ describeOnEachDatabase('foundation repositories', (db) => {
     assert.equal(await keys.authenticate('not a key'), undefined);
     assert.ok((await keys.list(practice.id))[0].lastUsedAt, 'last use recorded');
 
+    const other = await new PracticeRepository(db().pool).ensure({ slug: 'other', name: 'Other Clinic' });
+    assert.equal(await keys.revoke(key.id, other.id), undefined, 'another practice cannot revoke it');
+    assert.ok(await keys.authenticate(secret));
     const revoked = await keys.revoke(key.prefix);
     assert.ok(revoked?.revokedAt);
     assert.equal(await keys.authenticate(secret), undefined);
