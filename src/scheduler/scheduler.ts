@@ -7,6 +7,7 @@
  */
 import { Agenda, InMemoryNotificationChannel, type Job } from 'agenda';
 import { PostgresBackend } from '@agendajs/postgres-backend';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Database } from '../store/database.ts';
 
 /** What a job handler is told besides its data. */
@@ -68,6 +69,8 @@ export class Scheduler {
   readonly agenda: Agenda;
   private processing = false;
   private readonly listeners: ((outcome: JobOutcome) => void)[] = [];
+  /** Jobs started here whose state Agenda has not yet saved. */
+  private readonly inFlight = new Set<string>();
 
   constructor(options: SchedulerOptions) {
     const embedded = options.db.kind === 'embedded';
@@ -92,6 +95,7 @@ export class Scheduler {
         async (job: Job<unknown>) => {
           const started = performance.now();
           const jobId = String(job.attrs._id);
+          this.inFlight.add(jobId);
           try {
             await definition.run(job.attrs.data as never, { jobId, failures: job.attrs.failCount ?? 0 });
             this.report({ name: definition.name, jobId, durationMs: performance.now() - started });
@@ -108,6 +112,11 @@ export class Scheduler {
     }
     // Agenda emits 'error' for backend trouble; unhandled it would crash the process.
     this.agenda.on('error', () => {});
+    // 'complete' comes once Agenda has saved the job's outcome (success or failure). On a server it is
+    // also relayed from other workers, as a notification without `attrs`: those are not ours.
+    this.agenda.on('complete', (job: Job<unknown> | { jobId?: string }) => {
+      if ('attrs' in job) this.inFlight.delete(String(job.attrs._id));
+    });
   }
 
   /** Subscribes to job outcomes. */
@@ -148,31 +157,17 @@ export class Scheduler {
   }
 
   /**
-   * Stops taking jobs and lets running ones finish, up to `deadlineMs`; jobs still running then are
-   * unlocked for another worker. Does not close the database.
-   * @returns how many jobs were still running at the deadline.
+   * Stops taking jobs, releases the ones locked here but not started (another worker takes them at once),
+   * and lets running ones finish up to `deadlineMs`. Does not close the database.
+   * @returns how many jobs were still running at the deadline (their locks expire for another worker).
    */
   async stop(deadlineMs: number): Promise<number> {
-    if (!this.processing) {
-      await this.agenda.stop(false);
-      return 0;
-    }
     this.processing = false;
-    // Agenda 6.2.6 announces a job 'complete' before it forgets it, so drain() can miss the last
-    // completion and sit until its deadline: watch the running count too and end the drain at zero.
-    const idle = new AbortController();
-    const watcher = setInterval(() => {
-      this.agenda
-        .getRunningStats()
-        .then((stats) => stats.runningJobs === 0 && idle.abort())
-        .catch(() => idle.abort());
-    }, 50);
-    try {
-      const drained = await this.agenda.drain({ timeout: deadlineMs, closeConnection: false, signal: idle.signal });
-      if (drained.timedOut) await this.agenda.stop(false);
-      return drained.timedOut ? drained.running : 0;
-    } finally {
-      clearInterval(watcher);
-    }
+    // Agenda's stop() keeps running jobs going (and their locks); its drain() is not used because 6.2.6
+    // announces 'complete' before it forgets the job and can wait for the whole deadline.
+    await this.agenda.stop(false);
+    const deadline = Date.now() + deadlineMs;
+    while (this.inFlight.size > 0 && Date.now() < deadline) await sleep(25);
+    return this.inFlight.size;
   }
 }

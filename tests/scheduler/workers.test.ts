@@ -49,6 +49,7 @@ describe('workers on one PostgreSQL server', { skip }, () => {
   before(async () => {
     handle = await createTestDatabase('postgres');
     await handle.db.pool.query('CREATE TABLE job_probe_runs (seq int NOT NULL, pid int NOT NULL, at timestamptz DEFAULT clock_timestamp())');
+    await handle.db.pool.query('CREATE TABLE job_probe_starts (seq int NOT NULL, pid int NOT NULL)');
     const registry = new JobRegistry();
     registry.register({ name: 'test.probe', run: async () => {} });
     enqueuer = new Scheduler({ db: handle.db, registry, name: 'test-enqueuer', concurrency: 1 });
@@ -80,7 +81,7 @@ describe('workers on one PostgreSQL server', { skip }, () => {
     await worker.ready;
     await enqueuer.now('test.probe', { seq: 10_000, sleepMs: 2500 });
     await waitFor(
-      async () => (await handle.db.pool.query("SELECT count(*)::int AS n FROM agenda_jobs WHERE name = 'test.probe' AND locked_at IS NOT NULL")).rows[0].n > 0,
+      async () => (await handle.db.pool.query('SELECT count(*)::int AS n FROM job_probe_starts WHERE seq = 10000')).rows[0].n > 0,
       15_000,
       'the slow job to start',
     );
