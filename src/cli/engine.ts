@@ -10,7 +10,8 @@ import { hostname } from 'node:os';
 import { createApi } from '../api/app.ts';
 import { EngineMetrics } from '../api/metrics.ts';
 import type { ReadinessCheck } from '../api/system-routes.ts';
-import { DataFilesError, loadDataFiles } from '../config/data-files.ts';
+import { asHl7v2MllpConnector, startMllpListener, type MllpListener } from '../connectors/hl7v2/mllp-server.ts';
+import { DataFilesError, loadDataFiles, type DataFile } from '../config/data-files.ts';
 import type { Logger } from '../config/logger.ts';
 import type { Settings } from '../config/settings.ts';
 import { systemClock, type Clock } from '../domain/clock.ts';
@@ -75,6 +76,7 @@ export async function startEngine(options: EngineOptions): Promise<Engine> {
   registerStageJobs(registry, { db, clock, logger });
   for (const job of options.extraJobs ?? []) registry.register(job);
   let scheduler: Scheduler | undefined;
+  const listeners: MllpListener[] = [];
   let migrated = false;
   let schedulerUp = false;
   let server: Server | undefined;
@@ -124,6 +126,7 @@ export async function startEngine(options: EngineOptions): Promise<Engine> {
       metrics.recordJob(outcome);
       if (outcome.error) logger.warn('job failed', { job: outcome.name, jobId: outcome.jobId, error: outcome.error.message });
     });
+    if (mode === 'start') listeners.push(...(await startListeners(dataFiles.connectors, { db, logger, clock })));
     if (mode !== 'serve') {
       await scheduler.start();
       await scheduleRecurringJobs(scheduler);
@@ -148,6 +151,8 @@ export async function startEngine(options: EngineOptions): Promise<Engine> {
           server.closeIdleConnections();
         }
         await ready.catch(() => {});
+        // Listeners first: they finish the commits under way and send those ACKs while the database is open.
+        await Promise.all(listeners.map((listener) => listener.close()));
         const stillRunning = scheduler ? await scheduler.stop(settings.shutdownTimeoutMs) : 0;
         if (stillRunning) logger.warn('jobs still running at the deadline were released to other workers', { count: stillRunning });
         server?.closeAllConnections();
@@ -157,6 +162,28 @@ export async function startEngine(options: EngineOptions): Promise<Engine> {
       return stopping;
     },
   };
+}
+
+/**
+ * Starts an MLLP listener for every `hl7v2-mllp` connector file.
+ * @throws when a connector names a practice that does not exist (nothing is left listening).
+ */
+async function startListeners(connectors: DataFile[], deps: { db: Database; logger: Logger; clock: Clock }): Promise<MllpListener[]> {
+  const started: MllpListener[] = [];
+  try {
+    for (const file of connectors.filter((c) => c.data.transport === 'hl7v2-mllp')) {
+      const connector = asHl7v2MllpConnector(file.data);
+      const practice = await new PracticeRepository(deps.db.pool).findBySlug(connector.practice ?? DEFAULT_PRACTICE.slug);
+      if (!practice) throw new Error(`${file.file}: practice "${connector.practice}" does not exist`);
+      const listener = await startMllpListener({ db: deps.db, practiceId: practice.id, connector, logger: deps.logger, clock: deps.clock });
+      deps.logger.info('mllp listening', { connector: connector.name, host: listener.host, port: listener.port });
+      started.push(listener);
+    }
+    return started;
+  } catch (error) {
+    await Promise.all(started.map((listener) => listener.close()));
+    throw error;
+  }
 }
 
 async function check(probe: Promise<string>): Promise<ReadinessCheck> {

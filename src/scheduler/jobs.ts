@@ -18,7 +18,11 @@ export interface JobDependencies {
 /** Job names, so enqueuers and definitions agree. */
 export const JOBS = {
   auditVerify: 'audit.verify',
+  prune: 'jobs.prune',
 } as const;
+
+/** How long finished one-off jobs stay in `agenda_jobs` as history. */
+export const FINISHED_JOB_RETENTION_DAYS = 7;
 
 /** Registers the jobs of every stage. */
 export function registerStageJobs(registry: JobRegistry, deps: JobDependencies): void {
@@ -33,9 +37,22 @@ export function registerStageJobs(registry: JobRegistry, deps: JobDependencies):
       }
     },
   });
+  registry.register<Record<string, never>>({
+    name: JOBS.prune,
+    concurrency: 1,
+    async run() {
+      const cutoff = new Date(deps.clock.now().getTime() - FINISHED_JOB_RETENTION_DAYS * 86_400_000);
+      const { rowCount } = await deps.db.pool.query(
+        "DELETE FROM agenda_jobs WHERE type = 'normal' AND next_run_at IS NULL AND last_finished_at < $1",
+        [cutoff],
+      );
+      if (rowCount) deps.logger.info('finished jobs pruned', { count: rowCount, olderThan: cutoff.toISOString() });
+    },
+  });
 }
 
 /** Puts the recurring jobs on the schedule (idempotent: one schedule however many workers start). */
 export async function scheduleRecurringJobs(scheduler: Scheduler): Promise<void> {
   await scheduler.every('1 day', JOBS.auditVerify, {});
+  await scheduler.every('1 hour', JOBS.prune, {});
 }

@@ -3,7 +3,27 @@ import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { connect } from 'node:net';
+import { readAck } from '../../src/connectors/hl7v2/ack.ts';
+import { encodeFrame } from '../../src/connectors/hl7v2/mllp-framer.ts';
 import { ROOT, runCli, spawnEngine, waitFor } from '../support/cli.ts';
+
+/** Sends one message over MLLP and reads its ACK. */
+function sendMllp(port: number, message: string): Promise<ReturnType<typeof readAck>> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, '127.0.0.1', () => socket.write(encodeFrame(message)));
+    let received = Buffer.alloc(0);
+    socket.on('data', (chunk) => {
+      received = Buffer.concat([received, chunk]);
+      const end = received.indexOf(0x1c);
+      if (end >= 0) {
+        socket.end();
+        resolve(readAck(received.subarray(1, end).toString('utf8')));
+      }
+    });
+    socket.on('error', reject);
+  });
+}
 
 const CLEAN_ENV = { DATABASE_URL: undefined, SETTLE_ENCRYPTION_KEYS: undefined, SETTLE_BLIND_INDEX_KEY: undefined, SETTLE_CONFIG_DIR: ROOT };
 
@@ -34,6 +54,10 @@ describe('settle start on the embedded database', () => {
     assert.equal(revoked.code, 0, revoked.stderr);
     assert.equal((await fetch(`${url}/me`, { headers: { authorization: `Bearer ${spare.secret}` } })).status, 401, 'revoked at once');
     assert.equal((await runCli(['apikey', 'revoke', 'settle_nosuchkey0000'], env)).code, 1);
+
+    // The practice-management feed in connectors/pm-hl7v2.json is acknowledged once stored.
+    const ack = await sendMllp(2575, ['MSH|^~\\&|PMS|RIVERSIDE|SETTLE|SETTLE|20260601120000||DFT^P03|CTRL-1|P|2.5.1', 'EVN|P03|20260601120000', 'PID|1||MRN123||DOE^JANE||19800101|F|||||||||||ACCT-9', 'FT1|1|||20260530||CG|99213^Office visit|||1|150.00&USD'].join('\r'));
+    assert.deepEqual([ack.code, ack.controlId], ['AA', 'CTRL-1']);
 
     engine.child.kill('SIGTERM');
     assert.equal(await engine.exited, 0);

@@ -1,0 +1,119 @@
+/**
+ * MLLP round trips: messages/s with the AA sent only after the durable commit, on 1 and 8 connections, side by
+ * side with @medplum/hl7's Hl7Server answering without storing anything. The database is the PostgreSQL server
+ * (BENCH_DATABASE_URL, else TEST_DATABASE_URL), or embedded PGlite when neither is set.
+ * Also: parse throughput of a ~1.8 KB DFT^P03 with 5 FT1 (decode by MSH-18 + parse + exact FT1-11 amounts)
+ * against plain Hl7Message.parse.
+ */
+import net from 'node:net';
+import { once } from 'node:events';
+import { Hl7Message } from '@medplum/core';
+import { Hl7Server, type Hl7MessageEvent } from '@medplum/hl7';
+import { silentLogger } from '../src/config/logger.ts';
+import { systemClock } from '../src/domain/clock.ts';
+import { decodeHl7Bytes, parseMoneyField } from '../src/connectors/hl7v2/hl7-text.ts';
+import { encodeFrame, MllpFramer } from '../src/connectors/hl7v2/mllp-framer.ts';
+import { startMllpListener } from '../src/connectors/hl7v2/mllp-server.ts';
+import { PracticeRepository } from '../src/store/practices.ts';
+import { createTestDatabase } from '../tests/support/databases.ts';
+
+const PER_CONNECTION = Number(process.env.BENCH_MLLP_MESSAGES ?? 1000);
+
+function dft(controlId: string, ft1s = 1): string {
+  const segments = [
+    `MSH|^~\\&|PMS|RIVERSIDE|SETTLE|SETTLE|20260301103000||DFT^P03^DFT_P03|${controlId}|P|2.5.1`,
+    'EVN|P03|20260301103000',
+    'PID|1||MRN12345^^^RIVERSIDE^MR||Doe^Jane^^^^^L||19800101|F|||100 Main St^^Springfield^IL^62701^USA||(217)555-0100|||||ACCT9001^^^RIVERSIDE^AN',
+    'PV1|1|O|CLINIC^^^RIVERSIDE||||1234^Smith^John^^^^MD',
+  ];
+  for (let i = 1; i <= ft1s; i++) {
+    segments.push(
+      `FT1|${i}|TX${i}||20260228|20260301|CG|99213^Office or other outpatient visit, established patient^CPT|Office visit|Office visit|1|150.00&USD|150.00&USD|||||||||||||1234^Smith^John^^^^MD|||||99213^Office visit^CPT|25^Modifier^CPT`,
+    );
+  }
+  segments.push('GT1|1||Doe^Jane^^^^^L||100 Main St^^Springfield^IL^62701^USA|(217)555-0100||19800101|F||SEL');
+  segments.push('IN1|1|PPO^Preferred Plan|12345|Acme Health Insurance|PO Box 1^^Springfield^IL^62701||(800)555-0199|GRP001');
+  return segments.join('\r');
+}
+
+/** Sends `count` messages on one connection, one at a time, each waiting for its ACK. */
+async function roundTrips(port: number, count: number, prefix: string): Promise<void> {
+  const socket = net.connect(port, '127.0.0.1');
+  socket.setNoDelay(true);
+  await once(socket, 'connect');
+  const framer = new MllpFramer({ maxMessageBytes: 1 << 20 });
+  let waiting: (() => void) | undefined;
+  socket.on('data', (chunk) => {
+    if (framer.push(chunk).length > 0) waiting?.();
+  });
+  for (let i = 0; i < count; i++) {
+    const acked = new Promise<void>((resolve) => (waiting = resolve));
+    socket.write(encodeFrame(dft(`${prefix}-${i}`)));
+    await acked;
+  }
+  socket.destroy();
+}
+
+async function rate(port: number, connections: number, tag: string): Promise<number> {
+  const started = performance.now();
+  await Promise.all(Array.from({ length: connections }, (_, c) => roundTrips(port, PER_CONNECTION, `${tag}-${c}`)));
+  return (connections * PER_CONNECTION) / ((performance.now() - started) / 1000);
+}
+
+const serverUrl = process.env.BENCH_DATABASE_URL ?? process.env.TEST_DATABASE_URL;
+if (serverUrl) process.env.TEST_DATABASE_URL = serverUrl;
+const engine = serverUrl ? 'postgres' : 'pglite';
+const handle = await createTestDatabase(engine, 10);
+const practice = await new PracticeRepository(handle.db.pool).ensure({ slug: 'bench', name: 'Bench' });
+const listener = await startMllpListener({
+  db: handle.db,
+  practiceId: practice.id,
+  connector: {
+    name: 'bench-mllp',
+    transport: 'hl7v2-mllp',
+    listen: { host: '127.0.0.1', port: 0 },
+    acceptedMessageTypes: ['DFT^P03'],
+    charset: 'UTF-8',
+    retentionDays: 30,
+  },
+  logger: silentLogger(),
+  clock: systemClock,
+});
+const peer = new Hl7Server((connection) => {
+  connection.addEventListener('message', (event: Hl7MessageEvent) => connection.send(event.message.buildAck()));
+});
+await peer.start(0);
+const peerPort = (peer.server?.address() as net.AddressInfo).port;
+
+const where = engine === 'postgres' ? 'PostgreSQL server' : 'embedded PGlite';
+for (const connections of [1, 8]) {
+  await rate(listener.port, connections, `warm${connections}`); // warm-up (and JIT) on both sides
+  await rate(peerPort, connections, `warm${connections}`);
+  const ours = await rate(listener.port, connections, `run${connections}`);
+  const theirs = await rate(peerPort, connections, `run${connections}`);
+  console.log(
+    `mllp round trip, AA after durable commit (${where}, ${connections} connection${connections > 1 ? 's' : ''}): ${ours.toFixed(0)} msg/s (${(ours / theirs).toFixed(2)}x vs @medplum/hl7 Hl7Server storing nothing at ${theirs.toFixed(0)} msg/s)`,
+  );
+}
+await listener.close();
+await peer.stop({ forceDrainTimeoutMs: 100 });
+await handle.drop();
+
+// Parse throughput.
+const sample = Buffer.from(dft('PARSE1', 5));
+const ITER = 20_000;
+let sink = 0;
+for (let i = 0; i < 2000; i++) sink += Hl7Message.parse(sample.toString('utf8')).getAllSegments('FT1').length;
+let t = performance.now();
+for (let i = 0; i < ITER; i++) sink += Hl7Message.parse(sample.toString('utf8')).getAllSegments('FT1').length;
+const plain = ITER / ((performance.now() - t) / 1000);
+t = performance.now();
+for (let i = 0; i < ITER; i++) {
+  const message = Hl7Message.parse(decodeHl7Bytes(sample).text);
+  for (const ft1 of message.getAllSegments('FT1')) sink += parseMoneyField(ft1.getField(11).toString()).minorUnits;
+}
+const ours = ITER / ((performance.now() - t) / 1000);
+console.log(
+  `hl7 parse, ${sample.length} B DFT^P03 with 5 FT1 (decode by MSH-18 + parse + exact FT1-11): ${ours.toFixed(0)} msg/s (${(ours / plain).toFixed(2)}x vs plain Hl7Message.parse at ${plain.toFixed(0)} msg/s)${sink < 0 ? '' : ''}`,
+);
+process.exit(0);

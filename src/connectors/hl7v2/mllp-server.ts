@@ -1,0 +1,419 @@
+/**
+ * The durable MLLP listener: one per `hl7v2-mllp` connector, on Node's `net`.
+ *
+ * Per connection, frames are decoded by {@link MllpFramer} and handled one at a time, in arrival order:
+ * decode (MSH-18) → parse (`Hl7Message`) → validate → commit to `hl7_messages` → only then AA. What is not
+ * HL7, or not an accepted type, gets AR; HL7 that is invalid gets AE with an ERR segment. Nothing is ever
+ * acknowledged with AA before its row is committed; a re-sent control id is acknowledged again and stored once.
+ * Logs carry the connector, the control id and the message type, never message content.
+ */
+import net from 'node:net';
+import { Hl7Message } from '@medplum/core';
+import type { Logger } from '../../config/logger.ts';
+import type { Clock } from '../../domain/clock.ts';
+import type { Queryable } from '../../store/database.ts';
+import { Hl7MessageRepository, type NewHl7Message, type StoreResult } from '../../store/hl7-messages.ts';
+import { buildAck, Hl7ErrorCode, mshField, type AckCode, type AckError } from './ack.ts';
+import { decodeHl7Bytes, Hl7TextError, nodeEncoding, readMsh18, charsetOf, type Hl7Charset } from './hl7-text.ts';
+import { encodeFrame, MllpFramer, type FrameResult } from './mllp-framer.ts';
+
+/** The `hl7v2-mllp` connector file, as `connectors/connector.schema.json` describes it. */
+export interface Hl7v2MllpConnector {
+  name: string;
+  transport: 'hl7v2-mllp';
+  practice?: string;
+  listen: { host: string; port: number };
+  tls?: { certFile: string; keyFile: string; caFile?: string };
+  acceptedMessageTypes: string[];
+  charset: Hl7Charset;
+  outbound?: { host: string; port: number };
+  retentionDays: number;
+}
+
+/**
+ * Narrows a connector file's parsed data (already validated against the schema) to an MLLP connector.
+ * @throws Error when the connector is not an `hl7v2-mllp` one.
+ */
+export function asHl7v2MllpConnector(data: Record<string, unknown>): Hl7v2MllpConnector {
+  if (data.transport !== 'hl7v2-mllp') throw new Error(`connector ${String(data.name)} is not an hl7v2-mllp connector`);
+  return data as unknown as Hl7v2MllpConnector;
+}
+
+/** Options of {@link startMllpListener}. */
+export interface MllpListenerOptions {
+  /** Where messages are committed: the database pool (each insert commits on its own). */
+  db: { pool: Queryable } | Queryable;
+  /** The practice every message of this connector belongs to (resolve `connector.practice` by slug). */
+  practiceId: string;
+  connector: Hl7v2MllpConnector;
+  logger: Logger;
+  clock: Clock;
+  /** Largest message accepted, in bytes (default 1 MiB); a larger one gets AR and the connection is closed. */
+  maxMessageBytes?: number;
+  /** A connection idle (nothing received, nothing in progress) this long is closed (default 5 minutes). */
+  idleTimeoutMs?: number;
+  /** Messages queued on one connection before reading from it pauses (default 32). */
+  maxQueuedPerConnection?: number;
+  /** Most messages committed in one statement (default 100). Batches form only while a commit is in flight. */
+  maxBatch?: number;
+}
+
+/** A running listener. */
+export interface MllpListener {
+  /** The bound port (useful when the connector says 0). */
+  readonly port: number;
+  readonly host: string;
+  /** Stops accepting, lets each connection finish the message it is committing (and send its ACK), then closes every socket. */
+  close(): Promise<void>;
+}
+
+type WorkItem = { kind: 'message'; payload: Buffer } | { kind: 'oversize'; head: Buffer; size: number };
+
+/** What handling one message decided. */
+interface Outcome {
+  code: AckCode;
+  message?: Hl7Message;
+  controlId?: string;
+  error?: AckError;
+  charset: Hl7Charset;
+  /** Close the connection after this ACK. */
+  close?: boolean;
+}
+
+/**
+ * Starts the MLLP listener of one connector.
+ * @returns once the server is listening.
+ * @throws Error when the connector asks for TLS (not supported yet) or the address cannot be bound.
+ */
+export async function startMllpListener(options: MllpListenerOptions): Promise<MllpListener> {
+  const { connector, logger, clock, practiceId } = options;
+  if (connector.tls) throw new Error(`connector ${connector.name}: MLLP over TLS is not supported yet; remove "tls" or terminate TLS in front of Settle`);
+  const queryable: Queryable = 'pool' in options.db ? options.db.pool : options.db;
+  const repository = new Hl7MessageRepository(queryable);
+  const maxMessageBytes = options.maxMessageBytes ?? 1024 * 1024;
+  const idleTimeoutMs = options.idleTimeoutMs ?? 5 * 60_000;
+  const maxQueued = options.maxQueuedPerConnection ?? 32;
+  const accepted = new Set(connector.acceptedMessageTypes);
+  const batcher = new CommitBatcher(repository, options.maxBatch ?? 100);
+  const connections = new Set<Connection>();
+  let closing = false;
+
+  async function handle(item: WorkItem): Promise<Outcome> {
+    if (item.kind === 'oversize') {
+      const charset = safeCharset(item.head, connector.charset);
+      return {
+        code: 'AR',
+        controlId: controlIdFromHead(item.head, charset),
+        charset,
+        error: { code: Hl7ErrorCode.applicationInternalError, text: `message larger than ${maxMessageBytes} bytes` },
+        close: true,
+      };
+    }
+    let text: string;
+    let charset: Hl7Charset;
+    try {
+      ({ text, charset } = decodeHl7Bytes(item.payload, connector.charset));
+    } catch (error) {
+      if (!(error instanceof Hl7TextError)) throw error;
+      const fallback = safeCharset(item.payload, connector.charset);
+      const looksHl7 = item.payload.toString('latin1', 0, 3) === 'MSH';
+      return {
+        code: looksHl7 ? 'AE' : 'AR',
+        controlId: controlIdFromHead(item.payload, fallback),
+        charset: fallback,
+        error: { code: Hl7ErrorCode.dataTypeError, location: { segment: 'MSH', field: 18 }, text: error.message },
+      };
+    }
+    const trimmed = text.replace(/^[\r\n ]+/, '');
+    let message: Hl7Message;
+    try {
+      if (!/^MSH[^\r\n]{5}/.test(trimmed)) throw new Error('no MSH');
+      message = Hl7Message.parse(trimmed);
+      if (!message.header || message.header.name !== 'MSH') throw new Error('no MSH');
+    } catch {
+      return { code: 'AR', charset, error: { code: Hl7ErrorCode.segmentSequenceError, location: { segment: 'MSH' }, text: 'not an HL7 v2 message (no MSH segment)' } };
+    }
+    const type = message.header.getComponent(9, 1).trim();
+    const trigger = message.header.getComponent(9, 2).trim();
+    const controlId = mshField(message, 10).trim();
+    if (!type || !trigger) {
+      return { code: 'AE', message, charset, error: { code: Hl7ErrorCode.requiredFieldMissing, location: { segment: 'MSH', field: 9 }, text: 'MSH-9 message type and trigger event are required' } };
+    }
+    const messageType = `${type}^${trigger}`;
+    if (!accepted.has(messageType)) {
+      return { code: 'AR', message, charset, error: { code: Hl7ErrorCode.unsupportedMessageType, location: { segment: 'MSH', field: 9 }, text: `${messageType} is not accepted by this connector` } };
+    }
+    if (!controlId) {
+      return { code: 'AE', message, charset, error: { code: Hl7ErrorCode.requiredFieldMissing, location: { segment: 'MSH', field: 10 }, text: 'MSH-10 message control id is required' } };
+    }
+    if (controlId.length > 199) {
+      return { code: 'AE', message, charset, error: { code: Hl7ErrorCode.dataTypeError, location: { segment: 'MSH', field: 10 }, text: 'MSH-10 is longer than 199 characters' } };
+    }
+    try {
+      const stored = await batcher.store({
+        practiceId,
+        connector: connector.name,
+        controlId,
+        messageType,
+        sendingApplication: mshField(message, 3),
+        sendingFacility: mshField(message, 4),
+        receivedAt: clock.now(),
+        raw: trimmed,
+        rawBytesCharset: charset,
+      });
+      logger.info('hl7 message stored', { connector: connector.name, controlId, messageType, messageId: stored.id, duplicate: stored.duplicate });
+      return { code: 'AA', message, charset };
+    } catch (error) {
+      logger.error('hl7 message not stored', { connector: connector.name, controlId, messageType, error: (error as Error).message });
+      // AR: rejected for a reason unrelated to its content; the sender should send it again.
+      return { code: 'AR', message, charset, error: { code: Hl7ErrorCode.applicationInternalError, text: 'the message could not be stored; send it again' } };
+    }
+  }
+
+  class Connection {
+    readonly socket: net.Socket;
+    private readonly framer = new MllpFramer({ maxMessageBytes });
+    private readonly queue: WorkItem[] = [];
+    private running: Promise<void> | undefined;
+    private stopped = false;
+    private paused = false;
+    private peerEnded = false;
+
+    constructor(socket: net.Socket) {
+      this.socket = socket;
+      socket.setNoDelay(true);
+      socket.setTimeout(idleTimeoutMs, () => {
+        if (this.queue.length === 0 && !this.running) {
+          logger.info('mllp connection idle, closing', { connector: connector.name, idleTimeoutMs });
+          socket.destroy();
+        }
+      });
+      socket.on('data', (chunk: Buffer) => this.onData(chunk));
+      // A peer may send its messages and shut down its side: it still gets its ACKs, then the socket closes.
+      socket.on('end', () => {
+        this.peerEnded = true;
+        if (!this.running) socket.end();
+      });
+      socket.on('error', (error: NodeJS.ErrnoException) => {
+        logger.info('mllp connection error', { connector: connector.name, code: error.code });
+      });
+      socket.on('close', () => {
+        this.stopped = true;
+        this.queue.length = 0;
+        connections.delete(this);
+      });
+    }
+
+    private onData(chunk: Buffer): void {
+      if (this.stopped) return;
+      const results: FrameResult[] = this.framer.push(chunk);
+      for (const result of results) {
+        this.queue.push(result.kind === 'message' ? { kind: 'message', payload: result.payload } : { kind: 'oversize', head: result.head, size: result.size });
+        if (result.kind === 'oversize') {
+          // Nothing after an oversize frame is read: it gets AR and the connection closes.
+          this.stopReading();
+          break;
+        }
+      }
+      if (this.queue.length >= maxQueued) this.pause();
+      if (!this.running && this.queue.length > 0) this.running = this.drain();
+    }
+
+    private pause(): void {
+      if (!this.paused) {
+        this.paused = true;
+        this.socket.pause();
+      }
+    }
+
+    private resume(): void {
+      if (this.paused && !this.stopped && !closing) {
+        this.paused = false;
+        this.socket.resume();
+      }
+    }
+
+    private stopReading(): void {
+      this.stopped = true;
+      this.socket.pause();
+    }
+
+    private async drain(): Promise<void> {
+      try {
+        while (this.queue.length > 0) {
+          // Every queued message is handled at once (their commits share a batch); ACKs still go out in order,
+          // each only once its own commit has returned.
+          const pending = this.queue.splice(0, this.queue.length).map((item) =>
+            handle(item).catch((error: unknown): Outcome => {
+              logger.error('hl7 message handling failed', { connector: connector.name, error: (error as Error).message });
+              return { code: 'AR', charset: connector.charset, error: { code: Hl7ErrorCode.applicationInternalError } };
+            }),
+          );
+          this.resume();
+          for (const next of pending) {
+            const outcome = await next;
+            if (outcome.code !== 'AA') {
+              logger.warn('hl7 message not accepted', {
+                connector: connector.name,
+                ack: outcome.code,
+                controlId: outcome.message ? mshField(outcome.message, 10) : outcome.controlId,
+                errorCode: outcome.error?.code,
+              });
+            }
+            if (this.socket.destroyed) continue; // its commit still completes; the sender will re-send it
+            const ack = buildAck({ code: outcome.code, message: outcome.message, controlId: outcome.controlId, error: outcome.error, now: clock.now() });
+            const flushed = this.socket.write(encodeFrame(ack, nodeEncoding(outcome.charset)));
+            if (outcome.close) {
+              this.socket.end();
+              return;
+            }
+            if (!flushed && !this.socket.destroyed) {
+              // The peer is not reading its ACKs: stop reading its messages until it does.
+              this.pause();
+              await new Promise<void>((resolve) => {
+                const done = () => {
+                  this.socket.off('drain', done);
+                  this.socket.off('close', done);
+                  resolve();
+                };
+                this.socket.on('drain', done);
+                this.socket.on('close', done);
+              });
+              this.resume();
+            }
+          }
+          if (closing) return;
+        }
+      } catch (error) {
+        // Nothing here should throw; if it does, this connection ends (un-acknowledged messages get re-sent).
+        logger.error('mllp connection failed', { connector: connector.name, error: (error as Error).message });
+        this.socket.destroy();
+      } finally {
+        this.running = undefined;
+        if (this.peerEnded && !this.socket.destroyed) this.socket.end();
+      }
+    }
+
+    /** Stops reading, waits for the message being committed (and its ACK), then closes. */
+    async shutdown(): Promise<void> {
+      this.stopReading();
+      this.queue.length = 0;
+      await this.running;
+      if (this.socket.closed) return;
+      this.socket.end();
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(() => {
+          this.socket.destroy();
+          resolve();
+        }, 2000);
+        this.socket.once('close', () => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+  }
+
+  const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+    if (closing) {
+      socket.destroy();
+      return;
+    }
+    connections.add(new Connection(socket));
+  });
+  server.on('error', (error) => logger.error('mllp server error', { connector: connector.name, error: error.message }));
+  await new Promise<void>((resolve, reject) => {
+    const onError = (error: Error) => reject(new Error(`connector ${connector.name}: cannot listen on ${connector.listen.host}:${connector.listen.port}: ${error.message}`));
+    server.once('error', onError);
+    server.listen(connector.listen.port, connector.listen.host, () => {
+      server.off('error', onError);
+      resolve();
+    });
+  });
+  const address = server.address() as net.AddressInfo;
+  logger.info('mllp listener started', { connector: connector.name, host: address.address, port: address.port });
+
+  let closed: Promise<void> | undefined;
+  return {
+    port: address.port,
+    host: address.address,
+    close() {
+      closed ??= (async () => {
+        closing = true;
+        const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
+        await Promise.all([...connections].map((c) => c.shutdown()));
+        await stopped;
+        logger.info('mllp listener stopped', { connector: connector.name });
+      })();
+      return closed;
+    },
+  };
+}
+
+/** The charset of a payload by MSH-18, or the connector's when it declares none or an unsupported one. */
+function safeCharset(bytes: Buffer, fallback: Hl7Charset): Hl7Charset {
+  try {
+    return charsetOf(readMsh18(bytes), fallback);
+  } catch {
+    return fallback;
+  }
+}
+
+/** MSH-10 read from the first line of a payload (for ACKs of what could not be parsed), if any. */
+function controlIdFromHead(bytes: Buffer, charset: Hl7Charset): string | undefined {
+  const head = bytes.subarray(0, 4096).toString(nodeEncoding(charset)).replace(/^[\r\n ]+/, '');
+  if (!head.startsWith('MSH') || head.length < 4) return undefined;
+  const line = head.split(/[\r\n]/, 1)[0];
+  const fields = line.split(head[3]);
+  // fields[k] = MSH-(k+1); MSH-10 is fields[9]. A truncated last field is not trusted.
+  if (fields.length <= 10) return undefined;
+  return fields[9] || undefined;
+}
+
+/**
+ * Commits messages from every connection of a listener: one statement for all that arrived while the previous
+ * one was committing (so no delay is added when traffic is light). A batch that fails is retried one message
+ * at a time, so one bad row cannot fail the others.
+ */
+class CommitBatcher {
+  private readonly repository: Hl7MessageRepository;
+  private readonly maxBatch: number;
+  private pending: Array<{ message: NewHl7Message; resolve: (result: StoreResult) => void; reject: (error: unknown) => void }> = [];
+  private flushing = false;
+
+  constructor(repository: Hl7MessageRepository, maxBatch: number) {
+    this.repository = repository;
+    this.maxBatch = Math.max(1, maxBatch);
+  }
+
+  /** Resolves once the message is committed (or recognised as already stored). */
+  store(message: NewHl7Message): Promise<StoreResult> {
+    return new Promise((resolve, reject) => {
+      this.pending.push({ message, resolve, reject });
+      if (!this.flushing) void this.flush();
+    });
+  }
+
+  private async flush(): Promise<void> {
+    this.flushing = true;
+    try {
+      while (this.pending.length > 0) {
+        const batch = this.pending.splice(0, this.maxBatch);
+        try {
+          const results = await this.repository.storeMany(batch.map((entry) => entry.message));
+          batch.forEach((entry, i) => entry.resolve(results[i]));
+        } catch (error) {
+          if (batch.length === 1) {
+            batch[0].reject(error);
+            continue;
+          }
+          for (const entry of batch) {
+            await this.repository.store(entry.message).then(entry.resolve, entry.reject);
+          }
+        }
+      }
+    } finally {
+      this.flushing = false;
+    }
+  }
+}
