@@ -62,6 +62,7 @@ export async function startEngine(options: EngineOptions): Promise<Engine> {
   const dataFiles = loadDataFiles(settings.configDir);
   if (dataFiles.problems.length > 0) throw new DataFilesError(dataFiles.problems);
   const embedded = !settings.databaseUrl;
+  // Bad or missing keys stop the engine here, before anything is opened.
   await loadKeyring({
     encryptionKeys: settings.encryptionKeys,
     blindIndexKey: settings.blindIndexKey,
@@ -154,7 +155,7 @@ export async function startEngine(options: EngineOptions): Promise<Engine> {
         // Listeners first: they finish the commits under way and send those ACKs while the database is open.
         await Promise.all(listeners.map((listener) => listener.close()));
         const stillRunning = scheduler ? await scheduler.stop(settings.shutdownTimeoutMs) : 0;
-        if (stillRunning) logger.warn('jobs still running at the deadline were released to other workers', { count: stillRunning });
+        if (stillRunning) logger.warn('jobs still running at the deadline: another worker takes them once their lock expires', { count: stillRunning });
         server?.closeAllConnections();
         await db.close();
         logger.info('stopped');
