@@ -126,3 +126,34 @@ describe('settle CLI', () => {
     assert.match(wrong.stderr, /Allowed choices are admin, staff, integration/);
   });
 });
+
+describe('settle migrate from two processes at once', { skip: process.env.TEST_DATABASE_URL ? undefined : 'TEST_DATABASE_URL is not set: needs a PostgreSQL server' }, () => {
+  it('applies each migration once and both exit 0', async () => {
+    const { default: pg } = await import('pg');
+    const admin = new pg.Client({ connectionString: process.env.TEST_DATABASE_URL });
+    await admin.connect();
+    const name = `settle_mig_${process.pid}_${Date.now()}`;
+    await admin.query(`CREATE DATABASE ${name}`);
+    try {
+      const url = new URL(process.env.TEST_DATABASE_URL!);
+      url.pathname = `/${name}`;
+      const env = {
+        ...CLEAN_ENV,
+        DATABASE_URL: url.toString(),
+        SETTLE_ENCRYPTION_KEYS: `k1:${Buffer.alloc(32, 1).toString('base64')}`,
+        SETTLE_BLIND_INDEX_KEY: Buffer.alloc(32, 2).toString('base64'),
+      };
+      const results = await Promise.all([runCli(['migrate'], env), runCli(['migrate'], env)]);
+      assert.deepEqual(results.map((r) => r.code), [0, 0], results.map((r) => r.stderr).join('\n'));
+      const db = new pg.Client({ connectionString: url.toString() });
+      await db.connect();
+      const { rows } = await db.query('SELECT version, count(*)::int AS n FROM schema_migrations GROUP BY version');
+      await db.end();
+      assert.ok(rows.length >= 3);
+      assert.ok(rows.every((r) => r.n === 1));
+    } finally {
+      await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      await admin.end();
+    }
+  });
+});
