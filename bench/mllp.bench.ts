@@ -3,17 +3,20 @@
  * side with @medplum/hl7's Hl7Server answering without storing anything. The database is the PostgreSQL server
  * (BENCH_DATABASE_URL, else TEST_DATABASE_URL), or embedded PGlite when neither is set.
  * Also: parse throughput of a ~1.8 KB DFT^P03 with 5 FT1 (decode by MSH-18 + parse + exact FT1-11 amounts)
- * against plain Hl7Message.parse.
+ * against plain Hl7Message.parse; conversion of that message into its 5 source records; and the MLLP sender's
+ * send-and-wait rate to Hl7Server against @medplum/hl7's own Hl7Client.sendAndWait.
  */
 import net from 'node:net';
 import { once } from 'node:events';
 import { Hl7Message } from '@medplum/core';
-import { Hl7Server, type Hl7MessageEvent } from '@medplum/hl7';
+import { Hl7Client, Hl7Server, type Hl7MessageEvent } from '@medplum/hl7';
 import { silentLogger } from '../src/config/logger.ts';
 import { systemClock } from '../src/domain/clock.ts';
 import { decodeHl7Bytes, parseMoneyField } from '../src/connectors/hl7v2/hl7-text.ts';
 import { encodeFrame, MllpFramer } from '../src/connectors/hl7v2/mllp-framer.ts';
+import { MllpSender } from '../src/connectors/hl7v2/mllp-sender.ts';
 import { startMllpListener } from '../src/connectors/hl7v2/mllp-server.ts';
+import { toSourceRecords } from '../src/connectors/hl7v2/to-source-records.ts';
 import { PracticeRepository } from '../src/store/practices.ts';
 import { createTestDatabase } from '../tests/support/databases.ts';
 
@@ -96,6 +99,35 @@ for (const connections of [1, 8]) {
   );
 }
 await listener.close();
+
+// The write-back sender: one connection, send-and-wait, against @medplum/hl7's client doing the same.
+{
+  const sender = new MllpSender({ host: '127.0.0.1', port: peerPort, logger: silentLogger() });
+  const client = new Hl7Client({ host: '127.0.0.1', port: peerPort });
+  type TheirMessage = Parameters<Hl7Client['sendAndWait']>[0];
+  const viaSender = async (n: number, tag: string) => {
+    const started = performance.now();
+    for (let i = 0; i < n; i++) {
+      const outcome = await sender.send(dft(`${tag}-${i}`));
+      if (outcome.status !== 'delivered') throw new Error(`sender: ${outcome.status}`);
+    }
+    return n / ((performance.now() - started) / 1000);
+  };
+  const viaClient = async (n: number, tag: string) => {
+    const started = performance.now();
+    for (let i = 0; i < n; i++) await client.sendAndWait(Hl7Message.parse(dft(`${tag}-${i}`)) as unknown as TheirMessage);
+    return n / ((performance.now() - started) / 1000);
+  };
+  await viaSender(PER_CONNECTION, 'swarm');
+  await viaClient(PER_CONNECTION, 'cwarm');
+  const ours = await viaSender(PER_CONNECTION, 'srun');
+  const theirs = await viaClient(PER_CONNECTION, 'crun');
+  console.log(
+    `mllp sender, send-and-wait on 1 connection to Hl7Server: ${ours.toFixed(0)} msg/s (${(ours / theirs).toFixed(2)}x vs @medplum/hl7 Hl7Client.sendAndWait at ${theirs.toFixed(0)} msg/s)`,
+  );
+  await sender.close();
+  await client.close();
+}
 await peer.stop({ forceDrainTimeoutMs: 100 });
 await handle.drop();
 
@@ -115,5 +147,26 @@ for (let i = 0; i < ITER; i++) {
 const ours = ITER / ((performance.now() - t) / 1000);
 console.log(
   `hl7 parse, ${sample.length} B DFT^P03 with 5 FT1 (decode by MSH-18 + parse + exact FT1-11): ${ours.toFixed(0)} msg/s (${(ours / plain).toFixed(2)}x vs plain Hl7Message.parse at ${plain.toFixed(0)} msg/s)${sink < 0 ? '' : ''}`,
+);
+
+// Conversion into source records (parse, decode every value, 5 records with SHA-256 content hashes).
+const stored = {
+  id: '00000000-0000-4000-8000-000000000001',
+  practiceId: '00000000-0000-4000-8000-000000000002',
+  connector: 'bench',
+  controlId: 'PARSE1',
+  messageType: 'DFT^P03',
+  sendingApplication: 'PMS',
+  sendingFacility: 'RIVERSIDE',
+  receivedAt: new Date(),
+  raw: sample.toString('utf8'),
+  rawBytesCharset: 'UTF-8' as const,
+};
+for (let i = 0; i < 2000; i++) sink += toSourceRecords(stored).records.length;
+t = performance.now();
+for (let i = 0; i < ITER; i++) sink += toSourceRecords(stored).records.length;
+const converted = ITER / ((performance.now() - t) / 1000);
+console.log(
+  `hl7 → source records, ${sample.length} B DFT^P03 with 5 FT1 (5 records): ${converted.toFixed(0)} msg/s (${(converted / plain).toFixed(2)}x vs plain Hl7Message.parse at ${plain.toFixed(0)} msg/s)`,
 );
 process.exit(0);

@@ -9,6 +9,8 @@ import type { Clock } from '../domain/clock.ts';
 import { ApiKeyRepository } from '../store/api-keys.ts';
 import type { Database } from '../store/database.ts';
 import { apiKeyRoutes } from './apikey-routes.ts';
+import { hl7Routes } from './hl7-routes.ts';
+import { connectorRoutes } from '../connectors/fhir/connector-routes.ts';
 import type { EngineMetrics } from './metrics.ts';
 import { ApiError, problemHandler } from './problem.ts';
 import { mountRoutes, openApiDocument, type AnyRoute, type JsonSchema } from './routes.ts';
@@ -16,6 +18,8 @@ import { systemRoutes, type Readiness } from './system-routes.ts';
 
 /** What the API needs from the engine. */
 export interface ApiDependencies {
+  /** Where the data folders are (settings.configDir). */
+  configDir: string;
   db: Database;
   clock: Clock;
   logger: Logger;
@@ -52,7 +56,9 @@ export function createApi(deps: ApiDependencies): Api {
   app.use(express.json({ limit: '1mb', type: ['application/json', 'application/*+json'] }));
 
   let document: JsonSchema = {};
-  const routes: AnyRoute[] = [...systemRoutes(deps.readiness, deps.metrics, () => document), ...apiKeyRoutes(deps.db, deps.clock)];
+  const routes: AnyRoute[] = [...systemRoutes(deps.readiness, deps.metrics, () => document), ...apiKeyRoutes(deps.db, deps.clock), ...hl7Routes(deps.db, deps.clock),
+    ...connectorRoutes({ db: deps.db, clock: deps.clock, configDir: deps.configDir }),
+  ];
   document = openApiDocument(routes, { title: 'Settle API', version: deps.version, serverUrl: deps.publicUrl });
 
   const keys = new ApiKeyRepository(deps.db.pool, deps.clock);

@@ -10,6 +10,7 @@ import { hostname } from 'node:os';
 import { createApi } from '../api/app.ts';
 import { EngineMetrics } from '../api/metrics.ts';
 import type { ReadinessCheck } from '../api/system-routes.ts';
+import { registerHl7Metrics } from '../connectors/hl7v2/admin.ts';
 import { asHl7v2MllpConnector, startMllpListener, type MllpListener } from '../connectors/hl7v2/mllp-server.ts';
 import { DataFilesError, loadDataFiles, type DataFile } from '../config/data-files.ts';
 import type { Logger } from '../config/logger.ts';
@@ -73,8 +74,9 @@ export async function startEngine(options: EngineOptions): Promise<Engine> {
 
   const db = await openDatabase({ databaseUrl: settings.databaseUrl, dataDir: settings.dataDir, poolSize: settings.dbPoolSize });
   const metrics = new EngineMetrics();
+  registerHl7Metrics(metrics.registry, db);
   const registry = new JobRegistry();
-  registerStageJobs(registry, { db, clock, logger });
+  registerStageJobs(registry, { db, clock, logger, connectors: dataFiles.connectors, configDir: settings.configDir });
   for (const job of options.extraJobs ?? []) registry.register(job);
   let scheduler: Scheduler | undefined;
   const listeners: MllpListener[] = [];
@@ -84,6 +86,7 @@ export async function startEngine(options: EngineOptions): Promise<Engine> {
   let url: string | undefined;
   if (mode !== 'worker') {
     const api = createApi({
+      configDir: settings.configDir,
       db,
       clock,
       logger,

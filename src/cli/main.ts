@@ -7,6 +7,8 @@
  */
 import { Command, CommanderError, Option } from 'commander';
 import { runConfigCheck } from './config-check.ts';
+import { hl7Command } from './hl7-commands.ts';
+import { fhirCommands } from '../connectors/fhir/cli-commands.ts';
 import { formatProblem, DataFilesError } from '../config/data-files.ts';
 import { createLogger, type Logger } from '../config/logger.ts';
 import { loadSettings, SETTING_SPECS, SettingsError, type Settings } from '../config/settings.ts';
@@ -186,6 +188,15 @@ export function buildProgram(out: (text: string) => void = (t) => process.stdout
         out(`Revoked ${revoked.prefix} (${revoked.name}).\n`);
       });
     });
+  for (const command of fhirCommands({
+    withDatabase: (work) => withDatabase(cliLogger(), work),
+    settings: settingsOrExit,
+    out,
+    exitError: (code, message) => new ExitError(code, message),
+  })) {
+    program.addCommand(command);
+  }
+  program.addCommand(hl7Command({ withDatabase: (work) => withDatabase(cliLogger(), work), out, exitError: (code, message) => new ExitError(code, message) }));
   return program;
 }
 

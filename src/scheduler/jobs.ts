@@ -1,6 +1,9 @@
 /**
  * Every stage's jobs, registered in one place. Each job is a thin call into its stage.
  */
+import { fhirSyncJob } from '../connectors/fhir/run-sync.ts';
+import { HL7_RETENTION_JOB, hl7RetentionJob } from '../connectors/hl7v2/admin.ts';
+import type { DataFile } from '../config/data-files.ts';
 import type { Logger } from '../config/logger.ts';
 import type { Clock } from '../domain/clock.ts';
 import { AuditLog } from '../store/audit.ts';
@@ -13,6 +16,10 @@ export interface JobDependencies {
   db: Database;
   clock: Clock;
   logger: Logger;
+  /** The connector files, for jobs that act per connector. */
+  connectors: DataFile[];
+  /** Where the data folders are (settings.configDir). */
+  configDir: string;
 }
 
 /** Job names, so enqueuers and definitions agree. */
@@ -26,6 +33,8 @@ export const FINISHED_JOB_RETENTION_DAYS = 7;
 
 /** Registers the jobs of every stage. */
 export function registerStageJobs(registry: JobRegistry, deps: JobDependencies): void {
+  registry.register(hl7RetentionJob(deps));
+  registry.register(fhirSyncJob(deps));
   registry.register<Record<string, never>>({
     name: JOBS.auditVerify,
     concurrency: 1,
@@ -55,4 +64,5 @@ export function registerStageJobs(registry: JobRegistry, deps: JobDependencies):
 export async function scheduleRecurringJobs(scheduler: Scheduler): Promise<void> {
   await scheduler.every('1 day', JOBS.auditVerify, {});
   await scheduler.every('1 hour', JOBS.prune, {});
+  await scheduler.every('1 day', HL7_RETENTION_JOB, {});
 }

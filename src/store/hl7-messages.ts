@@ -188,6 +188,18 @@ export class Hl7MessageRepository {
     return rows.map(toRecord);
   }
 
+  /**
+   * The oldest messages waiting to be processed (status `received`) of every practice, for the job that turns
+   * them into source records and marks each processed or failed.
+   */
+  async pending(limit = 100): Promise<Hl7MessageRecord[]> {
+    const { rows } = await this.db.query<Row>(
+      `SELECT ${COLUMNS} FROM hl7_messages WHERE status = 'received' ORDER BY received_at, id LIMIT $1`,
+      [Math.max(1, Math.trunc(limit))],
+    );
+    return rows.map(toRecord);
+  }
+
   /** Marks a message processed (clearing any earlier error). */
   async markProcessed(practiceId: string, id: string, at: Date): Promise<void> {
     await this.db.query(
@@ -213,5 +225,195 @@ export class Hl7MessageRepository {
     const counts: Record<Hl7MessageStatus, number> = { received: 0, processed: 0, failed: 0 };
     for (const row of rows) counts[row.status] = row.count;
     return counts;
+  }
+}
+
+/** What to search or reprocess: every criterion given must hold. */
+export interface Hl7MessageFilter {
+  /** `DFT^P03` (exact) or `DFT` (every trigger of that type). */
+  type?: string;
+  status?: Hl7MessageStatus;
+  /** MSH-3 sending application, or `application|facility` for MSH-3 and MSH-4 exactly. */
+  sender?: string;
+  connector?: string;
+  /** MSH-10, exactly. */
+  controlId?: string;
+  /** Received at or after. */
+  since?: Date;
+  /** Received before. */
+  until?: Date;
+  /** These message ids only. */
+  ids?: readonly string[];
+}
+
+/** A stored message without its content (for listings). */
+export type Hl7MessageSummary = Omit<Hl7MessageRecord, 'raw'> & { sizeChars: number };
+
+/** One page of a search, newest first; `next` is the cursor of the following page, absent on the last. */
+export interface Hl7MessagePage {
+  items: Hl7MessageSummary[];
+  next?: string;
+}
+
+/** What {@link Hl7MessageRepository.reprocess} did. */
+export interface ReprocessResult {
+  /** Messages the filter matched. */
+  matched: number;
+  /** Of those, how many were processed or failed and are now `received` again. */
+  requeued: number;
+  /** Of those, how many were still `received` (left as they were). */
+  alreadyPending: number;
+}
+
+/** Thrown for a page cursor that this repository did not hand out. */
+export class InvalidCursorError extends Error {
+  constructor() {
+    super('the page cursor is not valid (use the "next" value of the previous page)');
+    this.name = 'InvalidCursorError';
+  }
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** Whether text is a message id (a UUID); anything else can never match one. */
+export function isHl7MessageId(text: string): boolean {
+  return UUID.test(text);
+}
+
+function encodeCursor(receivedAt: Date, id: string): string {
+  return Buffer.from(`${receivedAt.toISOString()}|${id}`).toString('base64url');
+}
+
+function decodeCursor(cursor: string): { receivedAt: Date; id: string } {
+  const [at, id] = Buffer.from(cursor, 'base64url').toString('utf8').split('|');
+  const receivedAt = new Date(at ?? '');
+  if (Number.isNaN(receivedAt.getTime()) || !id || !UUID.test(id)) throw new InvalidCursorError();
+  return { receivedAt, id };
+}
+
+/** The WHERE clause (after practice_id = $1) of a filter, and its values from $2 on. */
+function whereOf(filter: Hl7MessageFilter, values: unknown[]): string {
+  const parts: string[] = [];
+  const add = (sql: (p: string) => string, value: unknown) => {
+    values.push(value);
+    parts.push(sql(`$${values.length}`));
+  };
+  if (filter.type !== undefined) {
+    if (filter.type.includes('^')) add((p) => `message_type = ${p}`, filter.type);
+    else add((p) => `split_part(message_type, '^', 1) = ${p}`, filter.type);
+  }
+  if (filter.status !== undefined) add((p) => `status = ${p}`, filter.status);
+  if (filter.sender !== undefined) {
+    const bar = filter.sender.indexOf('|');
+    if (bar === -1) add((p) => `sending_application = ${p}`, filter.sender);
+    else {
+      add((p) => `sending_application = ${p}`, filter.sender.slice(0, bar));
+      add((p) => `sending_facility = ${p}`, filter.sender.slice(bar + 1));
+    }
+  }
+  if (filter.connector !== undefined) add((p) => `connector = ${p}`, filter.connector);
+  if (filter.controlId !== undefined) add((p) => `control_id = ${p}`, filter.controlId);
+  if (filter.since !== undefined) add((p) => `received_at >= ${p}`, filter.since);
+  if (filter.until !== undefined) add((p) => `received_at < ${p}`, filter.until);
+  if (filter.ids !== undefined) add((p) => `id = ANY(${p}::uuid[])`, filter.ids.filter((id) => UUID.test(id)));
+  return parts.length ? ` AND ${parts.join(' AND ')}` : '';
+}
+
+/** Whether a filter has at least one criterion (reprocessing everything needs one on purpose). */
+export function hasCriteria(filter: Hl7MessageFilter): boolean {
+  return Object.values(filter).some((v) => v !== undefined);
+}
+
+/** Messages pruned by retention, per practice. */
+export interface PruneResult {
+  practiceId: string;
+  count: number;
+}
+
+/** The admin side of the store: search, reprocess, retention, counts. */
+export class Hl7MessageAdmin {
+  private readonly db: Queryable;
+  constructor(db: Queryable) {
+    this.db = db;
+  }
+
+  /**
+   * Messages of a practice matching a filter, newest first, without their content.
+   * @throws InvalidCursorError for a cursor this method did not return.
+   */
+  async search(practiceId: string, filter: Hl7MessageFilter, page: { limit?: number; cursor?: string } = {}): Promise<Hl7MessagePage> {
+    const limit = Math.min(Math.max(1, Math.trunc(page.limit ?? 50)), 1000);
+    const values: unknown[] = [practiceId];
+    let where = whereOf(filter, values);
+    if (page.cursor) {
+      const after = decodeCursor(page.cursor);
+      values.push(after.receivedAt, after.id);
+      where += ` AND (received_at, id) < ($${values.length - 1}, $${values.length}::uuid)`;
+    }
+    values.push(limit + 1);
+    const { rows } = await this.db.query<Omit<Row, 'raw'> & { size_chars: number }>(
+      `SELECT ${COLUMNS.replace(', raw,', ',')}, length(raw) AS size_chars FROM hl7_messages
+       WHERE practice_id = $1${where} ORDER BY received_at DESC, id DESC LIMIT $${values.length}`,
+      values,
+    );
+    const items = rows.slice(0, limit).map((row) => {
+      const { raw: _raw, ...summary } = toRecord({ ...row, raw: '' });
+      return { ...summary, sizeChars: row.size_chars };
+    });
+    const last = items.at(-1);
+    return rows.length > limit && last ? { items, next: encodeCursor(last.receivedAt, last.id) } : { items };
+  }
+
+  /**
+   * Marks the matching messages for processing again: `processed` and `failed` ones go back to `received`
+   * (error cleared), so the ingest picks them up; `received` ones are left as they are.
+   */
+  async reprocess(practiceId: string, filter: Hl7MessageFilter, at: Date): Promise<ReprocessResult> {
+    const values: unknown[] = [practiceId];
+    const where = whereOf(filter, values);
+    values.push(at);
+    const { rows } = await this.db.query<{ matched: number; requeued: number }>(
+      `WITH matched AS (SELECT id, status FROM hl7_messages WHERE practice_id = $1${where}),
+            requeued AS (
+              UPDATE hl7_messages m SET status = 'received', error = NULL, status_changed_at = $${values.length}
+              FROM matched WHERE m.id = matched.id AND matched.status <> 'received' RETURNING m.id)
+       SELECT (SELECT count(*)::int FROM matched) AS matched, (SELECT count(*)::int FROM requeued) AS requeued`,
+      values,
+    );
+    const { matched, requeued } = rows[0];
+    return { matched, requeued, alreadyPending: matched - requeued };
+  }
+
+  /**
+   * Deletes a connector's `processed` messages received before `cutoff` (never `received` or `failed`
+   * ones), in batches so no transaction holds the table for long.
+   * @returns how many were deleted, per practice.
+   */
+  async pruneProcessed(connector: string, cutoff: Date, batchSize = 5000): Promise<PruneResult[]> {
+    const counts = new Map<string, number>();
+    for (;;) {
+      const { rows } = await this.db.query<{ practice_id: string; count: number }>(
+        `WITH doomed AS (
+           SELECT id FROM hl7_messages WHERE connector = $1 AND status = 'processed' AND received_at < $2 LIMIT $3),
+         deleted AS (DELETE FROM hl7_messages m USING doomed WHERE m.id = doomed.id RETURNING m.practice_id)
+         SELECT practice_id, count(*)::int AS count FROM deleted GROUP BY practice_id`,
+        [connector, cutoff, batchSize],
+      );
+      let total = 0;
+      for (const row of rows) {
+        counts.set(row.practice_id, (counts.get(row.practice_id) ?? 0) + row.count);
+        total += row.count;
+      }
+      if (total < batchSize) break;
+    }
+    return [...counts].map(([practiceId, count]) => ({ practiceId, count }));
+  }
+
+  /** How many messages each connector holds in each status (every practice). */
+  async countsByConnectorAndStatus(): Promise<Array<{ connector: string; status: Hl7MessageStatus; count: number }>> {
+    const { rows } = await this.db.query<{ connector: string; status: Hl7MessageStatus; count: number }>(
+      'SELECT connector, status, count(*)::int AS count FROM hl7_messages GROUP BY connector, status ORDER BY connector, status',
+    );
+    return rows;
   }
 }

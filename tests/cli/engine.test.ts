@@ -1,12 +1,22 @@
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { connect } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { readAck } from '../../src/connectors/hl7v2/ack.ts';
 import { encodeFrame } from '../../src/connectors/hl7v2/mllp-framer.ts';
 import { ROOT, runCli, spawnEngine, waitFor } from '../support/cli.ts';
+
+/** A port nothing listens on right now. */
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const probe = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = probe.address() as { port: number };
+      probe.close(() => resolve(port));
+    });
+  });
+}
 
 /** Sends one message over MLLP and reads its ACK. */
 function sendMllp(port: number, message: string): Promise<ReturnType<typeof readAck>> {
@@ -30,7 +40,13 @@ const CLEAN_ENV = { DATABASE_URL: undefined, SETTLE_ENCRYPTION_KEYS: undefined, 
 describe('settle start on the embedded database', () => {
   it('runs on a fresh data directory, shares its database with the CLI, stops on SIGTERM and keeps its data', async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'settle-start-'));
-    const env = { ...CLEAN_ENV, SETTLE_DATA_DIR: dataDir, SETTLE_LOG_LEVEL: 'warn' };
+    // The shipped data files, with the HL7 listener moved off the standard port 2575 to a free one.
+    const configDir = mkdtempSync(join(tmpdir(), 'settle-config-'));
+    for (const folder of ['connectors', 'mappings', 'policies', 'fhir-profiles']) cpSync(join(ROOT, folder), join(configDir, folder), { recursive: true });
+    const mllpPort = await freePort();
+    const hl7File = join(configDir, 'connectors', 'pm-hl7v2.json');
+    writeFileSync(hl7File, JSON.stringify({ ...JSON.parse(readFileSync(hl7File, 'utf8')), listen: { host: '127.0.0.1', port: mllpPort } }));
+    const env = { ...CLEAN_ENV, SETTLE_DATA_DIR: dataDir, SETTLE_CONFIG_DIR: configDir, SETTLE_LOG_LEVEL: 'warn' };
     const engine = spawnEngine('start', env);
     const url = await engine.url;
     assert.deepEqual(await (await fetch(`${url}/healthz`)).json(), { status: 'ok' });
@@ -55,8 +71,8 @@ describe('settle start on the embedded database', () => {
     assert.equal((await fetch(`${url}/me`, { headers: { authorization: `Bearer ${spare.secret}` } })).status, 401, 'revoked at once');
     assert.equal((await runCli(['apikey', 'revoke', 'settle_nosuchkey0000'], env)).code, 1);
 
-    // The practice-management feed in connectors/pm-hl7v2.json is acknowledged once stored.
-    const ack = await sendMllp(2575, ['MSH|^~\\&|PMS|RIVERSIDE|SETTLE|SETTLE|20260601120000||DFT^P03|CTRL-1|P|2.5.1', 'EVN|P03|20260601120000', 'PID|1||MRN123||DOE^JANE||19800101|F|||||||||||ACCT-9', 'FT1|1|||20260530||CG|99213^Office visit|||1|150.00&USD'].join('\r'));
+    // The practice-management feed of connectors/pm-hl7v2.json is acknowledged once stored.
+    const ack = await sendMllp(mllpPort, ['MSH|^~\\&|PMS|RIVERSIDE|SETTLE|SETTLE|20260601120000||DFT^P03|CTRL-1|P|2.5.1', 'EVN|P03|20260601120000', 'PID|1||MRN123||DOE^JANE||19800101|F|||||||||||ACCT-9', 'FT1|1|||20260530||CG|99213^Office visit|||1|150.00&USD'].join('\r'));
     assert.deepEqual([ack.code, ack.controlId], ['AA', 'CTRL-1']);
 
     engine.child.kill('SIGTERM');

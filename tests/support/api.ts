@@ -12,6 +12,7 @@ import { ManualClock } from '../../src/domain/clock.ts';
 import { ApiKeyRepository } from '../../src/store/api-keys.ts';
 import type { Database } from '../../src/store/database.ts';
 import { PracticeRepository } from '../../src/store/practices.ts';
+import { ROOT } from './cli.ts';
 
 /** A running API with a key of each role. */
 export interface TestApi {
@@ -30,6 +31,7 @@ export async function startTestApi(db: Database, options: { logger?: Logger; slu
   const keys = {} as Record<Role, string>;
   for (const role of ['admin', 'staff', 'integration'] as const) keys[role] = (await repository.create(practice.id, `${role} key`, role)).secret;
   const api = createApi({
+    configDir: ROOT,
     db,
     clock,
     logger: options.logger ?? silentLogger(),

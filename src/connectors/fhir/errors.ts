@@ -46,6 +46,17 @@ export class FhirError extends Error {
   }
 }
 
+/**
+ * An unconditional write whose outcome is unknown (no response, a timeout, a 5xx): the server may or may not have
+ * done it, so it was not retried. Check the server before writing again.
+ */
+export class FhirWriteUnknownError extends FhirError {
+  constructor(status: number, outcome: OperationOutcome, url: string) {
+    super(status, outcome, url);
+    this.name = 'FhirWriteUnknownError';
+  }
+}
+
 /** Codes for HTTP statuses without an OperationOutcome body. */
 export function issueCodeForStatus(status: number): IssueCode {
   if (status === 0) return 'transient';

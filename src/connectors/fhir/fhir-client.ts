@@ -9,10 +9,14 @@
  *   `Retry-After` says when present and otherwise exponential backoff with full jitter.
  * - A 401 invalidates the token and retries the read once with a fresh one.
  * - Failures are `FhirError`s carrying an OperationOutcome and the URL with query values redacted.
+ * - Writes (`create`, `update`, `conditionalUpdate`) are retried after a 429 (the server refused the request) and
+ *   a 401 (re-authenticated once); after a failure that leaves the outcome unknown (no response, a timeout,
+ *   500/502/503/504) they are retried only when conditional — a create with `If-None-Exist`, an update by id or by
+ *   search criteria — and otherwise fail with `FhirWriteUnknownError`, so a payment is never posted twice.
  */
 import type { Bundle, OperationOutcome, Resource } from '@medplum/fhirtypes';
 import { systemClock, type Clock } from '../../domain/clock.ts';
-import { FhirError, issueCodeForStatus, outcomeOf } from './errors.ts';
+import { FhirError, FhirWriteUnknownError, issueCodeForStatus, outcomeOf } from './errors.ts';
 import type { TokenProvider } from './smart-auth.ts';
 
 export interface FhirClientOptions {
@@ -35,6 +39,19 @@ export interface FhirClientOptions {
   maxRetryAfterMs?: number;
   /** Per-request timeout; default 60 s. */
   timeoutMs?: number;
+}
+
+/** What a write did. */
+export interface WriteResult<T extends Resource> {
+  status: number;
+  /** 201: created; 200: updated, or (conditional create) an existing match was found and nothing was created. */
+  created: boolean;
+  /** The resource as the server returned it, when it did. */
+  resource?: T;
+  outcome?: OperationOutcome;
+  /** `Location` header: `[base]/[type]/[id]/_history/[vid]`. */
+  location?: string;
+  versionId?: string;
 }
 
 export type SearchParams = URLSearchParams | Record<string, string | number | readonly (string | number)[] | undefined>;
@@ -118,6 +135,96 @@ export class FhirClient {
     }
   }
 
+  /**
+   * Creates a resource (POST). With `ifNoneExist` (search criteria, like `identifier=sys|value`) the create is
+   * conditional: the server creates it only when nothing matches, so it is safe to retry.
+   * @throws FhirWriteUnknownError when an unconditional create may or may not have happened.
+   */
+  async create<T extends Resource>(resource: T, options: { ifNoneExist?: SearchParams } = {}): Promise<WriteResult<T>> {
+    const headers: Record<string, string> = {};
+    const criteria = options.ifNoneExist === undefined ? '' : toQuery(options.ifNoneExist);
+    if (criteria) headers['if-none-exist'] = criteria;
+    return this.write<T>('POST', `${this.baseUrl}/${resource.resourceType}`, resource, headers, criteria !== '');
+  }
+
+  /**
+   * Updates a resource by id (PUT, idempotent). With `ifMatch` (a versionId) the server refuses the update when the
+   * resource changed since (412).
+   */
+  async update<T extends Resource>(resource: T, options: { ifMatch?: string } = {}): Promise<WriteResult<T>> {
+    if (!resource.id) throw new FhirError(0, outcomeOf('required', 'an update needs the resource id'), `${this.baseUrl}/${resource.resourceType}`);
+    const headers: Record<string, string> = {};
+    if (options.ifMatch !== undefined) headers['if-match'] = `W/"${options.ifMatch}"`;
+    return this.write<T>('PUT', `${this.baseUrl}/${resource.resourceType}/${encodeURIComponent(resource.id)}`, resource, headers, true);
+  }
+
+  /** Conditional update (PUT `[type]?criteria`): updates the one match, or creates the resource when none matches. */
+  async conditionalUpdate<T extends Resource>(resource: T, criteria: SearchParams): Promise<WriteResult<T>> {
+    const query = toQuery(criteria);
+    if (!query) throw new FhirError(0, outcomeOf('required', 'a conditional update needs search criteria'), `${this.baseUrl}/${resource.resourceType}`);
+    return this.write<T>('PUT', `${this.baseUrl}/${resource.resourceType}?${query}`, resource, {}, true);
+  }
+
+  private async write<T extends Resource>(method: 'POST' | 'PUT', url: string, resource: T, extra: Record<string, string>, retrySafe: boolean): Promise<WriteResult<T>> {
+    const body = JSON.stringify(resource);
+    let reauthenticated = false;
+    for (let attempt = 1; ; attempt++) {
+      const headers: Record<string, string> = { accept: 'application/fhir+json', 'content-type': 'application/fhir+json', ...extra };
+      const authorization = await this.auth?.authorization();
+      if (authorization) headers.authorization = authorization;
+      let res: Response;
+      try {
+        res = await this.fetchFn(url, { method, headers, body, signal: AbortSignal.timeout(this.timeoutMs) });
+      } catch (err) {
+        const outcome = outcomeOf('transient', 'no response from the FHIR server', (err as Error).name);
+        if (!retrySafe) throw new FhirWriteUnknownError(0, outcome, url);
+        if (attempt >= this.maxAttempts) throw new FhirError(0, outcome, url);
+        await this.sleep(this.backoff(attempt));
+        continue;
+      }
+      if (res.status === 401 && this.auth?.refreshable && !reauthenticated) {
+        await res.body?.cancel();
+        reauthenticated = true;
+        this.auth.invalidate();
+        attempt--;
+        continue;
+      }
+      // 429: the server refused the request without acting on it. The others leave the outcome unknown.
+      const retryable = res.status === 429 || (retrySafe && RETRYABLE.has(res.status));
+      if (retryable && attempt < this.maxAttempts) {
+        const retryAfter = parseRetryAfter(res.headers.get('retry-after'), this.clock.now());
+        await res.body?.cancel();
+        if (retryAfter !== undefined && retryAfter > this.maxRetryAfterMs) {
+          throw new FhirError(res.status, outcomeOf(issueCodeForStatus(res.status), `server asked to retry after ${Math.round(retryAfter / 1000)} s, more than allowed`), url);
+        }
+        await this.sleep(retryAfter ?? this.backoff(attempt));
+        continue;
+      }
+      const text = await res.text();
+      let parsed: unknown;
+      try {
+        parsed = text ? JSON.parse(text) : undefined;
+      } catch {
+        parsed = undefined;
+      }
+      if (!res.ok) {
+        const outcome = asOutcome(parsed) ?? outcomeOf(issueCodeForStatus(res.status), `HTTP ${res.status}`);
+        if (!retrySafe && res.status !== 429 && RETRYABLE.has(res.status)) throw new FhirWriteUnknownError(res.status, outcome, url);
+        throw new FhirError(res.status, outcome, url);
+      }
+      const etag = res.headers.get('etag');
+      const returned = parsed && typeof parsed === 'object' && (parsed as Resource).resourceType === resource.resourceType ? (parsed as T) : undefined;
+      return {
+        status: res.status,
+        created: res.status === 201,
+        resource: returned,
+        outcome: asOutcome(parsed),
+        location: res.headers.get('location') ?? undefined,
+        versionId: etag ? /^(?:W\/)?"?([^"]*)"?$/.exec(etag)?.[1] : returned?.meta?.versionId,
+      };
+    }
+  }
+
   private resolveLink(link: string, current: string): string {
     let absolute: string;
     if (/^https?:\/\//i.test(link)) absolute = link;
@@ -138,6 +245,58 @@ export class FhirClient {
       throw new FhirError(200, outcomeOf('security', `refusing to follow a next link to another origin (${origin})`), current);
     }
     return absolute;
+  }
+
+  /**
+   * Sends a GET or DELETE to `url` (on this server's origin) with the client's auth, retries and 401 re-auth, and
+   * returns a 2xx Response unread (for streaming). Used by Bulk Data export.
+   * @param options.authenticate - send the bearer token (default true; false for a file that needs none).
+   * @throws FhirError for a non-2xx answer.
+   */
+  async send(url: string, options: { method?: 'GET' | 'DELETE'; headers?: Record<string, string>; authenticate?: boolean } = {}): Promise<Response> {
+    if (new URL(url).origin !== this.origin && options.authenticate !== false) {
+      throw new FhirError(0, outcomeOf('security', `refusing to send the bearer token to another origin (${new URL(url).origin})`), url);
+    }
+    let reauthenticated = false;
+    for (let attempt = 1; ; attempt++) {
+      const headers: Record<string, string> = { accept: 'application/fhir+json', ...options.headers };
+      const authorization = options.authenticate === false ? undefined : await this.auth?.authorization();
+      if (authorization) headers.authorization = authorization;
+      let res: Response;
+      try {
+        res = await this.fetchFn(url, { method: options.method ?? 'GET', headers, signal: AbortSignal.timeout(this.timeoutMs) });
+      } catch (err) {
+        const error = new FhirError(0, outcomeOf('transient', 'no response from the FHIR server', (err as Error).name), url);
+        if (attempt >= this.maxAttempts) throw error;
+        await this.sleep(this.backoff(attempt));
+        continue;
+      }
+      if (res.status === 401 && authorization && this.auth?.refreshable && !reauthenticated) {
+        await res.body?.cancel();
+        reauthenticated = true;
+        this.auth.invalidate();
+        attempt--;
+        continue;
+      }
+      if (RETRYABLE.has(res.status) && attempt < this.maxAttempts) {
+        const retryAfter = parseRetryAfter(res.headers.get('retry-after'), this.clock.now());
+        await res.body?.cancel();
+        if (retryAfter !== undefined && retryAfter > this.maxRetryAfterMs) {
+          throw new FhirError(res.status, outcomeOf(issueCodeForStatus(res.status), `server asked to retry after ${Math.round(retryAfter / 1000)} s, more than allowed`), url);
+        }
+        await this.sleep(retryAfter ?? this.backoff(attempt));
+        continue;
+      }
+      if (res.ok) return res;
+      const text = await res.text();
+      let body: unknown;
+      try {
+        body = text ? JSON.parse(text) : undefined;
+      } catch {
+        body = undefined;
+      }
+      throw new FhirError(res.status, asOutcome(body) ?? outcomeOf(issueCodeForStatus(res.status), `HTTP ${res.status}`), url);
+    }
   }
 
   /** GET `url` as given, with retries and one re-authentication on 401. */

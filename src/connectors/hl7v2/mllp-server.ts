@@ -7,7 +7,9 @@
  * acknowledged with AA before its row is committed; a re-sent control id is acknowledged again and stored once.
  * Logs carry the connector, the control id and the message type, never message content.
  */
+import { readFileSync } from 'node:fs';
 import net from 'node:net';
+import tls from 'node:tls';
 import { Hl7Message } from '@medplum/core';
 import type { Logger } from '../../config/logger.ts';
 import type { Clock } from '../../domain/clock.ts';
@@ -56,6 +58,8 @@ export interface MllpListenerOptions {
   maxQueuedPerConnection?: number;
   /** Most messages committed in one statement (default 100). Batches form only while a commit is in flight. */
   maxBatch?: number;
+  /** Most connections open at once (default 100); a connection beyond it is closed at once, before any data. */
+  maxConnections?: number;
 }
 
 /** A running listener. */
@@ -83,11 +87,13 @@ interface Outcome {
 /**
  * Starts the MLLP listener of one connector.
  * @returns once the server is listening.
- * @throws Error when the connector asks for TLS (not supported yet) or the address cannot be bound.
+ * With `connector.tls`, the listener speaks MLLP over TLS with that certificate and key; with `tls.caFile` it
+ * also requires client certificates signed by that CA.
+ * @throws Error when a TLS file cannot be read or used, or the address cannot be bound.
  */
 export async function startMllpListener(options: MllpListenerOptions): Promise<MllpListener> {
   const { connector, logger, clock, practiceId } = options;
-  if (connector.tls) throw new Error(`connector ${connector.name}: MLLP over TLS is not supported yet; remove "tls" or terminate TLS in front of Settle`);
+  const secureContext = connector.tls ? tlsOptions(connector) : undefined;
   const queryable: Queryable = 'pool' in options.db ? options.db.pool : options.db;
   const repository = new Hl7MessageRepository(queryable);
   const maxMessageBytes = options.maxMessageBytes ?? 1024 * 1024;
@@ -314,13 +320,22 @@ export async function startMllpListener(options: MllpListenerOptions): Promise<M
     }
   }
 
-  const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+  const accept = (socket: net.Socket) => {
     if (closing) {
       socket.destroy();
       return;
     }
     connections.add(new Connection(socket));
-  });
+  };
+  const server: net.Server = secureContext
+    ? tls.createServer({ ...secureContext, allowHalfOpen: true }, accept)
+    : net.createServer({ allowHalfOpen: true }, accept);
+  server.maxConnections = options.maxConnections ?? 100;
+  server.on('drop', (data) => logger.warn('mllp connection refused: too many connections', { connector: connector.name, maxConnections: server.maxConnections, remoteAddress: data?.remoteAddress }));
+  if (secureContext) {
+    // A handshake that fails (plain TCP, an untrusted client certificate) never becomes a connection.
+    server.on('tlsClientError', (error: NodeJS.ErrnoException) => logger.warn('mllp tls handshake failed', { connector: connector.name, code: error.code }));
+  }
   server.on('error', (error) => logger.error('mllp server error', { connector: connector.name, error: error.message }));
   await new Promise<void>((resolve, reject) => {
     const onError = (error: Error) => reject(new Error(`connector ${connector.name}: cannot listen on ${connector.listen.host}:${connector.listen.port}: ${error.message}`));
@@ -331,7 +346,7 @@ export async function startMllpListener(options: MllpListenerOptions): Promise<M
     });
   });
   const address = server.address() as net.AddressInfo;
-  logger.info('mllp listener started', { connector: connector.name, host: address.address, port: address.port });
+  logger.info('mllp listener started', { connector: connector.name, host: address.address, port: address.port, tls: Boolean(secureContext) });
 
   let closed: Promise<void> | undefined;
   return {
@@ -348,6 +363,29 @@ export async function startMllpListener(options: MllpListenerOptions): Promise<M
       return closed;
     },
   };
+}
+
+/**
+ * The TLS server options of a connector: its certificate and key, and with `caFile`, client certificates required.
+ * @throws Error naming the file that cannot be read, or when the key does not fit the certificate.
+ */
+function tlsOptions(connector: Hl7v2MllpConnector): tls.TlsOptions {
+  const config = connector.tls!;
+  const read = (what: string, file: string) => {
+    try {
+      return readFileSync(file);
+    } catch (error) {
+      throw new Error(`connector ${connector.name}: cannot read the TLS ${what} ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
+    }
+  };
+  const options: tls.TlsOptions = { cert: read('certificate', config.certFile), key: read('key', config.keyFile), minVersion: 'TLSv1.2' };
+  if (config.caFile) Object.assign(options, { ca: read('CA', config.caFile), requestCert: true, rejectUnauthorized: true });
+  try {
+    tls.createSecureContext(options);
+  } catch (error) {
+    throw new Error(`connector ${connector.name}: the TLS certificate and key cannot be used: ${(error as Error).message}`);
+  }
+  return options;
 }
 
 /** The charset of a payload by MSH-18, or the connector's when it declares none or an unsupported one. */

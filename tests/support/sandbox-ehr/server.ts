@@ -42,6 +42,8 @@ export interface SandboxEhrOptions {
   clients?: SandboxClient[];
   /** Static bearer tokens accepted on FHIR endpoints (for the `bearer` auth method). */
   bearerTokens?: string[];
+  /** Status polls answered 202 (with `Retry-After: 1` and `X-Progress`) before a Bulk export is complete; default 1. */
+  bulkPendingPolls?: number;
   /** Lifetime of issued access tokens; default 300 s. */
   tokenLifetimeSeconds?: number;
   /** Default page size when a search has no `_count`; default 20 (as HAPI). */
@@ -56,6 +58,18 @@ export interface SandboxEhr {
   repo: MemoryRepository;
   /** Fails the next `count` FHIR requests with `status`, and `Retry-After` when given. */
   failNext(status: 429 | 503, count: number, retryAfterSeconds?: number): void;
+  /**
+   * Adds raw entries (anything, valid or not) to every search of `resourceType` until cleared with an empty list:
+   * how tests make the server return a malformed resource.
+   */
+  injectEntries(resourceType: string, entries: unknown[]): void;
+  /**
+   * Lines appended to the NDJSON file of `resourceType` in every Bulk export from now on (anything, valid or not),
+   * until cleared with an empty list.
+   */
+  injectBulkLines(resourceType: string, lines: string[]): void;
+  /** Bulk export jobs: how many are still held (not deleted by the client). */
+  bulkJobs(): number;
   /** Makes every access token issued so far expired (as a server restart or early revocation would). */
   expireAccessTokens(): void;
   /** What the sandbox saw: token requests, and each FHIR request's method and URL path + query as received. */
@@ -69,6 +83,16 @@ const CLOCK_SKEW_SECONDS = 30;
 const SNAPSHOT_TTL_MS = 30 * 60_000;
 const MAX_SNAPSHOTS = 500;
 const MAX_PAGE_SIZE = 1000;
+
+/** Type-specific search parameters the sandbox declares (the router supports every R4 search parameter). */
+const TYPE_SEARCH_PARAMS: Record<string, [string, 'token' | 'reference' | 'string' | 'date'][]> = {
+  Patient: [['identifier', 'token'], ['name', 'string'], ['birthdate', 'date']],
+  Account: [['identifier', 'token'], ['status', 'token'], ['patient', 'reference'], ['subject', 'reference']],
+  Invoice: [['identifier', 'token'], ['status', 'token'], ['patient', 'reference'], ['subject', 'reference'], ['account', 'reference']],
+  ChargeItem: [['identifier', 'token'], ['account', 'reference'], ['patient', 'reference']],
+  Coverage: [['identifier', 'token'], ['status', 'token'], ['patient', 'reference'], ['beneficiary', 'reference']],
+  PaymentReconciliation: [['identifier', 'token'], ['status', 'token']],
+};
 
 let searchParametersIndexed = false;
 function indexDefinitions(): void {
@@ -152,6 +176,9 @@ export async function startSandboxEhr(options: SandboxEhrOptions = {}): Promise<
   const seenJti = new Map<string, number>(); // jti → exp (ms), kept until it could no longer be accepted
   const snapshots = new Map<string, Snapshot>();
   const failures = { status: 0, remaining: 0, retryAfter: undefined as number | undefined };
+  const injected = new Map<string, unknown[]>();
+  const bulkLines = new Map<string, string[]>();
+  const bulkJobs = new Map<string, { polls: number; transactionTime: string; files: Map<string, string>; request: string }>();
   const stats: SandboxEhr['stats'] = { tokenRequests: 0, fhirRequests: [] };
 
   let origin = '';
@@ -314,6 +341,9 @@ export async function startSandboxEhr(options: SandboxEhrOptions = {}): Promise<
             searchParam: [
               { name: '_id', type: 'token' },
               { name: '_lastUpdated', type: 'date' },
+              { name: '_count', type: 'number' },
+              { name: '_sort', type: 'string' },
+              ...(TYPE_SEARCH_PARAMS[type] ?? []).map(([name, t]) => ({ name, type: t })),
             ],
           })),
         },
@@ -340,6 +370,63 @@ export async function startSandboxEhr(options: SandboxEhrOptions = {}): Promise<
     sendFhir(res, 200, bundle);
   }
 
+  /**
+   * The resources of a type matching a query. `identifier` (`system|value`, `|value` or `value`) is matched here:
+   * MemoryRepository's token search does not match Identifier values.
+   */
+  async function matches(resourceType: string, query: URLSearchParams): Promise<BundleEntry[] | OperationOutcome> {
+    const forward = new URLSearchParams(query);
+    const identifiers = forward.getAll('identifier');
+    forward.delete('identifier');
+    const qs = forward.toString();
+    const [result, bundle] = await router.handleRequest(
+      { method: 'GET', url: `/${resourceType}${qs ? `?${qs}` : ''}`, pathname: '', body: undefined, params: {}, query: {} },
+      repo,
+    );
+    if (!isOk(result) || bundle?.resourceType !== 'Bundle') return result;
+    const wanted = identifiers.map((text) => text.split(',').map((one) => (one.includes('|') ? one.split('|') : [undefined, one]) as [string | undefined, string]));
+    const has = (r: Resource, [system, value]: [string | undefined, string]) =>
+      ((r as { identifier?: { system?: string; value?: string }[] }).identifier ?? []).some(
+        (id) => id.value === value && (system === undefined || (system === '' ? id.system === undefined : id.system === system)),
+      );
+    return (bundle.entry ?? []).filter((e) => wanted.every((anyOf) => anyOf.some((w) => has(e.resource!, w))));
+  }
+
+  /** Conditional create (`If-None-Exist`) and conditional update (`PUT [type]?criteria`), identifier-aware. */
+  async function conditionalWrite(req: Request, res: Response, path: string, url: URL): Promise<boolean> {
+    const typeOnly = /^\/([A-Z][A-Za-z]+)$/.exec(path);
+    const ifNoneExist = req.headers['if-none-exist'];
+    let criteria: URLSearchParams | undefined;
+    if (req.method === 'POST' && typeOnly && typeof ifNoneExist === 'string') criteria = new URLSearchParams(ifNoneExist.replace(/^[^?]*\?/, ''));
+    else if (req.method === 'PUT' && typeOnly && url.search) criteria = url.searchParams;
+    if (!criteria || !typeOnly) return false;
+    const found = await matches(typeOnly[1]!, criteria);
+    if (!Array.isArray(found)) {
+      sendFhir(res, getStatus(found), found);
+      return true;
+    }
+    if (found.length > 1) {
+      sendFhir(res, 412, outcome('duplicate', `${found.length} resources match the conditional criteria`));
+      return true;
+    }
+    const existing = found[0]?.resource;
+    if (req.method === 'POST' && existing) {
+      if (existing.meta?.versionId) res.set('ETag', `W/"${existing.meta.versionId}"`);
+      sendFhir(res, 200, existing);
+      return true;
+    }
+    const body = { ...(req.body as Resource), ...(existing ? { id: existing.id } : {}) };
+    const [result, resource] = await router.handleRequest(
+      { method: existing ? 'PUT' : 'POST', url: existing ? `/${typeOnly[1]}/${existing.id}` : `/${typeOnly[1]}`, pathname: '', body, params: {}, query: {}, headers: {} },
+      repo,
+    );
+    const status = getStatus(result);
+    if (resource?.meta?.versionId) res.set('ETag', `W/"${resource.meta.versionId}"`);
+    if (status === 201 && resource?.id) res.set('Location', `${fhirBase()}/${resource.resourceType}/${resource.id}/_history/${resource.meta?.versionId}`);
+    sendFhir(res, status, resource ?? result);
+    return true;
+  }
+
   async function search(res: Response, resourceType: string, query: URLSearchParams): Promise<void> {
     if (query.has('_offset')) {
       sendFhir(res, 400, outcome('not-supported', '_offset is not supported: follow the next link of the previous page'));
@@ -358,24 +445,23 @@ export async function startSandboxEhr(options: SandboxEhrOptions = {}): Promise<
     const sort = query.get('_sort');
     const sortByLastUpdated = sort === '_lastUpdated' || sort === '-_lastUpdated';
     if (sortByLastUpdated) forward.delete('_sort');
-    const qs = forward.toString();
-    const [result, bundle] = await router.handleRequest(
-      { method: 'GET', url: `/${resourceType}${qs ? `?${qs}` : ''}`, pathname: '', body: undefined, params: {}, query: {} },
-      repo,
-    );
-    if (!isOk(result) || bundle?.resourceType !== 'Bundle') {
-      sendFhir(res, getStatus(result), result);
+    const found = await matches(resourceType, forward);
+    if (!Array.isArray(found)) {
+      sendFhir(res, getStatus(found), found);
       return;
     }
-    const entries: BundleEntry[] = (bundle.entry ?? []).map((e) => ({
+    const entries: BundleEntry[] = found.map((e) => ({
       fullUrl: `${fhirBase()}/${e.resource!.resourceType}/${e.resource!.id}`,
       resource: e.resource,
       search: { mode: 'match' },
     }));
+    entries.push(...((injected.get(resourceType) ?? []) as BundleEntry[]));
     if (sortByLastUpdated) {
       const dir = sort.startsWith('-') ? -1 : 1;
-      const key = (e: BundleEntry) => e.resource?.meta?.lastUpdated ?? '';
-      entries.sort((a, b) => dir * (key(a).localeCompare(key(b)) || (a.resource!.id ?? '').localeCompare(b.resource!.id ?? '')));
+      const text = (v: unknown) => (typeof v === 'string' ? v : '');
+      const key = (e: BundleEntry) => text((e as { resource?: { meta?: { lastUpdated?: unknown } } } | null)?.resource?.meta?.lastUpdated);
+      const id = (e: BundleEntry) => text((e as { resource?: { id?: unknown } } | null)?.resource?.id);
+      entries.sort((a, b) => dir * (key(a).localeCompare(key(b)) || id(a).localeCompare(id(b))));
     }
     const now = clock.now().getTime();
     for (const [k, s] of snapshots) if (s.expiresAt < now) snapshots.delete(k);
@@ -401,6 +487,107 @@ export async function startSandboxEhr(options: SandboxEhrOptions = {}): Promise<
     }
     sendPage(res, id, snapshot, offset, Math.min(count, MAX_PAGE_SIZE), `${fhirBase()}?${query}`);
   }
+
+  // ---------- Bulk Data $export (system, Patient, Group/{id}); files are NDJSON, served with the bearer ----------
+
+  const BULK_TYPES = ['Patient', 'Account', 'Coverage', 'Invoice', 'ChargeItem'];
+  app.get(['/fhir/R4/$export', '/fhir/R4/Patient/$export', '/fhir/R4/Group/:id/$export'], async (req, res, next) => {
+    try {
+      if (failures.remaining > 0) {
+        next();
+        return;
+      }
+      const record = { method: req.method, url: req.originalUrl, status: 0 };
+      stats.fhirRequests.push(record);
+      res.on('finish', () => (record.status = res.statusCode));
+      if (authRequired) {
+        const check = bearerValid(req);
+        if (!check.ok) {
+          sendFhir(res, 401, outcome('login', check.why));
+          return;
+        }
+      }
+      if (req.headers.prefer !== 'respond-async') {
+        sendFhir(res, 400, outcome('invalid', 'a Bulk export needs the header Prefer: respond-async'));
+        return;
+      }
+      const url = new URL(req.url, 'http://sandbox.invalid');
+      const types = (url.searchParams.get('_type') ?? BULK_TYPES.join(',')).split(',').filter(Boolean);
+      const sinceText = url.searchParams.get('_since');
+      const since = sinceText === null ? undefined : Date.parse(sinceText);
+      if (since !== undefined && Number.isNaN(since)) {
+        sendFhir(res, 400, outcome('invalid', '_since must be a FHIR instant'));
+        return;
+      }
+      const groupId = (req.params as Record<string, string | undefined>).id;
+      if (groupId && !(await repo.searchResources({ resourceType: 'Group', filters: [{ code: '_id', operator: 'eq' as never, value: groupId }] })).length) {
+        sendFhir(res, 404, outcome('not-found', `Group/${groupId} does not exist`));
+        return;
+      }
+      const transactionTime = clock.now().toISOString();
+      const files = new Map<string, string>();
+      for (const type of types) {
+        const all = await repo.searchResources({ resourceType: type as 'Patient', count: 1_000_000 });
+        const lines = all.filter((r) => since === undefined || Date.parse(r.meta?.lastUpdated ?? '') >= since).map((r) => JSON.stringify(r));
+        lines.push(...(bulkLines.get(type) ?? []));
+        if (lines.length > 0) files.set(type, `${lines.join('\n')}\n`);
+      }
+      const id = randomUUID();
+      bulkJobs.set(id, { polls: 0, transactionTime, files, request: `${origin}${req.originalUrl}` });
+      res.status(202).set('Content-Location', `${origin}/bulk/status/${id}`).type('application/fhir+json').send(JSON.stringify(outcome('informational', 'export started', 'information')));
+    } catch (err) {
+      next(err);
+    }
+  });
+
+  app.get('/bulk/status/:id', (req, res) => {
+    const job = bulkJobs.get(req.params.id);
+    if (!job) {
+      sendFhir(res, 404, outcome('not-found', 'no such export job'));
+      return;
+    }
+    if (authRequired && !bearerValid(req).ok) {
+      sendFhir(res, 401, outcome('login', 'a bearer token is required'));
+      return;
+    }
+    if (job.polls < (options.bulkPendingPolls ?? 1)) {
+      job.polls++;
+      res.status(202).set('Retry-After', '1').set('X-Progress', `${Math.round((job.polls / ((options.bulkPendingPolls ?? 1) + 1)) * 100)}% done`).end();
+      return;
+    }
+    res.json({
+      transactionTime: job.transactionTime,
+      request: job.request,
+      requiresAccessToken: authRequired,
+      output: [...job.files].map(([type, text]) => ({ type, url: `${origin}/bulk/files/${req.params.id}/${type}.ndjson`, count: text.split('\n').length - 1 })),
+      error: [],
+    });
+  });
+
+  app.delete('/bulk/status/:id', (req, res) => {
+    if (!bulkJobs.delete(req.params.id)) {
+      sendFhir(res, 404, outcome('not-found', 'no such export job'));
+      return;
+    }
+    res.status(202).end();
+  });
+
+  app.get('/bulk/files/:id/:file', (req, res) => {
+    const job = bulkJobs.get(req.params.id);
+    const text = job?.files.get(req.params.file.replace(/\.ndjson$/, ''));
+    if (text === undefined) {
+      sendFhir(res, 404, outcome('not-found', 'no such file'));
+      return;
+    }
+    if (authRequired && !bearerValid(req).ok) {
+      sendFhir(res, 401, outcome('login', 'a bearer token is required'));
+      return;
+    }
+    // Written in chunks, as a large file would be.
+    res.status(200).type('application/fhir+ndjson');
+    for (let i = 0; i < text.length; i += 65_536) res.write(text.slice(i, i + 65_536));
+    res.end();
+  });
 
   app.use('/fhir/R4', express.json({ type: ['application/json', 'application/fhir+json', 'application/json-patch+json'], limit: '20mb' }));
   app.use('/fhir/R4', async (req, res) => {
@@ -438,6 +625,7 @@ export async function startSandboxEhr(options: SandboxEhrOptions = {}): Promise<
         await search(res, typeMatch[1]!, url.searchParams);
         return;
       }
+      if (await conditionalWrite(req, res, path, url)) return;
       const [result, resource] = await router.handleRequest(
         { method: req.method as 'GET', url: req.url, pathname: '', body: req.body, params: {}, query: {}, headers: req.headers },
         repo,
@@ -475,6 +663,15 @@ export async function startSandboxEhr(options: SandboxEhrOptions = {}): Promise<
       failures.status = status;
       failures.remaining = count;
       failures.retryAfter = retryAfterSeconds;
+    },
+    injectBulkLines(resourceType, lines) {
+      if (lines.length === 0) bulkLines.delete(resourceType);
+      else bulkLines.set(resourceType, [...lines]);
+    },
+    bulkJobs: () => bulkJobs.size,
+    injectEntries(resourceType, entries) {
+      if (entries.length === 0) injected.delete(resourceType);
+      else injected.set(resourceType, [...entries]);
     },
     expireAccessTokens() {
       const now = clock.now().getTime();

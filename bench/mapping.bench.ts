@@ -1,0 +1,144 @@
+/**
+ * Mapping throughput: an Invoice with 10 line items → balance events, on one core.
+ *  - compiled: the generic-fhir-invoice mapping compiled once (FHIRPath pre-parsed), money added in TypeScript;
+ *  - peer: the same mapping interpreted per record with `evalFhirPath` on the expression strings (parsed every time);
+ *  - end to end: map + post to the ledger (one transaction per record) on the PostgreSQL server
+ *    (BENCH_DATABASE_URL, else TEST_DATABASE_URL), and on embedded PGlite.
+ * Prints `name: value unit (ratio vs peer)`.
+ */
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { evalFhirPath } from '@medplum/core';
+import { ManualClock } from '../src/domain/clock.ts';
+import { balanceEffect, type EntryKind } from '../src/domain/ledger.ts';
+import { sumMoney, type Money } from '../src/domain/money.ts';
+import type { SourceRecord } from '../src/domain/source-record.ts';
+import { ingestRecord } from '../src/ingest/pipeline.ts';
+import { compileMapping } from '../src/mapping/compile.ts';
+import { toDate, toMoney } from '../src/mapping/transforms.ts';
+import { withTransaction } from '../src/store/database.ts';
+import { PhiCipher } from '../src/store/phi-crypto.ts';
+import { PracticeRepository } from '../src/store/practices.ts';
+import { createTestDatabase } from '../tests/support/databases.ts';
+
+const root = fileURLToPath(new URL('../', import.meta.url));
+const file = 'mappings/generic-fhir-invoice.json';
+const data = JSON.parse(readFileSync(`${root}${file}`, 'utf8'));
+const mapping = compileMapping({ name: data.name, file, data });
+
+function invoice(n: number): Record<string, unknown> {
+  return {
+    resourceType: 'Invoice',
+    id: `bench-${n}`,
+    status: 'issued',
+    subject: { reference: `Patient/p${n % 1000}` },
+    account: { reference: `Account/a${n % 1000}` },
+    date: '2026-01-15T09:30:00-05:00',
+    lineItem: Array.from({ length: 10 }, (_, i) => ({
+      sequence: i + 1,
+      chargeItemCodeableConcept: { coding: [{ system: 'http://www.ama-assn.org/go/cpt', code: `992${10 + i}` }] },
+      priceComponent: [
+        { type: 'base', amount: { value: 100 + i + 0.25, currency: 'USD' } },
+        { type: 'tax', amount: { value: 1.1, currency: 'USD' } },
+        ...(i % 3 === 0 ? [{ type: 'discount', amount: { value: 5.05, currency: 'USD' } }] : []),
+      ],
+    })),
+    totalGross: { value: 1000, currency: 'USD' },
+  };
+}
+
+const record = (body: Record<string, unknown>, practiceId = 'p'): SourceRecord => ({
+  practiceId, connector: 'bench', transport: 'fhir-r4', resourceType: 'Invoice', sourceId: String(body.id), versionId: '1',
+  lastUpdated: null, contentHash: 'h', body,
+});
+
+/** The peer: the same mapping file, interpreted per record with expression strings. */
+function interpret(resource: Record<string, unknown>): { kind: EntryKind; amount: Money; serviceDate: string }[] {
+  const value = (expression: string, input: unknown) => evalFhirPath(expression, input, { '%resource': { type: 'Invoice', value: resource } });
+  const fields: Record<string, unknown> = {};
+  for (const [name, spec] of Object.entries(data.fields as Record<string, { fhirpath: string; transform?: string; currency?: string; codeTable?: string; timeZone?: string }>)) {
+    const found = value(spec.fhirpath, resource);
+    if (found.length === 0) continue;
+    if (spec.transform === 'money') fields[name] = toMoney(found[0], spec.currency);
+    else if (spec.transform === 'date') fields[name] = toDate(found[0], spec.timeZone ?? 'UTC');
+    else if (spec.transform === 'code-table') fields[name] = data.codeTables[spec.codeTable!][String(found[0])];
+    else fields[name] = String(found[0]);
+  }
+  const lines: { kind: EntryKind; amount: Money; serviceDate: string }[] = [];
+  for (const event of data.events as { forEach?: string; kind: EntryKind; amount: { fhirpath: string; currency: string; sum?: boolean } }[]) {
+    const items = event.forEach ? value(event.forEach, resource) : [resource];
+    for (const item of items) {
+      const amounts = value(event.amount.fhirpath, item).map((v) => toMoney(v, event.amount.currency));
+      if (amounts.length === 0) continue;
+      const amount = sumMoney(amounts);
+      if (amount.amount !== 0) lines.push({ kind: event.kind, amount, serviceDate: fields.serviceDate as string });
+    }
+  }
+  return lines;
+}
+
+const bodies = Array.from({ length: 1000 }, (_, n) => invoice(n));
+const records = bodies.map((b) => record(b));
+
+// Both produce the same events.
+const check = mapping.map(records[0]!);
+if (!check.ok) throw new Error(JSON.stringify(check.issues));
+const compiledTotal = check.record.lines.reduce((s, l) => s + balanceEffect(l.kind, l.amount.amount), 0);
+const peerTotal = interpret(bodies[0]!).reduce((s, l) => s + balanceEffect(l.kind, l.amount.amount), 0);
+if (check.record.lines.length !== interpret(bodies[0]!).length || compiledTotal !== peerTotal) throw new Error('the peer does not produce the same events');
+const eventsPerInvoice = check.record.lines.length;
+
+function rate(work: (i: number) => void, seconds: number): number {
+  for (let i = 0; i < 2000; i++) work(i); // warm up
+  let n = 0;
+  const started = performance.now();
+  const until = started + seconds * 1000;
+  while (performance.now() < until) {
+    for (let k = 0; k < 100; k++) work(n++);
+  }
+  return n / ((performance.now() - started) / 1000);
+}
+
+const compiled = rate((i) => {
+  const r = mapping.map(records[i % records.length]!);
+  if (!r.ok) throw new Error('mapping failed');
+}, 3);
+const peer = rate((i) => void interpret(bodies[i % bodies.length]!), 3);
+console.log(`mapping invoice (10 line items, ${eventsPerInvoice} events), compiled: ${compiled.toFixed(0)} invoices/s (${(compiled / peer).toFixed(2)}x vs evalFhirPath on strings)`);
+console.log(`mapping balance events, compiled: ${(compiled * eventsPerInvoice).toFixed(0)} events/s (${(compiled / peer).toFixed(2)}x vs evalFhirPath on strings)`);
+console.log(`mapping invoice (10 line items), evalFhirPath on strings: ${peer.toFixed(0)} invoices/s (1.00x vs itself)`);
+
+async function endToEnd(engine: 'pglite' | 'postgres', count: number, concurrency: number): Promise<number> {
+  const handle = await createTestDatabase(engine, concurrency + 2);
+  const practiceId = (await new PracticeRepository(handle.db.pool).create({ slug: 'bench', name: 'Bench' })).id;
+  const cipher = new PhiCipher({ encryptionKeys: [{ id: 'k', key: randomBytes(32) }], blindIndexKey: randomBytes(32) });
+  const clock = new ManualClock(new Date('2026-02-01T00:00:00Z'));
+  const work = Array.from({ length: count }, (_, n) => record(invoice(n), practiceId));
+  let next = 0;
+  const started = performance.now();
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (next < work.length) {
+        const r = work[next++]!;
+        const result = await withTransaction(handle.db, (tx) => ingestRecord(tx, r, mapping, { cipher, clock, timeZone: 'America/New_York' }));
+        if (result.status !== 'posted') throw new Error(`not posted: ${result.status}`);
+      }
+    }),
+  );
+  const perSecond = count / ((performance.now() - started) / 1000);
+  await handle.drop();
+  return perSecond;
+}
+
+const serverUrl = process.env.BENCH_DATABASE_URL ?? process.env.TEST_DATABASE_URL;
+const embedded = await endToEnd('pglite', 300, 4);
+if (serverUrl) {
+  process.env.TEST_DATABASE_URL = serverUrl;
+  const server = await endToEnd('postgres', 2000, 16);
+  console.log(`ingest end to end (map + post ledger, PostgreSQL server, 16 connections): ${server.toFixed(0)} records/s (${(server / embedded).toFixed(2)}x vs embedded PGlite)`);
+} else {
+  console.log('ingest end to end (PostgreSQL server): skipped (set BENCH_DATABASE_URL)');
+}
+console.log(`ingest end to end (map + post ledger, embedded PGlite): ${embedded.toFixed(0)} records/s (1.00x vs itself)`);
+process.exit(0);

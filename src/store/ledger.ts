@@ -1,0 +1,704 @@
+/**
+ * The balance ledger repository: patients and guarantors (contact encrypted with PhiCipher, phones and
+ * emails findable by blind index), accounts, append-only entries keyed by the source record version that
+ * posted them, balances derived from those entries, statuses and their history.
+ *
+ * Writes expect to run inside the caller's transaction (one per source record): pass the transaction client.
+ */
+import { DateTime } from 'luxon';
+import type { Clock } from '../domain/clock.ts';
+import { CONTACT_FIELDS, type ContactField, type PersonContact, type PersonIdentifier } from '../domain/contact.ts';
+import {
+  ageItems,
+  automaticStatus,
+  balanceEffect,
+  compareVersions,
+  outreachEligible,
+  planPosting,
+  statusChangeProblem,
+  type ActiveEntry,
+  type AgingBucket,
+  type BalanceStatus,
+  type EntryKind,
+  type HoldReason,
+  type LedgerLine,
+  type PayerKind,
+  type SourceVersion,
+  type StatusChange,
+} from '../domain/ledger.ts';
+import { MoneyError, type Money } from '../domain/money.ts';
+import type { Queryable } from './database.ts';
+import type { PhiCipher } from './phi-crypto.ts';
+
+/** Why the ledger refused a write; nothing was changed. */
+export class LedgerError extends Error {
+  readonly code: 'currency-mismatch' | 'invalid-status-change' | 'not-found' | 'invalid-line';
+  constructor(code: LedgerError['code'], message: string) {
+    super(message);
+    this.name = 'LedgerError';
+    this.code = code;
+  }
+}
+
+/** Where a source record's lines go. */
+export interface PostingTarget {
+  accountId: string;
+  guarantorId: string;
+  patientId: string | null;
+}
+
+/** What posting a source record version did. */
+export interface PostingResult {
+  /** posted: the ledger changed; unchanged: a new version with the same lines; duplicate: this version was seen; stale: an older version. */
+  outcome: 'posted' | 'unchanged' | 'duplicate' | 'stale';
+  posted: number;
+  reversed: number;
+  /** Balances whose amounts were recomputed. */
+  balanceIds: string[];
+}
+
+/** A balance as the API shows it. */
+export interface Balance {
+  id: string;
+  practiceId: string;
+  guarantorId: string;
+  accountId: string;
+  patientId: string | null;
+  /** What the patient (guarantor) owes. */
+  patientAmount: Money;
+  /** What insurance is expected to pay. */
+  insuranceAmount: Money;
+  status: BalanceStatus;
+  holdReason: HoldReason | null;
+  oldestOpenDate: string | null;
+  agingBucket: AgingBucket | null;
+  /** Below the practice's small-balance threshold, or not open: no outreach. */
+  outreachEligible: boolean;
+  statusChangedAt: Date;
+  updatedAt: Date;
+}
+
+/** A ledger entry. */
+export interface LedgerEntry {
+  id: string;
+  seq: number;
+  balanceId: string;
+  kind: EntryKind;
+  amount: Money;
+  /** Signed effect on the balance. */
+  effect: number;
+  serviceDate: string;
+  payer: PayerKind;
+  serviceCode: string | null;
+  description: string | null;
+  lineKey: string;
+  source: { connector: string; resourceType: string; sourceId: string; versionId: string };
+  reversesEntryId: string | null;
+  postedAt: Date;
+}
+
+/** One status change. */
+export interface StatusHistoryEntry {
+  fromStatus: BalanceStatus | null;
+  toStatus: BalanceStatus;
+  holdReason: HoldReason | null;
+  actor: string;
+  note: string | null;
+  occurredAt: Date;
+}
+
+/** Filters of {@link LedgerRepository.listBalances}. */
+export interface BalanceFilter {
+  status?: BalanceStatus;
+  agingBucket?: AgingBucket;
+  /** Minimum patient amount, in minor units. */
+  minAmount?: number;
+  guarantorId?: string;
+  limit?: number;
+  /** The `nextCursor` of the previous page. */
+  cursor?: string;
+}
+
+const ENC_COLUMNS: Record<ContactField, string> = {
+  name: 'name_enc',
+  phones: 'phones_enc',
+  email: 'email_enc',
+  address: 'address_enc',
+  language: 'language_enc',
+  birthDate: 'birth_date_enc',
+};
+
+type OwnerType = 'patient' | 'guarantor';
+
+function toSafe(value: string | number): number {
+  const n = Number(value);
+  if (!Number.isSafeInteger(n)) throw new LedgerError('invalid-line', `amount ${value} is beyond the safe integer range`);
+  return n;
+}
+
+/** Reads and writes the ledger. */
+export class LedgerRepository {
+  readonly #db: Queryable;
+  readonly #cipher: PhiCipher;
+  readonly #clock: Clock;
+
+  constructor(db: Queryable, cipher: PhiCipher, clock: Clock) {
+    this.#db = db;
+    this.#cipher = cipher;
+    this.#clock = clock;
+  }
+
+  /** The same repository on another connection (a transaction client). */
+  on(db: Queryable): LedgerRepository {
+    return new LedgerRepository(db, this.#cipher, this.#clock);
+  }
+
+  // ---- people -------------------------------------------------------------------------------------------
+
+  /**
+   * The patient with this identifier, created when missing; contact fields given overwrite the stored ones.
+   * @returns the patient id.
+   */
+  async upsertPatient(practiceId: string, identifier: PersonIdentifier, contact: PersonContact = {}): Promise<string> {
+    const now = this.#clock.now();
+    const { rows } = await this.#db.query<{ id: string }>(
+      `INSERT INTO patients (practice_id, identifier_system, identifier_value, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)
+       ON CONFLICT (practice_id, identifier_system, identifier_value) DO UPDATE SET updated_at = patients.updated_at
+       RETURNING id`,
+      [practiceId, identifier.system, identifier.value, now],
+    );
+    const id = rows[0].id;
+    await this.#writeContact('patient', practiceId, id, contact);
+    return id;
+  }
+
+  /**
+   * A guarantor: the one with this identifier (created when missing, contact updated), or with no identifier
+   * the patient as their own guarantor.
+   * @returns the guarantor id.
+   */
+  async ensureGuarantor(practiceId: string, guarantor: { identifier?: PersonIdentifier; contact?: PersonContact; selfPatientId?: string | null }): Promise<string> {
+    const now = this.#clock.now();
+    if (!guarantor.identifier) {
+      if (!guarantor.selfPatientId) throw new LedgerError('invalid-line', 'a guarantor needs an identifier or a patient who is their own guarantor');
+      const { rows } = await this.#db.query<{ id: string }>(
+        `INSERT INTO guarantors (practice_id, self_patient_id, created_at, updated_at) VALUES ($1, $2, $3, $3)
+         ON CONFLICT (practice_id, self_patient_id) WHERE self_patient_id IS NOT NULL DO UPDATE SET updated_at = guarantors.updated_at
+         RETURNING id`,
+        [practiceId, guarantor.selfPatientId, now],
+      );
+      return rows[0].id;
+    }
+    const { rows } = await this.#db.query<{ id: string }>(
+      `INSERT INTO guarantors (practice_id, identifier_system, identifier_value, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)
+       ON CONFLICT (practice_id, identifier_system, identifier_value) WHERE self_patient_id IS NULL DO UPDATE SET updated_at = guarantors.updated_at
+       RETURNING id`,
+      [practiceId, guarantor.identifier.system, guarantor.identifier.value, now],
+    );
+    const id = rows[0].id;
+    await this.#writeContact('guarantor', practiceId, id, guarantor.contact ?? {});
+    return id;
+  }
+
+  async #writeContact(owner: OwnerType, practiceId: string, id: string, contact: PersonContact): Promise<void> {
+    const table = owner === 'patient' ? 'patients' : 'guarantors';
+    const sets: string[] = [];
+    const values: unknown[] = [id];
+    for (const field of CONTACT_FIELDS) {
+      const value = contact[field];
+      if (value === undefined) continue;
+      values.push(this.#cipher.encrypt(JSON.stringify(value), `${table}.${field}`));
+      sets.push(`${ENC_COLUMNS[field]} = $${values.length}`);
+    }
+    if (sets.length === 0) return;
+    values.push(this.#clock.now());
+    await this.#db.query(`UPDATE ${table} SET ${sets.join(', ')}, updated_at = $${values.length} WHERE id = $1`, values);
+    const indexes: [string, string][] = [];
+    if (contact.phones !== undefined) {
+      await this.#db.query("DELETE FROM contact_blind_indexes WHERE owner_type = $1 AND owner_id = $2 AND kind = 'phone'", [owner, id]);
+      for (const phone of contact.phones) if (/\d/.test(phone)) indexes.push(['phone', this.#cipher.blindIndex('phone', phone)]);
+    }
+    if (contact.email !== undefined) {
+      await this.#db.query("DELETE FROM contact_blind_indexes WHERE owner_type = $1 AND owner_id = $2 AND kind = 'email'", [owner, id]);
+      if (contact.email.trim() !== '') indexes.push(['email', this.#cipher.blindIndex('email', contact.email)]);
+    }
+    for (const [kind, index] of indexes) {
+      await this.#db.query(
+        `INSERT INTO contact_blind_indexes (practice_id, owner_type, owner_id, kind, blind_index) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`,
+        [practiceId, owner, id, kind, index],
+      );
+    }
+  }
+
+  /** A patient's identifier and decrypted contact. */
+  async getPatient(id: string): Promise<({ id: string; practiceId: string; identifier: PersonIdentifier } & PersonContact) | undefined> {
+    const { rows } = await this.#db.query<Record<string, string | null>>('SELECT * FROM patients WHERE id = $1', [id]);
+    const row = rows[0];
+    if (!row) return undefined;
+    return {
+      id: row.id!,
+      practiceId: row.practice_id!,
+      identifier: { system: row.identifier_system!, value: row.identifier_value! },
+      ...this.#readContact('patients', row),
+    };
+  }
+
+  /** A guarantor's decrypted contact (the patient's, for a patient who is their own guarantor). */
+  async getGuarantorContact(id: string): Promise<(PersonContact & { selfPatientId: string | null; identifier: PersonIdentifier | null }) | undefined> {
+    const { rows } = await this.#db.query<Record<string, string | null>>('SELECT * FROM guarantors WHERE id = $1', [id]);
+    const row = rows[0];
+    if (!row) return undefined;
+    if (row.self_patient_id) {
+      const patient = await this.getPatient(row.self_patient_id);
+      const { id: _id, practiceId: _p, identifier, ...contact } = patient!;
+      return { ...contact, selfPatientId: row.self_patient_id, identifier };
+    }
+    return {
+      ...this.#readContact('guarantors', row),
+      selfPatientId: null,
+      identifier: { system: row.identifier_system!, value: row.identifier_value! },
+    };
+  }
+
+  #readContact(table: string, row: Record<string, string | null>): PersonContact {
+    const contact: Record<string, unknown> = {};
+    for (const field of CONTACT_FIELDS) {
+      const token = row[ENC_COLUMNS[field]];
+      if (token) contact[field] = JSON.parse(this.#cipher.decrypt(token, `${table}.${field}`));
+    }
+    return contact as PersonContact;
+  }
+
+  /** Patients and guarantors with this phone or email (by blind index). */
+  async findByContact(practiceId: string, kind: 'phone' | 'email', value: string): Promise<{ ownerType: OwnerType; id: string }[]> {
+    const { rows } = await this.#db.query<{ owner_type: OwnerType; owner_id: string }>(
+      'SELECT owner_type, owner_id FROM contact_blind_indexes WHERE practice_id = $1 AND kind = $2 AND blind_index = $3 ORDER BY owner_type, owner_id',
+      [practiceId, kind, this.#cipher.blindIndex(kind, value)],
+    );
+    return rows.map((r) => ({ ownerType: r.owner_type, id: r.owner_id }));
+  }
+
+  /**
+   * The account with this identifier, created when missing.
+   * @returns the account id.
+   */
+  async ensureAccount(
+    practiceId: string,
+    account: { identifier: PersonIdentifier; name?: string | null; patientId?: string | null; guarantorId?: string | null },
+  ): Promise<string> {
+    return (await this.upsertAccount(practiceId, account)).id;
+  }
+
+  /**
+   * The account with this identifier, created when missing; a name, patient or guarantor given replaces the stored one.
+   * @returns its id and the guarantor the source named for it (null when none).
+   */
+  async upsertAccount(
+    practiceId: string,
+    account: { identifier: PersonIdentifier; name?: string | null; patientId?: string | null; guarantorId?: string | null },
+  ): Promise<{ id: string; guarantorId: string | null; patientId: string | null }> {
+    const now = this.#clock.now();
+    const { rows } = await this.#db.query<{ id: string; guarantor_id: string | null; patient_id: string | null }>(
+      `INSERT INTO ledger_accounts (practice_id, identifier_system, identifier_value, patient_id, guarantor_id, name, created_at, updated_at)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
+       ON CONFLICT (practice_id, identifier_system, identifier_value) DO UPDATE SET
+         patient_id = coalesce(excluded.patient_id, ledger_accounts.patient_id),
+         guarantor_id = coalesce(excluded.guarantor_id, ledger_accounts.guarantor_id),
+         name = coalesce(excluded.name, ledger_accounts.name),
+         updated_at = CASE WHEN (excluded.name IS NOT NULL AND excluded.name IS DISTINCT FROM ledger_accounts.name)
+                             OR (excluded.patient_id IS NOT NULL AND excluded.patient_id IS DISTINCT FROM ledger_accounts.patient_id)
+                             OR (excluded.guarantor_id IS NOT NULL AND excluded.guarantor_id IS DISTINCT FROM ledger_accounts.guarantor_id)
+                      THEN excluded.updated_at ELSE ledger_accounts.updated_at END
+       RETURNING id, guarantor_id, patient_id`,
+      [practiceId, account.identifier.system, account.identifier.value, account.patientId ?? null, account.guarantorId ?? null, account.name ?? null, now],
+    );
+    return { id: rows[0].id, guarantorId: rows[0].guarantor_id, patientId: rows[0].patient_id };
+  }
+
+  // ---- posting ------------------------------------------------------------------------------------------
+
+  /**
+   * Posts what one version of a source record contributes. The same version twice, or an older version after
+   * a newer one, changes nothing; a newer version reverses the lines that changed or vanished and posts the
+   * new ones. Run it in the record's transaction.
+   * @throws LedgerError (`currency-mismatch`) when a line's currency is not its balance's; nothing is written.
+   */
+  async postSource(practiceId: string, version: SourceVersion, target: PostingTarget, lines: readonly LedgerLine[]): Promise<PostingResult> {
+    const now = this.#clock.now();
+    const key = [practiceId, version.connector, version.resourceType, version.sourceId];
+    const keys = new Set<string>();
+    for (const line of lines) {
+      if (keys.has(line.lineKey)) throw new LedgerError('invalid-line', `line key "${line.lineKey}" appears twice in one record`);
+      keys.add(line.lineKey);
+      if (!Number.isSafeInteger(line.amount.amount)) throw new LedgerError('invalid-line', `line ${line.lineKey}: amount is not a safe integer`);
+    }
+    // Serialise versions of one source: one statement inserts the row if missing or locks it, and says whether
+    // this version was seen before (checked under the lock, so concurrent deliveries of one version see each other).
+    const { rows: current } = await this.#db.query<{ version_id: string; last_updated: Date | null; inserted: boolean; seen: boolean }>(
+      `WITH s AS (
+         INSERT INTO ledger_sources (practice_id, connector, resource_type, source_id, version_id, last_updated, updated_at)
+         VALUES ($1, $2, $3, $4, '', NULL, $5)
+         ON CONFLICT (practice_id, connector, resource_type, source_id) DO UPDATE SET updated_at = ledger_sources.updated_at
+         RETURNING version_id, last_updated, (xmax = 0) AS inserted)
+       SELECT s.version_id, s.last_updated, s.inserted,
+              EXISTS (SELECT 1 FROM ledger_source_versions v WHERE v.practice_id = $1 AND v.connector = $2 AND v.resource_type = $3
+                      AND v.source_id = $4 AND v.version_id = $6) AS seen
+       FROM s`,
+      [...key, now, version.versionId],
+    );
+    const previous = current[0];
+    if (previous.seen) return { outcome: 'duplicate', posted: 0, reversed: 0, balanceIds: [] };
+    const record = (outcome: 'posted' | 'unchanged' | 'stale', advance: boolean) =>
+      this.#db.query(
+        `WITH v AS (
+           INSERT INTO ledger_source_versions (practice_id, connector, resource_type, source_id, version_id, last_updated, outcome, received_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING)
+         UPDATE ledger_sources SET version_id = $5, last_updated = $6, updated_at = $8
+         WHERE $9 AND practice_id = $1 AND connector = $2 AND resource_type = $3 AND source_id = $4`,
+        [...key, version.versionId, version.lastUpdated, outcome, now, advance],
+      );
+    if (previous.version_id !== '' && compareVersions(version, { versionId: previous.version_id, lastUpdated: previous.last_updated }) < 0) {
+      await record('stale', false);
+      return { outcome: 'stale', posted: 0, reversed: 0, balanceIds: [] };
+    }
+    const active = previous.inserted ? [] : await this.#activeEntries(practiceId, version);
+    const plan = planPosting(active, lines, target.accountId, target.guarantorId);
+    const touched = new Set<string>();
+    let balanceId: string | undefined;
+    if (plan.post.length > 0) {
+      const currencies = new Set(plan.post.map((l) => l.amount.currency));
+      if (currencies.size > 1) throw new LedgerError('currency-mismatch', `one record has lines in ${[...currencies].join(' and ')}: mixed currencies are an error`);
+      balanceId = await this.#ensureBalance(practiceId, target, [...currencies][0]!);
+    }
+    if (plan.reverse.length > 0) {
+      const { rows } = await this.#db.query<{ balance_id: string }>(
+        `INSERT INTO ledger_entries (practice_id, balance_id, account_id, guarantor_id, patient_id, kind, amount_minor, effect_minor, currency,
+           service_date, payer, service_code, description, line_key, source_connector, source_resource_type, source_id, source_version,
+           reverses_entry_id, posted_at)
+         SELECT practice_id, balance_id, account_id, guarantor_id, patient_id, kind, -amount_minor, -effect_minor, currency,
+           service_date, payer, service_code, description, line_key, source_connector, source_resource_type, source_id, $2, id, $3
+         FROM ledger_entries WHERE id = ANY($1::uuid[]) ORDER BY seq RETURNING balance_id`,
+        [plan.reverse.map((e) => e.id), version.versionId, now],
+      );
+      for (const row of rows) touched.add(row.balance_id);
+    }
+    if (plan.post.length > 0) {
+      const column = <T>(pick: (line: LedgerLine) => T) => plan.post.map(pick);
+      await this.#db.query(
+        `INSERT INTO ledger_entries (practice_id, balance_id, account_id, guarantor_id, patient_id, kind, amount_minor, effect_minor, currency,
+           service_date, payer, service_code, description, line_key, source_connector, source_resource_type, source_id, source_version, posted_at)
+         SELECT $1, $2, $3, $4, $5, l.kind, l.amount, l.effect, l.currency, l.service_date::date, l.payer, l.service_code, l.description, l.line_key,
+           $6, $7, $8, $9, $10
+         FROM unnest($11::text[], $12::bigint[], $13::bigint[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], $19::text[])
+           WITH ORDINALITY AS l(kind, amount, effect, currency, service_date, payer, service_code, description, line_key, n)
+         ORDER BY l.n`,
+        [
+          practiceId, balanceId, target.accountId, target.guarantorId, target.patientId,
+          version.connector, version.resourceType, version.sourceId, version.versionId, now,
+          column((l) => l.kind), column((l) => l.amount.amount), column((l) => balanceEffect(l.kind, l.amount.amount)), column((l) => l.amount.currency),
+          column((l) => l.serviceDate), column((l) => l.payer), column((l) => l.serviceCode), column((l) => l.description), column((l) => l.lineKey),
+        ],
+      );
+      touched.add(balanceId!);
+    }
+    const changed = plan.post.length + plan.reverse.length > 0;
+    await record(changed ? 'posted' : 'unchanged', true);
+    for (const id of touched) await this.#recompute(id, 'system:ingest', `${version.connector}/${version.resourceType}/${version.sourceId} version ${version.versionId}`);
+    return { outcome: changed ? 'posted' : 'unchanged', posted: plan.post.length, reversed: plan.reverse.length, balanceIds: [...touched] };
+  }
+
+  async #activeEntries(practiceId: string, version: SourceVersion): Promise<ActiveEntry[]> {
+    const { rows } = await this.#db.query<{
+      id: string; line_key: string; kind: EntryKind; amount_minor: string; currency: string; service_date: string; payer: PayerKind;
+      service_code: string | null; description: string | null; account_id: string; guarantor_id: string;
+    }>(
+      `SELECT e.id, e.line_key, e.kind, e.amount_minor, e.currency, e.service_date::text AS service_date, e.payer, e.service_code, e.description,
+              e.account_id, e.guarantor_id
+       FROM ledger_entries e
+       WHERE e.practice_id = $1 AND e.source_connector = $2 AND e.source_resource_type = $3 AND e.source_id = $4
+         AND e.reverses_entry_id IS NULL
+         AND NOT EXISTS (SELECT 1 FROM ledger_entries r WHERE r.reverses_entry_id = e.id)
+       ORDER BY e.seq`,
+      [practiceId, version.connector, version.resourceType, version.sourceId],
+    );
+    return rows.map((r) => ({
+      id: r.id, lineKey: r.line_key, kind: r.kind, amount: toSafe(r.amount_minor), currency: r.currency, serviceDate: r.service_date,
+      payer: r.payer, serviceCode: r.service_code, description: r.description, accountId: r.account_id, guarantorId: r.guarantor_id,
+    }));
+  }
+
+  async #ensureBalance(practiceId: string, target: PostingTarget, currency: string): Promise<string> {
+    const now = this.#clock.now();
+    // One statement creates the balance or locks the existing one.
+    const { rows } = await this.#db.query<{ id: string; currency: string; inserted: boolean }>(
+      `INSERT INTO balances (practice_id, guarantor_id, account_id, patient_id, currency, status_changed_at, created_at, updated_at)
+       VALUES ($1, $2, $3, $4, $5, $6, $6, $6)
+       ON CONFLICT (practice_id, guarantor_id, account_id) DO UPDATE SET updated_at = balances.updated_at
+       RETURNING id, currency, (xmax = 0) AS inserted`,
+      [practiceId, target.guarantorId, target.accountId, target.patientId, currency, now],
+    );
+    const balance = rows[0];
+    if (balance.inserted) {
+      await this.#history(balance.id, null, 'open', null, 'system:ingest', 'balance created');
+      return balance.id;
+    }
+    if (balance.currency !== currency) {
+      throw new LedgerError('currency-mismatch', `the balance is in ${balance.currency}; a ${currency} amount cannot be added (mixed currencies are an error, never converted)`);
+    }
+    return balance.id;
+  }
+
+  /** Recomputes a balance's amounts and aging from its entries, and moves its status when that follows. */
+  async #recompute(balanceId: string, actor: string, note: string): Promise<void> {
+    const { rows } = await this.#db.query<{ status: BalanceStatus; service_date: string | null; payer: PayerKind | null; effect: string | null }>(
+      `SELECT b.status, e.service_date::text AS service_date, e.payer, e.effect::text AS effect
+       FROM balances b
+       LEFT JOIN (SELECT service_date, payer, sum(effect_minor) AS effect FROM ledger_entries WHERE balance_id = $1 GROUP BY service_date, payer) e ON true
+       WHERE b.id = $1`,
+      [balanceId],
+    );
+    let patient = 0;
+    let insurance = 0;
+    const items: { date: string; effect: number }[] = [];
+    for (const row of rows) {
+      if (row.effect === null || row.service_date === null) continue;
+      const effect = toSafe(row.effect);
+      if (row.payer === 'patient') {
+        patient += effect;
+        items.push({ date: row.service_date, effect });
+      } else insurance += effect;
+    }
+    if (!Number.isSafeInteger(patient) || !Number.isSafeInteger(insurance)) throw new MoneyError('out-of-range', 'balance beyond the safe integer range');
+    const aging = ageItems(items, '9999-12-31');
+    const current = rows[0].status;
+    const next = automaticStatus(current, patient);
+    await this.#db.query(
+      `WITH h AS (
+         INSERT INTO balance_status_history (balance_id, from_status, to_status, hold_reason, actor, note, occurred_at)
+         SELECT $1, $7, $6, NULL, $8, $9, $5 WHERE $6 <> $7)
+       UPDATE balances SET patient_amount_minor = $2, insurance_amount_minor = $3, oldest_open_date = $4, updated_at = $5,
+         status = $6, status_changed_at = CASE WHEN status = $6 THEN status_changed_at ELSE $5 END WHERE id = $1`,
+      [balanceId, patient, insurance, aging.oldestOpenDate, this.#clock.now(), next, current, actor, note],
+    );
+  }
+
+  async #history(balanceId: string, from: BalanceStatus | null, to: BalanceStatus, holdReason: HoldReason | null, actor: string, note: string | null): Promise<void> {
+    await this.#db.query(
+      'INSERT INTO balance_status_history (balance_id, from_status, to_status, hold_reason, actor, note, occurred_at) VALUES ($1, $2, $3, $4, $5, $6, $7)',
+      [balanceId, from, to, holdReason, actor, note, this.#clock.now()],
+    );
+  }
+
+  // ---- status and settings ------------------------------------------------------------------------------
+
+  /**
+   * Changes a balance's status, recording who and why.
+   * @throws LedgerError (`invalid-status-change`: on_hold without a reason, no actor) or (`not-found`).
+   */
+  async setStatus(balanceId: string, change: StatusChange): Promise<void> {
+    const problem = statusChangeProblem(change);
+    if (problem) throw new LedgerError('invalid-status-change', problem);
+    const { rows } = await this.#db.query<{ status: BalanceStatus; hold_reason: HoldReason | null }>(
+      'SELECT status, hold_reason FROM balances WHERE id = $1 FOR UPDATE',
+      [balanceId],
+    );
+    if (!rows[0]) throw new LedgerError('not-found', `no balance ${balanceId}`);
+    const holdReason = change.holdReason ?? null;
+    if (rows[0].status === change.status && rows[0].hold_reason === holdReason) return;
+    await this.#db.query('UPDATE balances SET status = $2, hold_reason = $3, status_changed_at = $4, updated_at = $4 WHERE id = $1', [
+      balanceId, change.status, holdReason, this.#clock.now(),
+    ]);
+    await this.#history(balanceId, rows[0].status, change.status, holdReason, change.actor, change.note ?? null);
+  }
+
+  /** Sets the practice's small-balance threshold (minor units; below it, no outreach). */
+  async setSmallBalanceThreshold(practiceId: string, minor: number): Promise<void> {
+    if (!Number.isSafeInteger(minor) || minor < 0) throw new LedgerError('invalid-line', 'the small-balance threshold must be a whole number of minor units ≥ 0');
+    await this.#db.query(
+      `INSERT INTO ledger_settings (practice_id, small_balance_threshold_minor, updated_at) VALUES ($1, $2, $3)
+       ON CONFLICT (practice_id) DO UPDATE SET small_balance_threshold_minor = excluded.small_balance_threshold_minor, updated_at = excluded.updated_at`,
+      [practiceId, minor, this.#clock.now()],
+    );
+  }
+
+  /** The practice's small-balance threshold, in minor units (0 when never set). */
+  async smallBalanceThreshold(practiceId: string): Promise<number> {
+    const { rows } = await this.#db.query<{ t: string }>('SELECT small_balance_threshold_minor::text AS t FROM ledger_settings WHERE practice_id = $1', [practiceId]);
+    return rows[0] ? toSafe(rows[0].t) : 0;
+  }
+
+  /** Today's date in the practice's time zone, by the injected clock. */
+  async today(practiceId: string): Promise<string> {
+    const { rows } = await this.#db.query<{ time_zone: string }>('SELECT time_zone FROM practices WHERE id = $1', [practiceId]);
+    return DateTime.fromJSDate(this.#clock.now(), { zone: rows[0]?.time_zone ?? 'UTC' }).toISODate()!;
+  }
+
+  // ---- reading ------------------------------------------------------------------------------------------
+
+  /** One balance, aged against the clock. */
+  async getBalance(id: string): Promise<Balance | undefined> {
+    const { rows } = await this.#db.query<BalanceRow>(`SELECT ${BALANCE_COLUMNS} FROM balances WHERE id = $1`, [id]);
+    if (!rows[0]) return undefined;
+    const practiceId = rows[0].practice_id;
+    return toBalance(rows[0], await this.today(practiceId), await this.smallBalanceThreshold(practiceId));
+  }
+
+  /** A practice's balances, newest change first, filtered and paged. */
+  async listBalances(practiceId: string, filter: BalanceFilter = {}): Promise<{ balances: Balance[]; nextCursor: string | null }> {
+    const today = await this.today(practiceId);
+    const threshold = await this.smallBalanceThreshold(practiceId);
+    const where = ['practice_id = $1'];
+    const values: unknown[] = [practiceId];
+    const add = (sql: string, value: unknown) => {
+      values.push(value);
+      where.push(sql.replace('?', `$${values.length}`));
+    };
+    if (filter.status) add('status = ?', filter.status);
+    if (filter.guarantorId) add('guarantor_id = ?', filter.guarantorId);
+    if (filter.minAmount !== undefined) add('patient_amount_minor >= ?', filter.minAmount);
+    if (filter.agingBucket) {
+      const [min, max] = BUCKET_DAYS[filter.agingBucket];
+      const day = (offset: number) => DateTime.fromISO(today, { zone: 'UTC' }).minus({ days: offset }).toISODate();
+      add('oldest_open_date <= ?', day(min));
+      if (max !== null) add('oldest_open_date >= ?', day(max));
+    }
+    if (filter.cursor) add('id > ?', filter.cursor);
+    const limit = Math.min(Math.max(filter.limit ?? 50, 1), 500);
+    const { rows } = await this.#db.query<BalanceRow>(
+      `SELECT ${BALANCE_COLUMNS} FROM balances WHERE ${where.join(' AND ')} ORDER BY id LIMIT ${limit + 1}`,
+      values,
+    );
+    const page = rows.slice(0, limit).map((row) => toBalance(row, today, threshold));
+    return { balances: page, nextCursor: rows.length > limit ? page.at(-1)!.id : null };
+  }
+
+  /** A balance's entries, oldest first. */
+  async entries(balanceId: string): Promise<LedgerEntry[]> {
+    const { rows } = await this.#db.query<EntryRow>(`SELECT ${ENTRY_COLUMNS} FROM ledger_entries WHERE balance_id = $1 ORDER BY seq`, [balanceId]);
+    return rows.map(toEntry);
+  }
+
+  /** Every entry a source record posted, oldest first. */
+  async entriesOfSource(practiceId: string, source: Pick<SourceVersion, 'connector' | 'resourceType' | 'sourceId'>): Promise<LedgerEntry[]> {
+    const { rows } = await this.#db.query<EntryRow>(
+      `SELECT ${ENTRY_COLUMNS} FROM ledger_entries WHERE practice_id = $1 AND source_connector = $2 AND source_resource_type = $3 AND source_id = $4 ORDER BY seq`,
+      [practiceId, source.connector, source.resourceType, source.sourceId],
+    );
+    return rows.map(toEntry);
+  }
+
+  /** A balance's status changes, oldest first. */
+  async statusHistory(balanceId: string): Promise<StatusHistoryEntry[]> {
+    const { rows } = await this.#db.query<{ from_status: BalanceStatus | null; to_status: BalanceStatus; hold_reason: HoldReason | null; actor: string; note: string | null; occurred_at: Date }>(
+      'SELECT from_status, to_status, hold_reason, actor, note, occurred_at FROM balance_status_history WHERE balance_id = $1 ORDER BY id',
+      [balanceId],
+    );
+    return rows.map((r) => ({ fromStatus: r.from_status, toStatus: r.to_status, holdReason: r.hold_reason, actor: r.actor, note: r.note, occurredAt: r.occurred_at }));
+  }
+
+  /**
+   * Recomputes a balance's patient amount from its entries and compares it with the stored one
+   * (a consistency check for tests and `settle doctor`).
+   */
+  async verifyBalance(balanceId: string): Promise<{ stored: number; fromEntries: number }> {
+    const { rows } = await this.#db.query<{ stored: string; computed: string | null }>(
+      `SELECT b.patient_amount_minor::text AS stored,
+              (SELECT sum(effect_minor) FROM ledger_entries e WHERE e.balance_id = b.id AND e.payer = 'patient')::text AS computed
+       FROM balances b WHERE b.id = $1`,
+      [balanceId],
+    );
+    return { stored: toSafe(rows[0].stored), fromEntries: toSafe(rows[0].computed ?? '0') };
+  }
+}
+
+const BUCKET_DAYS: Record<AgingBucket, [number, number | null]> = {
+  '0-30': [-100000, 30],
+  '31-60': [31, 60],
+  '61-90': [61, 90],
+  '91-120': [91, 120],
+  '120+': [121, null],
+};
+
+interface BalanceRow {
+  id: string;
+  practice_id: string;
+  guarantor_id: string;
+  account_id: string;
+  patient_id: string | null;
+  currency: string;
+  patient_amount_minor: string;
+  insurance_amount_minor: string;
+  status: BalanceStatus;
+  hold_reason: HoldReason | null;
+  oldest_open_date: string | null;
+  status_changed_at: Date;
+  updated_at: Date;
+}
+
+const BALANCE_COLUMNS = `id, practice_id, guarantor_id, account_id, patient_id, currency, patient_amount_minor::text AS patient_amount_minor,
+  insurance_amount_minor::text AS insurance_amount_minor, status, hold_reason, oldest_open_date::text AS oldest_open_date, status_changed_at, updated_at`;
+
+function toBalance(row: BalanceRow, today: string, threshold: number): Balance {
+  const patientAmount = toSafe(row.patient_amount_minor);
+  const aging = row.oldest_open_date ? ageItems([{ date: row.oldest_open_date, effect: 1 }], today) : null;
+  return {
+    id: row.id,
+    practiceId: row.practice_id,
+    guarantorId: row.guarantor_id,
+    accountId: row.account_id,
+    patientId: row.patient_id,
+    patientAmount: { amount: patientAmount, currency: row.currency },
+    insuranceAmount: { amount: toSafe(row.insurance_amount_minor), currency: row.currency },
+    status: row.status,
+    holdReason: row.hold_reason,
+    oldestOpenDate: row.oldest_open_date,
+    agingBucket: aging?.bucket ?? null,
+    outreachEligible: outreachEligible(row.status, patientAmount, threshold),
+    statusChangedAt: row.status_changed_at,
+    updatedAt: row.updated_at,
+  };
+}
+
+interface EntryRow {
+  id: string;
+  seq: string;
+  balance_id: string;
+  kind: EntryKind;
+  amount_minor: string;
+  effect_minor: string;
+  currency: string;
+  service_date: string;
+  payer: PayerKind;
+  service_code: string | null;
+  description: string | null;
+  line_key: string;
+  source_connector: string;
+  source_resource_type: string;
+  source_id: string;
+  source_version: string;
+  reverses_entry_id: string | null;
+  posted_at: Date;
+}
+
+const ENTRY_COLUMNS = `id, seq::text AS seq, balance_id, kind, amount_minor::text AS amount_minor, effect_minor::text AS effect_minor, currency,
+  service_date::text AS service_date, payer, service_code, description, line_key, source_connector, source_resource_type, source_id, source_version,
+  reverses_entry_id, posted_at`;
+
+function toEntry(row: EntryRow): LedgerEntry {
+  return {
+    id: row.id,
+    seq: toSafe(row.seq),
+    balanceId: row.balance_id,
+    kind: row.kind,
+    amount: { amount: toSafe(row.amount_minor), currency: row.currency },
+    effect: toSafe(row.effect_minor),
+    serviceDate: row.service_date,
+    payer: row.payer,
+    serviceCode: row.service_code,
+    description: row.description,
+    lineKey: row.line_key,
+    source: { connector: row.source_connector, resourceType: row.source_resource_type, sourceId: row.source_id, versionId: row.source_version },
+    reversesEntryId: row.reverses_entry_id,
+    postedAt: row.posted_at,
+  };
+}

@@ -1,0 +1,411 @@
+/**
+ * Source records (everything a connector pulled, as received, once per version), the quarantine (what could not
+ * be stored or ingested, with an OperationOutcome naming the problem) and connector runs (sync status).
+ *
+ * Writes take the transaction they belong to, so a connector stores a page, its quarantined entries and its
+ * checkpoint in one commit.
+ */
+import type { OperationOutcome } from '@medplum/fhirtypes';
+import type { Clock } from '../domain/clock.ts';
+import type { SourceRecord } from '../domain/source-record.ts';
+import type { Queryable } from './database.ts';
+
+/** Where a source record is in ingest. */
+export type SourceRecordStatus = 'pending' | 'ingested' | 'quarantined';
+
+/** A stored source record. */
+export interface StoredSourceRecord extends SourceRecord {
+  /** Row id (a bigint as a decimal string); ascending in arrival order. */
+  id: string;
+  receivedAt: Date;
+  status: SourceRecordStatus;
+  ingestedAt: Date | null;
+}
+
+/** Something to quarantine. */
+export interface NewQuarantineEntry {
+  practiceId: string;
+  connector: string;
+  resourceType: string;
+  /** The id at the source, when one could be read. */
+  sourceId?: string | null;
+  /** The stored source record ingest refused, when there is one. */
+  sourceRecordId?: string | null;
+  /** The input as received (JSON text, an HL7 segment group, a CSV line). */
+  raw: string;
+  outcome: OperationOutcome;
+}
+
+/** A quarantined input. */
+export interface QuarantineEntry extends Required<NewQuarantineEntry> {
+  id: string;
+  createdAt: Date;
+  resolvedAt: Date | null;
+}
+
+/** One page of a listing; `next` is the cursor for the following page, absent on the last. */
+export interface Page<T> {
+  items: T[];
+  next?: string;
+}
+
+/** Counts of one connector's records of one resource type. */
+export interface SourceRecordCounts {
+  resourceType: string;
+  total: number;
+  pending: number;
+  ingested: number;
+  quarantined: number;
+}
+
+interface RecordRow {
+  id: string;
+  practice_id: string;
+  connector: string;
+  transport: SourceRecord['transport'];
+  resource_type: string;
+  source_id: string;
+  version_id: string;
+  last_updated: Date | null;
+  content_hash: string;
+  body: unknown;
+  received_at: Date;
+  status: SourceRecordStatus;
+  ingested_at: Date | null;
+}
+
+const RECORD_COLUMNS =
+  'id::text AS id, practice_id, connector, transport, resource_type, source_id, version_id, last_updated, content_hash, body, received_at, status, ingested_at';
+
+function toRecord(row: RecordRow): StoredSourceRecord {
+  return {
+    id: row.id,
+    practiceId: row.practice_id,
+    connector: row.connector,
+    transport: row.transport,
+    resourceType: row.resource_type,
+    sourceId: row.source_id,
+    versionId: row.version_id,
+    lastUpdated: row.last_updated,
+    contentHash: row.content_hash,
+    body: row.body,
+    receivedAt: row.received_at,
+    status: row.status,
+    ingestedAt: row.ingested_at,
+  };
+}
+
+interface QuarantineRow {
+  id: string;
+  practice_id: string;
+  connector: string;
+  resource_type: string;
+  source_id: string | null;
+  source_record_id: string | null;
+  raw: string;
+  outcome: OperationOutcome;
+  created_at: Date;
+  resolved_at: Date | null;
+}
+
+const QUARANTINE_COLUMNS =
+  'id::text AS id, practice_id, connector, resource_type, source_id, source_record_id::text AS source_record_id, raw, outcome, created_at, resolved_at';
+
+function toQuarantine(row: QuarantineRow): QuarantineEntry {
+  return {
+    id: row.id,
+    practiceId: row.practice_id,
+    connector: row.connector,
+    resourceType: row.resource_type,
+    sourceId: row.source_id,
+    sourceRecordId: row.source_record_id,
+    raw: row.raw,
+    outcome: row.outcome,
+    createdAt: row.created_at,
+    resolvedAt: row.resolved_at,
+  };
+}
+
+/** A listing cursor is the last row id seen; anything else is refused rather than misread. */
+function cursor(after: string | undefined): string | null {
+  if (after === undefined) return null;
+  if (!/^\d{1,19}$/.test(after)) throw new RangeError('invalid cursor');
+  return after;
+}
+
+function clampLimit(limit: number | undefined): number {
+  return Math.max(1, Math.min(1000, Math.trunc(limit ?? 100)));
+}
+
+/** Reads and writes source records and the quarantine. */
+export class SourceRecordRepository {
+  private readonly db: Queryable;
+  private readonly clock: Clock;
+  /**
+   * @param db - where reads go (the pool); writes take their transaction explicitly.
+   */
+  constructor(db: Queryable, clock: Clock) {
+    this.db = db;
+    this.clock = clock;
+  }
+
+  /**
+   * Stores records with status `pending`, each version once: a record whose (practice, connector, resource type,
+   * source id, version id) is already stored — earlier, or earlier in the same batch — is skipped.
+   * @returns how many were new.
+   */
+  async storeMany(tx: Queryable, records: readonly SourceRecord[]): Promise<number> {
+    if (records.length === 0) return 0;
+    const column = <K extends keyof SourceRecord>(key: K) => records.map((r) => r[key]);
+    const result = await tx.query(
+      `INSERT INTO source_records (practice_id, connector, transport, resource_type, source_id, version_id, last_updated, content_hash, body, received_at)
+       SELECT r.practice_id, r.connector, r.transport, r.resource_type, r.source_id, r.version_id, r.last_updated, r.content_hash, r.body::jsonb, $10
+       FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::text[], $9::text[])
+         AS r (practice_id, connector, transport, resource_type, source_id, version_id, last_updated, content_hash, body)
+       ON CONFLICT ON CONSTRAINT source_records_identity_key DO NOTHING`,
+      [
+        column('practiceId'),
+        column('connector'),
+        column('transport'),
+        column('resourceType'),
+        column('sourceId'),
+        column('versionId'),
+        column('lastUpdated'),
+        column('contentHash'),
+        records.map((r) => JSON.stringify(r.body)),
+        this.clock.now(),
+      ],
+    );
+    return result.rowCount ?? 0;
+  }
+
+  /** Quarantines one input. @returns the entry's id. */
+  async quarantine(tx: Queryable, entry: NewQuarantineEntry): Promise<string> {
+    const { rows } = await tx.query<{ id: string }>(
+      `INSERT INTO quarantine (practice_id, connector, resource_type, source_id, source_record_id, raw, outcome, created_at)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id::text AS id`,
+      [entry.practiceId, entry.connector, entry.resourceType, entry.sourceId ?? null, entry.sourceRecordId ?? null, entry.raw, JSON.stringify(entry.outcome), this.clock.now()],
+    );
+    if (entry.sourceRecordId) {
+      await tx.query(`UPDATE source_records SET status = 'quarantined' WHERE practice_id = $1 AND id = $2`, [entry.practiceId, entry.sourceRecordId]);
+    }
+    return rows[0]!.id;
+  }
+
+  /** Quarantines several inputs in one statement. @returns how many. */
+  async quarantineMany(tx: Queryable, entries: readonly NewQuarantineEntry[]): Promise<number> {
+    let count = 0;
+    for (const entry of entries) {
+      await this.quarantine(tx, entry);
+      count++;
+    }
+    return count;
+  }
+
+  /** One record of a practice. */
+  async get(practiceId: string, id: string): Promise<StoredSourceRecord | undefined> {
+    if (!/^\d{1,19}$/.test(id)) return undefined;
+    const { rows } = await this.db.query<RecordRow>(`SELECT ${RECORD_COLUMNS} FROM source_records WHERE practice_id = $1 AND id = $2`, [practiceId, id]);
+    return rows[0] && toRecord(rows[0]);
+  }
+
+  /** The stored versions of one source resource, oldest first. */
+  async versions(practiceId: string, connector: string, resourceType: string, sourceId: string): Promise<StoredSourceRecord[]> {
+    const { rows } = await this.db.query<RecordRow>(
+      `SELECT ${RECORD_COLUMNS} FROM source_records WHERE practice_id = $1 AND connector = $2 AND resource_type = $3 AND source_id = $4 ORDER BY source_records.id`,
+      [practiceId, connector, resourceType, sourceId],
+    );
+    return rows.map(toRecord);
+  }
+
+  /**
+   * A practice's records in arrival order, filtered, a page at a time.
+   * @param filter.after - the `next` of the previous page.
+   */
+  async list(
+    practiceId: string,
+    filter: { connector?: string; resourceType?: string; status?: SourceRecordStatus; limit?: number; after?: string } = {},
+  ): Promise<Page<StoredSourceRecord>> {
+    const limit = clampLimit(filter.limit);
+    const { rows } = await this.db.query<RecordRow>(
+      `SELECT ${RECORD_COLUMNS} FROM source_records
+       WHERE practice_id = $1 AND ($2::text IS NULL OR connector = $2) AND ($3::text IS NULL OR resource_type = $3)
+         AND ($4::text IS NULL OR status = $4) AND ($5::bigint IS NULL OR id > $5)
+       ORDER BY source_records.id LIMIT $6`,
+      [practiceId, filter.connector ?? null, filter.resourceType ?? null, filter.status ?? null, cursor(filter.after), limit + 1],
+    );
+    const items = rows.slice(0, limit).map(toRecord);
+    return rows.length > limit ? { items, next: items.at(-1)!.id } : { items };
+  }
+
+  /** The oldest pending records of a practice (what ingest takes next). */
+  async pending(practiceId: string, limit = 100): Promise<StoredSourceRecord[]> {
+    return (await this.list(practiceId, { status: 'pending', limit })).items;
+  }
+
+  /** Marks records ingested. @returns how many changed. */
+  async markIngested(tx: Queryable, practiceId: string, ids: readonly string[], at: Date): Promise<number> {
+    if (ids.length === 0) return 0;
+    const result = await tx.query(
+      `UPDATE source_records SET status = 'ingested', ingested_at = $3 WHERE practice_id = $1 AND id = ANY($2::bigint[]) AND status = 'pending'`,
+      [practiceId, ids, at],
+    );
+    return result.rowCount ?? 0;
+  }
+
+  /** Per resource type, how many records a connector stored and where they are in ingest. */
+  async counts(practiceId: string, connector: string): Promise<SourceRecordCounts[]> {
+    const { rows } = await this.db.query<{ resource_type: string; total: number; pending: number; ingested: number; quarantined: number }>(
+      `SELECT resource_type, count(*)::int AS total,
+              count(*) FILTER (WHERE status = 'pending')::int AS pending,
+              count(*) FILTER (WHERE status = 'ingested')::int AS ingested,
+              count(*) FILTER (WHERE status = 'quarantined')::int AS quarantined
+       FROM source_records WHERE practice_id = $1 AND connector = $2 GROUP BY resource_type ORDER BY resource_type`,
+      [practiceId, connector],
+    );
+    return rows.map((r) => ({ resourceType: r.resource_type, total: r.total, pending: r.pending, ingested: r.ingested, quarantined: r.quarantined }));
+  }
+
+  /** A practice's quarantine, oldest first, a page at a time; open entries only unless `includeResolved`. */
+  async listQuarantine(
+    practiceId: string,
+    filter: { connector?: string; includeResolved?: boolean; limit?: number; after?: string } = {},
+  ): Promise<Page<QuarantineEntry>> {
+    const limit = clampLimit(filter.limit);
+    const { rows } = await this.db.query<QuarantineRow>(
+      `SELECT ${QUARANTINE_COLUMNS} FROM quarantine
+       WHERE practice_id = $1 AND ($2::text IS NULL OR connector = $2) AND ($3 OR resolved_at IS NULL) AND ($4::bigint IS NULL OR id > $4)
+       ORDER BY quarantine.id LIMIT $5`,
+      [practiceId, filter.connector ?? null, filter.includeResolved === true, cursor(filter.after), limit + 1],
+    );
+    const items = rows.slice(0, limit).map(toQuarantine);
+    return rows.length > limit ? { items, next: items.at(-1)!.id } : { items };
+  }
+
+  /** Open quarantine entries of a connector. */
+  async countOpenQuarantine(practiceId: string, connector: string): Promise<number> {
+    const { rows } = await this.db.query<{ n: number }>(
+      'SELECT count(*)::int AS n FROM quarantine WHERE practice_id = $1 AND connector = $2 AND resolved_at IS NULL',
+      [practiceId, connector],
+    );
+    return rows[0]?.n ?? 0;
+  }
+
+  /** Marks a quarantine entry resolved. @returns false when there is no such open entry. */
+  async resolveQuarantine(practiceId: string, id: string, at: Date): Promise<boolean> {
+    if (!/^\d{1,19}$/.test(id)) return false;
+    const result = await this.db.query('UPDATE quarantine SET resolved_at = $3 WHERE practice_id = $1 AND id = $2 AND resolved_at IS NULL', [practiceId, id, at]);
+    return (result.rowCount ?? 0) > 0;
+  }
+}
+
+/** What a run did, as counted. */
+export interface RunCounts {
+  pages: number;
+  resources: number;
+  /** New source records stored. */
+  stored: number;
+  duplicates: number;
+  quarantined: number;
+}
+
+/** One sync run of a connector. */
+export interface ConnectorRun extends RunCounts {
+  id: string;
+  practiceId: string;
+  connector: string;
+  fullSync: boolean;
+  startedAt: Date;
+  finishedAt: Date | null;
+  status: 'running' | 'succeeded' | 'failed';
+  error: string | null;
+}
+
+interface RunRow {
+  id: string;
+  practice_id: string;
+  connector: string;
+  full_sync: boolean;
+  started_at: Date;
+  finished_at: Date | null;
+  status: ConnectorRun['status'];
+  pages: number;
+  resources: number;
+  stored: number;
+  duplicates: number;
+  quarantined: number;
+  error: string | null;
+}
+
+const RUN_COLUMNS = 'id::text AS id, practice_id, connector, full_sync, started_at, finished_at, status, pages, resources, stored, duplicates, quarantined, error';
+
+function toRun(row: RunRow): ConnectorRun {
+  return {
+    id: row.id,
+    practiceId: row.practice_id,
+    connector: row.connector,
+    fullSync: row.full_sync,
+    startedAt: row.started_at,
+    finishedAt: row.finished_at,
+    status: row.status,
+    pages: row.pages,
+    resources: row.resources,
+    stored: row.stored,
+    duplicates: row.duplicates,
+    quarantined: row.quarantined,
+    error: row.error,
+  };
+}
+
+/** Records connector runs: the status `GET /connectors` shows. */
+export class ConnectorRunRepository {
+  private readonly db: Queryable;
+  private readonly clock: Clock;
+  constructor(db: Queryable, clock: Clock) {
+    this.db = db;
+    this.clock = clock;
+  }
+
+  /** Records the start of a run. @returns its id. */
+  async start(practiceId: string, connector: string, fullSync: boolean): Promise<string> {
+    const { rows } = await this.db.query<{ id: string }>(
+      'INSERT INTO connector_runs (practice_id, connector, full_sync, started_at) VALUES ($1, $2, $3, $4) RETURNING id::text AS id',
+      [practiceId, connector, fullSync, this.clock.now()],
+    );
+    return rows[0]!.id;
+  }
+
+  /** Records how a run ended. `error` is an id-only diagnostic (never PHI). */
+  async finish(id: string, counts: RunCounts, error?: string): Promise<void> {
+    await this.db.query(
+      `UPDATE connector_runs SET finished_at = $2, status = $3, pages = $4, resources = $5, stored = $6, duplicates = $7, quarantined = $8, error = $9 WHERE id = $1`,
+      [id, this.clock.now(), error === undefined ? 'succeeded' : 'failed', counts.pages, counts.resources, counts.stored, counts.duplicates, counts.quarantined, error ?? null],
+    );
+  }
+
+  /** The latest run, the latest successful one and the latest failed one of a connector. */
+  async status(practiceId: string, connector: string): Promise<{ last?: ConnectorRun; lastSuccess?: ConnectorRun; lastFailure?: ConnectorRun }> {
+    const { rows } = await this.db.query<RunRow & { kind: string }>(
+      `(SELECT 'last' AS kind, ${RUN_COLUMNS} FROM connector_runs WHERE practice_id = $1 AND connector = $2 ORDER BY connector_runs.id DESC LIMIT 1)
+       UNION ALL
+       (SELECT 'success' AS kind, ${RUN_COLUMNS} FROM connector_runs WHERE practice_id = $1 AND connector = $2 AND status = 'succeeded' ORDER BY connector_runs.id DESC LIMIT 1)
+       UNION ALL
+       (SELECT 'failure' AS kind, ${RUN_COLUMNS} FROM connector_runs WHERE practice_id = $1 AND connector = $2 AND status = 'failed' ORDER BY connector_runs.id DESC LIMIT 1)`,
+      [practiceId, connector],
+    );
+    const of = (kind: string) => {
+      const row = rows.find((r) => r.kind === kind);
+      return row && toRun(row);
+    };
+    return { last: of('last'), lastSuccess: of('success'), lastFailure: of('failure') };
+  }
+
+  /** A connector's runs, newest first. */
+  async list(practiceId: string, connector: string, limit = 20): Promise<ConnectorRun[]> {
+    const { rows } = await this.db.query<RunRow>(
+      `SELECT ${RUN_COLUMNS} FROM connector_runs WHERE practice_id = $1 AND connector = $2 ORDER BY connector_runs.id DESC LIMIT $3`,
+      [practiceId, connector, clampLimit(limit)],
+    );
+    return rows.map(toRun);
+  }
+}

@@ -1,0 +1,171 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { before, it } from 'node:test';
+import { ManualClock } from '../../src/domain/clock.ts';
+import type { LedgerLine, SourceVersion } from '../../src/domain/ledger.ts';
+import { parseMoney } from '../../src/domain/money.ts';
+import { withTransaction } from '../../src/store/database.ts';
+import { LedgerError, LedgerRepository } from '../../src/store/ledger.ts';
+import { PhiCipher } from '../../src/store/phi-crypto.ts';
+import { PracticeRepository } from '../../src/store/practices.ts';
+import { describeOnEachDatabase } from '../support/databases.ts';
+
+export const testCipher = new PhiCipher({ encryptionKeys: [{ id: 'k1', key: randomBytes(32) }], blindIndexKey: randomBytes(32) });
+
+const line = (lineKey: string, kind: LedgerLine['kind'], amount: string, serviceDate: string, extra: Partial<LedgerLine> = {}): LedgerLine => ({
+  lineKey, kind, amount: parseMoney(amount, 'USD'), serviceDate, payer: 'patient', serviceCode: null, description: null, ...extra,
+});
+const v = (sourceId: string, versionId: string, lastUpdated: string | null = null): SourceVersion => ({
+  connector: 'ehr', resourceType: 'Invoice', sourceId, versionId, lastUpdated: lastUpdated ? new Date(lastUpdated) : null,
+});
+
+describeOnEachDatabase('LedgerRepository', (db) => {
+  const clock = new ManualClock(new Date('2026-03-01T15:00:00Z'));
+  let practiceId = '';
+  let ledger: LedgerRepository;
+  let target: { accountId: string; guarantorId: string; patientId: string };
+
+  before(async () => {
+    practiceId = (await new PracticeRepository(db().pool).create({ slug: 'ledger-test', name: 'Ledger Test', timeZone: 'America/Chicago' })).id;
+    ledger = new LedgerRepository(db().pool, testCipher, clock);
+    const patientId = await ledger.upsertPatient(practiceId, { system: 'urn:mrn', value: 'P1' }, {
+      name: { family: 'Gonzalez', given: ['Maria'] }, phones: ['(617) 555-0134'], email: 'Maria@Example.com', birthDate: '1980-02-03', language: 'es',
+    });
+    const guarantorId = await ledger.ensureGuarantor(practiceId, { selfPatientId: patientId });
+    const accountId = await ledger.ensureAccount(practiceId, { identifier: { system: 'urn:acct', value: 'A1' }, patientId });
+    target = { accountId, guarantorId, patientId };
+  });
+
+  const post = (version: SourceVersion, lines: LedgerLine[], to = target) =>
+    withTransaction(db(), (tx) => ledger.on(tx).postSource(practiceId, version, to, lines));
+
+  it('stores contact encrypted, finds people by blind index, and resolves one patient per identifier', async () => {
+    const again = await ledger.upsertPatient(practiceId, { system: 'urn:mrn', value: 'P1' }, { phones: ['617-555-0199'] });
+    assert.equal(again, target.patientId);
+    const { rows } = await db().pool.query('SELECT name_enc, email_enc FROM patients WHERE id = $1', [target.patientId]);
+    assert.match(rows[0].name_enc, /^v1\.k1\./);
+    assert.doesNotMatch(JSON.stringify(rows), /Gonzalez|Example/i);
+    const patient = await ledger.getPatient(target.patientId);
+    assert.deepEqual(patient?.name, { family: 'Gonzalez', given: ['Maria'] });
+    assert.deepEqual(patient?.phones, ['617-555-0199']);
+    assert.equal(patient?.birthDate, '1980-02-03');
+    assert.deepEqual(await ledger.findByContact(practiceId, 'email', ' maria@example.COM'), [{ ownerType: 'patient', id: target.patientId }]);
+    assert.deepEqual(await ledger.findByContact(practiceId, 'phone', '+1 617 555 0199'), [{ ownerType: 'patient', id: target.patientId }]);
+    assert.deepEqual(await ledger.findByContact(practiceId, 'phone', '617 555 0134'), [], 'the replaced phone is no longer indexed');
+    const self = await ledger.getGuarantorContact(target.guarantorId);
+    assert.equal(self?.selfPatientId, target.patientId);
+    assert.equal(self?.language, 'es');
+    assert.equal(await ledger.ensureGuarantor(practiceId, { selfPatientId: target.patientId }), target.guarantorId);
+  });
+
+  it('posts a record once: the same version again changes nothing', async () => {
+    const lines = [line('lineItem/0', 'charge', '150.00', '2026-01-10'), line('lineItem/1', 'payment', '20.00', '2026-01-11')];
+    const first = await post(v('inv-1', '1'), lines);
+    assert.equal(first.outcome, 'posted');
+    assert.equal(first.posted, 2);
+    const again = await post(v('inv-1', '1'), lines);
+    assert.deepEqual(again, { outcome: 'duplicate', posted: 0, reversed: 0, balanceIds: [] });
+    const balance = await ledger.getBalance(first.balanceIds[0]!);
+    assert.deepEqual(balance?.patientAmount, { amount: 13000, currency: 'USD' });
+    assert.equal(balance?.status, 'open');
+    assert.equal(balance?.oldestOpenDate, '2026-01-10');
+    assert.equal(balance?.agingBucket, '31-60', '2026-01-10 to 2026-03-01 is 50 days');
+    assert.equal((await ledger.entries(balance!.id)).length, 2);
+  });
+
+  it('a new version reverses only the changed lines and posts the new ones; an older one arriving late is ignored', async () => {
+    const v2 = await post(v('inv-1', '2'), [line('lineItem/0', 'charge', '150.00', '2026-01-10'), line('lineItem/1', 'payment', '50.00', '2026-01-11')]);
+    assert.deepEqual([v2.outcome, v2.posted, v2.reversed], ['posted', 1, 1]);
+    const balanceId = v2.balanceIds[0]!;
+    assert.equal((await ledger.getBalance(balanceId))?.patientAmount.amount, 10000);
+    const stale = await post(v('inv-1', '1b', null), [line('lineItem/0', 'charge', '999.00', '2026-01-10')]);
+    assert.equal(stale.outcome, 'posted', 'opaque version ids count as newer by arrival');
+    const back = await post(v('inv-1', '3'), [line('lineItem/0', 'charge', '150.00', '2026-01-10'), line('lineItem/1', 'payment', '50.00', '2026-01-11')]);
+    assert.equal(back.outcome, 'posted');
+    const older = await post(v('inv-1', '2'), [line('lineItem/0', 'charge', '1.00', '2026-01-10')]);
+    assert.equal(older.outcome, 'duplicate');
+    const late = await post(v('inv-1', '0'), [line('lineItem/0', 'charge', '1.00', '2026-01-10')]);
+    assert.equal(late.outcome, 'stale');
+    assert.equal((await ledger.getBalance(balanceId))?.patientAmount.amount, 10000);
+    const entries = await ledger.entriesOfSource(practiceId, { connector: 'ehr', resourceType: 'Invoice', sourceId: 'inv-1' });
+    assert.equal(entries.reduce((sum, e) => sum + e.effect, 0), 10000);
+    assert.ok(entries.every((e) => e.reversesEntryId === null || entries.some((o) => o.id === e.reversesEntryId && o.amount.amount === -e.amount.amount)));
+    assert.deepEqual(await ledger.verifyBalance(balanceId), { stored: 10000, fromEntries: 10000 });
+  });
+
+  it('orders versions by lastUpdated when the source gives it', async () => {
+    await post(v('inv-2', 'b', '2026-02-02T00:00:00Z'), [line('x', 'charge', '10.00', '2026-02-01')]);
+    const late = await post(v('inv-2', 'a', '2026-02-01T00:00:00Z'), [line('x', 'charge', '99.00', '2026-02-01')]);
+    assert.equal(late.outcome, 'stale');
+    const same = await post(v('inv-2', 'c', '2026-02-03T00:00:00Z'), [line('x', 'charge', '10.00', '2026-02-01')]);
+    assert.equal(same.outcome, 'unchanged');
+  });
+
+  it('refuses mixed currencies on one balance and leaves nothing behind', async () => {
+    const euro: LedgerLine = { ...line('e', 'charge', '1.00', '2026-02-01'), amount: parseMoney('1.00', 'EUR') };
+    await assert.rejects(post(v('inv-3', '1'), [euro]), (error: unknown) => error instanceof LedgerError && error.code === 'currency-mismatch');
+    const entries = await ledger.entriesOfSource(practiceId, { connector: 'ehr', resourceType: 'Invoice', sourceId: 'inv-3' });
+    assert.equal(entries.length, 0);
+    await assert.rejects(post(v('inv-3', '1'), [line('u', 'charge', '1.00', '2026-02-01'), euro]), /mixed currencies/);
+  });
+
+  it('moves to paid when paid off and back to open on a new charge, recording each change', async () => {
+    const accountId = await ledger.ensureAccount(practiceId, { identifier: { system: 'urn:acct', value: 'A2' }, patientId: target.patientId });
+    const to = { ...target, accountId };
+    const r = await post(v('inv-4', '1'), [line('c', 'charge', '40.00', '2025-10-01')], to);
+    const id = r.balanceIds[0]!;
+    assert.equal((await ledger.getBalance(id))?.agingBucket, '120+');
+    await post(v('pay-4', '1'), [line('p', 'payment', '40.00', '2026-02-01')], to);
+    assert.equal((await ledger.getBalance(id))?.status, 'paid');
+    assert.equal((await ledger.getBalance(id))?.agingBucket, null);
+    await post(v('inv-5', '1'), [line('c', 'charge', '5.00', '2026-02-20')], to);
+    const balance = await ledger.getBalance(id);
+    assert.equal(balance?.status, 'open');
+    assert.equal(balance?.agingBucket, '0-30');
+    const history = await ledger.statusHistory(id);
+    assert.deepEqual(history.map((h) => [h.fromStatus, h.toStatus, h.actor]), [[null, 'open', 'system:ingest'], ['open', 'paid', 'system:ingest'], ['paid', 'open', 'system:ingest']]);
+  });
+
+  it('holds need a reason; status changes record who and why; the small-balance threshold stops outreach', async () => {
+    const [balance] = (await ledger.listBalances(practiceId, { minAmount: 10000 })).balances;
+    assert.ok(balance);
+    await assert.rejects(ledger.setStatus(balance.id, { status: 'on_hold', actor: 'user:1' }), /needs a reason/);
+    await ledger.setStatus(balance.id, { status: 'on_hold', holdReason: 'nsa_dispute', actor: 'user:1', note: 'called in' });
+    assert.equal((await ledger.getBalance(balance.id))?.holdReason, 'nsa_dispute');
+    assert.equal((await ledger.getBalance(balance.id))?.outreachEligible, false);
+    await ledger.setStatus(balance.id, { status: 'open', actor: 'user:1' });
+    assert.deepEqual((await ledger.statusHistory(balance.id)).slice(-2).map((h) => [h.toStatus, h.holdReason, h.actor, h.note]), [
+      ['on_hold', 'nsa_dispute', 'user:1', 'called in'],
+      ['open', null, 'user:1', null],
+    ]);
+    assert.equal((await ledger.getBalance(balance.id))?.outreachEligible, true);
+    await ledger.setSmallBalanceThreshold(practiceId, balance.patientAmount.amount + 1);
+    assert.equal((await ledger.getBalance(balance.id))?.outreachEligible, false);
+    await ledger.setSmallBalanceThreshold(practiceId, 500);
+  });
+
+  it('lists balances filtered by status, aging bucket, amount and guarantor, paged', async () => {
+    const all = await ledger.listBalances(practiceId);
+    assert.ok(all.balances.length >= 2);
+    const bucket = await ledger.listBalances(practiceId, { agingBucket: '31-60' });
+    assert.ok(bucket.balances.length >= 1 && bucket.balances.every((b) => b.agingBucket === '31-60'));
+    assert.equal((await ledger.listBalances(practiceId, { agingBucket: '91-120' })).balances.length, 0);
+    assert.ok((await ledger.listBalances(practiceId, { status: 'open', guarantorId: target.guarantorId })).balances.length >= 1);
+    const page1 = await ledger.listBalances(practiceId, { limit: 1 });
+    assert.equal(page1.balances.length, 1);
+    const page2 = await ledger.listBalances(practiceId, { limit: 1, cursor: page1.nextCursor! });
+    assert.notEqual(page2.balances[0]?.id, page1.balances[0]?.id);
+  });
+
+  it('keeps entries append-only', async () => {
+    await assert.rejects(db().pool.query("UPDATE ledger_entries SET amount_minor = 0"), /append-only/);
+    await assert.rejects(db().pool.query('DELETE FROM ledger_entries'), /append-only/);
+  });
+
+  it('keeps one posting per version under concurrent re-delivery', async () => {
+    const lines = [line('c', 'charge', '7.00', '2026-02-25')];
+    const results = await Promise.allSettled([post(v('inv-9', '1'), lines), post(v('inv-9', '1'), lines), post(v('inv-9', '1'), lines)]);
+    const entries = await ledger.entriesOfSource(practiceId, { connector: 'ehr', resourceType: 'Invoice', sourceId: 'inv-9' });
+    assert.equal(entries.length, 1, JSON.stringify(results.map((r) => r.status)));
+  });
+});
