@@ -11,6 +11,10 @@ import type { Database } from '../store/database.ts';
 import { apiKeyRoutes } from './apikey-routes.ts';
 import { hl7Routes } from './hl7-routes.ts';
 import { connectorRoutes } from '../connectors/fhir/connector-routes.ts';
+import { ledgerRoutes } from '../ingest/ledger-routes.ts';
+import type { MappingRegistry } from '../mapping/load.ts';
+import type { PhiCipher } from '../store/phi-crypto.ts';
+import { SourceRecordRepository } from '../store/source-records.ts';
 import type { EngineMetrics } from './metrics.ts';
 import { ApiError, problemHandler } from './problem.ts';
 import { mountRoutes, openApiDocument, type AnyRoute, type JsonSchema } from './routes.ts';
@@ -21,6 +25,10 @@ export interface ApiDependencies {
   /** Where the data folders are (settings.configDir). */
   configDir: string;
   db: Database;
+  /** Encrypts and decrypts patient contact fields. */
+  cipher: PhiCipher;
+  /** The compiled mappings. */
+  mappings: MappingRegistry;
   clock: Clock;
   logger: Logger;
   metrics: EngineMetrics;
@@ -58,6 +66,13 @@ export function createApi(deps: ApiDependencies): Api {
   let document: JsonSchema = {};
   const routes: AnyRoute[] = [...systemRoutes(deps.readiness, deps.metrics, () => document), ...apiKeyRoutes(deps.db, deps.clock), ...hl7Routes(deps.db, deps.clock),
     ...connectorRoutes({ db: deps.db, clock: deps.clock, configDir: deps.configDir }),
+    ...ledgerRoutes({
+      db: deps.db,
+      cipher: deps.cipher,
+      clock: deps.clock,
+      mappings: deps.mappings,
+      loadSourceRecord: (key) => new SourceRecordRepository(deps.db.pool, deps.clock).findVersion(key),
+    }),
   ];
   document = openApiDocument(routes, { title: 'Settle API', version: deps.version, serverUrl: deps.publicUrl });
 

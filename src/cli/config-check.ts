@@ -2,6 +2,7 @@
  * `settle config check`: validates the connector, mapping, policy and profile files and says what is wrong.
  */
 import { formatProblem, loadDataFiles } from '../config/data-files.ts';
+import { compileMapping, MappingCompileError } from '../mapping/compile.ts';
 
 /**
  * Checks the data folders of a configuration directory.
@@ -13,6 +14,15 @@ import { formatProblem, loadDataFiles } from '../config/data-files.ts';
  */
 export function runConfigCheck(configDir: string, out: (line: string) => void): number {
   const { connectors, mappings, policies, profiles, problems } = loadDataFiles(configDir);
+  // A mapping can be valid JSON and still not compile: a bad FHIRPath, HL7 path or code table.
+  for (const mapping of mappings) {
+    try {
+      compileMapping(mapping);
+    } catch (error) {
+      if (!(error instanceof MappingCompileError)) throw error;
+      problems.push(...error.problems);
+    }
+  }
   for (const problem of problems) out(formatProblem(problem));
   const counts = [
     count(connectors.length, 'connector'),

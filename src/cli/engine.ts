@@ -20,7 +20,8 @@ import { registerStageJobs, scheduleRecurringJobs } from '../scheduler/jobs.ts';
 import { JobRegistry, Scheduler, type JobDefinition } from '../scheduler/scheduler.ts';
 import { openDatabase, waitForDatabase, type Database } from '../store/database.ts';
 import { currentVersion, latestVersion, migrate } from '../store/migrate.ts';
-import { loadKeyring } from '../store/phi-crypto.ts';
+import { loadKeyring, PhiCipher } from '../store/phi-crypto.ts';
+import { loadMappings } from '../mapping/load.ts';
 import { PracticeRepository } from '../store/practices.ts';
 
 /** Which parts run in this process. */
@@ -63,14 +64,16 @@ export async function startEngine(options: EngineOptions): Promise<Engine> {
   const dataFiles = loadDataFiles(settings.configDir);
   if (dataFiles.problems.length > 0) throw new DataFilesError(dataFiles.problems);
   const embedded = !settings.databaseUrl;
+  // Every mapping compiles now, or nothing starts (a bad FHIRPath names its file, JSON path and column).
+  const mappings = loadMappings(settings.configDir);
   // Bad or missing keys stop the engine here, before anything is opened.
-  await loadKeyring({
+  const cipher = new PhiCipher(await loadKeyring({
     encryptionKeys: settings.encryptionKeys,
     blindIndexKey: settings.blindIndexKey,
     dataDir: settings.dataDir,
     embedded,
     logger,
-  });
+  }));
 
   const db = await openDatabase({ databaseUrl: settings.databaseUrl, dataDir: settings.dataDir, poolSize: settings.dbPoolSize });
   const metrics = new EngineMetrics();
@@ -87,6 +90,8 @@ export async function startEngine(options: EngineOptions): Promise<Engine> {
   if (mode !== 'worker') {
     const api = createApi({
       configDir: settings.configDir,
+      cipher,
+      mappings,
       db,
       clock,
       logger,

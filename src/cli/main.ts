@@ -9,6 +9,10 @@ import { Command, CommanderError, Option } from 'commander';
 import { runConfigCheck } from './config-check.ts';
 import { hl7Command } from './hl7-commands.ts';
 import { fhirCommands } from '../connectors/fhir/cli-commands.ts';
+import { runImportCsv } from '../ingest/csv-import.ts';
+import { loadMappings } from '../mapping/load.ts';
+import { runMappingsTest } from '../mapping/try.ts';
+import { loadKeyring, PhiCipher } from '../store/phi-crypto.ts';
 import { formatProblem, DataFilesError } from '../config/data-files.ts';
 import { createLogger, type Logger } from '../config/logger.ts';
 import { loadSettings, SETTING_SPECS, SettingsError, type Settings } from '../config/settings.ts';
@@ -188,6 +192,52 @@ export function buildProgram(out: (text: string) => void = (t) => process.stdout
         out(`Revoked ${revoked.prefix} (${revoked.name}).\n`);
       });
     });
+  const mappings = program.command('mappings').description('Mapping files.');
+  mappings
+    .command('test')
+    .description('Map a FHIR resource or Bundle, an HL7 message or a CSV file with one mapping; print the result or every error. Touches no database.')
+    .argument('<name>', 'mapping name (mappings/NAME.json)')
+    .argument('<file>', 'the file to map')
+    .option('--time-zone <zone>', 'IANA time zone for dates without one', 'UTC')
+    .action((name: string, file: string, options: { timeZone: string }) => {
+      const settings = settingsOrExit();
+      const code = runMappingsTest(settings.configDir, name, file, (line) => out(`${line}\n`), options.timeZone);
+      if (code !== 0) throw new ExitError(code, '');
+    });
+
+  const importCommand = program.command('import').description('Bring in files exported by a practice-management system.');
+  importCommand
+    .command('csv')
+    .description('Import a statement export: bad rows are reported as `line N, column C: reason`, good rows imported; re-running changes nothing.')
+    .argument('<file>', 'the CSV file')
+    .requiredOption('--mapping <name>', 'the mapping that reads it (e.g. csv-statement)')
+    .option('--practice <slug>', 'practice the balances belong to (default: the default practice)')
+    .option('--connector <name>', 'name the rows are recorded under', 'csv-import')
+    .action(async (file: string, options: { mapping: string; practice?: string; connector: string }) => {
+      const settings = settingsOrExit();
+      const mapping = loadMappings(settings.configDir).get(options.mapping);
+      if (!mapping) throw new ExitError(EXIT.failed, `No mapping "${options.mapping}" in ${settings.configDir}/mappings.`);
+      const logger = cliLogger();
+      const cipher = new PhiCipher(
+        await loadKeyring({ encryptionKeys: settings.encryptionKeys, blindIndexKey: settings.blindIndexKey, dataDir: settings.dataDir, embedded: !settings.databaseUrl, logger }),
+      );
+      const code = await withDatabase(logger, async (db) => {
+        const practice = await practiceFor(db, options.practice);
+        return runImportCsv({
+          db,
+          practiceId: practice.id,
+          connector: options.connector,
+          mapping,
+          file,
+          cipher,
+          clock: systemClock,
+          print: (line) => out(`${line}\n`),
+          progress: process.stderr.isTTY ? process.stderr : undefined,
+        });
+      });
+      if (code !== 0) throw new ExitError(code, '');
+    });
+
   for (const command of fhirCommands({
     withDatabase: (work) => withDatabase(cliLogger(), work),
     settings: settingsOrExit,
@@ -207,6 +257,11 @@ export async function main(argv: string[]): Promise<void> {
   } catch (error) {
     if (error instanceof CommanderError) {
       process.exitCode = error.exitCode === 0 ? EXIT.ok : EXIT.usage;
+      return;
+    }
+    if (error instanceof DataFilesError) {
+      process.stderr.write(`Fix these data files first:\n${error.problems.map(formatProblem).join('\n')}\n`);
+      process.exitCode = EXIT.config;
       return;
     }
     if (error instanceof ExitError) {

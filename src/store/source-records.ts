@@ -202,6 +202,16 @@ export class SourceRecordRepository {
     return count;
   }
 
+  /** One version of a record by its identity, as the source named it. */
+  async findVersion(key: { practiceId: string; connector: string; resourceType: string; sourceId: string; versionId: string }): Promise<StoredSourceRecord | undefined> {
+    const { rows } = await this.db.query<RecordRow>(
+      `SELECT ${RECORD_COLUMNS} FROM source_records
+        WHERE practice_id = $1 AND connector = $2 AND resource_type = $3 AND source_id = $4 AND version_id = $5`,
+      [key.practiceId, key.connector, key.resourceType, key.sourceId, key.versionId],
+    );
+    return rows[0] && toRecord(rows[0]);
+  }
+
   /** One record of a practice. */
   async get(practiceId: string, id: string): Promise<StoredSourceRecord | undefined> {
     if (!/^\d{1,19}$/.test(id)) return undefined;

@@ -173,3 +173,27 @@ describe('settle migrate from two processes at once', { skip: process.env.TEST_D
     }
   });
 });
+
+describe('settle mappings test and settle import csv', () => {
+  it('try a mapping without a database, then import a statement export once, reporting each bad row', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'settle-import-'));
+    const env = { ...CLEAN_ENV, SETTLE_DATA_DIR: dataDir };
+    const csv = join(ROOT, 'tests/mapping/fixtures/statement.csv');
+    const tried = await runCli(['mappings', 'test', 'csv-statement', csv], env);
+    assert.equal(tried.code, 1, 'bad rows make the test fail');
+    assert.match(tried.stdout, /line 2: OK/);
+    assert.match(tried.stdout, /"12\.345" has 3 decimal places; USD has 2/);
+    assert.ok(!existsSync(join(dataDir, 'pgdata')), 'trying a mapping opens no database');
+
+    const first = await runCli(['import', 'csv', csv, '--mapping', 'csv-statement'], env, 120_000);
+    assert.equal(first.code, 1, first.stderr);
+    assert.match(first.stdout, /line 6, column 18 \(Charges\): "12\.345" has 3 decimal places/);
+    assert.match(first.stdout, /6 rows: 3 imported, 0 already imported/);
+    const again = await runCli(['import', 'csv', csv, '--mapping', 'csv-statement'], env, 120_000);
+    assert.match(again.stdout, /6 rows: 0 imported, 3 already imported/);
+
+    const unknown = await runCli(['import', 'csv', csv, '--mapping', 'nope'], env);
+    assert.equal(unknown.code, 1);
+    assert.match(unknown.stderr, /No mapping "nope"/);
+  });
+});

@@ -13,6 +13,9 @@ import { ApiKeyRepository } from '../../src/store/api-keys.ts';
 import type { Database } from '../../src/store/database.ts';
 import { PracticeRepository } from '../../src/store/practices.ts';
 import { ROOT } from './cli.ts';
+import { randomBytes } from 'node:crypto';
+import { loadMappings } from '../../src/mapping/load.ts';
+import { PhiCipher } from '../../src/store/phi-crypto.ts';
 
 /** A running API with a key of each role. */
 export interface TestApi {
@@ -32,6 +35,8 @@ export async function startTestApi(db: Database, options: { logger?: Logger; slu
   for (const role of ['admin', 'staff', 'integration'] as const) keys[role] = (await repository.create(practice.id, `${role} key`, role)).secret;
   const api = createApi({
     configDir: ROOT,
+    cipher: new PhiCipher({ encryptionKeys: [{ id: 'test', key: randomBytes(32) }], blindIndexKey: randomBytes(32) }),
+    mappings: loadMappings(ROOT),
     db,
     clock,
     logger: options.logger ?? silentLogger(),
