@@ -16,6 +16,7 @@ import { DataFilesError, loadDataFiles, type DataFile } from '../config/data-fil
 import type { Logger } from '../config/logger.ts';
 import type { Settings } from '../config/settings.ts';
 import { systemClock, type Clock } from '../domain/clock.ts';
+import { INGEST_JOBS } from '../ingest/process.ts';
 import { registerStageJobs, scheduleRecurringJobs } from '../scheduler/jobs.ts';
 import { JobRegistry, Scheduler, type JobDefinition } from '../scheduler/scheduler.ts';
 import { openDatabase, waitForDatabase, type Database } from '../store/database.ts';
@@ -78,10 +79,31 @@ export async function startEngine(options: EngineOptions): Promise<Engine> {
   const db = await openDatabase({ databaseUrl: settings.databaseUrl, dataDir: settings.dataDir, poolSize: settings.dbPoolSize });
   const metrics = new EngineMetrics();
   registerHl7Metrics(metrics.registry, db);
-  const registry = new JobRegistry();
-  registerStageJobs(registry, { db, clock, logger, connectors: dataFiles.connectors, configDir: settings.configDir });
-  for (const job of options.extraJobs ?? []) registry.register(job);
   let scheduler: Scheduler | undefined;
+  // Wakes a job soon after the stage before it produced work; many wake-ups within 250 ms make one job.
+  const wakeTimers = new Map<string, NodeJS.Timeout>();
+  const enqueueSoon = (name: string) => {
+    if (wakeTimers.has(name)) return;
+    const timer = setTimeout(() => {
+      wakeTimers.delete(name);
+      scheduler?.now(name, {}).catch((error: Error) => logger.warn('could not enqueue job', { job: name, error: error.message }));
+    }, 250);
+    timer.unref();
+    wakeTimers.set(name, timer);
+  };
+  const registry = new JobRegistry();
+  registerStageJobs(registry, {
+    db,
+    clock,
+    logger,
+    connectors: dataFiles.connectors,
+    configDir: settings.configDir,
+    cipher,
+    mappings,
+    profiles: dataFiles.profiles,
+    enqueueSoon,
+  });
+  for (const job of options.extraJobs ?? []) registry.register(job);
   const listeners: MllpListener[] = [];
   let migrated = false;
   let schedulerUp = false;
@@ -135,7 +157,10 @@ export async function startEngine(options: EngineOptions): Promise<Engine> {
       metrics.recordJob(outcome);
       if (outcome.error) logger.warn('job failed', { job: outcome.name, jobId: outcome.jobId, error: outcome.error.message });
     });
-    if (mode === 'start') listeners.push(...(await startListeners(dataFiles.connectors, { db, logger, clock })));
+    if (mode === 'start') {
+      const onStored = () => enqueueSoon(INGEST_JOBS.hl7Process);
+      listeners.push(...(await startListeners(dataFiles.connectors, { db, logger, clock, onStored })));
+    }
     if (mode !== 'serve') {
       await scheduler.start();
       await scheduleRecurringJobs(scheduler);
@@ -162,6 +187,7 @@ export async function startEngine(options: EngineOptions): Promise<Engine> {
         await ready.catch(() => {});
         // Listeners first: they finish the commits under way and send those ACKs while the database is open.
         await Promise.all(listeners.map((listener) => listener.close()));
+        for (const timer of wakeTimers.values()) clearTimeout(timer);
         const stillRunning = scheduler ? await scheduler.stop(settings.shutdownTimeoutMs) : 0;
         if (stillRunning) logger.warn('jobs still running at the deadline: another worker takes them once their lock expires', { count: stillRunning });
         server?.closeAllConnections();
@@ -177,14 +203,17 @@ export async function startEngine(options: EngineOptions): Promise<Engine> {
  * Starts an MLLP listener for every `hl7v2-mllp` connector file.
  * @throws when a connector names a practice that does not exist (nothing is left listening).
  */
-async function startListeners(connectors: DataFile[], deps: { db: Database; logger: Logger; clock: Clock }): Promise<MllpListener[]> {
+async function startListeners(
+  connectors: DataFile[],
+  deps: { db: Database; logger: Logger; clock: Clock; onStored: () => void },
+): Promise<MllpListener[]> {
   const started: MllpListener[] = [];
   try {
     for (const file of connectors.filter((c) => c.data.transport === 'hl7v2-mllp')) {
       const connector = asHl7v2MllpConnector(file.data);
       const practice = await new PracticeRepository(deps.db.pool).findBySlug(connector.practice ?? DEFAULT_PRACTICE.slug);
       if (!practice) throw new Error(`${file.file}: practice "${connector.practice}" does not exist`);
-      const listener = await startMllpListener({ db: deps.db, practiceId: practice.id, connector, logger: deps.logger, clock: deps.clock });
+      const listener = await startMllpListener({ db: deps.db, practiceId: practice.id, connector, logger: deps.logger, clock: deps.clock, onStored: deps.onStored });
       deps.logger.info('mllp listening', { connector: connector.name, host: listener.host, port: listener.port });
       started.push(listener);
     }

@@ -378,13 +378,22 @@ export async function drainPendingSourceRecords(options: Omit<IngestPendingOptio
 }
 
 /** The `hl7.process` job: stored HL7 messages → source records. Data: `{}`. */
-export function hl7ProcessJob(deps: ProcessDependencies & BatchOptions & { defaultCurrency?: string }): JobDefinition<Record<string, never>> {
+export function hl7ProcessJob(
+  deps: ProcessDependencies &
+    BatchOptions & {
+      defaultCurrency?: string;
+      /** Called after a run that stored or requeued source records (e.g. to enqueue `ingest.pending` at once). */
+      onRecordsStored?: (count: number) => Promise<unknown>;
+    },
+): JobDefinition<Record<string, never>> {
   return {
     name: INGEST_JOBS.hl7Process,
     concurrency: 1,
     async run() {
       const counts = await drainHl7Messages(deps);
       if (counts.messages > 0) deps.logger.info('hl7 messages processed', { ...counts });
+      const stored = counts.recordsStored + counts.recordsRequeued;
+      if (stored > 0) await deps.onRecordsStored?.(stored);
     },
   };
 }

@@ -4,6 +4,9 @@
 import { fhirSyncJob } from '../connectors/fhir/run-sync.ts';
 import { HL7_RETENTION_JOB, hl7RetentionJob } from '../connectors/hl7v2/admin.ts';
 import type { DataFile } from '../config/data-files.ts';
+import { hl7ProcessJob, ingestJob, INGEST_JOBS } from '../ingest/process.ts';
+import type { MappingRegistry } from '../mapping/load.ts';
+import type { PhiCipher } from '../store/phi-crypto.ts';
 import type { Logger } from '../config/logger.ts';
 import type { Clock } from '../domain/clock.ts';
 import { AuditLog } from '../store/audit.ts';
@@ -20,6 +23,14 @@ export interface JobDependencies {
   connectors: DataFile[];
   /** Where the data folders are (settings.configDir). */
   configDir: string;
+  /** Encrypts patient contact fields as records are posted. */
+  cipher: PhiCipher;
+  /** The compiled mappings. */
+  mappings: MappingRegistry;
+  /** The fhir-profiles/ files inbound FHIR resources are validated against. */
+  profiles: DataFile[];
+  /** Asks for a job to run soon (coalesced): how one stage wakes the next instead of waiting for its schedule. */
+  enqueueSoon: (name: string) => void;
 }
 
 /** Job names, so enqueuers and definitions agree. */
@@ -35,6 +46,8 @@ export const FINISHED_JOB_RETENTION_DAYS = 7;
 export function registerStageJobs(registry: JobRegistry, deps: JobDependencies): void {
   registry.register(hl7RetentionJob(deps));
   registry.register(fhirSyncJob(deps));
+  registry.register(hl7ProcessJob({ ...deps, onRecordsStored: async () => deps.enqueueSoon(INGEST_JOBS.ingestPending) }));
+  registry.register(ingestJob({ ...deps, profiles: deps.profiles.map((p) => p.data) }));
   registry.register<Record<string, never>>({
     name: JOBS.auditVerify,
     concurrency: 1,
@@ -65,4 +78,7 @@ export async function scheduleRecurringJobs(scheduler: Scheduler): Promise<void>
   await scheduler.every('1 day', JOBS.auditVerify, {});
   await scheduler.every('1 hour', JOBS.prune, {});
   await scheduler.every('1 day', HL7_RETENTION_JOB, {});
+  // Stored HL7 messages become source records, and source records become ledger entries, every minute.
+  await scheduler.every('1 minute', INGEST_JOBS.hl7Process, {});
+  await scheduler.every('1 minute', INGEST_JOBS.ingestPending, {});
 }

@@ -2,11 +2,11 @@ import assert from 'node:assert/strict';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, it } from 'node:test';
+import { after, describe, it } from 'node:test';
 import { connect, createServer } from 'node:net';
 import { readAck } from '../../src/connectors/hl7v2/ack.ts';
 import { encodeFrame } from '../../src/connectors/hl7v2/mllp-framer.ts';
-import { ROOT, runCli, spawnEngine, waitFor } from '../support/cli.ts';
+import { killEngines, ROOT, runCli, spawnEngine, waitFor } from '../support/cli.ts';
 
 /** A port nothing listens on right now. */
 function freePort(): Promise<number> {
@@ -34,6 +34,8 @@ function sendMllp(port: number, message: string): Promise<ReturnType<typeof read
     socket.on('error', reject);
   });
 }
+
+after(killEngines);
 
 const CLEAN_ENV = { DATABASE_URL: undefined, SETTLE_ENCRYPTION_KEYS: undefined, SETTLE_BLIND_INDEX_KEY: undefined, SETTLE_CONFIG_DIR: ROOT };
 
@@ -72,8 +74,15 @@ describe('settle start on the embedded database', () => {
     assert.equal((await runCli(['apikey', 'revoke', 'settle_nosuchkey0000'], env)).code, 1);
 
     // The practice-management feed of connectors/pm-hl7v2.json is acknowledged once stored.
-    const ack = await sendMllp(mllpPort, ['MSH|^~\\&|PMS|RIVERSIDE|SETTLE|SETTLE|20260601120000||DFT^P03|CTRL-1|P|2.5.1', 'EVN|P03|20260601120000', 'PID|1||MRN123||DOE^JANE||19800101|F|||||||||||ACCT-9', 'FT1|1|||20260530||CG|99213^Office visit|||1|150.00&USD'].join('\r'));
+    const ack = await sendMllp(mllpPort, ['MSH|^~\\&|PMS|RIVERSIDE|SETTLE|SETTLE|20260601120000||DFT^P03|CTRL-1|P|2.5.1', 'EVN|P03|20260601120000', 'PID|1||MRN123||DOE^JANE||19800101|F||||||||||ACCT-9', 'FT1|1|||20260530||CG|99213^Office visit|||1|150.00&USD'].join('\r'));
     assert.deepEqual([ack.code, ack.controlId], ['AA', 'CTRL-1']);
+    // Stored → processed into source records → posted to the ledger, without waiting for the minute schedule.
+    let balances: { patientAmount: { value: string } }[] = [];
+    await waitFor(async () => {
+      balances = ((await (await fetch(`${url}/balances`, { headers: { authorization: `Bearer ${secret}` } })).json()) as { balances: typeof balances }).balances;
+      return balances.length > 0;
+    }, 30_000, 'the charge to reach the ledger');
+    assert.deepEqual(balances.map((b) => b.patientAmount.value), ['150.00']);
 
     engine.child.kill('SIGTERM');
     assert.equal(await engine.exited, 0);

@@ -37,13 +37,25 @@ export interface EngineProcess {
   output(): string;
 }
 
+const running = new Set<ChildProcess>();
+
+/** Kills every engine {@link spawnEngine} started that is still running (a failed test leaves them behind). */
+export function killEngines(): void {
+  for (const child of running) child.kill('SIGKILL');
+  running.clear();
+}
+
 /** Starts `settle <mode>` and resolves its URL once it prints it. */
 export function spawnEngine(mode: 'start' | 'serve' | 'worker', env: Record<string, string | undefined>): EngineProcess {
   const child = spawn(process.execPath, ['bin/settle.js', mode], { cwd: ROOT, env: { ...process.env, SETTLE_PORT: '0', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   child.stdout!.on('data', (d) => (output += d));
   child.stderr!.on('data', (d) => (output += d));
-  const exited = once(child, 'exit').then(([code]) => code as number | null);
+  running.add(child);
+  const exited = once(child, 'exit').then(([code]) => {
+    running.delete(child);
+    return code as number | null;
+  });
   const url = new Promise<string>((resolve, reject) => {
     child.stdout!.on('data', () => {
       const match = /listening on (http:\/\/\S+)/.exec(output);

@@ -192,12 +192,7 @@ export class FhirClient {
       // 429: the server refused the request without acting on it. The others leave the outcome unknown.
       const retryable = res.status === 429 || (retrySafe && RETRYABLE.has(res.status));
       if (retryable && attempt < this.maxAttempts) {
-        const retryAfter = parseRetryAfter(res.headers.get('retry-after'), this.clock.now());
-        await res.body?.cancel();
-        if (retryAfter !== undefined && retryAfter > this.maxRetryAfterMs) {
-          throw new FhirError(res.status, outcomeOf(issueCodeForStatus(res.status), `server asked to retry after ${Math.round(retryAfter / 1000)} s, more than allowed`), url);
-        }
-        await this.sleep(retryAfter ?? this.backoff(attempt));
+        await this.waitToRetry(res, url, attempt);
         continue;
       }
       const text = await res.text();
@@ -279,12 +274,7 @@ export class FhirClient {
         continue;
       }
       if (RETRYABLE.has(res.status) && attempt < this.maxAttempts) {
-        const retryAfter = parseRetryAfter(res.headers.get('retry-after'), this.clock.now());
-        await res.body?.cancel();
-        if (retryAfter !== undefined && retryAfter > this.maxRetryAfterMs) {
-          throw new FhirError(res.status, outcomeOf(issueCodeForStatus(res.status), `server asked to retry after ${Math.round(retryAfter / 1000)} s, more than allowed`), url);
-        }
-        await this.sleep(retryAfter ?? this.backoff(attempt));
+        await this.waitToRetry(res, url, attempt);
         continue;
       }
       if (res.ok) return res;
@@ -323,12 +313,7 @@ export class FhirClient {
         continue;
       }
       if (RETRYABLE.has(res.status) && attempt < this.maxAttempts) {
-        const retryAfter = parseRetryAfter(res.headers.get('retry-after'), this.clock.now());
-        await res.body?.cancel();
-        if (retryAfter !== undefined && retryAfter > this.maxRetryAfterMs) {
-          throw new FhirError(res.status, outcomeOf(issueCodeForStatus(res.status), `server asked to retry after ${Math.round(retryAfter / 1000)} s, more than allowed`), url);
-        }
-        await this.sleep(retryAfter ?? this.backoff(attempt));
+        await this.waitToRetry(res, url, attempt);
         continue;
       }
       const text = await res.text();
@@ -343,6 +328,16 @@ export class FhirClient {
       if (!body || typeof body !== 'object') throw new FhirError(res.status, outcomeOf('structure', 'response is not a FHIR resource'), url);
       return body as T;
     }
+  }
+
+  /** Waits what the server asked (Retry-After) or the backoff, refusing a wait longer than allowed. */
+  private async waitToRetry(res: Response, url: string, attempt: number): Promise<void> {
+    const retryAfter = parseRetryAfter(res.headers.get('retry-after'), this.clock.now());
+    await res.body?.cancel();
+    if (retryAfter !== undefined && retryAfter > this.maxRetryAfterMs) {
+      throw new FhirError(res.status, outcomeOf(issueCodeForStatus(res.status), `server asked to retry after ${Math.round(retryAfter / 1000)} s, more than allowed`), url);
+    }
+    await this.sleep(retryAfter ?? this.backoff(attempt));
   }
 
   /** Full-jitter exponential backoff for the wait after failed attempt `attempt` (1-based). */

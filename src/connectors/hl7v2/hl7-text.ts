@@ -4,6 +4,7 @@
  * MSH-18 is read from the raw bytes before anything is decoded: everything up to MSH-18 is ASCII in every
  * character set Settle accepts, so the declaration can be found without knowing it yet.
  */
+import { MoneyError, parseMoney } from '../../domain/money.ts';
 
 /** A character set Settle decodes, by the name it is stored under. */
 export type Hl7Charset = 'UTF-8' | 'ISO-8859-1';
@@ -177,36 +178,29 @@ export function escapeHl7(text: string, d: Hl7Delimiters = DEFAULT_DELIMITERS): 
 }
 
 /** Digits after the decimal point of ISO 4217 currencies that do not use 2. */
-const MINOR_DIGITS: Record<string, number> = { JPY: 0, KRW: 0, CLP: 0, ISK: 0, VND: 0, BHD: 3, IQD: 3, JOD: 3, KWD: 3, LYD: 3, OMR: 3, TND: 3 };
-
-/** How many minor-unit digits a currency has (2 unless known otherwise). */
-export function minorDigits(currency: string): number {
-  return MINOR_DIGITS[currency.toUpperCase()] ?? 2;
-}
+/** HL7 NM: an optional sign, digits and an optional decimal point. No exponent, no separators. */
+const HL7_NUMBER = /^[+-]?(?:\d+\.?\d*|\.\d+)$/;
 
 /**
  * Parses an HL7 NM amount exactly into integer minor units: `"150.00"` → 15000, `"-25.5"` → -2550,
- * `"+3"` → 300, `"0.10"` → 10. Never goes through a float.
+ * `"+3"` → 300, `"0.10"` → 10, through the one money parser of the domain (never a float).
  * @param amount - the amount as sent (surrounding spaces allowed).
- * @param digits - minor-unit digits of the currency (2 for USD).
+ * @param currency - ISO 4217 code that fixes the minor-unit digits (USD: 2, JPY: 0).
  * @throws Hl7TextError `invalid_amount` for anything else: thousands separators (`"1,000.00"`), exponents,
- *   more decimals than the currency has (unless they are zeros), empty text, or a value beyond 2^53.
+ *   more decimals than the currency has (unless they are zeros), empty text, an unknown currency, or a value
+ *   beyond 2^53.
  */
-export function parseAmountMinorUnits(amount: string, digits = 2): number {
-  const match = /^([+-]?)(\d*)(?:\.(\d*))?$/.exec(amount.trim());
-  if (!match || (match[2] === '' && (match[3] ?? '') === '')) {
-    throw new Hl7TextError('invalid_amount', `"${amount.slice(0, 32)}" is not an amount (expected digits with an optional sign and decimal point, like 150.00)`);
+export function parseAmountMinorUnits(amount: string, currency = 'USD'): number {
+  const text = amount.trim();
+  if (!HL7_NUMBER.test(text)) {
+    throw new Hl7TextError('invalid_amount', `"${text.slice(0, 32)}" is not an amount (expected digits with an optional sign and decimal point, like 150.00)`);
   }
-  const [, sign, whole, fraction = ''] = match;
-  if (fraction.length > digits && /[^0]/.test(fraction.slice(digits))) {
-    throw new Hl7TextError('invalid_amount', `"${amount.slice(0, 32)}" has more than ${digits} decimal places`);
+  try {
+    return parseMoney(text, currency).amount + 0; // + 0 turns -0 into 0
+  } catch (error) {
+    if (error instanceof MoneyError) throw new Hl7TextError('invalid_amount', error.message);
+    throw error;
   }
-  const minor = BigInt((whole || '0') + fraction.slice(0, digits).padEnd(digits, '0'));
-  const signed = sign === '-' ? -minor : minor;
-  if (signed > BigInt(Number.MAX_SAFE_INTEGER) || signed < BigInt(Number.MIN_SAFE_INTEGER)) {
-    throw new Hl7TextError('invalid_amount', `"${amount.slice(0, 32)}" is too large`);
-  }
-  return Number(signed) + 0; // + 0 turns -0 into 0
 }
 
 /** An amount read from a CP/MO field (`amount&currency`). */
@@ -228,5 +222,5 @@ export function parseMoneyField(field: string, delimiters: Hl7Delimiters = DEFAU
   const [amount = '', currencyText = ''] = first.split(delimiters.subcomponent);
   const currency = (currencyText.trim() || fallbackCurrency).toUpperCase();
   if (!/^[A-Z]{3}$/.test(currency)) throw new Hl7TextError('invalid_amount', `"${currency.slice(0, 8)}" is not an ISO 4217 currency code`);
-  return { minorUnits: parseAmountMinorUnits(amount, minorDigits(currency)), currency };
+  return { minorUnits: parseAmountMinorUnits(amount, currency), currency };
 }

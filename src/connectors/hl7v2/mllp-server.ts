@@ -60,6 +60,8 @@ export interface MllpListenerOptions {
   maxBatch?: number;
   /** Most connections open at once (default 100); a connection beyond it is closed at once, before any data. */
   maxConnections?: number;
+  /** Told after a new (not duplicate) message is committed, e.g. to start processing it without waiting. */
+  onStored?: () => void;
 }
 
 /** A running listener. */
@@ -168,6 +170,7 @@ export async function startMllpListener(options: MllpListenerOptions): Promise<M
         rawBytesCharset: charset,
       });
       logger.info('hl7 message stored', { connector: connector.name, controlId, messageType, messageId: stored.id, duplicate: stored.duplicate });
+      if (!stored.duplicate) options.onStored?.();
       return { code: 'AA', message, charset };
     } catch (error) {
       logger.error('hl7 message not stored', { connector: connector.name, controlId, messageType, error: (error as Error).message });
