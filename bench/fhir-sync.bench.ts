@@ -16,8 +16,8 @@ import { createFhirClient, type FhirConnectorConfig } from '../src/connectors/fh
 import { syncFhirConnector } from '../src/connectors/fhir/sync.ts';
 import { PracticeRepository } from '../src/store/practices.ts';
 import { createTestDatabase } from '../tests/support/databases.ts';
-import { startSandboxEhr, type SandboxEhr } from '../tests/support/sandbox-ehr/server.ts';
-import { seedPractice } from '../tests/support/sandbox-ehr/seed.ts';
+import { startSandboxEhr, type SandboxEhr } from '../src/sandbox-ehr/server.ts';
+import { seedPractice } from '../src/sandbox-ehr/seed.ts';
 
 const N = Number(process.env.BENCH_FHIR_INVOICES ?? 50_000);
 const PAGE_SIZE = 1000;

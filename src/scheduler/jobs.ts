@@ -6,6 +6,7 @@ import { HL7_RETENTION_JOB, hl7RetentionJob } from '../connectors/hl7v2/admin.ts
 import type { DataFile } from '../config/data-files.ts';
 import { hl7ProcessJob, ingestJob, INGEST_JOBS } from '../ingest/process.ts';
 import type { MappingRegistry } from '../mapping/load.ts';
+import { outreachPlanJob, OUTREACH_PLAN_JOB } from '../outreach/run.ts';
 import type { PhiCipher } from '../store/phi-crypto.ts';
 import type { Logger } from '../config/logger.ts';
 import type { Clock } from '../domain/clock.ts';
@@ -31,6 +32,10 @@ export interface JobDependencies {
   profiles: DataFile[];
   /** Asks for a job to run soon (coalesced): how one stage wakes the next instead of waiting for its schedule. */
   enqueueSoon: (name: string) => void;
+  /** The policies/ files; `default` is the cadence every practice follows for now. */
+  policies: DataFile[];
+  /** Public URL of the engine, for links in messages. */
+  publicUrl?: string;
 }
 
 /** Job names, so enqueuers and definitions agree. */
@@ -48,6 +53,8 @@ export function registerStageJobs(registry: JobRegistry, deps: JobDependencies):
   registry.register(fhirSyncJob(deps));
   registry.register(hl7ProcessJob({ ...deps, onRecordsStored: async () => deps.enqueueSoon(INGEST_JOBS.ingestPending) }));
   registry.register(ingestJob({ ...deps, profiles: deps.profiles.map((p) => p.data) }));
+  const defaultPolicy = deps.policies.find((p) => p.name === 'default');
+  if (defaultPolicy) registry.register(outreachPlanJob({ ...deps, defaultPolicy: defaultPolicy.data }));
   registry.register<Record<string, never>>({
     name: JOBS.auditVerify,
     concurrency: 1,
@@ -81,4 +88,6 @@ export async function scheduleRecurringJobs(scheduler: Scheduler): Promise<void>
   // Stored HL7 messages become source records, and source records become ledger entries, every minute.
   await scheduler.every('1 minute', INGEST_JOBS.hl7Process, {});
   await scheduler.every('1 minute', INGEST_JOBS.ingestPending, {});
+  // Hourly: a second run the same day sends nothing twice, and picks up what quiet hours held back.
+  await scheduler.every('1 hour', OUTREACH_PLAN_JOB, {});
 }

@@ -13,7 +13,7 @@ describeOnEachDatabase('stage jobs', (db) => {
   it('prune finished one-off jobs after a week, keeping recent history and schedules', async () => {
     const clock = new ManualClock(new Date('2026-06-15T12:00:00Z'));
     const registry = new JobRegistry();
-    registerStageJobs(registry, { db: db(), clock, logger: silentLogger(), connectors: [], configDir: '.', cipher: new PhiCipher({ encryptionKeys: [{ id: 't', key: randomBytes(32) }], blindIndexKey: randomBytes(32) }), mappings: new MappingRegistry([]), profiles: [], enqueueSoon: () => {} });
+    registerStageJobs(registry, { db: db(), clock, logger: silentLogger(), connectors: [], configDir: '.', cipher: new PhiCipher({ encryptionKeys: [{ id: 't', key: randomBytes(32) }], blindIndexKey: randomBytes(32) }), mappings: new MappingRegistry([]), profiles: [], policies: [], enqueueSoon: () => {} });
     const insert = (name: string, type: string, nextRunAt: string | null, finishedAt: string | null) =>
       db().pool.query('INSERT INTO agenda_jobs (name, type, next_run_at, last_finished_at) VALUES ($1, $2, $3, $4)', [name, type, nextRunAt, finishedAt]);
     await insert('old.done', 'normal', null, '2026-06-01T00:00:00Z');

@@ -12,8 +12,8 @@ import { CheckpointRepository } from '../../../src/store/checkpoints.ts';
 import { PracticeRepository } from '../../../src/store/practices.ts';
 import { ConnectorRunRepository, SourceRecordRepository } from '../../../src/store/source-records.ts';
 import { describeOnEachDatabase } from '../../support/databases.ts';
-import { startSandboxEhr, type SandboxEhr } from '../../support/sandbox-ehr/server.ts';
-import { seedPractice, type SeedSummary } from '../../support/sandbox-ehr/seed.ts';
+import { startSandboxEhr, type SandboxEhr } from '../../../src/sandbox-ehr/server.ts';
+import { seedPractice, type SeedSummary } from '../../../src/sandbox-ehr/seed.ts';
 
 describe('NDJSON streaming', () => {
   it('splits lines across chunks, multi-byte characters and CRLF included, skipping blank lines', async () => {

@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import type { CapabilityStatement } from '@medplum/fhirtypes';
 import { advertisedTokenUrl, checkCapabilities, formatCapabilityReport, runConnectorCheck } from '../../../src/connectors/fhir/capability-check.ts';
 import { fhirConnectorConfig, type FhirConnectorConfig } from '../../../src/connectors/fhir/connector.ts';
-import { startSandboxEhr, type SandboxEhr } from '../../support/sandbox-ehr/server.ts';
+import { startSandboxEhr, type SandboxEhr } from '../../../src/sandbox-ehr/server.ts';
 
 const samples = new URL('../../../../shared/samples/capability-statements/', import.meta.url);
 const samplesMissing = existsSync(samples)

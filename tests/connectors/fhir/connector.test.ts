@@ -12,8 +12,8 @@ import {
   resolveAuth,
   type FhirConnectorConfig,
 } from '../../../src/connectors/fhir/connector.ts';
-import { startSandboxEhr, type SandboxEhr } from '../../support/sandbox-ehr/server.ts';
-import { seedPractice, type SeedSummary } from '../../support/sandbox-ehr/seed.ts';
+import { startSandboxEhr, type SandboxEhr } from '../../../src/sandbox-ehr/server.ts';
+import { seedPractice, type SeedSummary } from '../../../src/sandbox-ehr/seed.ts';
 
 const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));
 

@@ -6,8 +6,8 @@ import { ManualClock } from '../../../src/domain/clock.ts';
 import { FhirError, redactUrl } from '../../../src/connectors/fhir/errors.ts';
 import { FhirClient, parseRetryAfter, type FhirClientOptions } from '../../../src/connectors/fhir/fhir-client.ts';
 import { createTokenProvider } from '../../../src/connectors/fhir/smart-auth.ts';
-import { startSandboxEhr, type SandboxEhr } from '../../support/sandbox-ehr/server.ts';
-import { seedPractice, type SeedSummary } from '../../support/sandbox-ehr/seed.ts';
+import { startSandboxEhr, type SandboxEhr } from '../../../src/sandbox-ehr/server.ts';
+import { seedPractice, type SeedSummary } from '../../../src/sandbox-ehr/seed.ts';
 
 describe('FHIR client against the sandbox EHR', () => {
   const keys = generateKeyPairSync('ec', { namedCurve: 'P-384' });

@@ -3,7 +3,7 @@ import { after, before, describe, it } from 'node:test';
 import type { PaymentReconciliation } from '@medplum/fhirtypes';
 import { FhirError, FhirWriteUnknownError } from '../../../src/connectors/fhir/errors.ts';
 import { FhirClient, type FhirClientOptions } from '../../../src/connectors/fhir/fhir-client.ts';
-import { startSandboxEhr, type SandboxEhr } from '../../support/sandbox-ehr/server.ts';
+import { startSandboxEhr, type SandboxEhr } from '../../../src/sandbox-ehr/server.ts';
 
 const SYSTEM = 'https://settle.dev/fhir/sid/payment';
 

@@ -20,8 +20,8 @@ import { PracticeRepository } from '../../../src/store/practices.ts';
 import { SourceRecordRepository } from '../../../src/store/source-records.ts';
 import { JobRegistry, Scheduler } from '../../../src/scheduler/scheduler.ts';
 import { describeOnEachDatabase } from '../../support/databases.ts';
-import { startSandboxEhr, type SandboxEhr } from '../../support/sandbox-ehr/server.ts';
-import { seedPractice, type SeedSummary } from '../../support/sandbox-ehr/seed.ts';
+import { startSandboxEhr, type SandboxEhr } from '../../../src/sandbox-ehr/server.ts';
+import { seedPractice, type SeedSummary } from '../../../src/sandbox-ehr/seed.ts';
 
 describeOnEachDatabase('settle sync, connectors check, the fhir.sync job and GET /connectors', (db) => {
   let ehr: SandboxEhr;

@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { Invoice, Resource } from '@medplum/fhirtypes';
 import { MemoryRepository } from '@medplum/fhir-router';
-import { amountToCents, seedPractice } from '../../support/sandbox-ehr/seed.ts';
-import { startSandboxEhr } from '../../support/sandbox-ehr/server.ts';
+import { amountToCents, seedPractice } from '../../../src/sandbox-ehr/seed.ts';
+import { startSandboxEhr } from '../../../src/sandbox-ehr/server.ts';
 
 async function dump(repo: MemoryRepository, ids: Record<string, string[]>): Promise<Resource[]> {
   const out: Resource[] = [];

@@ -5,8 +5,8 @@ import { ManualClock } from '../../../src/domain/clock.ts';
 import { FhirError } from '../../../src/connectors/fhir/errors.ts';
 import { FhirClient } from '../../../src/connectors/fhir/fhir-client.ts';
 import { createTokenProvider, signClientAssertion, type AuthConfig } from '../../../src/connectors/fhir/smart-auth.ts';
-import { startSandboxEhr, type SandboxEhr } from '../../support/sandbox-ehr/server.ts';
-import { seedPractice } from '../../support/sandbox-ehr/seed.ts';
+import { startSandboxEhr, type SandboxEhr } from '../../../src/sandbox-ehr/server.ts';
+import { seedPractice } from '../../../src/sandbox-ehr/seed.ts';
 
 const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 });
 const ec = generateKeyPairSync('ec', { namedCurve: 'P-384' });

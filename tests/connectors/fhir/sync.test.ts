@@ -12,8 +12,8 @@ import type { Database } from '../../../src/store/database.ts';
 import { PracticeRepository } from '../../../src/store/practices.ts';
 import { ConnectorRunRepository, SourceRecordRepository } from '../../../src/store/source-records.ts';
 import { describeOnEachDatabase } from '../../support/databases.ts';
-import { startSandboxEhr, type SandboxEhr } from '../../support/sandbox-ehr/server.ts';
-import { seedPractice, type SeedSummary } from '../../support/sandbox-ehr/seed.ts';
+import { startSandboxEhr, type SandboxEhr } from '../../../src/sandbox-ehr/server.ts';
+import { seedPractice, type SeedSummary } from '../../../src/sandbox-ehr/seed.ts';
 
 const CHILD = fileURLToPath(new URL('./sync-child.ts', import.meta.url));
 

@@ -1,0 +1,325 @@
+/**
+ * Applies a verified Stripe event to the store, in ONE transaction per event:
+ *
+ * 1. the event id is inserted into `stripe_events` (ON CONFLICT DO NOTHING): when it was already there the
+ *    event is a duplicate and nothing else happens (a concurrent delivery waits on the row lock, then sees it);
+ * 2. the command from `commandForEvent` is applied: a succeeded payment is marked succeeded, split across the
+ *    balances it pays (oldest first, `allocatePayment`), posted as ledger entries through the ledger repository
+ *    and queued in the write-back outbox; a refund posts refund entries and a `refund` write-back; a dispute
+ *    puts the balances it paid in the `disputed` status (out of outreach); a closed dispute lifts that hold, and
+ *    when lost posts the reversal and a `reversal` write-back; a failure marks a pending payment failed.
+ *
+ * The event, the payment, its ledger entries and its outbox row commit together or not at all, so the webhook
+ * route answers 2xx only after everything is durable and Stripe's retries change nothing.
+ *
+ * Ledger entries are keyed like any other source record (connector `settle`): resource type `Payment` with
+ * source id `<payment id>/<balance id>`, `Refund` with `<payment id>/<balance id>/<cumulative refunded>`,
+ * `DisputeReversal` with `<payment id>/<balance id>/<dispute id>`, each version `1`, so even a second handling
+ * of the same payment through a different event could not post twice.
+ */
+import { randomBytes } from 'node:crypto';
+import type { Logger } from 'winston';
+import type { Clock } from '../domain/clock.ts';
+import type { BalanceStatus } from '../domain/ledger.ts';
+import type { Money } from '../domain/money.ts';
+import { allocatePayment, allocationOrder, type AllocatableBalance } from '../domain/payment-allocation.ts';
+import { withTransaction, type Database } from '../store/database.ts';
+import { LedgerRepository, type Balance } from '../store/ledger.ts';
+import { PaymentRepository, type Payment, type PaymentAllocation, type PaymentStatus, type StripeIds } from '../store/payments.ts';
+import { PhiCipher } from '../store/phi-crypto.ts';
+import { commandForEvent, type StripeEventCommand } from './stripe-events.ts';
+import type { StripeEventEnvelope } from './stripe-webhook.ts';
+
+/** The connector name payment ledger entries carry. */
+export const PAYMENT_LEDGER_CONNECTOR = 'settle';
+/** The actor of balance status changes caused by Stripe. */
+export const STRIPE_ACTOR = 'system:stripe';
+
+export interface StripeEventHandlerDeps {
+  readonly db: Database;
+  readonly clock: Clock;
+  /** The practice whose Stripe account sends these events; every row written belongs to it. */
+  readonly practiceId: string;
+  /** Not needed to post payments (no contact is read or written); pass the engine's when at hand. */
+  readonly cipher?: PhiCipher;
+  readonly logger: Pick<Logger, 'info' | 'warn'>;
+}
+
+export type HandleOutcome =
+  | 'duplicate' // the event id was handled before: nothing changed
+  | 'payment-posted' // a payment succeeded: ledger entries and a `payment` write-back
+  | 'payment-already-posted' // the other event of the same payment (checkout vs intent): ids recorded only
+  | 'payment-failed'
+  | 'refund-posted'
+  | 'dispute-opened'
+  | 'dispute-won' // hold lifted
+  | 'dispute-lost' // reversal posted, hold lifted
+  | 'unknown-payment' // refers to no payment of this practice: recorded, nothing else
+  | 'currency-mismatch' // Stripe's currency is not the payment's: recorded and logged for staff, nothing posted
+  | 'noop' // nothing to do (an older cumulative refund, an expired checkout, …)
+  | 'ignored'; // not an event Settle handles
+
+/** What handling one event did. */
+export interface HandleResult {
+  readonly outcome: HandleOutcome;
+  readonly eventId: string;
+  readonly type: string;
+  readonly paymentId?: string;
+  /** Ledger entries posted (reversals and new lines). */
+  readonly ledgerEntries: number;
+  /** Write-back ids queued in the outbox by this event. */
+  readonly writebacks: readonly string[];
+  /** Balances touched (posted to or status changed). */
+  readonly balanceIds: readonly string[];
+  /** Per balance, how the money was split (payment, refund or reversal). */
+  readonly allocations?: readonly PaymentAllocation[];
+}
+
+let ephemeralCipher: PhiCipher | undefined;
+/** A throwaway cipher for a ledger repository that never touches contact fields. */
+function unusedCipher(): PhiCipher {
+  return (ephemeralCipher ??= new PhiCipher({ encryptionKeys: [{ id: 'unused', key: randomBytes(32) }], blindIndexKey: randomBytes(32) }));
+}
+
+/**
+ * How much of each balance a refund or reversal of `delta` takes back: the youngest allocation first (the
+ * reverse of how the payment was applied), skipping what earlier refunds and reversals already took back.
+ */
+export function returnSplit(allocations: readonly PaymentAllocation[], alreadyReturned: number, delta: number): PaymentAllocation[] {
+  const out: PaymentAllocation[] = [];
+  let skip = alreadyReturned;
+  let left = delta;
+  for (const allocation of [...allocations].reverse()) {
+    if (left <= 0) break;
+    let room = allocation.amountMinor;
+    const skipped = Math.min(skip, room);
+    skip -= skipped;
+    room -= skipped;
+    if (room <= 0) continue;
+    const take = Math.min(room, left);
+    out.push({ balanceId: allocation.balanceId, amountMinor: take });
+    left -= take;
+  }
+  return out;
+}
+
+/** The status a balance returns to when a Stripe dispute hold is lifted. */
+const liftedStatus = (balance: Balance): BalanceStatus => (balance.patientAmount.amount > 0 ? 'open' : 'paid');
+
+/** The payment status once a dispute is over (or when a refund arrives), from its refund figure. */
+function settledStatus(payment: Payment, refundedMinor: number): PaymentStatus {
+  if (refundedMinor <= 0) return 'succeeded';
+  return refundedMinor >= payment.amount.amount ? 'refunded' : 'partially_refunded';
+}
+
+/**
+ * Handles one verified event (see the module comment).
+ * @throws StripeEventError when a handled event type lacks what Settle needs (nothing is stored; answer 400);
+ *   any store error (nothing is stored; answer 5xx so that Stripe retries).
+ */
+export async function handleStripeEvent(deps: StripeEventHandlerDeps, event: StripeEventEnvelope): Promise<HandleResult> {
+  const command = commandForEvent(event);
+  const account = typeof event.account === 'string' ? event.account : '';
+  const ref = { id: event.id, type: event.type, account };
+  const result = await withTransaction(deps.db, async (tx) => {
+    const payments = new PaymentRepository(tx, deps.clock);
+    if (!(await payments.recordEvent(deps.practiceId, ref))) {
+      return { outcome: 'duplicate', eventId: event.id, type: event.type, ledgerEntries: 0, writebacks: [], balanceIds: [] } satisfies HandleResult;
+    }
+    const ledger = new LedgerRepository(tx, deps.cipher ?? unusedCipher(), deps.clock);
+    const applied = await apply(deps, payments, ledger, command);
+    const done: HandleResult = { eventId: event.id, type: event.type, ledgerEntries: 0, writebacks: [], balanceIds: [], ...applied };
+    await payments.finishEvent(deps.practiceId, ref, done.outcome);
+    return done;
+  });
+  const log = result.outcome === 'currency-mismatch' ? deps.logger.warn.bind(deps.logger) : deps.logger.info.bind(deps.logger);
+  log('stripe event handled', {
+    eventId: result.eventId, type: result.type, outcome: result.outcome, paymentId: result.paymentId,
+    ledgerEntries: result.ledgerEntries, writebacks: result.writebacks.length,
+  });
+  return result;
+}
+
+type Applied = Partial<HandleResult> & { outcome: HandleOutcome };
+
+async function apply(deps: StripeEventHandlerDeps, payments: PaymentRepository, ledger: LedgerRepository, command: StripeEventCommand): Promise<Applied> {
+  const practiceId = deps.practiceId;
+  switch (command.kind) {
+    case 'ignored':
+    case 'checkout-expired':
+      return { outcome: command.kind === 'ignored' ? 'ignored' : 'noop' };
+    case 'checkout-completed':
+    case 'payment-succeeded': {
+      if (command.kind === 'checkout-completed' && !command.paid) {
+        // An async payment method: the money has not moved yet; `async_payment_succeeded` follows.
+        const payment = await payments.findForUpdate(practiceId, { paymentId: command.refs.paymentId, paymentIntent: command.paymentIntent });
+        if (!payment) return { outcome: 'unknown-payment' };
+        await payments.update(practiceId, payment.id, { stripe: stripeIds(command) });
+        return { outcome: 'noop', paymentId: payment.id };
+      }
+      const payment = await payments.findForUpdate(practiceId, { paymentId: command.refs.paymentId, paymentIntent: command.paymentIntent });
+      if (!payment) return { outcome: 'unknown-payment' };
+      return postPayment(practiceId, payments, ledger, payment, command.amount ?? payment.amount, stripeIds(command));
+    }
+    case 'payment-failed': {
+      const payment = await payments.findForUpdate(practiceId, { paymentId: command.refs.paymentId, paymentIntent: command.paymentIntent });
+      if (!payment) return { outcome: 'unknown-payment' };
+      if (payment.status !== 'pending') {
+        await payments.update(practiceId, payment.id, { stripe: { paymentIntent: command.paymentIntent } });
+        return { outcome: 'noop', paymentId: payment.id };
+      }
+      await payments.update(practiceId, payment.id, { status: 'failed', failureCode: command.code ?? null, stripe: { paymentIntent: command.paymentIntent } });
+      return { outcome: 'payment-failed', paymentId: payment.id };
+    }
+    case 'refunded': {
+      const payment = await payments.findForUpdate(practiceId, { paymentId: command.refs.paymentId, paymentIntent: command.paymentIntent, charge: command.charge });
+      if (!payment) return { outcome: 'unknown-payment' };
+      if (command.amountRefunded.currency !== payment.amount.currency) return { outcome: 'currency-mismatch', paymentId: payment.id };
+      const cumulative = command.amountRefunded.amount;
+      const room = payment.amount.amount - payment.refundedMinor - payment.reversedMinor;
+      const delta = Math.min(cumulative - payment.refundedMinor, room);
+      if (payment.allocations.length === 0 || delta <= 0) return { outcome: 'noop', paymentId: payment.id };
+      const split = returnSplit(payment.allocations, payment.refundedMinor + payment.reversedMinor, delta);
+      const posted = await postReturn(practiceId, ledger, 'Refund', payment.id, String(cumulative), split, payment.amount.currency, 'Card refund');
+      const refundedMinor = payment.refundedMinor + delta;
+      await payments.update(practiceId, payment.id, {
+        refundedMinor,
+        status: payment.status === 'disputed' ? 'disputed' : settledStatus(payment, refundedMinor),
+        stripe: { charge: command.charge },
+      });
+      const writebackId = `refund-${payment.id}-${cumulative}`;
+      await payments.enqueueWriteback({ practiceId, paymentId: payment.id, kind: 'refund', writebackId, amount: { amount: delta, currency: payment.amount.currency }, allocations: split });
+      return { outcome: 'refund-posted', paymentId: payment.id, ledgerEntries: posted.entries, balanceIds: posted.balanceIds, writebacks: [writebackId], allocations: split };
+    }
+    case 'dispute-opened': {
+      const payment = await payments.findForUpdate(practiceId, { paymentIntent: command.paymentIntent, charge: command.charge });
+      if (!payment) return { outcome: 'unknown-payment' };
+      await payments.update(practiceId, payment.id, { status: 'disputed', stripe: { dispute: command.dispute, charge: command.charge } });
+      const balanceIds: string[] = [];
+      for (const { balanceId } of payment.allocations) {
+        await ledger.setStatus(balanceId, { status: 'disputed', actor: STRIPE_ACTOR, note: `Stripe dispute ${command.dispute} on payment ${payment.id}` });
+        balanceIds.push(balanceId);
+      }
+      return { outcome: 'dispute-opened', paymentId: payment.id, balanceIds };
+    }
+    case 'dispute-closed': {
+      const payment = await payments.findForUpdate(practiceId, { paymentIntent: command.paymentIntent, charge: command.charge });
+      if (!payment) return { outcome: 'unknown-payment' };
+      const lost = command.status === 'lost';
+      let posted = { entries: 0, balanceIds: [] as string[] };
+      const writebacks: string[] = [];
+      let split: PaymentAllocation[] = [];
+      let reversedMinor = payment.reversedMinor;
+      if (lost) {
+        const delta = Math.min(command.amount.amount, payment.amount.amount - payment.refundedMinor - payment.reversedMinor);
+        if (command.amount.currency !== payment.amount.currency) return { outcome: 'currency-mismatch', paymentId: payment.id };
+        if (delta > 0 && payment.allocations.length > 0) {
+          split = returnSplit(payment.allocations, payment.refundedMinor + payment.reversedMinor, delta);
+          posted = await postReturn(practiceId, ledger, 'DisputeReversal', payment.id, command.dispute, split, payment.amount.currency, 'Card dispute lost');
+          reversedMinor += delta;
+          const writebackId = `reversal-${payment.id}-${command.dispute}`;
+          await payments.enqueueWriteback({ practiceId, paymentId: payment.id, kind: 'reversal', writebackId, amount: { amount: delta, currency: payment.amount.currency }, allocations: split });
+          writebacks.push(writebackId);
+        }
+      }
+      // Lost: the payment stays `disputed` (its money went back); won or closed with a warning: as before.
+      await payments.update(practiceId, payment.id, { reversedMinor, status: lost ? 'disputed' : settledStatus(payment, payment.refundedMinor) });
+      const touched = new Set(posted.balanceIds);
+      for (const { balanceId } of payment.allocations) {
+        const balance = await ledger.getBalance(balanceId);
+        if (balance?.status !== 'disputed') continue;
+        await ledger.setStatus(balanceId, { status: liftedStatus(balance), actor: STRIPE_ACTOR, note: `Stripe dispute ${command.dispute} closed: ${command.status}` });
+        touched.add(balanceId);
+      }
+      return {
+        outcome: lost ? 'dispute-lost' : 'dispute-won', paymentId: payment.id, ledgerEntries: posted.entries, writebacks, balanceIds: [...touched],
+        ...(lost ? { allocations: split } : {}),
+      };
+    }
+  }
+}
+
+function stripeIds(command: Extract<StripeEventCommand, { kind: 'checkout-completed' | 'payment-succeeded' }>): StripeIds {
+  const ids: StripeIds = {};
+  if (command.kind === 'checkout-completed') ids.checkoutSession = command.checkoutSession;
+  if (command.paymentIntent) ids.paymentIntent = command.paymentIntent;
+  if (command.customer) ids.customer = command.customer;
+  if (command.kind === 'payment-succeeded' && command.charge) ids.charge = command.charge;
+  return ids;
+}
+
+/** Marks a payment succeeded, posts it to its balances and queues its write-back (once per payment). */
+async function postPayment(practiceId: string, payments: PaymentRepository, ledger: LedgerRepository, payment: Payment, amount: Money, ids: StripeIds): Promise<Applied> {
+  if (payment.status !== 'pending' && payment.status !== 'failed') {
+    await payments.update(practiceId, payment.id, { stripe: ids });
+    return { outcome: 'payment-already-posted', paymentId: payment.id };
+  }
+  if (amount.currency !== payment.amount.currency) return { outcome: 'currency-mismatch', paymentId: payment.id };
+  const balances: Balance[] = [];
+  for (const id of payment.balanceIds) {
+    const balance = await ledger.getBalance(id);
+    if (balance && balance.practiceId === practiceId && balance.patientAmount.currency === amount.currency) balances.push(balance);
+  }
+  if (balances.length === 0) throw new Error(`payment ${payment.id} names no balance of its practice in ${amount.currency}`);
+  const allocations = allocate(amount.amount, balances);
+  const today = await ledger.today(practiceId);
+  const byId = new Map(balances.map((b) => [b.id, b]));
+  let entries = 0;
+  for (const allocation of allocations) {
+    const balance = byId.get(allocation.balanceId)!;
+    const result = await ledger.postSource(
+      practiceId,
+      { connector: PAYMENT_LEDGER_CONNECTOR, resourceType: 'Payment', sourceId: `${payment.id}/${balance.id}`, versionId: '1', lastUpdated: null },
+      { accountId: balance.accountId, guarantorId: balance.guarantorId, patientId: balance.patientId },
+      [{ lineKey: 'payment', kind: 'payment', amount: { amount: allocation.amountMinor, currency: amount.currency }, serviceDate: today, payer: 'patient', serviceCode: null, description: 'Card payment' }],
+    );
+    entries += result.posted + result.reversed;
+  }
+  await payments.update(practiceId, payment.id, { status: 'succeeded', allocations, amount, stripe: ids, failureCode: null, succeeded: true });
+  const writebackId = `payment-${payment.id}`;
+  await payments.enqueueWriteback({ practiceId, paymentId: payment.id, kind: 'payment', writebackId, amount, allocations });
+  return { outcome: 'payment-posted', paymentId: payment.id, ledgerEntries: entries, balanceIds: allocations.map((a) => a.balanceId), writebacks: [writebackId], allocations };
+}
+
+/**
+ * Oldest balance first via `allocatePayment`. Stripe has already taken the money, so a payment larger than
+ * what is owed now (the balance changed after checkout) is never refused: the excess stays on the oldest
+ * balance as a credit for staff to refund or apply.
+ */
+function allocate(amountMinor: number, balances: readonly Balance[]): PaymentAllocation[] {
+  const allocatable: AllocatableBalance[] = balances.map((b) => ({ balanceId: b.id, openCents: b.patientAmount.amount, oldestServiceDate: b.oldestOpenDate ?? '9999-12-31' }));
+  const owed = allocatable.reduce((sum, b) => sum + Math.max(0, b.openCents), 0);
+  const split = owed > 0 ? allocatePayment(Math.min(amountMinor, owed), allocatable) : [];
+  const allocations = split.map((a) => ({ balanceId: a.balanceId, amountMinor: a.amountCents }));
+  const excess = amountMinor - Math.min(amountMinor, owed);
+  if (excess > 0) {
+    const oldest = allocationOrder(allocatable)[0]!.balanceId;
+    const existing = allocations.find((a) => a.balanceId === oldest);
+    if (existing) existing.amountMinor += excess;
+    else allocations.unshift({ balanceId: oldest, amountMinor: excess });
+  }
+  return allocations;
+}
+
+/** Posts a refund or dispute reversal: a negative payment line per balance (the balance goes back up). */
+async function postReturn(
+  practiceId: string, ledger: LedgerRepository, resourceType: 'Refund' | 'DisputeReversal', paymentId: string, key: string,
+  split: readonly PaymentAllocation[], currency: string, description: string,
+): Promise<{ entries: number; balanceIds: string[] }> {
+  const today = await ledger.today(practiceId);
+  let entries = 0;
+  const balanceIds: string[] = [];
+  for (const part of split) {
+    const balance = await ledger.getBalance(part.balanceId);
+    if (!balance) throw new Error(`balance ${part.balanceId} of payment ${paymentId} is gone`);
+    const result = await ledger.postSource(
+      practiceId,
+      { connector: PAYMENT_LEDGER_CONNECTOR, resourceType, sourceId: `${paymentId}/${balance.id}/${key}`, versionId: '1', lastUpdated: null },
+      { accountId: balance.accountId, guarantorId: balance.guarantorId, patientId: balance.patientId },
+      [{ lineKey: resourceType === 'Refund' ? 'refund' : 'reversal', kind: 'payment', amount: { amount: -part.amountMinor, currency }, serviceDate: today, payer: 'patient', serviceCode: null, description }],
+    );
+    entries += result.posted + result.reversed;
+    balanceIds.push(balance.id);
+  }
+  return { entries, balanceIds };
+}

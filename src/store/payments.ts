@@ -1,0 +1,281 @@
+/**
+ * Payments, the Stripe events already handled, and the write-back outbox.
+ *
+ * Writes expect to run inside the caller's transaction (the webhook handler's one transaction per event):
+ * pass the transaction client with `on(tx)`. Every row belongs to a practice and every read is scoped by it.
+ */
+import type { Clock } from '../domain/clock.ts';
+import type { Money } from '../domain/money.ts';
+import type { Queryable } from './database.ts';
+
+export type PaymentStatus = 'pending' | 'succeeded' | 'failed' | 'refunded' | 'partially_refunded' | 'disputed';
+export type WritebackKind = 'payment' | 'refund' | 'reversal';
+export type WritebackStatus = 'pending' | 'delivered' | 'failed' | 'dead';
+
+/** How much of a payment (or refund, reversal) went to one balance, in minor units. */
+export interface PaymentAllocation {
+  balanceId: string;
+  amountMinor: number;
+}
+
+export interface Payment {
+  id: string;
+  practiceId: string;
+  guarantorId: string;
+  /** The balances the payment is for. */
+  balanceIds: string[];
+  /** How it was split once it succeeded (empty before), oldest balance first. */
+  allocations: PaymentAllocation[];
+  amount: Money;
+  refundedMinor: number;
+  reversedMinor: number;
+  status: PaymentStatus;
+  failureCode: string | null;
+  stripe: { checkoutSession: string | null; paymentIntent: string | null; charge: string | null; customer: string | null; dispute: string | null };
+  succeededAt: Date | null;
+  createdAt: Date;
+  updatedAt: Date;
+}
+
+export interface WritebackRow {
+  id: string;
+  practiceId: string;
+  paymentId: string;
+  kind: WritebackKind;
+  /** Stable: the FHIR conditional-create identifier / HL7 MSH-10. */
+  writebackId: string;
+  amount: Money;
+  allocations: PaymentAllocation[];
+  status: WritebackStatus;
+  attempts: number;
+  nextAttemptAt: Date;
+  lastError: string | null;
+  deliveredAt: Date | null;
+  createdAt: Date;
+}
+
+export interface NewPayment {
+  practiceId: string;
+  guarantorId: string;
+  balanceIds: readonly string[];
+  amount: Money;
+  /** Optional: a caller-chosen uuid (the id already sent to Stripe); generated otherwise. */
+  id?: string;
+  checkoutSessionId?: string | null;
+}
+
+/** Stripe ids to record on a payment (only those given are changed). */
+export interface StripeIds {
+  checkoutSession?: string;
+  paymentIntent?: string;
+  charge?: string;
+  customer?: string;
+  dispute?: string;
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+/** Whether a string is a uuid (ids from Stripe metadata are checked before they reach a uuid column). */
+export const isUuid = (value: string | undefined): value is string => typeof value === 'string' && UUID.test(value);
+
+function safe(value: string | number): number {
+  const n = Number(value);
+  if (!Number.isSafeInteger(n)) throw new RangeError(`amount ${value} is beyond the safe integer range`);
+  return n;
+}
+
+interface PaymentRow {
+  id: string; practice_id: string; guarantor_id: string; balance_ids: string[]; allocations: PaymentAllocation[]; amount_minor: string; currency: string;
+  refunded_minor: string; reversed_minor: string; status: PaymentStatus; failure_code: string | null; stripe_checkout_session_id: string | null;
+  stripe_payment_intent_id: string | null; stripe_charge_id: string | null; stripe_customer_id: string | null; stripe_dispute_id: string | null;
+  succeeded_at: Date | null; created_at: Date; updated_at: Date;
+}
+
+const PAYMENT_COLUMNS = `id, practice_id, guarantor_id, balance_ids, allocations, amount_minor::text AS amount_minor, currency, refunded_minor::text AS refunded_minor,
+  reversed_minor::text AS reversed_minor, status, failure_code, stripe_checkout_session_id, stripe_payment_intent_id, stripe_charge_id, stripe_customer_id,
+  stripe_dispute_id, succeeded_at, created_at, updated_at`;
+
+function toPayment(r: PaymentRow): Payment {
+  return {
+    id: r.id,
+    practiceId: r.practice_id,
+    guarantorId: r.guarantor_id,
+    balanceIds: r.balance_ids,
+    allocations: r.allocations,
+    amount: { amount: safe(r.amount_minor), currency: r.currency },
+    refundedMinor: safe(r.refunded_minor),
+    reversedMinor: safe(r.reversed_minor),
+    status: r.status,
+    failureCode: r.failure_code,
+    stripe: {
+      checkoutSession: r.stripe_checkout_session_id, paymentIntent: r.stripe_payment_intent_id, charge: r.stripe_charge_id,
+      customer: r.stripe_customer_id, dispute: r.stripe_dispute_id,
+    },
+    succeededAt: r.succeeded_at,
+    createdAt: r.created_at,
+    updatedAt: r.updated_at,
+  };
+}
+
+interface OutboxRow {
+  id: string; practice_id: string; payment_id: string; kind: WritebackKind; writeback_id: string; amount_minor: string; currency: string;
+  allocations: PaymentAllocation[]; status: WritebackStatus; attempts: number; next_attempt_at: Date; last_error: string | null;
+  delivered_at: Date | null; created_at: Date;
+}
+
+function toWriteback(r: OutboxRow): WritebackRow {
+  return {
+    id: r.id, practiceId: r.practice_id, paymentId: r.payment_id, kind: r.kind, writebackId: r.writeback_id,
+    amount: { amount: safe(r.amount_minor), currency: r.currency }, allocations: r.allocations, status: r.status, attempts: r.attempts,
+    nextAttemptAt: r.next_attempt_at, lastError: r.last_error, deliveredAt: r.delivered_at, createdAt: r.created_at,
+  };
+}
+
+/** Reads and writes payments, handled Stripe events and the write-back outbox. */
+export class PaymentRepository {
+  readonly #db: Queryable;
+  readonly #clock: Clock;
+
+  constructor(db: Queryable, clock: Clock) {
+    this.#db = db;
+    this.#clock = clock;
+  }
+
+  /** The same repository on another connection (a transaction client). */
+  on(db: Queryable): PaymentRepository {
+    return new PaymentRepository(db, this.#clock);
+  }
+
+  // ---- Stripe events ------------------------------------------------------------------------------------
+
+  /**
+   * Records that an event arrived. Run inside the handling transaction: a concurrent delivery of the same id
+   * waits on the row lock and then sees it.
+   * @returns false when the event id was already recorded (a duplicate: change nothing).
+   */
+  async recordEvent(practiceId: string, event: { id: string; type: string; account?: string }): Promise<boolean> {
+    const { rowCount } = await this.#db.query(
+      `INSERT INTO stripe_events (practice_id, account, event_id, type, received_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`,
+      [practiceId, event.account ?? '', event.id, event.type, this.#clock.now()],
+    );
+    return rowCount === 1;
+  }
+
+  /** Marks an event processed, with what was done. */
+  async finishEvent(practiceId: string, event: { id: string; account?: string }, outcome: string): Promise<void> {
+    await this.#db.query(
+      'UPDATE stripe_events SET outcome = $4, processed_at = $5 WHERE practice_id = $1 AND account = $2 AND event_id = $3',
+      [practiceId, event.account ?? '', event.id, outcome, this.#clock.now()],
+    );
+  }
+
+  /** A handled event, or undefined. */
+  async getEvent(practiceId: string, eventId: string, account = ''): Promise<{ type: string; outcome: string | null; receivedAt: Date; processedAt: Date | null } | undefined> {
+    const { rows } = await this.#db.query<{ type: string; outcome: string | null; received_at: Date; processed_at: Date | null }>(
+      'SELECT type, outcome, received_at, processed_at FROM stripe_events WHERE practice_id = $1 AND account = $2 AND event_id = $3',
+      [practiceId, account, eventId],
+    );
+    const r = rows[0];
+    return r && { type: r.type, outcome: r.outcome, receivedAt: r.received_at, processedAt: r.processed_at };
+  }
+
+  // ---- payments -----------------------------------------------------------------------------------------
+
+  /** A pending payment (created before the Checkout Session, whose metadata carries its id). */
+  async createPending(input: NewPayment): Promise<Payment> {
+    if (!Number.isSafeInteger(input.amount.amount) || input.amount.amount <= 0) throw new RangeError('a payment is a positive integer number of minor units');
+    if (input.balanceIds.length === 0) throw new RangeError('a payment is for at least one balance');
+    const now = this.#clock.now();
+    const { rows } = await this.#db.query<PaymentRow>(
+      `INSERT INTO payments (id, practice_id, guarantor_id, balance_ids, amount_minor, currency, stripe_checkout_session_id, created_at, updated_at)
+       VALUES (coalesce($1::uuid, gen_random_uuid()), $2, $3, $4::uuid[], $5, $6, $7, $8, $8) RETURNING ${PAYMENT_COLUMNS}`,
+      [input.id ?? null, input.practiceId, input.guarantorId, input.balanceIds, input.amount.amount, input.amount.currency, input.checkoutSessionId ?? null, now],
+    );
+    return toPayment(rows[0]!);
+  }
+
+  async get(practiceId: string, id: string): Promise<Payment | undefined> {
+    if (!isUuid(id)) return undefined;
+    const { rows } = await this.#db.query<PaymentRow>(`SELECT ${PAYMENT_COLUMNS} FROM payments WHERE practice_id = $1 AND id = $2`, [practiceId, id]);
+    return rows[0] && toPayment(rows[0]);
+  }
+
+  /**
+   * The payment a Stripe object refers to, locked for update: by Settle's payment id (metadata) when it is a
+   * uuid, else by payment intent, else by charge.
+   */
+  async findForUpdate(practiceId: string, refs: { paymentId?: string; paymentIntent?: string; charge?: string }): Promise<Payment | undefined> {
+    const attempts: [string, string | undefined][] = [
+      ['id', isUuid(refs.paymentId) ? refs.paymentId : undefined],
+      ['stripe_payment_intent_id', refs.paymentIntent],
+      ['stripe_charge_id', refs.charge],
+    ];
+    for (const [column, value] of attempts) {
+      if (!value) continue;
+      const { rows } = await this.#db.query<PaymentRow>(
+        `SELECT ${PAYMENT_COLUMNS} FROM payments WHERE practice_id = $1 AND ${column} = $2 ORDER BY created_at LIMIT 1 FOR UPDATE`,
+        [practiceId, value],
+      );
+      if (rows[0]) return toPayment(rows[0]);
+    }
+    return undefined;
+  }
+
+  /** Updates a payment's status, money figures and Stripe ids (only the fields given). */
+  async update(practiceId: string, id: string, change: {
+    status?: PaymentStatus; allocations?: readonly PaymentAllocation[]; amount?: Money; refundedMinor?: number; reversedMinor?: number;
+    failureCode?: string | null; stripe?: StripeIds; succeeded?: boolean;
+  }): Promise<void> {
+    const s = change.stripe ?? {};
+    await this.#db.query(
+      `UPDATE payments SET
+         status = coalesce($3, status),
+         allocations = coalesce($4::jsonb, allocations),
+         amount_minor = coalesce($5, amount_minor),
+         refunded_minor = coalesce($6, refunded_minor),
+         reversed_minor = coalesce($7, reversed_minor),
+         failure_code = CASE WHEN $8 THEN $9 ELSE failure_code END,
+         stripe_checkout_session_id = coalesce($10, stripe_checkout_session_id),
+         stripe_payment_intent_id = coalesce($11, stripe_payment_intent_id),
+         stripe_charge_id = coalesce($12, stripe_charge_id),
+         stripe_customer_id = coalesce($13, stripe_customer_id),
+         stripe_dispute_id = coalesce($14, stripe_dispute_id),
+         succeeded_at = CASE WHEN $15 THEN $16 ELSE succeeded_at END,
+         updated_at = $16
+       WHERE practice_id = $1 AND id = $2`,
+      [
+        practiceId, id, change.status ?? null, change.allocations ? JSON.stringify(change.allocations) : null, change.amount?.amount ?? null,
+        change.refundedMinor ?? null, change.reversedMinor ?? null, change.failureCode !== undefined, change.failureCode ?? null,
+        s.checkoutSession ?? null, s.paymentIntent ?? null, s.charge ?? null, s.customer ?? null, s.dispute ?? null,
+        change.succeeded === true, this.#clock.now(),
+      ],
+    );
+  }
+
+  // ---- write-back outbox --------------------------------------------------------------------------------
+
+  /**
+   * Queues a write-back, due now. Idempotent on its stable write-back id.
+   * @returns false when a row with this write-back id already existed.
+   */
+  async enqueueWriteback(row: { practiceId: string; paymentId: string; kind: WritebackKind; writebackId: string; amount: Money; allocations: readonly PaymentAllocation[] }): Promise<boolean> {
+    const now = this.#clock.now();
+    const { rowCount } = await this.#db.query(
+      `INSERT INTO writeback_outbox (practice_id, payment_id, kind, writeback_id, amount_minor, currency, allocations, next_attempt_at, created_at, updated_at)
+       VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $8, $8) ON CONFLICT (practice_id, writeback_id) DO NOTHING`,
+      [row.practiceId, row.paymentId, row.kind, row.writebackId, row.amount.amount, row.amount.currency, JSON.stringify(row.allocations), now],
+    );
+    return rowCount === 1;
+  }
+
+  /** A payment's write-backs, oldest first. */
+  async writebacks(practiceId: string, paymentId: string): Promise<WritebackRow[]> {
+    if (!isUuid(paymentId)) return [];
+    const { rows } = await this.#db.query<OutboxRow>(
+      `SELECT id, practice_id, payment_id, kind, writeback_id, amount_minor::text AS amount_minor, currency, allocations, status, attempts,
+              next_attempt_at, last_error, delivered_at, created_at
+       FROM writeback_outbox WHERE practice_id = $1 AND payment_id = $2 ORDER BY seq`,
+      [practiceId, paymentId],
+    );
+    return rows.map(toWriteback);
+  }
+}

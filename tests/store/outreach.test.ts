@@ -1,0 +1,90 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { before, it } from 'node:test';
+import { silentLogger } from '../../src/config/logger.ts';
+import { ManualClock } from '../../src/domain/clock.ts';
+import { parseMoney } from '../../src/domain/money.ts';
+import { parsePolicy } from '../../src/domain/policy.ts';
+import { planPractice } from '../../src/outreach/run.ts';
+import { withTransaction } from '../../src/store/database.ts';
+import { LedgerRepository } from '../../src/store/ledger.ts';
+import { OutreachRepository } from '../../src/store/outreach.ts';
+import { PhiCipher } from '../../src/store/phi-crypto.ts';
+import { PracticeRepository } from '../../src/store/practices.ts';
+import { describeOnEachDatabase } from '../support/databases.ts';
+
+const cipher = new PhiCipher({ encryptionKeys: [{ id: 'k1', key: randomBytes(32) }], blindIndexKey: randomBytes(32) });
+const policy = parsePolicy(JSON.parse(readFileSync(new URL('../../policies/default.json', import.meta.url), 'utf8')) as Record<string, unknown>);
+
+describeOnEachDatabase('OutreachRepository', (db) => {
+  const clock = new ManualClock(new Date('2026-04-07T15:00:00Z'));
+  let practiceId = '';
+  let otherPracticeId = '';
+  let balanceId = '';
+  let store: OutreachRepository;
+
+  before(async () => {
+    const practices = new PracticeRepository(db().pool);
+    practiceId = (await practices.create({ slug: 'or-store', name: 'Store Clinic', timeZone: 'America/Chicago', phone: '555-0100' })).id;
+    otherPracticeId = (await practices.create({ slug: 'or-other', name: 'Other Clinic' })).id;
+    store = new OutreachRepository(db().pool, cipher, clock);
+    const ledger = new LedgerRepository(db().pool, cipher, clock);
+    const patientId = await ledger.upsertPatient(practiceId, { system: 'urn:mrn', value: 'S1' }, { name: { given: ['Ana'] }, phones: ['617-555-0134'], email: 'ana@example.com' });
+    const guarantorId = await ledger.ensureGuarantor(practiceId, { selfPatientId: patientId });
+    const accountId = await ledger.ensureAccount(practiceId, { identifier: { system: 'urn:acct', value: 'S1' }, patientId });
+    const posted = await withTransaction(db(), (tx) => ledger.on(tx).postSource(practiceId, { connector: 'ehr', resourceType: 'Invoice', sourceId: 's1', versionId: '1', lastUpdated: null },
+      { accountId, guarantorId, patientId }, [{ lineKey: 'c', kind: 'charge', amount: parseMoney('42.00', 'USD'), serviceDate: '2026-04-01', payer: 'patient', serviceCode: null, description: null }]));
+    balanceId = posted.balanceIds[0]!;
+  });
+
+  it('keeps consents and opt-outs by blind index only, and hands them back with the caller\'s address filled in', async () => {
+    const at = new Date('2026-04-01T00:00:00Z');
+    await store.recordConsent(practiceId, { channel: 'sms', address: '(617) 555-0134', source: 'intake-form', at });
+    await store.recordConsent(practiceId, { channel: 'email', source: 'portal', at }); // channel-wide
+    await store.recordConsent(practiceId, { channel: 'sms', address: '312-555-0199', source: 'intake-form', at }); // someone else
+    await store.recordConsent(otherPracticeId, { channel: 'sms', address: '617-555-0134', source: 'intake-form', at }); // another practice
+    await store.recordOptOut(practiceId, { channel: 'sms', address: '+16175550134', source: 'keyword:STOP', at: new Date('2026-04-02T00:00:00Z') });
+    const rules = await store.contactRules(practiceId, { sms: '617.555.0134', email: 'ana@example.com' });
+    assert.deepEqual(rules.consents.map((c) => [c.channel, c.address, c.source]), [['sms', '617.555.0134', 'intake-form'], ['email', undefined, 'portal']]);
+    assert.deepEqual(rules.optOuts.map((o) => [o.channel, o.address, o.source, o.optedBackInAt]), [['sms', '617.555.0134', 'keyword:STOP', undefined]]);
+    const raw = JSON.stringify((await db().pool.query('SELECT * FROM contact_consents')).rows) + JSON.stringify((await db().pool.query('SELECT * FROM opt_outs')).rows);
+    assert.doesNotMatch(raw, /555|0134|ana@/);
+
+    assert.equal(await store.optBackIn(practiceId, 'sms', '617 555 0134', new Date('2026-04-03T00:00:00Z')), 1);
+    assert.ok((await store.contactRules(practiceId, { sms: '6175550134' })).optOuts[0]!.optedBackInAt);
+    assert.equal(await store.revokeConsents(practiceId, 'sms', '617-555-0134', new Date('2026-04-04T00:00:00Z')), 1);
+    assert.ok((await store.contactRules(practiceId, { sms: '6175550134' })).consents.find((c) => c.channel === 'sms')!.revokedAt);
+    const listed = await store.listOptOuts(practiceId);
+    assert.equal(listed[0]!.address, '+16175550134');
+    assert.deepEqual(await store.listOptOuts(otherPracticeId), []);
+  });
+
+  it('encrypts outbox recipients, and refuses a second attempt of one step on one channel', async () => {
+    const outboxId = await store.addToOutbox({ practiceId, balanceId, channel: 'sms', recipient: '617-555-0134', body: 'hi', language: 'en', template: 't' });
+    const { rows } = await db().pool.query('SELECT recipient_enc FROM outbox WHERE id = $1', [outboxId]);
+    assert.match(rows[0].recipient_enc, /^v1\.k1\./);
+    assert.equal((await store.listOutbox(practiceId))[0]!.recipient, '617-555-0134');
+    assert.deepEqual(await store.listOutbox(otherPracticeId), []);
+    const attempt = { practiceId, balanceId, stepId: 'manual', channel: 'sms' as const, plannedAt: clock.now(), status: 'sent' as const, outboxId };
+    const recorded = await store.recordAttempt(attempt);
+    assert.equal(recorded.outboxId, outboxId);
+    await assert.rejects(store.recordAttempt(attempt));
+    assert.deepEqual((await store.cadenceAttempts(balanceId)).map((a) => [a.stepId, a.outcome]), [['manual', 'sent']]);
+    assert.equal(await store.cadenceStart(practiceId, balanceId, '2026-04-07'), '2026-04-07');
+    assert.equal(await store.cadenceStart(practiceId, balanceId, '2026-05-01'), '2026-04-07', 'day 0 is kept');
+  });
+
+  it('two planners at once send each step once', async () => {
+    await db().pool.query('DELETE FROM outreach_attempts WHERE balance_id = $1', [balanceId]);
+    await db().pool.query('DELETE FROM outbox WHERE balance_id = $1', [balanceId]);
+    await store.recordConsent(practiceId, { channel: 'sms', address: '617-555-0134', source: 'intake-form', at: new Date('2026-04-05T00:00:00Z') });
+    await store.recordOptOut(practiceId, { channel: 'email', source: 'staff:test', at: new Date('2026-04-05T00:00:00Z') }); // every email address
+    const run = () => planPractice({ db: db(), cipher, clock, logger: silentLogger(), practiceId, policy });
+    const results = await Promise.all([run(), run(), run()]);
+    assert.equal(results.reduce((n, r) => n + r.sent.length, 0), 1, 'one text');
+    assert.equal(results.reduce((n, r) => n + r.suppressed.length, 0), 1, 'one email suppression');
+    assert.equal(results.flatMap((r) => r.suppressed)[0]!.rule, 'opt-out');
+    assert.equal((await store.listOutbox(practiceId, { balanceId })).length, 1);
+  });
+});
