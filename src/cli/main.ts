@@ -8,6 +8,7 @@
 import { Command, CommanderError, Option } from 'commander';
 import { runConfigCheck } from './config-check.ts';
 import { hl7Command } from './hl7-commands.ts';
+import { sandboxEhrCommand } from './sandbox-command.ts';
 import { fhirCommands } from '../connectors/fhir/cli-commands.ts';
 import { runImportCsv } from '../ingest/csv-import.ts';
 import { loadMappings } from '../mapping/load.ts';
@@ -92,6 +93,8 @@ async function withDatabase<T>(logger: Logger, work: (db: Database, settings: Se
         logger.warn('database unreachable, retrying', { attempt, error: error.message }),
       );
       await migrate(db);
+      // A fresh install has its default practice whichever command runs first, as with `settle start`.
+      await new PracticeRepository(db.pool).ensure(DEFAULT_PRACTICE);
     } catch (error) {
       const message = error instanceof MigrationError ? error.message : `The database is unreachable: ${(error as Error).message}`;
       throw new ExitError(EXIT.database, message);
@@ -246,6 +249,7 @@ export function buildProgram(out: (text: string) => void = (t) => process.stdout
   })) {
     program.addCommand(command);
   }
+  program.addCommand(sandboxEhrCommand(out));
   program.addCommand(hl7Command({ withDatabase: (work) => withDatabase(cliLogger(), work), out, exitError: (code, message) => new ExitError(code, message) }));
   return program;
 }
