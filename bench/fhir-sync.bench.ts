@@ -38,22 +38,27 @@ async function seedInvoices(ehr: SandboxEhr): Promise<void> {
   });
 }
 
+/** A connector reading every Invoice of the sandbox at `baseUrl`. */
+function benchConnector(name: string, baseUrl: string): FhirConnectorConfig {
+  return {
+    name,
+    description: 'bench',
+    practice: 'bench',
+    transport: 'fhir-r4',
+    baseUrl,
+    auth: { method: 'none' },
+    resources: [{ type: 'Invoice' }],
+    schedule: { every: '1 hour' },
+    pageSize: PAGE_SIZE,
+    rateLimitPerSecond: 1000,
+  };
+}
+
 async function run(baseUrl: string, engine: 'pglite' | 'postgres'): Promise<{ perSecond: number; afterFirstPage: number; firstPageSeconds: number; pages: number }> {
   const handle = await createTestDatabase(engine, 5);
   try {
     const practiceId = (await new PracticeRepository(handle.db.pool).ensure({ slug: 'bench', name: 'Bench Clinic' })).id;
-    const connector: FhirConnectorConfig = {
-      name: 'bench-ehr',
-      description: 'bench',
-      practice: 'bench',
-      transport: 'fhir-r4',
-      baseUrl,
-      auth: { method: 'none' },
-      resources: [{ type: 'Invoice' }],
-      schedule: { every: '1 hour' },
-      pageSize: PAGE_SIZE,
-      rateLimitPerSecond: 1000,
-    };
+    const connector = benchConnector('bench-ehr', baseUrl);
     const started = performance.now();
     let firstPageAt = 0;
     const summary = await syncFhirConnector({
@@ -79,18 +84,7 @@ async function bulk(baseUrl: string, engine: 'pglite' | 'postgres'): Promise<{ p
   const handle = await createTestDatabase(engine, 5);
   try {
     const practiceId = (await new PracticeRepository(handle.db.pool).ensure({ slug: 'bench', name: 'Bench Clinic' })).id;
-    const connector: FhirConnectorConfig = {
-      name: 'bench-bulk',
-      description: 'bench',
-      practice: 'bench',
-      transport: 'fhir-r4',
-      baseUrl,
-      auth: { method: 'none' },
-      resources: [{ type: 'Invoice' }],
-      schedule: { every: '1 hour' },
-      pageSize: PAGE_SIZE,
-      rateLimitPerSecond: 1000,
-    };
+    const connector = benchConnector('bench-bulk', baseUrl);
     (globalThis as { gc?: () => void }).gc?.();
     const baseRss = process.memoryUsage().rss;
     let peakRss = baseRss;

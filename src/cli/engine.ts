@@ -20,7 +20,7 @@ import { INGEST_JOBS } from '../ingest/process.ts';
 import { registerStageJobs, scheduleRecurringJobs } from '../scheduler/jobs.ts';
 import { JobRegistry, Scheduler, type JobDefinition } from '../scheduler/scheduler.ts';
 import { openDatabase, waitForDatabase, type Database } from '../store/database.ts';
-import { currentVersion, latestVersion, migrate } from '../store/migrate.ts';
+import { currentVersion, latestVersion, migrate, type MigrationResult } from '../store/migrate.ts';
 import { loadKeyring, PhiCipher } from '../store/phi-crypto.ts';
 import { loadMappings } from '../mapping/load.ts';
 import { PracticeRepository } from '../store/practices.ts';
@@ -54,6 +54,16 @@ const VERSION = '0.1.0';
 
 /** The practice created on first start when there is none, so a fresh install has a tenant for its keys. */
 export const DEFAULT_PRACTICE = { slug: 'default', name: 'My Practice' };
+
+/**
+ * Brings a database to what every process expects: migrated, with the default practice of a fresh install.
+ * The engine and every CLI command call it, so whichever runs first leaves the same state.
+ */
+export async function prepareDatabase(db: Database): Promise<MigrationResult> {
+  const result = await migrate(db);
+  await new PracticeRepository(db.pool).ensure(DEFAULT_PRACTICE);
+  return result;
+}
 
 /**
  * Starts the engine.
@@ -149,10 +159,9 @@ export async function startEngine(options: EngineOptions): Promise<Engine> {
     await waitForDatabase(db, bringUp.signal, (error, attempt, delayMs) =>
       logger.warn('database unreachable, retrying', { attempt, delayMs, error: error.message }),
     );
-    const result = await migrate(db);
+    const result = await prepareDatabase(db);
     if (result.applied.length) logger.info('migrations applied', { applied: result.applied.map((m) => `${m.version}_${m.name}`) });
     migrated = true;
-    await new PracticeRepository(db.pool).ensure(DEFAULT_PRACTICE);
     // Agenda connects as soon as it is built: build it once the database answers.
     scheduler = new Scheduler({ db, registry, name: `${mode}-${hostname()}-${process.pid}`, concurrency: settings.jobConcurrency });
     scheduler.onOutcome((outcome) => {

@@ -14,7 +14,6 @@ import { systemClock, type Clock } from '../domain/clock.ts';
 import { reprocessHl7Messages, runHl7Retention, viewHl7Message } from '../connectors/hl7v2/admin.ts';
 import type { Database } from '../store/database.ts';
 import { Hl7MessageAdmin, InvalidCursorError, isHl7MessageId, type Hl7MessageFilter, type Hl7MessageStatus } from '../store/hl7-messages.ts';
-import { PracticeRepository } from '../store/practices.ts';
 
 /** What the `hl7` command needs from `settle`. */
 export interface Hl7CommandDependencies {
@@ -27,8 +26,8 @@ export interface Hl7CommandDependencies {
   /** Logger for the retention run (default: none). */
   logger?: Logger;
   clock?: Clock;
-  /** Slug of the practice used when `--practice` is not given (default `default`). */
-  defaultPractice?: { slug: string; name: string };
+  /** The practice a `--practice` slug names, or the default practice when none is given (main.ts's `practiceFor`). */
+  practiceFor(db: Database, slug: string | undefined): Promise<{ id: string }>;
 }
 
 interface FilterOptions {
@@ -73,7 +72,6 @@ function addFilterOptions(command: Command): Command {
 export function hl7Command(deps: Hl7CommandDependencies): Command {
   const clock = deps.clock ?? systemClock;
   const out = deps.out;
-  const defaultPractice = deps.defaultPractice ?? { slug: 'default', name: 'My Practice' };
 
   const filterOf = (options: FilterOptions, ids: string[] = []): Hl7MessageFilter => {
     const when = (name: string, text: string | undefined) => {
@@ -98,13 +96,7 @@ export function hl7Command(deps: Hl7CommandDependencies): Command {
     };
   };
 
-  const practiceId = async (db: Database, slug: string | undefined): Promise<string> => {
-    const practices = new PracticeRepository(db.pool);
-    if (!slug) return (await practices.ensure(defaultPractice)).id;
-    const practice = await practices.findBySlug(slug);
-    if (!practice) throw deps.exitError(1, `No practice "${slug}".`);
-    return practice.id;
-  };
+  const practiceId = async (db: Database, slug: string | undefined): Promise<string> => (await deps.practiceFor(db, slug)).id;
 
   const hl7 = new Command('hl7').description('The HL7v2 message store: search, view, reprocess, retention.');
 

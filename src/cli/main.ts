@@ -21,9 +21,9 @@ import { ROLES, type Role } from '../domain/access.ts';
 import { systemClock } from '../domain/clock.ts';
 import { ApiKeyRepository, issueApiKey, revokeApiKey } from '../store/api-keys.ts';
 import { openDatabase, waitForDatabase, type Database } from '../store/database.ts';
-import { migrate, MigrationError } from '../store/migrate.ts';
+import { MigrationError } from '../store/migrate.ts';
 import { PracticeRepository } from '../store/practices.ts';
-import { DEFAULT_PRACTICE, startEngine, type EngineMode } from './engine.ts';
+import { DEFAULT_PRACTICE, prepareDatabase, startEngine, type EngineMode } from './engine.ts';
 
 /** Exit codes of `settle`. */
 export const EXIT = { ok: 0, failed: 1, usage: 2, config: 3, database: 4 } as const;
@@ -92,9 +92,7 @@ async function withDatabase<T>(logger: Logger, work: (db: Database, settings: Se
       await waitForDatabase(db, AbortSignal.timeout(waitMs), (error, attempt) =>
         logger.warn('database unreachable, retrying', { attempt, error: error.message }),
       );
-      await migrate(db);
-      // A fresh install has its default practice whichever command runs first, as with `settle start`.
-      await new PracticeRepository(db.pool).ensure(DEFAULT_PRACTICE);
+      await prepareDatabase(db);
     } catch (error) {
       const message = error instanceof MigrationError ? error.message : `The database is unreachable: ${(error as Error).message}`;
       throw new ExitError(EXIT.database, message);
@@ -105,10 +103,9 @@ async function withDatabase<T>(logger: Logger, work: (db: Database, settings: Se
   }
 }
 
+/** The practice `slug` names, or the default practice ({@link withDatabase} makes sure it exists). */
 async function practiceFor(db: Database, slug: string | undefined) {
-  const practices = new PracticeRepository(db.pool);
-  if (!slug) return practices.ensure(DEFAULT_PRACTICE);
-  const practice = await practices.findBySlug(slug);
+  const practice = await new PracticeRepository(db.pool).findBySlug(slug ?? DEFAULT_PRACTICE.slug);
   if (!practice) throw new ExitError(EXIT.failed, `No practice "${slug}".`);
   return practice;
 }
@@ -250,7 +247,7 @@ export function buildProgram(out: (text: string) => void = (t) => process.stdout
     program.addCommand(command);
   }
   program.addCommand(sandboxEhrCommand(out));
-  program.addCommand(hl7Command({ withDatabase: (work) => withDatabase(cliLogger(), work), out, exitError: (code, message) => new ExitError(code, message) }));
+  program.addCommand(hl7Command({ withDatabase: (work) => withDatabase(cliLogger(), work), out, exitError: (code, message) => new ExitError(code, message), practiceFor }));
   return program;
 }
 

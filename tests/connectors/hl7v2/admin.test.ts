@@ -22,7 +22,15 @@ import { ApiKeyRepository } from '../../../src/store/api-keys.ts';
 import { AuditLog } from '../../../src/store/audit.ts';
 import { Hl7MessageAdmin, Hl7MessageRepository, type NewHl7Message } from '../../../src/store/hl7-messages.ts';
 import { PracticeRepository } from '../../../src/store/practices.ts';
+import type { Database } from '../../../src/store/database.ts';
 import { describeOnEachDatabase } from '../../support/databases.ts';
+
+/** What main.ts passes as `practiceFor`: the practice a slug names (here always given). */
+async function practiceBySlug(db: Database, slug: string | undefined): Promise<{ id: string }> {
+  const practice = await new PracticeRepository(db.pool).findBySlug(slug ?? 'default');
+  if (!practice) throw new Error(`No practice "${slug}".`);
+  return practice;
+}
 
 const connector = (name: string, retentionDays: number): Hl7v2MllpConnector => ({
   name,
@@ -209,6 +217,7 @@ describeOnEachDatabase('hl7 message store admin', (db) => {
           out: (text) => (output += text),
           exitError: (code, message) => Object.assign(new Error(message), { exitCode: code }),
           clock,
+          practiceFor: practiceBySlug,
         }),
       );
       await program.parseAsync(['node', 'settle', 'hl7', ...args, '--practice', 'admin-a']);
@@ -326,6 +335,7 @@ describeOnEachDatabase('hl7 message store admin', (db) => {
         exitError: (code, message) => Object.assign(new Error(message), { exitCode: code }),
         clock,
         logger: silentLogger(),
+        practiceFor: practiceBySlug,
       }),
     );
     await program.parseAsync(['node', 'settle', 'hl7', 'retention']);
