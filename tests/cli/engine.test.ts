@@ -52,7 +52,7 @@ describe('settle start on the embedded database', () => {
     const engine = spawnEngine('start', env);
     const url = await engine.url;
     assert.deepEqual(await (await fetch(`${url}/healthz`)).json(), { status: 'ok' });
-    await waitFor(async () => (await fetch(`${url}/readyz`)).status === 200, 60_000, '/readyz');
+    await waitFor(async () => (await fetch(`${url}/readyz`)).status === 200, 60_000, '/readyz', engine.output);
     const ready = (await (await fetch(`${url}/readyz`)).json()) as { checks: Record<string, { ok: boolean }> };
     assert.deepEqual(Object.keys(ready.checks).sort(), ['database', 'migrations', 'scheduler']);
     assert.ok(existsSync(join(dataDir, 'keys.json')), 'development keys generated into the data directory');
@@ -90,7 +90,7 @@ describe('settle start on the embedded database', () => {
 
     const again = spawnEngine('start', env);
     const url2 = await again.url;
-    await waitFor(async () => (await fetch(`${url2}/readyz`)).status === 200, 60_000, '/readyz after restart');
+    await waitFor(async () => (await fetch(`${url2}/readyz`)).status === 200, 60_000, '/readyz after restart', again.output);
     assert.equal((await fetch(`${url2}/me`, { headers: { authorization: `Bearer ${secret}` } })).status, 200, 'the key survived the restart');
     again.child.kill('SIGINT');
     assert.equal(await again.exited, 0);

@@ -178,7 +178,9 @@ describeOnEachDatabase('outreach planning', (db) => {
     assert.equal(page.nextOffset, 3);
     assert.ok(page.messages.some((m) => m.recipient === '***-***-0134' || m.recipient === '***-***-0188' || m.recipient.startsWith('m***@') || m.recipient.startsWith('j***@')));
     for (const m of page.messages) assert.match(m.recipient, /^\*\*\*-\*\*\*-\d{4}$|^[a-z]\*\*\*@example\.(com|net)$/);
-    assert.doesNotMatch(outbox.text, /617|312-555|maria@|jose@/);
+    // Random ids can contain "617" too: look only at what is not an id.
+    const shown = outbox.text.replace(/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/g, '<id>');
+    assert.doesNotMatch(shown, /617|312-555|maria@|jose@/);
     const second = JSON.parse((await call('/outbox?limit=3&offset=3', staff)).text) as { messages: unknown[]; nextOffset: number | null };
     assert.equal(second.messages.length, 1);
     assert.equal(second.nextOffset, null);

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { after, before, describe, it } from 'node:test';
+import { after, afterEach, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { silentLogger } from '../../src/config/logger.ts';
 import { JobRegistry, Scheduler } from '../../src/scheduler/scheduler.ts';
@@ -10,6 +10,9 @@ import { createTestDatabase } from '../support/databases.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const skip = process.env.TEST_DATABASE_URL ? undefined : 'TEST_DATABASE_URL is not set: the two-worker test needs a PostgreSQL server';
+
+/** Workers still running: a failed test must not leave them to take the next test's jobs. */
+const live = new Set<ChildProcess>();
 
 function startWorker(databaseUrl: string, extraEnv: Record<string, string> = {}): ChildProcess & { ready: Promise<void>; exited: Promise<number | null> } {
   const child = spawn(process.execPath, ['tests/support/worker-process.ts'], {
@@ -27,7 +30,11 @@ function startWorker(databaseUrl: string, extraEnv: Record<string, string> = {})
   }) as ChildProcess & { ready: Promise<void>; exited: Promise<number | null> };
   let stderr = '';
   child.stderr!.on('data', (d) => (stderr += d));
-  child.exited = once(child, 'exit').then(([code]) => code as number | null);
+  live.add(child);
+  child.exited = once(child, 'exit').then(([code]) => {
+    live.delete(child);
+    return code as number | null;
+  });
   child.ready = new Promise((resolve, reject) => {
     child.stdout!.on('data', (d) => String(d).includes('worker ready') && resolve());
     child.exited.then((code) => reject(new Error(`worker exited with ${code} before it was ready: ${stderr}`)));
@@ -54,6 +61,11 @@ describe('workers on one PostgreSQL server', { skip }, () => {
     registry.register({ name: 'test.probe', run: async () => {} });
     enqueuer = new Scheduler({ db: handle.db, registry, name: 'test-enqueuer', concurrency: 1 });
     void silentLogger;
+  });
+  afterEach(async () => {
+    const left = [...live];
+    for (const worker of left) worker.kill('SIGKILL');
+    await Promise.all(left.map((worker) => (worker as ReturnType<typeof startWorker>).exited));
   });
   after(async () => {
     await enqueuer.stop(0);

@@ -66,11 +66,11 @@ export function spawnEngine(mode: 'start' | 'serve' | 'worker', env: Record<stri
   return { child, url, exited, output: () => output };
 }
 
-/** Polls until `condition` holds. */
-export async function waitFor(condition: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
+/** Polls until `condition` holds; on timeout the error carries `context()` (say, the engine's output). */
+export async function waitFor(condition: () => Promise<boolean>, timeoutMs: number, what: string, context?: () => string): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!(await condition().catch(() => false))) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${context ? `:\n${context()}` : ''}`);
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
 }
