@@ -1,0 +1,54 @@
+/**
+ * `settle demo`: fast-forwards the whole loop for the demo practice (fictitious patients, the sandbox EHR, a
+ * simulated practice-management system, sandbox payments) over the last N days, then prints what happened and a
+ * staff key to look at it in the dashboard.
+ *
+ *   settle demo [--days 90] [--patients 2000] [--visits-per-day 25] [--seed 42]
+ */
+import { Command, InvalidArgumentError } from 'commander';
+import { createLogger } from '../config/logger.ts';
+import type { Settings } from '../config/settings.ts';
+import { systemClock } from '../domain/clock.ts';
+import { demoSummaryText, runDemoDays } from '../demo/time-warp.ts';
+import { DEMO_PRACTICE } from '../demo/world.ts';
+import { issueApiKey } from '../store/api-keys.ts';
+import type { Database } from '../store/database.ts';
+import { PracticeRepository } from '../store/practices.ts';
+
+function integer(name: string, min: number, max: number): (text: string) => number {
+  return (text) => {
+    const value = Number(text);
+    if (!/^\d+$/.test(text.trim()) || value < min || value > max) throw new InvalidArgumentError(`${name} must be a whole number from ${min} to ${max}.`);
+    return value;
+  };
+}
+
+/** What the demo command needs from the CLI. */
+export interface DemoCommandDeps {
+  settings: () => Settings;
+  withDatabase: <T>(work: (db: Database, settings: Settings) => Promise<T>) => Promise<T>;
+  out: (text: string) => void;
+}
+
+/** The `demo` command. */
+export function demoCommand(deps: DemoCommandDeps): Command {
+  return new Command('demo')
+    .description('Run the whole loop for a demo practice (fictitious data, nothing sent) over the last N days, fast-forwarded.')
+    .option('--days <n>', 'days of cadence to simulate, ending today', integer('--days', 1, 365), 90)
+    .option('--patients <n>', 'patients of the sandbox EHR', integer('--patients', 0, 100_000), 2000)
+    .option('--visits-per-day <n>', 'visits the practice-management system bills per day (DFT^P03 over MLLP)', integer('--visits-per-day', 0, 1_000), 25)
+    .option('--seed <n>', 'seed of the generated data: the same seed gives the same practice', integer('--seed', 0, 2 ** 31 - 1), 42)
+    .action(async (options: { days: number; patients: number; visitsPerDay: number; seed: number }) => {
+      const settings = deps.settings();
+      const logger = createLogger({ level: settings.logLevel === 'debug' ? 'debug' : 'warn', stream: process.stderr });
+      deps.out(`Simulating ${options.days} days of ${DEMO_PRACTICE.name}: fictitious patients, sandbox EHR and payments; nothing leaves this machine.\n`);
+      const summary = await runDemoDays({ settings, logger, ...options, print: (line) => deps.out(`${line}\n`) });
+      deps.out(`\n${demoSummaryText(summary)}\n`);
+      await deps.withDatabase(async (db) => {
+        const practice = await new PracticeRepository(db.pool).findBySlug(DEMO_PRACTICE.slug);
+        const created = await issueApiKey(db, systemClock, { practiceId: practice!.id, name: 'demo staff', role: 'staff', actor: 'cli:demo' });
+        const url = settings.publicUrl ?? `http://${settings.host}:${settings.port}`;
+        deps.out(`\nSee it: npm start, then open ${url}/dashboard and sign in with this staff key (shown once):\n\n  ${created.secret}\n\n`);
+      });
+    });
+}

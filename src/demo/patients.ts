@@ -1,0 +1,150 @@
+/**
+ * The demo's patients: after each reminder some of them pay, in full or with a payment plan, through the sandbox
+ * checkout (the same pending payment, Checkout parameters, sandbox events, webhook verification and handler as a
+ * real payment), and a few dispute the bill (the balance goes on hold and a staff task opens, as from the pay page).
+ *
+ * Deterministic for a seed: who answers which message depends only on the seed and the outbox row.
+ */
+import { createHash } from 'node:crypto';
+import type { Logger } from 'winston';
+import type { Clock } from '../domain/clock.ts';
+import { money } from '../domain/money.ts';
+import { checkoutSessionParams } from '../payments/checkout.ts';
+import { offeredPlans } from '../payments/plan.ts';
+import { DEFAULT_PLAN_TERMS } from '../payments/pay-wiring.ts';
+import { proposePlan } from '../payments/plan-service.ts';
+import type { SandboxGateway } from '../payments/sandbox-gateway.ts';
+import { withTransaction, type Database } from '../store/database.ts';
+import { LedgerRepository } from '../store/ledger.ts';
+import { OutreachRepository } from '../store/outreach.ts';
+import { PaymentRepository } from '../store/payments.ts';
+import type { PhiCipher } from '../store/phi-crypto.ts';
+import { StaffTaskRepository } from '../store/staff-tasks.ts';
+
+/** Of the guarantors registered, the share who agreed at the front desk to texts and to email. */
+export const CONSENT_RATE = 0.85;
+/** Where the demo's consents say they come from. */
+export const DEMO_CONSENT_SOURCE = 'demo: registration form at the front desk (fictitious)';
+
+/** Of the patients reached by one message on a channel, the share who pay after it. */
+export const RESPONSE_RATES = { sms: 0.16, email: 0.08, letter: 0.1 } as const;
+/** Of those who pay, the share who choose a payment plan (when one is offered). */
+export const PLAN_SHARE = 0.15;
+/** Of the patients reached, the share who dispute the bill instead. */
+export const DISPUTE_RATE = 0.004;
+
+/** What the patients did with one batch of messages. */
+export interface PatientResponses {
+  messages: number;
+  paidInFull: number;
+  plans: number;
+  disputes: number;
+  collectedCents: number;
+}
+
+interface OutboxRow {
+  seq: string;
+  id: string;
+  balance_id: string;
+  channel: 'sms' | 'email' | 'letter';
+}
+
+/** A number in [0, 1) from the seed and a label: the same answer every run. */
+function chance(seed: number, label: string): number {
+  return createHash('sha256').update(`${seed}:${label}`).digest().readUInt32BE(0) / 2 ** 32;
+}
+
+/**
+ * Lets the patients answer the messages written to the outbox after `afterSeq`.
+ * @returns what they did and the last outbox seq looked at (pass it next time).
+ */
+export async function answerMessages(
+  deps: { db: Database; clock: Clock; cipher: PhiCipher; logger: Logger; gateway: SandboxGateway; practiceId: string; timeZone: string; seed: number; baseUrl: string },
+  afterSeq: string,
+): Promise<{ responses: PatientResponses; lastSeq: string }> {
+  const { db, practiceId } = deps;
+  const { rows } = await db.pool.query<OutboxRow>(
+    'SELECT seq::text AS seq, id, balance_id, channel FROM outbox WHERE practice_id = $1 AND seq > $2::bigint ORDER BY seq',
+    [practiceId, afterSeq],
+  );
+  const responses: PatientResponses = { messages: rows.length, paidInFull: 0, plans: 0, disputes: 0, collectedCents: 0 };
+  const ledger = new LedgerRepository(db.pool, deps.cipher, deps.clock);
+  const payments = new PaymentRepository(db.pool, deps.clock);
+  const answered = new Set<string>();
+  for (const row of rows) {
+    const roll = chance(deps.seed, `answer:${row.id}`);
+    const pays = roll < RESPONSE_RATES[row.channel];
+    const disputes = !pays && roll > 1 - DISPUTE_RATE;
+    if (!pays && !disputes) continue;
+    const balance = await ledger.getBalance(row.balance_id);
+    if (!balance || balance.status !== 'open' || answered.has(balance.guarantorId)) continue;
+    answered.add(balance.guarantorId);
+    const open = (await ledger.listBalances(practiceId, { guarantorId: balance.guarantorId, limit: 50 })).balances.filter(
+      (b) => b.status === 'open' && b.patientAmount.amount > 0 && b.patientAmount.currency === balance.patientAmount.currency,
+    );
+    if (open.length === 0) continue;
+    if (disputes) {
+      await withTransaction(db, async (tx) => {
+        for (const b of open) await ledger.on(tx).setStatus(b.id, { status: 'on_hold', holdReason: 'dispute', actor: 'demo:patient', note: 'bill questioned (demo patient)' });
+        await new StaffTaskRepository(tx, deps.clock).open({ practiceId, kind: 'dispute', guarantorId: balance.guarantorId, balanceId: open.length === 1 ? open[0]!.id : null, note: 'I think my insurance should have paid this.' });
+      });
+      responses.disputes++;
+      continue;
+    }
+    const total = open.reduce((sum, b) => sum + b.patientAmount.amount, 0);
+    const currency = balance.patientAmount.currency;
+    const offers = offeredPlans(total, DEFAULT_PLAN_TERMS);
+    let plan: { planId: string } | undefined;
+    let cents = total;
+    if (offers.length > 0 && chance(deps.seed, `plan:${row.id}`) < PLAN_SHARE) {
+      const offer = offers[Math.min(offers.length - 1, 1)]!;
+      const proposed = await proposePlan({ db, clock: deps.clock }, { practiceId, guarantorId: balance.guarantorId, balanceIds: open.map((b) => b.id), offer, timeZone: deps.timeZone });
+      plan = { planId: proposed.planId };
+      cents = proposed.firstInstallment.amount;
+    }
+    const amount = money(cents, currency);
+    const payment = await payments.createPending({ practiceId, guarantorId: balance.guarantorId, balanceIds: open.map((b) => b.id), amount });
+    const request = checkoutSessionParams({
+      paymentId: payment.id,
+      guarantorId: balance.guarantorId,
+      amount,
+      successUrl: `${deps.baseUrl}/pay/complete?payment=${payment.id}`,
+      cancelUrl: `${deps.baseUrl}/pay/cancelled?payment=${payment.id}`,
+      ...(plan ? { plan } : {}),
+    });
+    const session = await deps.gateway.createCheckoutSession(request);
+    await payments.update(practiceId, payment.id, { stripe: { checkoutSession: session.id } });
+    await deps.gateway.completeSession(session.id, 'succeeded');
+    if (plan) responses.plans++;
+    else responses.paidInFull++;
+    responses.collectedCents += cents;
+  }
+  return { responses, lastSeq: rows.at(-1)?.seq ?? afterSeq };
+}
+
+/**
+ * The front desk's registration forms: most guarantors first seen in (`since`, now] agreed to texts and email
+ * (the consent, with its source and time, that outreach requires before texting).
+ * @returns how many guarantors were registered and how many consents were recorded.
+ */
+export async function recordRegistrationConsents(deps: { db: Database; clock: Clock; cipher: PhiCipher; practiceId: string; seed: number }, since: Date): Promise<{ guarantors: number; consents: number }> {
+  const { db, practiceId } = deps;
+  const ledger = new LedgerRepository(db.pool, deps.cipher, deps.clock);
+  const outreach = new OutreachRepository(db.pool, deps.cipher, deps.clock);
+  const { rows } = await db.pool.query<{ id: string }>(
+    'SELECT id FROM guarantors WHERE practice_id = $1 AND created_at > $2 AND created_at <= $3 ORDER BY created_at, id',
+    [practiceId, since, deps.clock.now()],
+  );
+  let consents = 0;
+  for (const { id } of rows) {
+    if (chance(deps.seed, `consent:${id}`) >= CONSENT_RATE) continue;
+    const contact = await ledger.getGuarantorContact(id);
+    const at = deps.clock.now();
+    for (const [channel, address] of [['sms', contact?.phones?.[0]], ['email', contact?.email]] as const) {
+      if (!address) continue;
+      await outreach.recordConsent(practiceId, { channel, address, source: DEMO_CONSENT_SOURCE, at });
+      consents++;
+    }
+  }
+  return { guarantors: rows.length, consents };
+}

@@ -1,0 +1,185 @@
+/**
+ * `settle demo --days N`: the whole loop, fast-forwarded. A manual clock starts N days ago and steps one day at a
+ * time; each simulated day runs the engine's own jobs in the order a real day would (sync from the sandbox EHR,
+ * the practice-management system's visits over MLLP, ingest, outreach planning and delivery, the patients'
+ * answers through the sandbox checkout, plan installments, write-backs to the sandbox EHR, the letter batch).
+ * The data lands in the configured database under the demo practice, so `npm start` shows it afterwards.
+ *
+ * Nothing leaves the machine: no channel is configured, so every message stays in the outbox; payments are
+ * sandbox payments; write-backs go to the in-process sandbox EHR.
+ */
+import type { MemoryRepository } from '@medplum/fhir-router';
+import { DateTime } from 'luxon';
+import type { Logger } from 'winston';
+import { loadDataFiles, DataFilesError } from '../config/data-files.ts';
+import type { Settings } from '../config/settings.ts';
+import { asHl7v2MllpConnector, startMllpListener, type MllpListener } from '../connectors/hl7v2/mllp-server.ts';
+import { ManualClock } from '../domain/clock.ts';
+import { loadMappings } from '../mapping/load.ts';
+import { loadPayLinkKeys } from '../payments/pay-link-keys.ts';
+import { SandboxGateway } from '../payments/sandbox-gateway.ts';
+import { PRINT_BATCH_JOB } from '../outreach/print-batch.ts';
+import { JobRegistry } from '../scheduler/scheduler.ts';
+import { registerStageJobs } from '../scheduler/jobs.ts';
+import { openDatabase, type Database } from '../store/database.ts';
+import { loadKeyring, PhiCipher } from '../store/phi-crypto.ts';
+import { PracticeRepository } from '../store/practices.ts';
+import { prepareDatabase } from '../cli/engine.ts';
+import { sendVisits, visitsOn } from './hl7-feed.ts';
+import { answerMessages, recordRegistrationConsents, type PatientResponses } from './patients.ts';
+import { DEMO_CONNECTORS, DEMO_PRACTICE, startDemoWorld } from './world.ts';
+
+/** Options of {@link runDemoDays}. */
+export interface DemoDaysOptions {
+  settings: Settings;
+  logger: Logger;
+  days: number;
+  /** Patients of the sandbox EHR (default 2,000). */
+  patients: number;
+  /** Visits the practice-management system bills per day (default 25). */
+  visitsPerDay: number;
+  seed: number;
+  /** Where progress lines go (one per simulated week and the summary). */
+  print: (line: string) => void;
+  /** "Today" (default: now): the demo ends here. */
+  now?: Date;
+}
+
+/** What the fast-forwarded demo produced. */
+export interface DemoSummary {
+  days: number;
+  balances: number;
+  openCents: number;
+  messages: Record<string, number>;
+  patients: PatientResponses;
+  payments: number;
+  writebacksDelivered: number;
+  paymentReconciliationsInEhr: number;
+}
+
+const money = (cents: number) => `$${(cents / 100).toLocaleString('en-US', { minimumFractionDigits: 2, maximumFractionDigits: 2 })}`;
+
+/** Runs N simulated days of the demo practice. */
+export async function runDemoDays(options: DemoDaysOptions): Promise<DemoSummary> {
+  const { settings, logger, days } = options;
+  const zone = DEMO_PRACTICE.timeZone;
+  const today = DateTime.fromJSDate(options.now ?? new Date(), { zone }).startOf('day');
+  const first = today.minus({ days });
+  const clock = new ManualClock(first.set({ hour: 8 }).toJSDate());
+  const embedded = !settings.databaseUrl;
+  const cipher = new PhiCipher(await loadKeyring({ encryptionKeys: settings.encryptionKeys, blindIndexKey: settings.blindIndexKey, dataDir: settings.dataDir, embedded, logger }));
+  const db = await openDatabase({ databaseUrl: settings.databaseUrl, dataDir: settings.dataDir, poolSize: settings.dbPoolSize });
+  let listener: MllpListener | undefined;
+  const world = await startDemoWorld({ dataDir: settings.dataDir, configDir: settings.configDir, patients: options.patients, seed: options.seed, start: first.minus({ days: 1 }).toJSDate(), clock });
+  try {
+    await prepareDatabase(db);
+    const practice = await new PracticeRepository(db.pool).ensure(DEMO_PRACTICE);
+    const files = loadDataFiles(world.configDir);
+    if (files.problems.length) throw new DataFilesError(files.problems);
+    const publicUrl = settings.publicUrl ?? `http://${settings.host}:${settings.port}`;
+    const payLinkKeys = await loadPayLinkKeys({ keys: settings.payLinkKeys, dataDir: settings.dataDir, shared: !embedded, logger });
+    const registry = new JobRegistry();
+    registerStageJobs(registry, {
+      db, clock, logger, cipher, publicUrl, payLinkKeys,
+      connectors: files.connectors, configDir: world.configDir, mappings: loadMappings(world.configDir), profiles: files.profiles, policies: files.policies,
+      dataDir: settings.dataDir, enqueueSoon: () => {}, channels: {},
+    } as Parameters<typeof registerStageJobs>[1]);
+    const jobs = new Map(registry.list().map((j) => [j.name, j]));
+    const run = async (name: string, data: Record<string, unknown> = {}) => {
+      const job = jobs.get(name);
+      if (!job) return logger.warn('demo: no such job', { job: name });
+      const started = performance.now();
+      await job.run(data as never, { jobId: `demo-${name}`, failures: 0 });
+      logger.debug('demo job', { job: name, ms: Math.round(performance.now() - started) });
+    };
+    const pms = files.connectors.find((c) => c.name === DEMO_CONNECTORS.pms)!;
+    listener = await startMllpListener({ db, practiceId: practice.id, connector: asHl7v2MllpConnector(pms.data), logger, clock, onStored: () => {} });
+    const gateway = new SandboxGateway({ db, clock, practiceId: practice.id, logger, baseUrl: publicUrl });
+    const ingestAll = async () => {
+      for (let round = 0; round < 1_000; round++) {
+        await run('hl7.process');
+        await run('ingest.pending');
+        const { rows } = await db.pool.query<{ n: number }>(
+          `SELECT (SELECT count(*) FROM hl7_messages WHERE practice_id = $1 AND status = 'received')::int
+                + (SELECT count(*) FROM source_records WHERE practice_id = $1 AND status = 'pending')::int AS n`,
+          [practice.id],
+        );
+        if (rows[0]!.n === 0) return;
+      }
+    };
+
+    const totals: PatientResponses = { messages: 0, paidInFull: 0, plans: 0, disputes: 0, collectedCents: 0 };
+    let lastSeq = (await db.pool.query<{ seq: string }>('SELECT coalesce(max(seq), 0)::text AS seq FROM outbox WHERE practice_id = $1', [practice.id])).rows[0]!.seq;
+    let visitNumber = Number((await db.pool.query<{ n: string }>(`SELECT count(*)::text AS n FROM hl7_messages WHERE practice_id = $1`, [practice.id])).rows[0]!.n) + 1;
+    let registeredUntil = new Date(0);
+    for (let d = 0; d < days; d++) {
+      const day = first.plus({ days: d });
+      // Morning: the EHR's changes and yesterday's visits come in (the first day brings the last month's backlog).
+      clock.set(day.set({ hour: 8 }).toJSDate());
+      await run('fhir.sync', { connector: DEMO_CONNECTORS.ehr });
+      const visitDays = d === 0 ? Array.from({ length: 30 }, (_, i) => day.minus({ days: 30 - i })) : [day.minus({ days: 1 })];
+      for (const visitDay of visitDays) {
+        const visits = visitsOn(options.seed, visitDay.toISODate()!, visitNumber, options.visitsPerDay);
+        visitNumber += visits.length;
+        const started = performance.now();
+        await sendVisits({ ...listener, logger }, visits);
+        logger.debug('demo visits sent', { count: visits.length, ms: Math.round(performance.now() - started) });
+      }
+      await ingestAll();
+      await recordRegistrationConsents({ db, clock, cipher, practiceId: practice.id, seed: options.seed }, registeredUntil);
+      registeredUntil = clock.now();
+      // Mid-morning: today's reminders, and the patients who answer them.
+      clock.set(day.set({ hour: 10 }).toJSDate());
+      await run('outreach.plan');
+      await run('outreach.deliver');
+      const answered = await answerMessages({ db, clock, cipher, logger, gateway, practiceId: practice.id, timeZone: zone, seed: options.seed, baseUrl: publicUrl }, lastSeq);
+      lastSeq = answered.lastSeq;
+      for (const key of Object.keys(totals) as (keyof PatientResponses)[]) totals[key] += answered.responses[key];
+      // Afternoon: installments, write-backs to the EHR, the letters' print batch.
+      clock.set(day.set({ hour: 14 }).toJSDate());
+      await run('plans.charge-due');
+      await run('writeback.deliver');
+      clock.set(day.set({ hour: 18 }).toJSDate());
+      await run(PRINT_BATCH_JOB);
+      if ((d + 1) % 7 === 0 || d === days - 1) {
+        options.print(`  day ${String(d + 1).padStart(3)} (${day.toISODate()}): ${totals.messages} messages, ${totals.paidInFull} paid in full, ${totals.plans} plans, ${totals.disputes} disputes, ${money(totals.collectedCents)} collected`);
+      }
+    }
+    return await summarize(db, practice.id, days, totals, world.sandbox.repo);
+  } finally {
+    await listener?.close();
+    await world.close();
+    await db.close();
+  }
+}
+
+async function summarize(db: Database, practiceId: string, days: number, patients: PatientResponses, repo: MemoryRepository): Promise<DemoSummary> {
+  const q = async <T>(sql: string) => (await db.pool.query<T & object>(sql, [practiceId])).rows;
+  const [balances] = await q<{ n: number; open: string }>(`SELECT count(*)::int AS n, coalesce(sum(patient_amount_minor) FILTER (WHERE status = 'open'), 0)::text AS open FROM balances WHERE practice_id = $1`);
+  const messages = Object.fromEntries((await q<{ channel: string; n: number }>('SELECT channel, count(*)::int AS n FROM outbox WHERE practice_id = $1 GROUP BY channel')).map((r) => [r.channel, r.n]));
+  const [payments] = await q<{ n: number }>(`SELECT count(*)::int AS n FROM payments WHERE practice_id = $1 AND status = 'succeeded'`);
+  const [writebacks] = await q<{ n: number }>(`SELECT count(*)::int AS n FROM writeback_outbox WHERE practice_id = $1 AND status = 'delivered'`);
+  const reconciliations = await repo.searchResources({ resourceType: 'PaymentReconciliation', count: 10_000 });
+  return {
+    days,
+    balances: balances!.n,
+    openCents: Number(balances!.open),
+    messages,
+    patients,
+    payments: payments!.n,
+    writebacksDelivered: writebacks!.n,
+    paymentReconciliationsInEhr: reconciliations.length,
+  };
+}
+
+/** The summary as printed. */
+export function demoSummaryText(s: DemoSummary): string {
+  return [
+    `Demo: ${s.days} days of ${DEMO_PRACTICE.name} (fictitious patients; nothing was sent to anyone).`,
+    `  balances            ${s.balances} (${money(s.openCents)} still open)`,
+    `  messages (outbox)   ${Object.entries(s.messages).map(([c, n]) => `${n} ${c}`).join(', ') || 'none'}`,
+    `  patients            ${s.patients.paidInFull} paid in full, ${s.patients.plans} chose a plan, ${s.patients.disputes} disputed; ${money(s.patients.collectedCents)} collected at checkout`,
+    `  payments            ${s.payments} succeeded (sandbox)`,
+    `  write-backs         ${s.writebacksDelivered} delivered; ${s.paymentReconciliationsInEhr} PaymentReconciliation in the sandbox EHR`,
+  ].join('\n');
+}
