@@ -13,6 +13,15 @@ import { hl7Routes } from './hl7-routes.ts';
 import { connectorRoutes } from '../connectors/fhir/connector-routes.ts';
 import { ledgerRoutes } from '../ingest/ledger-routes.ts';
 import { outreachRoutes } from '../outreach/routes.ts';
+import { unsubscribeRoutes } from '../outreach/unsubscribe-routes.ts';
+import { printBatchRoutes } from '../outreach/print-batch-routes.ts';
+import { twilioRoutesForApi } from '../outreach/twilio-webhooks.ts';
+import { dashboardRouter } from '../dashboard/router.ts';
+import { analyticsRoutes } from '../analytics/routes.ts';
+import { auditRoutes } from './audit-routes.ts';
+import { paymentRoutes, paymentsRouter, type PaymentsWiring } from '../payments/pay-wiring.ts';
+import { writebackRoutes } from '../payments/writeback-routes.ts';
+import { paymentAdminRoutes } from '../payments/payment-routes.ts';
 import type { MappingRegistry } from '../mapping/load.ts';
 import type { PhiCipher } from '../store/phi-crypto.ts';
 import { SourceRecordRepository } from '../store/source-records.ts';
@@ -36,6 +45,10 @@ export interface ApiDependencies {
   readiness: Readiness;
   version: string;
   publicUrl?: string;
+  /** Pay links, the pay page and the Stripe webhook (`createPaymentsWiring`); absent: not served. */
+  payments?: PaymentsWiring;
+  /** TWILIO_AUTH_TOKEN: verifies the Twilio webhooks (unset: they answer webhook_not_configured). */
+  twilioAuthToken?: string | undefined;
 }
 
 /** The app, and the routes it serves (the OpenAPI document is built from them). */
@@ -62,6 +75,8 @@ export function createApi(deps: ApiDependencies): Api {
     });
     next();
   });
+  // The patient's pages, and the webhook's raw body (verified byte for byte), before the JSON parser.
+  if (deps.payments) app.use(paymentsRouter(deps.payments, deps));
   app.use(express.json({ limit: '1mb', type: ['application/json', 'application/*+json'] }));
 
   let document: JsonSchema = {};
@@ -75,12 +90,21 @@ export function createApi(deps: ApiDependencies): Api {
       loadSourceRecord: (key) => new SourceRecordRepository(deps.db.pool, deps.clock).findVersion(key),
     }),
     ...outreachRoutes({ db: deps.db, cipher: deps.cipher, clock: deps.clock }),
+    ...unsubscribeRoutes({ db: deps.db, cipher: deps.cipher, clock: deps.clock }),
+    ...printBatchRoutes({ db: deps.db, cipher: deps.cipher, clock: deps.clock }),
+    ...twilioRoutesForApi({ ...deps, authToken: deps.twilioAuthToken, payLinkKeys: deps.payments?.keys }),
+    ...analyticsRoutes({ db: deps.db, clock: deps.clock }),
+    ...auditRoutes({ db: deps.db, clock: deps.clock }),
+    ...(deps.payments ? paymentRoutes(deps.payments, deps) : []),
+    ...writebackRoutes({ db: deps.db, clock: deps.clock, metrics: deps.metrics }),
+    ...paymentAdminRoutes({ db: deps.db, clock: deps.clock, cipher: deps.cipher, logger: deps.logger, gatewayFor: deps.payments?.gatewayFor }),
   ];
   document = openApiDocument(routes, { title: 'Settle API', version: deps.version, serverUrl: deps.publicUrl });
 
   const keys = new ApiKeyRepository(deps.db.pool, deps.clock);
   const router = express.Router();
   mountRoutes(router, routes, (presented) => keys.authenticate(presented));
+  app.use('/dashboard', dashboardRouter({ db: deps.db, cipher: deps.cipher, clock: deps.clock, logger: deps.logger, configDir: deps.configDir, routes }));
   app.use(router);
   app.use((req, _res, next) => next(new ApiError(404, 'not_found', `No route ${req.method} ${req.path}.`)));
   app.use(problemHandler(deps.logger));

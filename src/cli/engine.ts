@@ -18,12 +18,17 @@ import type { Settings } from '../config/settings.ts';
 import { systemClock, type Clock } from '../domain/clock.ts';
 import { INGEST_JOBS } from '../ingest/process.ts';
 import { registerStageJobs, scheduleRecurringJobs } from '../scheduler/jobs.ts';
+import { WRITEBACK_DELIVER_JOB } from '../payments/writeback-delivery.ts';
 import { JobRegistry, Scheduler, type JobDefinition } from '../scheduler/scheduler.ts';
 import { openDatabase, waitForDatabase, type Database } from '../store/database.ts';
 import { currentVersion, latestVersion, migrate, type MigrationResult } from '../store/migrate.ts';
 import { loadKeyring, PhiCipher } from '../store/phi-crypto.ts';
 import { loadMappings } from '../mapping/load.ts';
 import { PracticeRepository } from '../store/practices.ts';
+import { AuditLog } from '../store/audit.ts';
+import { createPaymentsWiring } from '../payments/pay-wiring.ts';
+import { buildChannels, closeChannels } from '../outreach/channels.ts';
+import type { PlanTerms } from '../payments/plan.ts';
 
 /** Which parts run in this process. */
 export type EngineMode = 'start' | 'serve' | 'worker';
@@ -70,6 +75,9 @@ export async function prepareDatabase(db: Database): Promise<MigrationResult> {
  * @throws DataFilesError when a connector, mapping, policy or profile file is invalid: nothing starts.
  */
 export async function startEngine(options: EngineOptions): Promise<Engine> {
+  // Demo mode (SETTLE_DEMO, `settle start` only): the demo practice's configuration folder and jobs (src/demo/live.ts).
+  const demo = options.mode === 'start' ? await (await import('../demo/live.ts')).prepareLiveDemo({ settings: options.settings, logger: options.logger, ...(options.clock ? { clock: options.clock } : {}) }) : undefined;
+  if (demo) options = { ...options, settings: demo.settings, extraJobs: [...(options.extraJobs ?? []), ...demo.extraJobs] };
   const { settings, logger, mode } = options;
   const clock = options.clock ?? systemClock;
   const dataFiles = loadDataFiles(settings.configDir);
@@ -101,6 +109,15 @@ export async function startEngine(options: EngineOptions): Promise<Engine> {
     timer.unref();
     wakeTimers.set(name, timer);
   };
+  const payments = await createPaymentsWiring({
+    db, clock, logger, dataDir: settings.dataDir, sharedDatabase: !embedded, publicUrl: settings.publicUrl,
+    payLinkKeys: settings.payLinkKeys, stripeSecretKey: settings.stripeSecretKey, stripeWebhookSecret: settings.stripeWebhookSecret,
+    planTerms: dataFiles.policies.find((p) => p.name === 'default')?.data.planTerms as PlanTerms | undefined, webhookPracticeSlug: DEFAULT_PRACTICE.slug,
+    // A payment's write-back goes to the EHR within a second, not at the next minute's run.
+    onWritebacksQueued: () => enqueueSoon(WRITEBACK_DELIVER_JOB),
+  });
+  // Outreach channels from settings (Twilio, SMTP, print); a kind without one stays held in the outbox.
+  const channels = buildChannels({ publicUrl: settings.publicUrl, twilio: settings.twilio, env: process.env }, { db, cipher, clock });
   const registry = new JobRegistry();
   registerStageJobs(registry, {
     db,
@@ -113,7 +130,11 @@ export async function startEngine(options: EngineOptions): Promise<Engine> {
     profiles: dataFiles.profiles,
     policies: dataFiles.policies,
     publicUrl: settings.publicUrl,
+    dataDir: settings.dataDir,
     enqueueSoon,
+    channels,
+    // Gateways and pay-link keys: one wiring for the jobs (plan installments, reconciliation) and the API.
+    payments,
   });
   for (const job of options.extraJobs ?? []) registry.register(job);
   const listeners: MllpListener[] = [];
@@ -132,6 +153,8 @@ export async function startEngine(options: EngineOptions): Promise<Engine> {
       metrics,
       version: VERSION,
       publicUrl: settings.publicUrl,
+      twilioAuthToken: settings.twilio?.authToken,
+      payments,
       readiness: {
         database: async () => check(db.pool.query('SELECT 1').then(() => 'reachable')),
         migrations: async () =>
@@ -162,6 +185,9 @@ export async function startEngine(options: EngineOptions): Promise<Engine> {
     const result = await prepareDatabase(db);
     if (result.applied.length) logger.info('migrations applied', { applied: result.applied.map((m) => `${m.version}_${m.name}`) });
     migrated = true;
+    // A changed connector, mapping, policy or profile file is a configuration change in each practice's audit trail.
+    const configFiles = [...dataFiles.connectors, ...dataFiles.mappings, ...dataFiles.policies, ...dataFiles.profiles];
+    for (const practice of await new PracticeRepository(db.pool).list()) await new AuditLog(db, clock).recordConfiguration(practice.id, configFiles);
     // Agenda connects as soon as it is built: build it once the database answers.
     scheduler = new Scheduler({ db, registry, name: `${mode}-${hostname()}-${process.pid}`, concurrency: settings.jobConcurrency });
     scheduler.onOutcome((outcome) => {
@@ -175,9 +201,11 @@ export async function startEngine(options: EngineOptions): Promise<Engine> {
     if (mode !== 'serve') {
       await scheduler.start();
       await scheduleRecurringJobs(scheduler);
+      for (const job of demo?.recurring ?? []) await scheduler.every(job.every, job.name, job.data);
     }
     schedulerUp = true;
     logger.info('engine ready', { mode, database: db.kind });
+    await demo?.afterReady({ db, url }).catch((error: Error) => logger.error('demo failed to start', { error: error.message }));
   })();
   // Failures surface through `ready` and /readyz; the process stays up to report them.
   ready.catch((error: Error) => logger.error('engine failed to start', { error: error.message, code: (error as { code?: string }).code }));
@@ -202,7 +230,9 @@ export async function startEngine(options: EngineOptions): Promise<Engine> {
         const stillRunning = scheduler ? await scheduler.stop(settings.shutdownTimeoutMs) : 0;
         if (stillRunning) logger.warn('jobs still running at the deadline: another worker takes them once their lock expires', { count: stillRunning });
         server?.closeAllConnections();
+        await closeChannels(channels);
         await db.close();
+        await demo?.close();
         logger.info('stopped');
       })();
       return stopping;

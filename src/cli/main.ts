@@ -9,6 +9,8 @@ import { Command, CommanderError, Option } from 'commander';
 import { runConfigCheck } from './config-check.ts';
 import { hl7Command } from './hl7-commands.ts';
 import { sandboxEhrCommand } from './sandbox-command.ts';
+import { demoCommand } from './demo-command.ts';
+import { lettersCommand } from '../outreach/letters-command.ts';
 import { fhirCommands } from '../connectors/fhir/cli-commands.ts';
 import { runImportCsv } from '../ingest/csv-import.ts';
 import { loadMappings } from '../mapping/load.ts';
@@ -24,6 +26,11 @@ import { openDatabase, waitForDatabase, type Database } from '../store/database.
 import { MigrationError } from '../store/migrate.ts';
 import { PracticeRepository } from '../store/practices.ts';
 import { DEFAULT_PRACTICE, prepareDatabase, startEngine, type EngineMode } from './engine.ts';
+import { auditCommand } from './audit-command.ts';
+import { payLinkCommand } from '../payments/pay-commands.ts';
+import { writebacksCommand } from '../payments/writeback-cli.ts';
+import { paymentsCommand } from '../payments/refund-cli.ts';
+import { agencyCommand } from '../outreach/agency-command.ts';
 
 /** Exit codes of `settle`. */
 export const EXIT = { ok: 0, failed: 1, usage: 2, config: 3, database: 4 } as const;
@@ -247,7 +254,14 @@ export function buildProgram(out: (text: string) => void = (t) => process.stdout
     program.addCommand(command);
   }
   program.addCommand(sandboxEhrCommand(out));
+  program.addCommand(demoCommand({ settings: settingsOrExit, withDatabase: (work) => withDatabase(cliLogger(), work), out }));
   program.addCommand(hl7Command({ withDatabase: (work) => withDatabase(cliLogger(), work), out, exitError: (code, message) => new ExitError(code, message), practiceFor }));
+  program.addCommand(lettersCommand({ withDatabase: (work) => withDatabase(cliLogger(), work), out, exitError: (code, message) => new ExitError(code, message), practiceFor }));
+  program.addCommand(auditCommand({ withDatabase: (work) => withDatabase(cliLogger(), work), out, exitError: (code, message) => new ExitError(code, message), practiceFor }));
+  program.addCommand(payLinkCommand({ withDatabase: (work) => withDatabase(cliLogger(), work), out, exitError: (code, message) => new ExitError(code, message), practiceFor }));
+  program.addCommand(writebacksCommand({ withDatabase: (work) => withDatabase(cliLogger(), work), out, exitError: (code, message) => new ExitError(code, message), practiceFor }));
+  program.addCommand(paymentsCommand({ withDatabase: (work) => withDatabase(cliLogger(), work), out, exitError: (code, message) => new ExitError(code, message), practiceFor }));
+  program.addCommand(agencyCommand({ withDatabase: (work) => withDatabase(cliLogger(), work), out, exitError: (code, message) => new ExitError(code, message), practiceFor }));
   return program;
 }
 

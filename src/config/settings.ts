@@ -81,6 +81,54 @@ export const SETTING_SPECS = {
     description: 'Base64 32-byte HMAC key for looking patients up by phone or email. Required with DATABASE_URL; generated in embedded mode.',
     secret: true,
   },
+  SETTLE_PAY_LINK_KEYS: {
+    schema: { type: 'string', pattern: '^\\d{1,3}:[A-Za-z0-9_\\-+/=]{43,}(,\\d{1,3}:[A-Za-z0-9_\\-+/=]{43,})*$' },
+    description:
+      'Pay-link signing keys as `id:base64url` (id 0–255, keys of 32+ bytes), the current key first, older ones after it so their links keep working. Unset: a key is generated into SETTLE_DATA_DIR (set it when several processes share a server database).',
+    secret: true,
+  },
+  STRIPE_SECRET_KEY: {
+    schema: { type: 'string', pattern: '^(sk|rk)_' },
+    description: 'Stripe secret (or restricted) key. Unset: the pay page runs in sandbox mode, clearly labelled, and nothing is charged.',
+    secret: true,
+  },
+  STRIPE_WEBHOOK_SECRET: {
+    schema: { type: 'string', pattern: '^whsec_' },
+    description: 'Signing secret of the Stripe webhook endpoint `<SETTLE_PUBLIC_URL>/webhooks/stripe` (`whsec_…`).',
+    secret: true,
+  },
+  SETTLE_SMTP_URL: {
+    schema: { type: 'string', pattern: '^smtps?://' },
+    description: 'Mail server for outreach email: `smtp://user:pass@host:587` (STARTTLS) or `smtps://user:pass@host:465`. Unset: emails stay in the outbox.',
+    secret: true,
+  },
+  SETTLE_EMAIL_FROM: {
+    schema: { type: 'string', minLength: 3 },
+    description: 'From header of outreach email (`Riverside Billing <billing@riverside.example>`); required with SETTLE_SMTP_URL.',
+  },
+  SETTLE_EMAIL_UNSUBSCRIBE_MAILTO: {
+    schema: { type: 'string', pattern: '^[^\\s@]+@[^\\s@]+$' },
+    description: 'A mailbox added to the `List-Unsubscribe` header as a mailto (optional; the signed unsubscribe URL is always there).',
+  },
+  TWILIO_ACCOUNT_SID: {
+    schema: { type: 'string', pattern: '^AC[0-9a-fA-F]{32}$' },
+    description: 'Twilio Account SID (`AC…`) for outreach texts. Unset (with the other TWILIO_* settings): texts stay in the outbox.',
+  },
+  TWILIO_AUTH_TOKEN: {
+    schema: { type: 'string', minLength: 32 },
+    description: 'Twilio Auth Token: authenticates the API calls and verifies `X-Twilio-Signature` on the Twilio webhooks.',
+    secret: true,
+  },
+  TWILIO_MESSAGING_SERVICE_SID: {
+    schema: { type: 'string', pattern: '^MG[0-9a-fA-F]{32}$' },
+    description: 'Twilio Messaging Service (`MG…`) whose sender pool sends outreach texts.',
+  },
+  SETTLE_DEMO: {
+    schema: { type: 'string', enum: ['auto', 'on', 'off'] },
+    description:
+      '`settle start` runs the demo practice (fictitious data, sandbox EHR, nothing sent): `auto` when the database is the embedded one and no connector reaches beyond this machine, `on` always, `off` never.',
+    default: 'auto',
+  },
 } as const satisfies Record<string, SettingSpec>;
 
 /** Name of a variable Settle reads. */
@@ -100,6 +148,13 @@ export interface Settings {
   jobConcurrency: number;
   encryptionKeys: string | undefined;
   blindIndexKey: string | undefined;
+  payLinkKeys: string | undefined;
+  stripeSecretKey: string | undefined;
+  stripeWebhookSecret: string | undefined;
+  /** Twilio credentials: all three TWILIO_* settings, or undefined when none is set. */
+  twilio: { accountSid: string; authToken: string; messagingServiceSid: string } | undefined;
+  /** SETTLE_DEMO: whether `settle start` runs the demo practice (absent: `auto`). */
+  demo?: 'auto' | 'on' | 'off';
 }
 
 /** One problem with one variable. */
@@ -157,6 +212,10 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
       }
     }
   }
+  const twilioNames = ['TWILIO_ACCOUNT_SID', 'TWILIO_AUTH_TOKEN', 'TWILIO_MESSAGING_SERVICE_SID'] as const;
+  if (twilioNames.some((n) => values[n] !== undefined)) {
+    for (const name of twilioNames) if (values[name] === undefined) problems.push({ variable: name, message: 'is required when any TWILIO_* setting is set' });
+  }
   if (problems.length > 0) throw new SettingsError(problems);
   return {
     databaseUrl: values.DATABASE_URL as string | undefined,
@@ -171,6 +230,15 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     jobConcurrency: values.SETTLE_JOB_CONCURRENCY as number,
     encryptionKeys: values.SETTLE_ENCRYPTION_KEYS as string | undefined,
     blindIndexKey: values.SETTLE_BLIND_INDEX_KEY as string | undefined,
+    payLinkKeys: values.SETTLE_PAY_LINK_KEYS as string | undefined,
+    stripeSecretKey: values.STRIPE_SECRET_KEY as string | undefined,
+    stripeWebhookSecret: values.STRIPE_WEBHOOK_SECRET as string | undefined,
+    demo: values.SETTLE_DEMO as Settings['demo'],
+    twilio: values.TWILIO_ACCOUNT_SID === undefined ? undefined : {
+      accountSid: values.TWILIO_ACCOUNT_SID as string,
+      authToken: values.TWILIO_AUTH_TOKEN as string,
+      messagingServiceSid: values.TWILIO_MESSAGING_SERVICE_SID as string,
+    },
   };
 }
 

@@ -57,7 +57,8 @@ function patient(seed: number, n: number) {
  * `firstNumber`.
  */
 export function visitsOn(seed: number, serviceDate: string, firstNumber: number, count: number): DemoVisit[] {
-  const rnd = prng(seed * 7_919 + Number(hl7Date(serviceDate)));
+  // The numbers are part of the seed: two batches billed on the same day (the live demo sends a few every minute) differ.
+  const rnd = prng(seed * 7_919 + Number(hl7Date(serviceDate)) + firstNumber * 104_729);
   const int = (min: number, max: number) => min + Math.floor(rnd() * (max - min + 1));
   const pick = <T>(list: readonly T[]): T => list[Math.floor(rnd() * list.length)]!;
   const visits: DemoVisit[] = [];

@@ -47,6 +47,8 @@ interface OutboxRow {
   id: string;
   balance_id: string;
   channel: 'sms' | 'email' | 'letter';
+  /** What the row is, in terms that are the same every run (ids are random uuids): account, channel, template, time. */
+  label: string;
 }
 
 /** A number in [0, 1) from the seed and a label: the same answer every run. */
@@ -64,15 +66,22 @@ export async function answerMessages(
 ): Promise<{ responses: PatientResponses; lastSeq: string }> {
   const { db, practiceId } = deps;
   const { rows } = await db.pool.query<OutboxRow>(
-    'SELECT seq::text AS seq, id, balance_id, channel FROM outbox WHERE practice_id = $1 AND seq > $2::bigint ORDER BY seq',
+    `SELECT o.seq::text AS seq, o.id, o.balance_id, o.channel,
+            a.identifier_system || '|' || a.identifier_value || ':' || o.channel || ':' || o.template || ':' || to_char(o.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS')
+            || ':' || to_char(b.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS') || ':' || b.patient_amount_minor AS label
+       FROM outbox o JOIN balances b ON b.id = o.balance_id JOIN ledger_accounts a ON a.id = b.account_id
+      WHERE o.practice_id = $1 AND o.seq > $2::bigint ORDER BY o.seq`,
     [practiceId, afterSeq],
   );
+  const lastSeq = rows.at(-1)?.seq ?? afterSeq;
+  // Answered in an order that is the same every run (the planner's order follows random ids).
+  rows.sort((a, b) => (a.label < b.label ? -1 : a.label > b.label ? 1 : 0));
   const responses: PatientResponses = { messages: rows.length, paidInFull: 0, plans: 0, disputes: 0, collectedCents: 0 };
   const ledger = new LedgerRepository(db.pool, deps.cipher, deps.clock);
   const payments = new PaymentRepository(db.pool, deps.clock);
   const answered = new Set<string>();
   for (const row of rows) {
-    const roll = chance(deps.seed, `answer:${row.id}`);
+    const roll = chance(deps.seed, `answer:${row.label}`);
     const pays = roll < RESPONSE_RATES[row.channel];
     const disputes = !pays && roll > 1 - DISPUTE_RATE;
     if (!pays && !disputes) continue;
@@ -96,7 +105,7 @@ export async function answerMessages(
     const offers = offeredPlans(total, DEFAULT_PLAN_TERMS);
     let plan: { planId: string } | undefined;
     let cents = total;
-    if (offers.length > 0 && chance(deps.seed, `plan:${row.id}`) < PLAN_SHARE) {
+    if (offers.length > 0 && chance(deps.seed, `plan:${row.label}`) < PLAN_SHARE) {
       const offer = offers[Math.min(offers.length - 1, 1)]!;
       const proposed = await proposePlan({ db, clock: deps.clock }, { practiceId, guarantorId: balance.guarantorId, balanceIds: open.map((b) => b.id), offer, timeZone: deps.timeZone });
       plan = { planId: proposed.planId };
@@ -119,7 +128,7 @@ export async function answerMessages(
     else responses.paidInFull++;
     responses.collectedCents += cents;
   }
-  return { responses, lastSeq: rows.at(-1)?.seq ?? afterSeq };
+  return { responses, lastSeq };
 }
 
 /**
@@ -131,13 +140,15 @@ export async function recordRegistrationConsents(deps: { db: Database; clock: Cl
   const { db, practiceId } = deps;
   const ledger = new LedgerRepository(db.pool, deps.cipher, deps.clock);
   const outreach = new OutreachRepository(db.pool, deps.cipher, deps.clock);
-  const { rows } = await db.pool.query<{ id: string }>(
-    'SELECT id FROM guarantors WHERE practice_id = $1 AND created_at > $2 AND created_at <= $3 ORDER BY created_at, id',
+  const { rows } = await db.pool.query<{ id: string; label: string }>(
+    `SELECT g.id, coalesce(p.identifier_system || '|' || p.identifier_value, g.identifier_value, g.id::text) AS label
+       FROM guarantors g LEFT JOIN patients p ON p.id = g.self_patient_id
+      WHERE g.practice_id = $1 AND g.created_at > $2 AND g.created_at <= $3 ORDER BY g.created_at, g.id`,
     [practiceId, since, deps.clock.now()],
   );
   let consents = 0;
-  for (const { id } of rows) {
-    if (chance(deps.seed, `consent:${id}`) >= CONSENT_RATE) continue;
+  for (const { id, label } of rows) {
+    if (chance(deps.seed, `consent:${label}`) >= CONSENT_RATE) continue;
     const contact = await ledger.getGuarantorContact(id);
     const at = deps.clock.now();
     for (const [channel, address] of [['sms', contact?.phones?.[0]], ['email', contact?.email]] as const) {

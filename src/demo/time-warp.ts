@@ -17,6 +17,7 @@ import { asHl7v2MllpConnector, startMllpListener, type MllpListener } from '../c
 import { ManualClock } from '../domain/clock.ts';
 import { loadMappings } from '../mapping/load.ts';
 import { loadPayLinkKeys } from '../payments/pay-link-keys.ts';
+import { createPaymentsWiring } from '../payments/pay-wiring.ts';
 import { SandboxGateway } from '../payments/sandbox-gateway.ts';
 import { PRINT_BATCH_JOB } from '../outreach/print-batch.ts';
 import { JobRegistry } from '../scheduler/scheduler.ts';
@@ -43,11 +44,15 @@ export interface DemoDaysOptions {
   print: (line: string) => void;
   /** "Today" (default: now): the demo ends here. */
   now?: Date;
+  /** Days of visits the practice-management system sends on the first day, its backlog (default 30). */
+  backlogVisitDays?: number;
 }
 
 /** What the fast-forwarded demo produced. */
 export interface DemoSummary {
   days: number;
+  /** When the sandbox EHR's seeded data starts: seeding again with the same start, seed and patients gives the same resources. */
+  seededAt: Date;
   balances: number;
   openCents: number;
   messages: Record<string, number>;
@@ -70,7 +75,8 @@ export async function runDemoDays(options: DemoDaysOptions): Promise<DemoSummary
   const cipher = new PhiCipher(await loadKeyring({ encryptionKeys: settings.encryptionKeys, blindIndexKey: settings.blindIndexKey, dataDir: settings.dataDir, embedded, logger }));
   const db = await openDatabase({ databaseUrl: settings.databaseUrl, dataDir: settings.dataDir, poolSize: settings.dbPoolSize });
   let listener: MllpListener | undefined;
-  const world = await startDemoWorld({ dataDir: settings.dataDir, configDir: settings.configDir, patients: options.patients, seed: options.seed, start: first.minus({ days: 1 }).toJSDate(), clock });
+  const seededAt = first.minus({ days: 1 }).toJSDate();
+  const world = await startDemoWorld({ dataDir: settings.dataDir, configDir: settings.configDir, patients: options.patients, seed: options.seed, start: seededAt, clock });
   try {
     await prepareDatabase(db);
     const practice = await new PracticeRepository(db.pool).ensure(DEMO_PRACTICE);
@@ -83,6 +89,8 @@ export async function runDemoDays(options: DemoDaysOptions): Promise<DemoSummary
       db, clock, logger, cipher, publicUrl, payLinkKeys,
       connectors: files.connectors, configDir: world.configDir, mappings: loadMappings(world.configDir), profiles: files.profiles, policies: files.policies,
       dataDir: settings.dataDir, enqueueSoon: () => {}, channels: {},
+      // Sandbox gateways only (never Stripe, whatever is configured): plan installments are charged in the sandbox.
+      payments: await createPaymentsWiring({ db, clock, logger, dataDir: settings.dataDir, sharedDatabase: !embedded, publicUrl, payLinkKeys: settings.payLinkKeys, stripeSecretKey: undefined, stripeWebhookSecret: undefined }),
     } as Parameters<typeof registerStageJobs>[1]);
     const jobs = new Map(registry.list().map((j) => [j.name, j]));
     const run = async (name: string, data: Record<string, unknown> = {}) => {
@@ -117,7 +125,8 @@ export async function runDemoDays(options: DemoDaysOptions): Promise<DemoSummary
       // Morning: the EHR's changes and yesterday's visits come in (the first day brings the last month's backlog).
       clock.set(day.set({ hour: 8 }).toJSDate());
       await run('fhir.sync', { connector: DEMO_CONNECTORS.ehr });
-      const visitDays = d === 0 ? Array.from({ length: 30 }, (_, i) => day.minus({ days: 30 - i })) : [day.minus({ days: 1 })];
+      const backlog = options.backlogVisitDays ?? 30;
+      const visitDays = d === 0 ? Array.from({ length: backlog }, (_, i) => day.minus({ days: backlog - i })) : [day.minus({ days: 1 })];
       for (const visitDay of visitDays) {
         const visits = visitsOn(options.seed, visitDay.toISODate()!, visitNumber, options.visitsPerDay);
         visitNumber += visits.length;
@@ -145,7 +154,7 @@ export async function runDemoDays(options: DemoDaysOptions): Promise<DemoSummary
         options.print(`  day ${String(d + 1).padStart(3)} (${day.toISODate()}): ${totals.messages} messages, ${totals.paidInFull} paid in full, ${totals.plans} plans, ${totals.disputes} disputes, ${money(totals.collectedCents)} collected`);
       }
     }
-    return await summarize(db, practice.id, days, totals, world.sandbox.repo);
+    return { ...(await summarize(db, practice.id, days, totals, world.sandbox.repo)), seededAt };
   } finally {
     await listener?.close();
     await world.close();
@@ -153,7 +162,7 @@ export async function runDemoDays(options: DemoDaysOptions): Promise<DemoSummary
   }
 }
 
-async function summarize(db: Database, practiceId: string, days: number, patients: PatientResponses, repo: MemoryRepository): Promise<DemoSummary> {
+async function summarize(db: Database, practiceId: string, days: number, patients: PatientResponses, repo: MemoryRepository): Promise<Omit<DemoSummary, 'seededAt'>> {
   const q = async <T>(sql: string) => (await db.pool.query<T & object>(sql, [practiceId])).rows;
   const [balances] = await q<{ n: number; open: string }>(`SELECT count(*)::int AS n, coalesce(sum(patient_amount_minor) FILTER (WHERE status = 'open'), 0)::text AS open FROM balances WHERE practice_id = $1`);
   const messages = Object.fromEntries((await q<{ channel: string; n: number }>('SELECT channel, count(*)::int AS n FROM outbox WHERE practice_id = $1 GROUP BY channel')).map((r) => [r.channel, r.n]));

@@ -87,7 +87,7 @@ export function parsePolicy(document: Record<string, unknown>): Policy {
     caps: { perBalancePer7Days: number; perChannelPerDay: number; perChannelPer7Days?: Partial<Record<Channel, number>> };
     steps: { id: string; dayOffset: number; channels: Channel[]; template: string; conditions?: StepConditions; finalNotice?: boolean }[];
   };
-  if (doc.timeZone !== undefined && !IANAZone.isValidZone(doc.timeZone)) {
+  if (doc.timeZone !== undefined && !isValidZone(doc.timeZone)) {
     throw new PolicyError(`policy "${doc.name}": timeZone "${doc.timeZone}" is not an IANA time zone`);
   }
   const ids = new Set<string>();
@@ -96,6 +96,17 @@ export function parsePolicy(document: Record<string, unknown>): Policy {
     ids.add(step.id);
     for (const channel of step.channels) {
       if (!CHANNELS.includes(channel)) throw new PolicyError(`policy "${doc.name}": step "${step.id}" has unknown channel "${channel}"`);
+    }
+  }
+  if (doc.nonprofit501r) {
+    // IRS 501(r): an agency hand-off needs a final notice before it (the nonprofit-501r guard then holds it until
+    // day 120 and 30 days after the notice); a cadence with no final notice before its agency step could never hand over.
+    for (const step of doc.steps.filter((s) => s.channels.includes('agency'))) {
+      if (!doc.steps.some((s) => s.finalNotice === true && s.dayOffset <= step.dayOffset)) {
+        throw new PolicyError(
+          `policy "${doc.name}": nonprofit501r is on but agency step "${step.id}" has no final notice step (finalNotice: true) on or before its day ${step.dayOffset}`,
+        );
+      }
     }
   }
   const steps = doc.steps
@@ -120,9 +131,21 @@ export function parsePolicy(document: Record<string, unknown>): Policy {
  */
 export function recipientTimeZone(balance: Pick<OutreachBalance, 'timeZone'>, policy: Pick<Policy, 'timeZone'>, practiceTimeZone: string): string {
   for (const zone of [balance.timeZone, policy.timeZone, practiceTimeZone]) {
-    if (zone !== undefined && IANAZone.isValidZone(zone)) return zone;
+    if (zone !== undefined && isValidZone(zone)) return zone;
   }
   return 'UTC';
+}
+
+// Luxon builds an Intl.DateTimeFormat on every validity check; planning a million balances asks about the same
+// few zones millions of times, so the answer is remembered (zones do not become valid or invalid while running).
+const zoneValidity = new Map<string, boolean>();
+function isValidZone(zone: string): boolean {
+  let valid = zoneValidity.get(zone);
+  if (valid === undefined) {
+    valid = IANAZone.isValidZone(zone);
+    if (zoneValidity.size < 1000) zoneValidity.set(zone, valid);
+  }
+  return valid;
 }
 
 /** Why a balance gets no outreach at all right now, or null when it is open with something due. */

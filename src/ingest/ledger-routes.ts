@@ -16,6 +16,7 @@ import { formatMoney, type Money } from '../domain/money.ts';
 import type { SourceRecord } from '../domain/source-record.ts';
 import type { MappingRegistry } from '../mapping/load.ts';
 import { tryMapping } from '../mapping/try.ts';
+import { AuditLog } from '../store/audit.ts';
 import { withTransaction, type Database } from '../store/database.ts';
 import { LedgerError, LedgerRepository, type Balance } from '../store/ledger.ts';
 import type { PhiCipher } from '../store/phi-crypto.ts';
@@ -58,6 +59,7 @@ const actorOf = (principal: Principal | undefined) => (principal ? `apikey:${pri
 export function ledgerRoutes(deps: LedgerRoutesDeps): AnyRoute[] {
   const ledger = new LedgerRepository(deps.db.pool, deps.cipher, deps.clock);
   const quarantine = new QuarantineRepository(deps.db.pool, deps.clock);
+  const audit = new AuditLog(deps.db, deps.clock);
   const ownBalance = async (principal: Principal | undefined, id: string): Promise<Balance> => {
     const balance = /^[0-9a-f-]{36}$/i.test(id) ? await ledger.getBalance(id) : undefined;
     if (!balance || balance.practiceId !== principal?.practiceId) throw new ApiError(404, 'balance_not_found', `No balance ${id}.`);
@@ -97,6 +99,8 @@ export function ledgerRoutes(deps: LedgerRoutesDeps): AnyRoute[] {
       responses: { 200: { description: 'The balance.', schema: BALANCE }, 404: { description: 'No such balance in this practice.' } },
       handler: async ({ principal, params }) => {
         const balance = await ownBalance(principal, params.id!);
+        // A PHI view: recorded before anything is shown.
+        await audit.append({ practiceId: balance.practiceId, actor: actorOf(principal), action: 'balance.view', entityType: 'balance', entityId: balance.id });
         const entries = await ledger.entries(balance.id);
         const sources = [...new Map(entries.map((e) => [`${e.source.connector}/${e.source.resourceType}/${e.source.sourceId}`, { connector: e.source.connector, resourceType: e.source.resourceType, sourceId: e.source.sourceId }])).values()];
         return {
@@ -123,7 +127,13 @@ export function ledgerRoutes(deps: LedgerRoutesDeps): AnyRoute[] {
       handler: async ({ principal, params, body }: { principal: Principal | undefined; params: Record<string, string>; body: { status: BalanceStatus; holdReason?: HoldReason; note?: string } }) => {
         const balance = await ownBalance(principal, params.id!);
         try {
-          await ledger.setStatus(balance.id, { status: body.status, holdReason: body.holdReason ?? null, note: body.note ?? null, actor: actorOf(principal) });
+          await withTransaction(deps.db, async (tx) => {
+            await ledger.on(tx).setStatus(balance.id, { status: body.status, holdReason: body.holdReason ?? null, note: body.note ?? null, actor: actorOf(principal) });
+            await audit.append({
+              practiceId: balance.practiceId, actor: actorOf(principal), action: 'balance.status', entityType: 'balance', entityId: balance.id,
+              detail: { from: balance.status, to: body.status, ...(body.holdReason ? { holdReason: body.holdReason } : {}) },
+            }, tx);
+          });
         } catch (error) {
           if (error instanceof LedgerError) throw new ApiError(422, 'invalid_status_change', error.message);
           throw error;
@@ -166,7 +176,14 @@ export function ledgerRoutes(deps: LedgerRoutesDeps): AnyRoute[] {
         if (!record) throw new ApiError(404, 'source_record_not_found', `The source record ${entry.resourceType}/${entry.sourceId} version ${entry.versionId} is no longer stored.`);
         const mapping = deps.mappings.get(entry.mapping);
         if (!mapping) throw new ApiError(404, 'mapping_not_found', `No mapping "${entry.mapping}" is loaded.`);
-        const result = await withTransaction(deps.db, (tx) => ingestRecord(tx, record, mapping, { cipher: deps.cipher, clock: deps.clock }));
+        const result = await withTransaction(deps.db, async (tx) => {
+          const outcome = await ingestRecord(tx, record, mapping, { cipher: deps.cipher, clock: deps.clock });
+          await audit.append({
+            practiceId: entry.practiceId, actor: actorOf(principal), action: 'quarantine.reprocess', entityType: 'quarantine', entityId: entry.id,
+            detail: { mapping: entry.mapping, status: outcome.status },
+          }, tx);
+          return outcome;
+        });
         return result.status === 'quarantined' ? { status: result.status, outcome: result.outcome } : { status: result.status, posting: result.posting ?? null };
       },
     },

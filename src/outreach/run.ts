@@ -1,39 +1,56 @@
 /**
- * Daily outreach planning for a practice: for each outreach-eligible balance, build what the rules need from the
- * ledger and the outreach store, plan with {@link planOutreach}, and act on each decision — one transaction per
- * balance, under a per-balance lock, so two planners (or two runs on one day) never send a step twice:
+ * Daily outreach planning for a practice, built to stay fast at a million balances:
  *
- * - allow: render the step's template (en/es) with only the allow-listed values and write it to the OUTBOX, and
- *   record the attempt `sent` with the outbox id. No channel credentials exist yet (Twilio, SMTP, print), so every
- *   send goes to the outbox: nothing leaves the machine until a channel is configured.
+ * 1. One set-based query a page at a time picks the outreach-eligible balances whose cadence could have a step
+ *    due today (or that outreach has never seen); balances between steps, finished or waiting are not read.
+ * 2. For each page, the cadence starts, attempts, contacts, consents and opt-outs are read in one query each,
+ *    and every candidate is planned with {@link planOutreach} (pure).
+ * 3. A balance with something to record (a send or a suppression) is then acted on in ONE transaction of its
+ *    own, under its per-balance lock, after reading again what could have changed meanwhile (the balance,
+ *    its attempts, its consents and opt-outs) and planning again from that: two planners, or two runs on one
+ *    day, never send a step twice. Balances with only deferrals record nothing. On a PostgreSQL server a few
+ *    balances are acted on at once (each in its own transaction); on the embedded database one at a time.
+ *
+ * What acting means:
+ * - allow: render the step's template (en/es) with only the allow-listed values — practice name and phone, the
+ *   guarantor's first name, the amount due, the statement date (day 0 of the cadence), a due date (statement
+ *   date + {@link DUE_DAYS}) and the guarantor's signed pay link — and write it to the OUTBOX (the delivery
+ *   stage takes it from there), recording the attempt `sent` with the outbox id.
+ * - agency: the agency step records an `agency` attempt: the balance is agency-ready until the agency export
+ *   (src/outreach/agency.ts) hands it over.
  * - suppress: record the attempt `suppressed` with the rule and reason, so the cadence moves on (a
  *   `balance-status` stop is not recorded, so a lifted hold resumes where it stopped).
- * - defer: record nothing; the result reports when it may go (the next daily run, or a per-attempt job, retries).
- *
- * Values a message may carry: practice name and phone, the guarantor's first name, the patient amount due, the
- * statement date (day 0 of the cadence: the day outreach first saw the balance), a due date (statement date + 30
- * days) and the pay link. Until signed pay links are wired, the link is the placeholder `${publicUrl}/p/pending`.
- * The agency hand-off (`agency` channel) is reported as agency-ready, not recorded: the agency export owns it.
+ * - defer: record nothing; the result reports when it may go (the next hourly run retries).
  */
 import { DateTime } from 'luxon';
 import type { Logger } from '../config/logger.ts';
 import type { Clock } from '../domain/clock.ts';
 import type { PostalAddress } from '../domain/contact.ts';
+import { outreachEligible } from '../domain/ledger.ts';
 import type { HolidayResolver } from '../domain/outreach-holidays.ts';
 import type { BalanceStatus, MessageChannel, OutreachBalance } from '../domain/outreach.ts';
-import { parsePolicy, type Policy } from '../domain/policy.ts';
+import { recipientTimeZone, type Policy } from '../domain/policy.ts';
 import type { Practice } from '../domain/practice.ts';
+import type { PayLinkKeyRing } from '../payments/pay-link.ts';
+import { issuePayLink, payLinkToken, payLinkUrl } from '../payments/pay-link.ts';
+import { DEFAULT_PAY_BASE_URL, PAY_LINK_REUSE_MARGIN_MS, PAY_LINK_TTL_SECONDS } from '../payments/pay-link-service.ts';
 import { withTransaction, type Database } from '../store/database.ts';
-import { LedgerRepository, type Balance } from '../store/ledger.ts';
-import { OutreachRepository } from '../store/outreach.ts';
+import { LedgerRepository } from '../store/ledger.ts';
+import { OutreachPlanningReader, PlanningPayLinks, PlanningWrites, type PlanningBalance, type PlanningContact } from '../store/outreach-planning.ts';
 import type { PhiCipher } from '../store/phi-crypto.ts';
 import { PracticeRepository } from '../store/practices.ts';
 import type { JobDefinition } from '../scheduler/scheduler.ts';
-import { planOutreach } from './plan.ts';
+import { planOutreach, type OutreachPlan } from './plan.ts';
+import { PolicyBook } from './policy-book.ts';
 import { defaultTemplates, renderMessage, selectTemplate, type TemplateCatalogue } from './templates.ts';
 
 /** Days from the statement date to the due date shown in messages. */
 export const DUE_DAYS = 30;
+
+/** Balances read and planned per page. */
+const PAGE_SIZE = 1000;
+/** Balances acted on in one transaction (each under its own lock, all held until the commit). */
+const BATCH_SIZE = 50;
 
 /** What planning needs. */
 export interface PlanPracticeOptions {
@@ -42,152 +59,314 @@ export interface PlanPracticeOptions {
   clock: Clock;
   logger: Logger;
   practiceId: string;
+  /** The practice's policy (see {@link PolicyBook}). */
   policy: Policy;
-  /** The engine's public URL, for pay links (default `http://localhost:8080`). */
+  /** Signing keys of the pay links every message carries. */
+  payLinkKeys: PayLinkKeyRing;
+  /** The engine's public URL, for pay links (default: the pay-link service's). */
   publicUrl?: string;
   /** Templates (default: Settle's own, en and es). */
   templates?: TemplateCatalogue;
   holidays?: HolidayResolver;
+  /** Balances acted on at once on a PostgreSQL server (default: the pool size less two, at most 8; always 1 embedded). */
+  concurrency?: number;
 }
 
 /** What one planning run did. Ids, rules and times only: no names, phones or emails. */
 export interface PlanPracticeResult {
   practiceId: string;
-  /** Outreach-eligible balances looked at. */
+  /** Outreach-eligible balances of the practice (those not read were between steps). */
   balances: number;
+  /** Balances whose cadence could have had something due, and were planned. */
+  planned: number;
   sent: { balanceId: string; stepId: string; channel: MessageChannel; outboxId: string; attemptId: string }[];
   suppressed: { balanceId: string; stepId: string; channel: string; rule: string; reason: string; attemptId: string | null }[];
   deferred: { balanceId: string; stepId: string; channel: string; rule: string; reason: string; until: Date }[];
   failed: { balanceId: string; stepId: string; channel: string; reason: string }[];
-  agencyReady: { balanceId: string; stepId: string }[];
-}
-
-/** The placeholder pay link, until signed pay links land. */
-export function placeholderPayLink(publicUrl: string | undefined): string {
-  return `${(publicUrl ?? 'http://localhost:8080').replace(/\/+$/, '')}/p/pending`;
+  agencyReady: { balanceId: string; stepId: string; attemptId: string }[];
 }
 
 /** Plans outreach for every outreach-eligible balance of a practice at the clock's now. */
 export async function planPractice(options: PlanPracticeOptions): Promise<PlanPracticeResult> {
-  const { db, cipher, clock, practiceId } = options;
+  const { db, cipher, clock, practiceId, policy } = options;
   const practice = await new PracticeRepository(db.pool).findById(practiceId);
   if (!practice) throw new Error(`no practice ${practiceId}`);
-  const ledger = new LedgerRepository(db.pool, cipher, clock);
-  const result: PlanPracticeResult = { practiceId, balances: 0, sent: [], suppressed: [], deferred: [], failed: [], agencyReady: [] };
-  let cursor: string | undefined;
-  do {
-    const page = await ledger.listBalances(practiceId, { limit: 500, ...(cursor ? { cursor } : {}) });
-    for (const balance of page.balances) {
-      if (!balance.outreachEligible) continue;
-      result.balances++;
-      try {
-        await planBalance(options, practice, balance.id, result);
-      } catch (error) {
-        // One balance's trouble never stops the others; the log carries ids and the error class only (never a message
-        // that might quote a value).
-        options.logger.error('outreach.plan.balance_failed', { practiceId, balanceId: balance.id, error: (error as Error).name, code: (error as { code?: string }).code });
-        result.failed.push({ balanceId: balance.id, stepId: '', channel: '', reason: (error as Error).message });
-      }
-    }
-    cursor = page.nextCursor ?? undefined;
-  } while (cursor);
+  const now = clock.now();
+  const zone = recipientTimeZone({ timeZone: practice.timeZone }, policy, practice.timeZone);
+  const today = DateTime.fromJSDate(now, { zone }).toISODate()!;
+  const threshold = await new LedgerRepository(db.pool, cipher, clock).smallBalanceThreshold(practiceId);
+  const reader = new OutreachPlanningReader(db.pool, cipher);
+  const result = { ...emptyResult(practiceId), balances: await reader.eligibleCount(practiceId, threshold) };
+  const run: Run = { options, practice, now, today, threshold, result, links: new Map() };
+  const concurrency = db.kind === 'embedded' ? 1 : Math.max(1, options.concurrency ?? Math.min(8, (db.pool.options.max ?? 10) - 2));
+  let cursor: string | null = null;
+  for (;;) {
+    const page = await reader.candidates(practiceId, { threshold, today, cadence: policy, cursor, limit: PAGE_SIZE });
+    if (page.length === 0) break;
+    cursor = page.at(-1)!.id;
+    result.planned += page.length;
+    const prepared = await preparePage(run, reader, page);
+    await fetchPayLinks(run, [...new Set(prepared.filter(needsPayLink).map((p) => p.balance.guarantorId))]);
+    const batches: Prepared[][] = [];
+    for (let i = 0; i < prepared.length; i += BATCH_SIZE) batches.push(prepared.slice(i, i + BATCH_SIZE));
+    await forEachLimited(batches, concurrency, (batch) => actOnBatch(run, batch));
+    if (page.length < PAGE_SIZE) break;
+  }
   options.logger.info('outreach.plan', {
-    practiceId, balances: result.balances, sent: result.sent.length, suppressed: result.suppressed.length, deferred: result.deferred.length, failed: result.failed.length,
+    practiceId, balances: result.balances, planned: result.planned, sent: result.sent.length, suppressed: result.suppressed.length,
+    deferred: result.deferred.length, failed: result.failed.length, agencyReady: result.agencyReady.length,
   });
   return result;
 }
 
-async function planBalance(options: PlanPracticeOptions, practice: Practice, balanceId: string, result: PlanPracticeResult): Promise<void> {
-  const { db, cipher, clock, policy } = options;
-  const now = clock.now();
-  await withTransaction(db, async (tx) => {
-    const ledger = new LedgerRepository(tx, cipher, clock);
-    const store = new OutreachRepository(tx, cipher, clock);
-    await store.lockBalance(balanceId);
-    const balance = await ledger.getBalance(balanceId);
-    if (!balance || !balance.outreachEligible) return;
-    const today = DateTime.fromJSDate(now, { zone: practice.timeZone }).toISODate()!;
-    const firstStatementDate = await store.cadenceStart(practice.id, balance.id, today);
-    const contact = await ledger.getGuarantorContact(balance.guarantorId);
-    const patient = balance.patientId ? await ledger.getPatient(balance.patientId) : undefined;
-    const phone = contact?.phones?.find((p) => /\d/.test(p));
-    const email = contact?.email?.trim() || undefined;
-    const address = contact?.address;
-    const rules = await store.contactRules(practice.id, { ...(phone ? { sms: phone } : {}), ...(email ? { email } : {}) });
-    const language = contact?.language ?? patient?.language;
-    const input: OutreachBalance = {
-      balanceId: balance.id,
-      status: outreachStatus(balance.status),
-      amountDueCents: balance.patientAmount.amount,
-      currency: balance.patientAmount.currency,
-      firstStatementDate,
-      ageDays: balance.oldestOpenDate ? Math.max(0, Math.round(DateTime.fromISO(today).diff(DateTime.fromISO(balance.oldestOpenDate), 'days').days)) : 0,
-      hasPlan: balance.status === 'in_plan',
-      hasHold: balance.status === 'on_hold' || balance.holdReason !== null,
-      consents: rules.consents,
-      optOuts: rules.optOuts,
-      attempts: await store.cadenceAttempts(balance.id),
-      destinations: { ...(phone ? { sms: phone } : {}), ...(email ? { email } : {}), letter: hasMailingAddress(address) },
-      timeZone: practice.timeZone,
-      ...(language ? { language } : {}),
-    };
-    const plan = planOutreach(policy, input, now, {
-      practiceTimeZone: practice.timeZone,
-      ...(options.holidays ? { holidays: options.holidays } : {}),
-    });
-    for (const send of plan.sends) {
-      const { decision, verdicts } = send.record;
-      const base = { practiceId: practice.id, balanceId: balance.id, stepId: send.step.id, channel: send.channel, plannedAt: now, verdicts, finalNotice: send.step.finalNotice };
-      if (decision.verdict === 'defer') {
-        result.deferred.push({ balanceId: balance.id, stepId: send.step.id, channel: send.channel, rule: decision.rule, reason: decision.reason, until: decision.until });
-        continue;
+interface Run {
+  options: PlanPracticeOptions;
+  practice: Practice;
+  now: Date;
+  today: string;
+  threshold: number;
+  result: PlanPracticeResult;
+  /** Pay links issued or found in this run, by guarantor. */
+  links: Map<string, string>;
+}
+
+interface Prepared {
+  balance: PlanningBalance & { firstStatementDate: string };
+  contact: PlanningContact;
+  plan: OutreachPlan;
+  /** What the plan was made from, to tell under the lock whether anything changed since. */
+  fingerprint: string;
+}
+
+/** The parts of a balance's planning input that another process may change while a page is being planned. */
+function fingerprintOf(input: OutreachBalance): string {
+  return JSON.stringify([input.status, input.amountDueCents, input.hasHold, input.hasPlan, input.firstStatementDate, input.attempts, input.consents, input.optOuts]);
+}
+
+function needsPayLink(item: Prepared): boolean {
+  return item.plan.sends.some((s) => s.channel !== 'agency' && s.record.decision.verdict === 'allow');
+}
+
+/** Reads a page's cadence starts, attempts, contacts and contact rules at once and plans each balance. */
+async function preparePage(run: Run, reader: OutreachPlanningReader, page: PlanningBalance[]): Promise<Prepared[]> {
+  const unseen = page.filter((b) => b.firstStatementDate === null).map((b) => b.id);
+  const starts = await reader.startCadences(run.practice.id, unseen, run.today, run.now);
+  const balances = page.map((b) => ({ ...b, firstStatementDate: b.firstStatementDate ?? starts.get(b.id)! }));
+  const ids = balances.map((b) => b.id);
+  const [attempts, contacts] = await Promise.all([reader.attempts(ids), reader.contacts(balances)]);
+  const addresses = new Map(balances.map((b) => [b.id, destinationsOf(contacts.get(b.id)!)]));
+  const rules = await reader.contactRules(run.practice.id, new Map([...addresses].map(([id, d]) => [id, { ...(d.sms ? { sms: d.sms } : {}), ...(d.email ? { email: d.email } : {}) }])));
+  const prepared: Prepared[] = [];
+  for (const balance of balances) {
+    const contact = contacts.get(balance.id)!;
+    const input = outreachInput(run, balance, contact, attempts.get(balance.id) ?? [], rules.get(balance.id)!);
+    const plan = planFor(run, input);
+    if (plan.sends.length === 0) continue;
+    if (plan.sends.every((s) => s.record.decision.verdict === 'defer')) {
+      for (const send of plan.sends) {
+        const d = send.record.decision;
+        if (d.verdict === 'defer') run.result.deferred.push({ balanceId: balance.id, stepId: send.step.id, channel: send.channel, rule: d.rule, reason: d.reason, until: d.until });
       }
-      if (decision.verdict === 'suppress') {
-        if (decision.rule === 'balance-status') {
-          result.suppressed.push({ balanceId: balance.id, stepId: send.step.id, channel: send.channel, rule: decision.rule, reason: decision.reason, attemptId: null });
-          continue;
-        }
-        const attempt = await store.recordAttempt({ ...base, status: 'suppressed', rule: decision.rule, reason: decision.reason });
-        result.suppressed.push({ balanceId: balance.id, stepId: send.step.id, channel: send.channel, rule: decision.rule, reason: decision.reason, attemptId: attempt.id });
-        continue;
-      }
-      if (send.channel === 'agency') {
-        result.agencyReady.push({ balanceId: balance.id, stepId: send.step.id });
-        continue;
-      }
-      const channel = send.channel;
-      const template = selectTemplate(options.templates ?? defaultTemplates, send.template, channel, send.language);
-      const recipient = channel === 'sms' ? phone : channel === 'email' ? email : formatAddress(address);
-      let rendered;
-      try {
-        if (!template) throw new Error(`no ${channel} template "${send.template}"`);
-        rendered = renderMessage(template, {
-          practiceName: practice.name,
-          practicePhone: practice.phone,
-          firstName: contact?.name?.given?.[0] ?? null,
-          amountDueCents: balance.patientAmount.amount,
-          currency: balance.patientAmount.currency,
-          statementDate: firstStatementDate,
-          dueDate: DateTime.fromISO(firstStatementDate, { zone: 'UTC' }).plus({ days: DUE_DAYS }).toISODate(),
-          payLink: placeholderPayLink(options.publicUrl),
-        });
-      } catch (error) {
-        const reason = (error as Error).message;
-        await store.recordAttempt({ ...base, status: 'failed', rule: 'template', reason });
-        result.failed.push({ balanceId: balance.id, stepId: send.step.id, channel, reason });
-        continue;
-      }
-      const outboxId = await store.addToOutbox({
-        practiceId: practice.id, balanceId: balance.id, channel, recipient: recipient!, subject: rendered.subject ?? null, body: rendered.text,
-        html: rendered.html ?? null, language: rendered.language, template: rendered.template,
-      });
-      const attempt = await store.recordAttempt({ ...base, status: 'sent', outboxId, reason: 'written to the outbox (no channel configured)' });
-      result.sent.push({ balanceId: balance.id, stepId: send.step.id, channel, outboxId, attemptId: attempt.id });
+      continue;
     }
+    prepared.push({ balance, contact, plan, fingerprint: fingerprintOf(input) });
+  }
+  return prepared;
+}
+
+function planFor(run: Run, input: OutreachBalance): OutreachPlan {
+  return planOutreach(run.options.policy, input, run.now, {
+    practiceTimeZone: run.practice.timeZone,
+    ...(run.options.holidays ? { holidays: run.options.holidays } : {}),
   });
 }
 
-function outreachStatus(status: Balance['status']): BalanceStatus {
+function destinationsOf({ contact }: PlanningContact): { sms?: string; email?: string; address?: PostalAddress } {
+  const phone = contact?.phones?.find((p) => /\d/.test(p));
+  const email = contact?.email?.trim() || undefined;
+  return { ...(phone ? { sms: phone } : {}), ...(email ? { email } : {}), ...(contact?.address ? { address: contact.address } : {}) };
+}
+
+function outreachInput(
+  run: Run,
+  balance: PlanningBalance & { firstStatementDate: string },
+  planningContact: PlanningContact,
+  attempts: OutreachBalance['attempts'],
+  rules: Pick<OutreachBalance, 'consents' | 'optOuts'>,
+): OutreachBalance {
+  const { sms, email, address } = destinationsOf(planningContact);
+  const language = planningContact.contact?.language ?? planningContact.patientLanguage;
+  return {
+    balanceId: balance.id,
+    status: outreachStatus(balance.status),
+    amountDueCents: balance.patientAmountMinor,
+    currency: balance.currency,
+    firstStatementDate: balance.firstStatementDate,
+    ageDays: balance.oldestOpenDate ? Math.max(0, Math.round(DateTime.fromISO(run.today).diff(DateTime.fromISO(balance.oldestOpenDate), 'days').days)) : 0,
+    hasPlan: balance.status === 'in_plan',
+    hasHold: balance.status === 'on_hold' || balance.holdReason !== null,
+    consents: rules.consents,
+    optOuts: rules.optOuts,
+    attempts,
+    destinations: { ...(sms ? { sms } : {}), ...(email ? { email } : {}), letter: hasMailingAddress(address) },
+    timeZone: run.practice.timeZone,
+    ...(language ? { language } : {}),
+  };
+}
+
+/**
+ * Acts on a batch of balances in one transaction: takes every balance's planning lock (in id order, so two
+ * planners cannot deadlock), reads again under the locks what may have changed since the page was read (the
+ * balance, its attempts, its consents and opt-outs), plans again any balance whose input changed, and records.
+ * The results count only once committed; if the batch fails, each balance is retried in a transaction of its
+ * own, so one balance's trouble never stops the others.
+ */
+async function actOnBatch(run: Run, batch: Prepared[]): Promise<void> {
+  const { options } = run;
+  const partial = emptyResult(run.practice.id);
+  try {
+    await withTransaction(options.db, async (tx) => {
+      const writes = new PlanningWrites(options.cipher, options.clock);
+      const reader = new OutreachPlanningReader(tx, options.cipher);
+      const ids = batch.map((b) => b.balance.id).sort();
+      await reader.lockBalances(ids);
+      const fresh = new Map((await reader.balances(ids)).map((b) => [b.id, b]));
+      const attempts = await reader.attempts(ids);
+      const rules = await reader.contactRules(run.practice.id, new Map(batch.map((item) => {
+        const { sms, email } = destinationsOf(item.contact);
+        return [item.balance.id, { ...(sms ? { sms } : {}), ...(email ? { email } : {}) }];
+      })));
+      for (const item of batch) {
+        const now = fresh.get(item.balance.id);
+        if (!now || now.firstStatementDate === null || !outreachEligible(now.status, now.patientAmountMinor, run.threshold)) continue;
+        const balance = { ...now, firstStatementDate: now.firstStatementDate };
+        const input = outreachInput(run, balance, item.contact, attempts.get(balance.id) ?? [], rules.get(balance.id)!);
+        const plan = fingerprintOf(input) === item.fingerprint ? item.plan : planFor(run, input);
+        // Links are fetched before the transaction (a link needs a connection of its own, and the embedded database
+        // runs one transaction at a time); a balance whose new plan needs one not fetched waits for the next run.
+        const payLink = needsPayLink({ ...item, plan }) ? run.links.get(balance.guarantorId) : undefined;
+        if (needsPayLink({ ...item, plan }) && payLink === undefined) {
+          partial.failed.push({ balanceId: balance.id, stepId: '', channel: '', reason: 'no pay link could be issued for the guarantor; the next run tries again' });
+          continue;
+        }
+        recordPlan(run, partial, writes, balance, item.contact, plan, payLink);
+      }
+      await writes.flush(tx);
+    });
+  } catch (error) {
+    if (batch.length > 1) {
+      for (const item of batch) await actOnBatch(run, [item]);
+      return;
+    }
+    // The log carries ids and the error class only (never a message that might quote a value).
+    const balanceId = batch[0]!.balance.id;
+    options.logger.error('outreach.plan.balance_failed', { practiceId: run.practice.id, balanceId, error: (error as Error).name, code: (error as { code?: string }).code });
+    run.result.failed.push({ balanceId, stepId: '', channel: '', reason: (error as Error).message });
+    return;
+  }
+  const { result } = run;
+  result.sent.push(...partial.sent);
+  result.suppressed.push(...partial.suppressed);
+  result.deferred.push(...partial.deferred);
+  result.failed.push(...partial.failed);
+  result.agencyReady.push(...partial.agencyReady);
+}
+
+function emptyResult(practiceId: string): PlanPracticeResult {
+  return { practiceId, balances: 0, planned: 0, sent: [], suppressed: [], deferred: [], failed: [], agencyReady: [] };
+}
+
+/**
+ * Finds or issues the pay links of a page's guarantors into `run.links`, by the rule of `payLinkForGuarantor`
+ * (src/payments/pay-link-service.ts: reuse a link signed with the current key, not revoked and valid for at least
+ * another week, else issue one valid 30 days), in two statements for the page rather than two per guarantor.
+ * A failure is logged with ids only; those balances wait for the next run.
+ */
+async function fetchPayLinks(run: Run, guarantorIds: string[]): Promise<void> {
+  const wanted = guarantorIds.filter((id) => !run.links.has(id));
+  if (wanted.length === 0) return;
+  const { db, clock, payLinkKeys: keys, publicUrl, logger } = run.options;
+  const base = publicUrl ?? DEFAULT_PAY_BASE_URL;
+  const links = new PlanningPayLinks(db.pool);
+  try {
+    for (const link of await links.reusable(run.practice.id, wanted, keys.current, new Date(clock.now().getTime() + PAY_LINK_REUSE_MARGIN_MS))) {
+      run.links.set(link.guarantorId, payLinkUrl(base, payLinkToken(link, keys)));
+    }
+    const issued = wanted.filter((id) => !run.links.has(id)).map((guarantorId) => issuePayLink({ guarantorId, ttlSeconds: PAY_LINK_TTL_SECONDS, clock, keyRing: keys }));
+    const stored = await links.create(run.practice.id, issued.map((l) => ({ linkId: l.linkId, guarantorId: l.guarantorId, keyId: l.keyId, expiresAt: l.expiresAt })), clock.now());
+    for (const link of issued) if (stored.has(link.guarantorId)) run.links.set(link.guarantorId, payLinkUrl(base, link.token));
+  } catch (error) {
+    logger.error('outreach.plan.pay_link_failed', { practiceId: run.practice.id, guarantors: wanted.length, error: (error as Error).name, code: (error as { code?: string }).code });
+  }
+}
+
+function recordPlan(
+  run: Run, result: PlanPracticeResult, writes: PlanningWrites, balance: PlanningBalance & { firstStatementDate: string }, planningContact: PlanningContact,
+  plan: OutreachPlan, payLink: string | undefined,
+): void {
+  const { options, practice, now } = run;
+  const { sms, email, address } = destinationsOf(planningContact);
+  for (const send of plan.sends) {
+    const { decision, verdicts } = send.record;
+    const base = { practiceId: practice.id, balanceId: balance.id, stepId: send.step.id, channel: send.channel, plannedAt: now, verdicts, finalNotice: send.step.finalNotice };
+    if (decision.verdict === 'defer') {
+      result.deferred.push({ balanceId: balance.id, stepId: send.step.id, channel: send.channel, rule: decision.rule, reason: decision.reason, until: decision.until });
+      continue;
+    }
+    if (decision.verdict === 'suppress') {
+      if (decision.rule === 'balance-status') {
+        result.suppressed.push({ balanceId: balance.id, stepId: send.step.id, channel: send.channel, rule: decision.rule, reason: decision.reason, attemptId: null });
+        continue;
+      }
+      const attemptId = writes.attempt({ ...base, status: 'suppressed', rule: decision.rule, reason: decision.reason });
+      result.suppressed.push({ balanceId: balance.id, stepId: send.step.id, channel: send.channel, rule: decision.rule, reason: decision.reason, attemptId });
+      continue;
+    }
+    if (send.channel === 'agency') {
+      const attemptId = writes.attempt({ ...base, status: 'sent', reason: 'agency-ready: waits for the agency export' });
+      result.agencyReady.push({ balanceId: balance.id, stepId: send.step.id, attemptId });
+      continue;
+    }
+    const channel = send.channel;
+    const template = selectTemplate(options.templates ?? defaultTemplates, send.template, channel, send.language);
+    const recipient = channel === 'sms' ? sms : channel === 'email' ? email : formatAddress(address);
+    let rendered;
+    try {
+      if (!template) throw new Error(`no ${channel} template "${send.template}"`);
+      rendered = renderMessage(template, {
+        practiceName: practice.name,
+        practicePhone: practice.phone,
+        firstName: planningContact.contact?.name?.given?.[0] ?? null,
+        amountDueCents: balance.patientAmountMinor,
+        currency: balance.currency,
+        statementDate: balance.firstStatementDate,
+        dueDate: DateTime.fromISO(balance.firstStatementDate, { zone: 'UTC' }).plus({ days: DUE_DAYS }).toISODate(),
+        payLink: payLink ?? null,
+      });
+    } catch (error) {
+      const reason = (error as Error).message;
+      writes.attempt({ ...base, status: 'failed', rule: 'template', reason });
+      result.failed.push({ balanceId: balance.id, stepId: send.step.id, channel, reason });
+      continue;
+    }
+    const outboxId = writes.outbox({
+      practiceId: practice.id, balanceId: balance.id, channel, recipient: recipient!, subject: rendered.subject ?? null, body: rendered.text,
+      html: rendered.html ?? null, language: rendered.language, template: rendered.template,
+    });
+    const attemptId = writes.attempt({ ...base, status: 'sent', outboxId, reason: 'written to the outbox' });
+    result.sent.push({ balanceId: balance.id, stepId: send.step.id, channel, outboxId, attemptId });
+  }
+}
+
+/** Runs `work` over `items` with at most `limit` at once. */
+async function forEachLimited<T>(items: readonly T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, async () => {
+    while (next < items.length) await work(items[next++]!);
+  }));
+}
+
+function outreachStatus(status: PlanningBalance['status']): BalanceStatus {
   return status === 'in_outreach' ? 'open' : (status as BalanceStatus);
 }
 
@@ -210,22 +389,33 @@ export interface OutreachJobDependencies {
   cipher: PhiCipher;
   clock: Clock;
   logger: Logger;
-  /** The `policies/default.json` document (already schema-checked by the data-file loader); parsed here. */
-  defaultPolicy: Record<string, unknown>;
+  /** The policies/ files (already schema-checked by the data-file loader): `<practice slug>` for a practice's own, else `default`. */
+  policies?: readonly { name: string; data: Record<string, unknown> }[];
+  /** The `policies/default.json` document, when `policies` does not hold it. */
+  defaultPolicy?: Record<string, unknown>;
+  /** Pay-link signing keys (SETTLE_PAY_LINK_KEYS): without them planning refuses to run rather than send a message with no link. */
+  payLinkKeys?: PayLinkKeyRing;
   publicUrl?: string;
 }
 
-/** `outreach.plan`: plans one practice (`data.practiceId`) or every practice, with the default policy. */
+/** `outreach.plan`: plans one practice (`data.practiceId`) or every practice, each with its own policy or `default`. */
 export function outreachPlanJob(deps: OutreachJobDependencies): JobDefinition<{ practiceId?: string }> {
-  const policy = parsePolicy(deps.defaultPolicy);
+  const book = PolicyBook.from([...(deps.policies ?? []), ...(deps.defaultPolicy && !deps.policies?.some((p) => p.name === 'default') ? [{ name: 'default', data: deps.defaultPolicy }] : [])]);
   return {
     name: OUTREACH_PLAN_JOB,
     concurrency: 1,
     async run(data) {
-      const practices = data?.practiceId ? [data.practiceId] : (await new PracticeRepository(deps.db.pool).list()).map((p) => p.id);
-      for (const practiceId of practices) {
+      if (!deps.payLinkKeys) throw new Error('outreach.plan needs the pay-link keys (SETTLE_PAY_LINK_KEYS): nothing was planned');
+      const repository = new PracticeRepository(deps.db.pool);
+      const practices = data?.practiceId ? [await repository.findById(data.practiceId)].filter((p) => p !== undefined) : await repository.list();
+      for (const practice of practices) {
+        const policy = book.forPractice(practice.slug);
+        if (!policy) {
+          deps.logger.warn('outreach.plan.no_policy', { practiceId: practice.id });
+          continue;
+        }
         await planPractice({
-          db: deps.db, cipher: deps.cipher, clock: deps.clock, logger: deps.logger, practiceId, policy,
+          db: deps.db, cipher: deps.cipher, clock: deps.clock, logger: deps.logger, practiceId: practice.id, policy, payLinkKeys: deps.payLinkKeys,
           ...(deps.publicUrl ? { publicUrl: deps.publicUrl } : {}),
         });
       }

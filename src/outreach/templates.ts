@@ -334,7 +334,7 @@ export function renderMessage(template: Template, values: MessageValues): Render
   return { ...base, subject, text, html };
 }
 
-/** Values for previews: a realistic practice, patient first name, amount and a 30-character pay link. */
+/** Values for previews: a realistic practice, patient first name, amount and a pay link of real length (32-character token). */
 export const SAMPLE_VALUES: Readonly<Required<MessageValues>> = {
   practiceName: 'Riverside Family Medicine',
   practicePhone: '(555) 010-0199',
@@ -342,7 +342,7 @@ export const SAMPLE_VALUES: Readonly<Required<MessageValues>> = {
   amountDueCents: 123456,
   currency: 'USD',
   dueDate: '2026-12-18',
-  payLink: 'https://pay.rfm.org/p/7Hq2xK9m',
+  payLink: 'https://pay.rfm.org/p/AQx7Hq2xK9mZbR4tLw8nYc3vPd6sJe1f',
   statementDate: '2026-11-18',
 };
 
@@ -359,14 +359,16 @@ export function previewTemplate(
 
 /* ---------------------------------------------------------------- the default templates */
 
-const STOP_EN = 'Reply STOP to opt out';
-const STOP_ES = 'Responda STOP para cancelar';
+// Texts must fit one 160-character GSM-7 segment with a 25-character practice name, an 11-letter first name, a
+// $12,345.67 amount and a 62-character pay link (`https://pay.example-clinic.com/p/<32>`): every word counts.
+const STOP_EN = 'Reply STOP to end';
+const STOP_ES = 'STOP para salir';
 
 /** Settle's own templates for every step of the default policy and every message channel, in English and Spanish. */
 export const DEFAULT_TEMPLATE_SOURCES: readonly TemplateSource[] = [
   // statement-ready
-  { name: 'statement-ready', channel: 'sms', language: 'en', body: `{{practiceName}}: Hi {{firstName}}, your statement for {{amountDue}} is ready. Pay: {{payLink}} ${STOP_EN}` },
-  { name: 'statement-ready', channel: 'sms', language: 'es', body: `{{practiceName}}: Hola {{firstName}}, su estado de cuenta: {{amountDue}}. Pague: {{payLink}} ${STOP_ES}` },
+  { name: 'statement-ready', channel: 'sms', language: 'en', body: `{{practiceName}}: Hi {{firstName}}, your bill of {{amountDue}} is ready: {{payLink}} ${STOP_EN}` },
+  { name: 'statement-ready', channel: 'sms', language: 'es', body: `{{practiceName}}: Hola {{firstName}}, su saldo de {{amountDue}}: {{payLink}} ${STOP_ES}` },
   {
     name: 'statement-ready', channel: 'email', language: 'en', subject: 'Your statement from {{practiceName}} is ready',
     body: 'Hi {{firstName}},\n\nYour statement from {{practiceName}} dated {{statementDate}} is ready. The amount due is {{amountDue}}.\n\nYou can pay securely online: {{payLink}}\n\nQuestions about your bill? Call us at {{practicePhone}}.\n\nThank you,\n{{practiceName}}',
@@ -384,8 +386,8 @@ export const DEFAULT_TEMPLATE_SOURCES: readonly TemplateSource[] = [
     body: 'Estimado/a {{firstName}}:\n\nEste es su estado de cuenta de {{practiceName}} con fecha {{statementDate}}. El saldo a pagar es {{amountDue}}.\n\nPague en línea en {{payLink}} o escanee el código QR. ¿Preguntas? Llame al {{practicePhone}}.',
   },
   // friendly-reminder
-  { name: 'friendly-reminder', channel: 'sms', language: 'en', body: `{{practiceName}}: Hi {{firstName}}, a reminder that {{amountDue}} is due {{dueDate}}. Pay: {{payLink}} ${STOP_EN}` },
-  { name: 'friendly-reminder', channel: 'sms', language: 'es', body: `{{practiceName}}: Hola {{firstName}}, le recordamos su saldo de {{amountDue}}. Pague: {{payLink}} ${STOP_ES}` },
+  { name: 'friendly-reminder', channel: 'sms', language: 'en', body: `{{practiceName}}: Hi {{firstName}}, {{amountDue}} is due {{dueDate}}: {{payLink}} ${STOP_EN}` },
+  { name: 'friendly-reminder', channel: 'sms', language: 'es', body: `{{practiceName}}: Hola {{firstName}}, recuerde su saldo de {{amountDue}}: {{payLink}} ${STOP_ES}` },
   {
     name: 'friendly-reminder', channel: 'email', language: 'en', subject: 'A reminder from {{practiceName}}',
     body: 'Hi {{firstName}},\n\nA friendly reminder that your balance of {{amountDue}} with {{practiceName}} is due {{dueDate}}.\n\nPay securely online: {{payLink}}\n\nIf you have already paid, thank you, and please ignore this message. Questions? Call {{practicePhone}}.\n\n{{practiceName}}',
@@ -403,8 +405,8 @@ export const DEFAULT_TEMPLATE_SOURCES: readonly TemplateSource[] = [
     body: 'Estimado/a {{firstName}}:\n\nLe recordamos que su saldo de {{amountDue}} con {{practiceName}} vence el {{dueDate}}.\n\nPague en línea en {{payLink}}. ¿Preguntas? Llame al {{practicePhone}}.',
   },
   // statement-letter
-  { name: 'statement-letter', channel: 'sms', language: 'en', body: `{{practiceName}}: Hi {{firstName}}, we mailed you a statement for {{amountDue}}. Pay: {{payLink}} ${STOP_EN}` },
-  { name: 'statement-letter', channel: 'sms', language: 'es', body: `{{practiceName}}: Hola {{firstName}}, le enviamos una carta por {{amountDue}}. Pague: {{payLink}} ${STOP_ES}` },
+  { name: 'statement-letter', channel: 'sms', language: 'en', body: `{{practiceName}}: Hi {{firstName}}, we mailed a bill for {{amountDue}}: {{payLink}} ${STOP_EN}` },
+  { name: 'statement-letter', channel: 'sms', language: 'es', body: `{{practiceName}}: Hola {{firstName}}, enviamos su cuenta de {{amountDue}}: {{payLink}} ${STOP_ES}` },
   {
     name: 'statement-letter', channel: 'email', language: 'en', subject: 'Your statement from {{practiceName}}',
     body: 'Hi {{firstName}},\n\nWe have mailed you a statement dated {{statementDate}} for {{amountDue}}.\n\nPay securely online: {{payLink}}\n\nQuestions? Call {{practicePhone}}.\n\n{{practiceName}}',
@@ -422,8 +424,8 @@ export const DEFAULT_TEMPLATE_SOURCES: readonly TemplateSource[] = [
     body: 'Estimado/a {{firstName}}:\n\nAdjuntamos su estado de cuenta de {{practiceName}} con fecha {{statementDate}}. El saldo a pagar es {{amountDue}}, con vencimiento el {{dueDate}}.\n\nPague en línea en {{payLink}}, escanee el código QR o devuelva el talón de abajo con su cheque. ¿Preguntas? Llame al {{practicePhone}}.',
   },
   // second-notice
-  { name: 'second-notice', channel: 'sms', language: 'en', body: `{{practiceName}}: Hi {{firstName}}, your balance of {{amountDue}} is past due. Pay: {{payLink}} ${STOP_EN}` },
-  { name: 'second-notice', channel: 'sms', language: 'es', body: `{{practiceName}}: Hola {{firstName}}, tiene un saldo vencido de {{amountDue}}. Pague: {{payLink}} ${STOP_ES}` },
+  { name: 'second-notice', channel: 'sms', language: 'en', body: `{{practiceName}}: Hi {{firstName}}, {{amountDue}} is past due: {{payLink}} ${STOP_EN}` },
+  { name: 'second-notice', channel: 'sms', language: 'es', body: `{{practiceName}}: Hola {{firstName}}, saldo vencido de {{amountDue}}: {{payLink}} ${STOP_ES}` },
   {
     name: 'second-notice', channel: 'email', language: 'en', subject: 'Second notice: your balance with {{practiceName}}',
     body: 'Hi {{firstName}},\n\nOur records show a past-due balance of {{amountDue}} from your statement of {{statementDate}}.\n\nPlease pay online at {{payLink}}, or call {{practicePhone}} to set up a payment plan.\n\n{{practiceName}}',
@@ -441,8 +443,8 @@ export const DEFAULT_TEMPLATE_SOURCES: readonly TemplateSource[] = [
     body: 'Estimado/a {{firstName}}:\n\nNuestros registros muestran un saldo vencido de {{amountDue}} de su estado de cuenta del {{statementDate}}.\n\nPague antes del {{dueDate}} en línea en {{payLink}} o llame al {{practicePhone}} para un plan de pagos. Si ya pagó, gracias.',
   },
   // final-notice
-  { name: 'final-notice', channel: 'sms', language: 'en', body: `{{practiceName}}: FINAL NOTICE {{firstName}}: {{amountDue}} is due by {{dueDate}}. Pay: {{payLink}} ${STOP_EN}` },
-  { name: 'final-notice', channel: 'sms', language: 'es', body: `{{practiceName}}: AVISO FINAL {{firstName}}: pague {{amountDue}} antes del {{dueDate}} en {{payLink}} ${STOP_ES}` },
+  { name: 'final-notice', channel: 'sms', language: 'en', body: `{{practiceName}} FINAL NOTICE: {{amountDue}} due by {{dueDate}}: {{payLink}} ${STOP_EN}` },
+  { name: 'final-notice', channel: 'sms', language: 'es', body: `{{practiceName}} AVISO FINAL: pague {{amountDue}} antes del {{dueDate}}: {{payLink}} ${STOP_ES}` },
   {
     name: 'final-notice', channel: 'email', language: 'en', subject: 'Final notice from {{practiceName}}',
     body: 'Hi {{firstName}},\n\nThis is a final notice: your balance of {{amountDue}} is past due. Please pay by {{dueDate}} at {{payLink}}, or call {{practicePhone}} to arrange a payment plan or ask about financial assistance.\n\nIf the balance is not paid or arranged by then, the account may be referred to a collection agency.\n\n{{practiceName}}',

@@ -205,3 +205,20 @@ export async function verifyPayLink(token: unknown, options: VerifyPayLinkOption
 export function payLinkUrl(baseUrl: string, token: string): string {
   return `${baseUrl.replace(/\/+$/, '')}/p/${token}`;
 }
+
+/**
+ * The token of an already issued link, computed again from its row (the same key, link id, expiry and guarantor
+ * give the same token), so a link can be sent again without the token being stored anywhere.
+ * @throws PayLinkKeyError when the link's key is no longer in the key ring.
+ */
+export function payLinkToken(link: { readonly linkId: string; readonly guarantorId: string; readonly expiresAt: Date; readonly keyId: number }, keyRing: PayLinkKeyRing): string {
+  const key = keyRing.keys.get(link.keyId);
+  if (!key) throw new PayLinkKeyError(`pay-link key ${link.keyId} is not in the key ring`);
+  if (!/^[0-9a-f]{18}$/.test(link.linkId)) throw new RangeError('a link id is 18 lower-case hex characters');
+  const raw = Buffer.alloc(RAW_LENGTH);
+  raw[0] = link.keyId;
+  Buffer.from(link.linkId, 'hex').copy(raw, 1);
+  raw.writeUInt32BE(Math.floor(link.expiresAt.getTime() / 1000), 1 + LINK_ID_BYTES);
+  mac(key, raw.subarray(0, SIGNED_BYTES), link.guarantorId).copy(raw, SIGNED_BYTES);
+  return raw.toString('base64url');
+}

@@ -52,6 +52,8 @@ export interface PayPageModel {
   readonly lang: string;
   readonly practice: { readonly name: string; readonly phone: string | null };
   readonly sandbox: boolean;
+  /** Open (payment choices offered), on hold, or in a plan. */
+  readonly state: 'open' | 'on-hold' | 'in-plan';
   readonly currency: string;
   readonly amountDueCents: number;
   readonly amountDue: string;
@@ -136,6 +138,7 @@ export function payPageModel(input: PayPageInput): PayPageModel {
     lang: locale,
     practice: { name: input.practice.name, phone: input.practice.phone },
     sandbox: input.sandbox,
+    state,
     currency,
     amountDueCents,
     amountDue: show(amountDueCents),

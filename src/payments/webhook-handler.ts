@@ -23,10 +23,11 @@ import type { Clock } from '../domain/clock.ts';
 import type { BalanceStatus } from '../domain/ledger.ts';
 import type { Money } from '../domain/money.ts';
 import { allocatePayment, allocationOrder, type AllocatableBalance } from '../domain/payment-allocation.ts';
-import { withTransaction, type Database } from '../store/database.ts';
+import { withTransaction, type Database, type Queryable } from '../store/database.ts';
 import { LedgerRepository, type Balance } from '../store/ledger.ts';
-import { PaymentRepository, type Payment, type PaymentAllocation, type PaymentStatus, type StripeIds } from '../store/payments.ts';
+import { isUuid, PaymentRepository, type Payment, type PaymentAllocation, type PaymentStatus, type StripeIds } from '../store/payments.ts';
 import { PhiCipher } from '../store/phi-crypto.ts';
+import { applyPlanCheckout, type PlanCheckoutOutcome } from './plan-service.ts';
 import { commandForEvent, type StripeEventCommand } from './stripe-events.ts';
 import type { StripeEventEnvelope } from './stripe-webhook.ts';
 
@@ -73,6 +74,8 @@ export interface HandleResult {
   readonly balanceIds: readonly string[];
   /** Per balance, how the money was split (payment, refund or reversal). */
   readonly allocations?: readonly PaymentAllocation[];
+  /** What a plan's Checkout payment did to its plan (activated, paid off, …). */
+  readonly plan?: PlanCheckoutOutcome;
 }
 
 let ephemeralCipher: PhiCipher | undefined;
@@ -127,7 +130,7 @@ export async function handleStripeEvent(deps: StripeEventHandlerDeps, event: Str
       return { outcome: 'duplicate', eventId: event.id, type: event.type, ledgerEntries: 0, writebacks: [], balanceIds: [] } satisfies HandleResult;
     }
     const ledger = new LedgerRepository(tx, deps.cipher ?? unusedCipher(), deps.clock);
-    const applied = await apply(deps, payments, ledger, command);
+    const applied = await apply(deps, payments, ledger, command, tx);
     const done: HandleResult = { eventId: event.id, type: event.type, ledgerEntries: 0, writebacks: [], balanceIds: [], ...applied };
     await payments.finishEvent(deps.practiceId, ref, done.outcome);
     return done;
@@ -142,7 +145,7 @@ export async function handleStripeEvent(deps: StripeEventHandlerDeps, event: Str
 
 type Applied = Partial<HandleResult> & { outcome: HandleOutcome };
 
-async function apply(deps: StripeEventHandlerDeps, payments: PaymentRepository, ledger: LedgerRepository, command: StripeEventCommand): Promise<Applied> {
+async function apply(deps: StripeEventHandlerDeps, payments: PaymentRepository, ledger: LedgerRepository, command: StripeEventCommand, tx: Queryable): Promise<Applied> {
   const practiceId = deps.practiceId;
   switch (command.kind) {
     case 'ignored':
@@ -159,7 +162,18 @@ async function apply(deps: StripeEventHandlerDeps, payments: PaymentRepository, 
       }
       const payment = await payments.findForUpdate(practiceId, { paymentId: command.refs.paymentId, paymentIntent: command.paymentIntent });
       if (!payment) return { outcome: 'unknown-payment' };
-      return postPayment(practiceId, payments, ledger, payment, command.amount ?? payment.amount, stripeIds(command));
+      const posted = await postPayment(practiceId, payments, ledger, payment, command.amount ?? payment.amount, stripeIds(command));
+      // A plan's first installment (or its early payoff) paid through Checkout: installments carry their number
+      // and are recorded by the sweep that charged them, from Stripe's synchronous answer.
+      if (command.refs.planId && command.refs.installment === undefined && isUuid(command.refs.planId) && (posted.outcome === 'payment-posted' || posted.outcome === 'payment-already-posted')) {
+        const plan = await applyPlanCheckout(tx, { clock: deps.clock, ledger }, {
+          practiceId, planId: command.refs.planId, paymentId: payment.id, guarantorId: payment.guarantorId,
+          ...(command.customer ? { customer: command.customer } : {}),
+          ...(command.kind === 'payment-succeeded' && command.paymentMethod ? { paymentMethod: command.paymentMethod } : {}),
+        });
+        return { ...posted, plan };
+      }
+      return posted;
     }
     case 'payment-failed': {
       const payment = await payments.findForUpdate(practiceId, { paymentId: command.refs.paymentId, paymentIntent: command.paymentIntent });

@@ -25,6 +25,8 @@ export interface StripeWebhookRouteDeps extends StripeEventHandlerDeps {
   readonly secrets: string | readonly string[];
   /** Seconds; default Stripe's 300. */
   readonly toleranceSeconds?: number;
+  /** Called after an event queued write-backs (committed), so delivery starts now rather than at its next run. */
+  readonly onWritebacksQueued?: () => void;
 }
 
 /** The response body of a handled webhook. */
@@ -69,6 +71,7 @@ export async function processStripeWebhook(deps: StripeWebhookRouteDeps, rawBody
     if (error instanceof StripeEventError) throw new ApiError(400, 'invalid_event', error.message);
     throw error;
   }
+  if (result.writebacks.length > 0) deps.onWritebacksQueued?.();
   return { received: true, eventId: result.eventId, outcome: result.outcome, duplicate: result.outcome === 'duplicate' };
 }
 

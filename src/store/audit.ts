@@ -30,8 +30,18 @@ export interface AuditEvent extends Required<NewAuditEvent> {
 
 /** Where a chain stopped checking out. */
 export interface AuditChainBreak {
+  /** The first broken event (for deleted newest events: the newest one recorded). */
   eventId: string;
   reason: string;
+}
+
+/** What {@link AuditLog.check} found. */
+export interface AuditChainCheck {
+  /** Events that checked out, oldest first, before any break. */
+  events: number;
+  /** The newest event that checked out. */
+  lastEventId: string | null;
+  broken?: AuditChainBreak;
 }
 
 const GENESIS = '0'.repeat(64);
@@ -104,8 +114,11 @@ export class AuditLog {
     if (!tx) return withTransaction(this.db, (own) => this.append(event, own));
     // One writer per practice at a time keeps the chain a line, not a tree.
     await tx.query("SELECT pg_advisory_xact_lock(hashtext('settle.audit:' || $1))", [event.practiceId]);
+    // Chain to the recorded head (so an event appended after the newest ones were deleted shows the gap), else
+    // to the newest stored event (a chain begun before the head existed).
     const last = await tx.query<{ hash: string }>(
-      'SELECT hash FROM audit_events WHERE practice_id = $1 ORDER BY id DESC LIMIT 1',
+      `SELECT coalesce((SELECT last_hash FROM audit_heads WHERE practice_id = $1),
+                       (SELECT hash FROM audit_events WHERE practice_id = $1 ORDER BY id DESC LIMIT 1)) AS hash`,
       [event.practiceId],
     );
     const prevHash = last.rows[0]?.hash ?? GENESIS;
@@ -124,16 +137,47 @@ export class AuditLog {
        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING *`,
       [full.practiceId, full.occurredAt, full.actor, full.action, full.entityType, full.entityId, JSON.stringify(full.detail), prevHash, hash],
     );
+    await tx.query(
+      `INSERT INTO audit_heads (practice_id, last_event_id, last_hash, events, updated_at) VALUES ($1, $2, $3, 1, $4)
+       ON CONFLICT (practice_id) DO UPDATE SET last_event_id = excluded.last_event_id, last_hash = excluded.last_hash,
+         events = audit_heads.events + 1, updated_at = excluded.updated_at`,
+      [full.practiceId, rows[0].id, hash, full.occurredAt],
+    );
     return toEvent(rows[0]);
   }
 
-  /** Events of a practice, oldest first, optionally within [from, to). */
-  async list(practiceId: string, range: { from?: Date; to?: Date; limit?: number } = {}): Promise<AuditEvent[]> {
+  /**
+   * Records a configuration change: when the data files (connectors, mappings, policies, profiles) differ from
+   * the last `config.change` event of the practice (or none was recorded), appends one naming the files added,
+   * changed and removed, with each file's SHA-256. Safe when several processes start at once.
+   * @returns the event appended, or undefined when nothing changed.
+   */
+  async recordConfiguration(practiceId: string, files: readonly { file: string; data: unknown }[], actor = 'system'): Promise<AuditEvent | undefined> {
+    const fingerprints: Record<string, string> = {};
+    for (const f of files) fingerprints[f.file] = createHash('sha256').update(canonical(f.data)).digest('hex');
+    return withTransaction(this.db, async (tx) => {
+      await tx.query("SELECT pg_advisory_xact_lock(hashtext('settle.audit:' || $1))", [practiceId]);
+      const { rows } = await tx.query<{ detail: { files?: Record<string, string> } }>(
+        "SELECT detail FROM audit_events WHERE practice_id = $1 AND action = 'config.change' ORDER BY id DESC LIMIT 1",
+        [practiceId],
+      );
+      const before = rows[0]?.detail.files ?? {};
+      const added = Object.keys(fingerprints).filter((f) => !(f in before)).sort();
+      const changed = Object.keys(fingerprints).filter((f) => f in before && before[f] !== fingerprints[f]).sort();
+      const removed = Object.keys(before).filter((f) => !(f in fingerprints)).sort();
+      if (rows[0] && added.length + changed.length + removed.length === 0) return undefined;
+      return this.append({ practiceId, actor, action: 'config.change', entityType: 'configuration', detail: { added, changed, removed, files: fingerprints } }, tx);
+    });
+  }
+
+  /** Events of a practice, oldest first, optionally within [from, to) and after the event `afterId` (paging). */
+  async list(practiceId: string, range: { from?: Date; to?: Date; limit?: number; afterId?: string } = {}): Promise<AuditEvent[]> {
     const { rows } = await this.db.pool.query<AuditRow>(
       `SELECT * FROM audit_events WHERE practice_id = $1
          AND ($2::timestamptz IS NULL OR occurred_at >= $2) AND ($3::timestamptz IS NULL OR occurred_at < $3)
+         AND ($5::bigint IS NULL OR id > $5)
        ORDER BY id LIMIT $4`,
-      [practiceId, range.from ?? null, range.to ?? null, range.limit ?? 1000],
+      [practiceId, range.from ?? null, range.to ?? null, range.limit ?? 1000, range.afterId ?? null],
     );
     return rows.map(toEvent);
   }
@@ -143,25 +187,54 @@ export class AuditLog {
    * @returns where it breaks (an altered event, or one whose predecessor was removed), or undefined when intact.
    */
   async verify(practiceId: string): Promise<AuditChainBreak | undefined> {
+    return (await this.check(practiceId)).broken;
+  }
+
+  /**
+   * Recomputes a practice's chain from its first event and compares its end with the recorded head.
+   * @returns how many events it has, the newest, and the first break: an event whose content no longer
+   *   matches its hash (altered), an event whose predecessor is gone (deleted) or whose link was altered, or
+   *   newest events missing (deleted from the end).
+   */
+  async check(practiceId: string): Promise<AuditChainCheck> {
     let prevHash = GENESIS;
-    let afterId = '0';
+    let prevId: string | null = null;
+    let events = 0;
     for (;;) {
       const { rows } = await this.db.pool.query<AuditRow>(
         'SELECT * FROM audit_events WHERE practice_id = $1 AND id > $2 ORDER BY id LIMIT 1000',
-        [practiceId, afterId],
+        [practiceId, prevId ?? '0'],
       );
-      if (rows.length === 0) return undefined;
       for (const row of rows) {
         const event = toEvent(row);
         if (event.prevHash !== prevHash) {
-          return { eventId: event.id, reason: 'the event before it was removed or altered' };
+          const where = prevId === null ? 'it is not the first event any more: events before it' : `events between ${prevId} and it`;
+          return { events, lastEventId: prevId, broken: { eventId: event.id, reason: `${where} were deleted, or its link to the previous event was altered` } };
         }
         if (chainHash(prevHash, event) !== event.hash) {
-          return { eventId: event.id, reason: 'its content does not match its hash (altered)' };
+          return { events, lastEventId: prevId, broken: { eventId: event.id, reason: 'its content does not match its hash (altered)' } };
         }
         prevHash = event.hash;
-        afterId = event.id;
+        prevId = event.id;
+        events += 1;
       }
+      if (rows.length < 1000) break;
     }
+    const { rows: heads } = await this.db.pool.query<{ last_event_id: string; last_hash: string; events: string }>(
+      'SELECT last_event_id::text, last_hash, events::text FROM audit_heads WHERE practice_id = $1',
+      [practiceId],
+    );
+    const head = heads[0];
+    if (head && (head.last_hash !== prevHash || Number(head.events) !== events)) {
+      return {
+        events,
+        lastEventId: prevId,
+        broken: {
+          eventId: head.last_event_id,
+          reason: `the newest event, ${head.last_event_id}, is gone: ${Number(head.events) - events} event(s) after ${prevId ?? 'the start'} were deleted`,
+        },
+      };
+    }
+    return { events, lastEventId: prevId };
   }
 }

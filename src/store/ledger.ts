@@ -27,6 +27,7 @@ import {
   type StatusChange,
 } from '../domain/ledger.ts';
 import { MoneyError, type Money } from '../domain/money.ts';
+import { birthYear, zip3 } from '../domain/safe-harbor.ts';
 import type { Queryable } from './database.ts';
 import type { PhiCipher } from './phi-crypto.ts';
 
@@ -211,6 +212,15 @@ export class LedgerRepository {
       sets.push(`${ENC_COLUMNS[field]} = $${values.length}`);
     }
     if (sets.length === 0) return;
+    // Analytics groups by age and area without decrypting: only the birth year and ZIP3 are kept in clear (0017).
+    if (owner === 'patient' && contact.birthDate !== undefined) {
+      values.push(birthYear(contact.birthDate));
+      sets.push(`birth_year = $${values.length}`);
+    }
+    if (owner === 'patient' && contact.address !== undefined) {
+      values.push(zip3(contact.address.postalCode, contact.address.country));
+      sets.push(`zip3 = $${values.length}`);
+    }
     values.push(this.#clock.now());
     await this.#db.query(`UPDATE ${table} SET ${sets.join(', ')}, updated_at = $${values.length} WHERE id = $1`, values);
     const indexes: [string, string][] = [];

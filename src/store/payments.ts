@@ -52,6 +52,26 @@ export interface WritebackRow {
   lastError: string | null;
   deliveredAt: Date | null;
   createdAt: Date;
+  /** The connector it was (last) sent to; null before the first attempt. */
+  target: string | null;
+  /** What the EHR answered when it took it: the FHIR `Location` (or resource id) or the ACK's MSA-2. */
+  deliveredRef: string | null;
+  lastAttemptAt: Date | null;
+}
+
+/** How one delivery attempt of a write-back ended (see {@link PaymentRepository.finishWriteback}). */
+export type WritebackAttemptResult =
+  | { status: 'delivered'; target: string; deliveredRef: string | null }
+  | { status: 'failed'; target: string | null; error: string; nextAttemptAt: Date }
+  | { status: 'dead'; target: string | null; error: string };
+
+/** A balance a write-back pays, as the EHR knows it: its account and patient identifiers and the EHR records behind it. */
+export interface WritebackBalance {
+  balanceId: string;
+  account: { system: string; value: string };
+  patient: { system: string; value: string } | null;
+  /** The source records of its charges (connector, resource type, id), oldest first; never Settle's own entries. */
+  sources: { connector: string; resourceType: string; sourceId: string }[];
 }
 
 export interface NewPayment {
@@ -119,14 +139,18 @@ function toPayment(r: PaymentRow): Payment {
 interface OutboxRow {
   id: string; practice_id: string; payment_id: string; kind: WritebackKind; writeback_id: string; amount_minor: string; currency: string;
   allocations: PaymentAllocation[]; status: WritebackStatus; attempts: number; next_attempt_at: Date; last_error: string | null;
-  delivered_at: Date | null; created_at: Date;
+  delivered_at: Date | null; created_at: Date; target: string | null; delivered_ref: string | null; last_attempt_at: Date | null;
 }
+
+const OUTBOX_COLUMNS = `id, practice_id, payment_id, kind, writeback_id, amount_minor::text AS amount_minor, currency, allocations, status, attempts,
+  next_attempt_at, last_error, delivered_at, created_at, target, delivered_ref, last_attempt_at`;
 
 function toWriteback(r: OutboxRow): WritebackRow {
   return {
     id: r.id, practiceId: r.practice_id, paymentId: r.payment_id, kind: r.kind, writebackId: r.writeback_id,
     amount: { amount: safe(r.amount_minor), currency: r.currency }, allocations: r.allocations, status: r.status, attempts: r.attempts,
     nextAttemptAt: r.next_attempt_at, lastError: r.last_error, deliveredAt: r.delivered_at, createdAt: r.created_at,
+    target: r.target, deliveredRef: r.delivered_ref, lastAttemptAt: r.last_attempt_at,
   };
 }
 
@@ -271,11 +295,144 @@ export class PaymentRepository {
   async writebacks(practiceId: string, paymentId: string): Promise<WritebackRow[]> {
     if (!isUuid(paymentId)) return [];
     const { rows } = await this.#db.query<OutboxRow>(
-      `SELECT id, practice_id, payment_id, kind, writeback_id, amount_minor::text AS amount_minor, currency, allocations, status, attempts,
-              next_attempt_at, last_error, delivered_at, created_at
-       FROM writeback_outbox WHERE practice_id = $1 AND payment_id = $2 ORDER BY seq`,
+      `SELECT ${OUTBOX_COLUMNS} FROM writeback_outbox WHERE practice_id = $1 AND payment_id = $2 ORDER BY seq`,
       [practiceId, paymentId],
     );
     return rows.map(toWriteback);
+  }
+
+  // ---- write-back delivery ------------------------------------------------------------------------------
+
+  /**
+   * Claims up to `limit` due write-backs (pending, or failed and due again) of every practice, or of some:
+   * one statement with `FOR UPDATE SKIP LOCKED`, so concurrent workers never claim the same row. A claimed row's
+   * attempt is counted and its next attempt moved `leaseMs` ahead, so a worker that dies mid-delivery leaves it
+   * to be claimed again after the lease (the stable write-back id makes that redelivery harmless).
+   */
+  async claimDueWritebacks(options: { limit: number; leaseMs: number; practiceIds?: readonly string[] }): Promise<WritebackRow[]> {
+    const now = this.#clock.now();
+    const { rows } = await this.#db.query<OutboxRow>(
+      `UPDATE writeback_outbox o SET attempts = o.attempts + 1, next_attempt_at = $2, last_attempt_at = $1, updated_at = $1
+       FROM (SELECT id AS due_id FROM writeback_outbox
+             WHERE status IN ('pending', 'failed') AND next_attempt_at <= $1 AND ($4::uuid[] IS NULL OR practice_id = ANY($4::uuid[]))
+             ORDER BY next_attempt_at, seq LIMIT $3 FOR UPDATE SKIP LOCKED) due
+       WHERE o.id = due.due_id
+       RETURNING ${OUTBOX_COLUMNS}`,
+      [now, new Date(now.getTime() + options.leaseMs), options.limit, options.practiceIds ?? null],
+    );
+    return rows.map(toWriteback).sort((a, b) => a.createdAt.getTime() - b.createdAt.getTime());
+  }
+
+  /** Gives a claimed write-back back untried (its target was found unreachable this round): the attempt is not counted. */
+  async releaseWriteback(id: string, nextAttemptAt: Date): Promise<void> {
+    await this.#db.query(
+      `UPDATE writeback_outbox SET attempts = greatest(attempts - 1, 0), next_attempt_at = $2, updated_at = $3 WHERE id = $1 AND status IN ('pending', 'failed')`,
+      [id, nextAttemptAt, this.#clock.now()],
+    );
+  }
+
+  /** Records how an attempt ended: delivered, failed (tried again at `nextAttemptAt`) or dead (no more attempts). */
+  async finishWriteback(id: string, result: WritebackAttemptResult): Promise<void> {
+    const now = this.#clock.now();
+    if (result.status === 'delivered') {
+      await this.#db.query(
+        `UPDATE writeback_outbox SET status = 'delivered', delivered_at = $2, target = $3, delivered_ref = $4, last_error = NULL, updated_at = $2
+         WHERE id = $1 AND status <> 'delivered'`,
+        [id, now, result.target, result.deliveredRef],
+      );
+      return;
+    }
+    await this.#db.query(
+      `UPDATE writeback_outbox SET status = $2, last_error = $3, target = coalesce($4, target), next_attempt_at = coalesce($5, next_attempt_at), updated_at = $6
+       WHERE id = $1 AND status <> 'delivered'`,
+      [id, result.status, result.error.slice(0, 2000), result.target, result.status === 'failed' ? result.nextAttemptAt : null, now],
+    );
+  }
+
+  /** Marks many write-backs delivered in one statement (a delivery round's successes). */
+  async finishDelivered(done: readonly { id: string; target: string; deliveredRef: string | null }[]): Promise<void> {
+    if (done.length === 0) return;
+    const now = this.#clock.now();
+    await this.#db.query(
+      `UPDATE writeback_outbox o SET status = 'delivered', delivered_at = $4, target = d.target, delivered_ref = d.ref, last_error = NULL, updated_at = $4
+       FROM unnest($1::uuid[], $2::text[], $3::text[]) AS d (id, target, ref)
+       WHERE o.id = d.id AND o.status <> 'delivered'`,
+      [done.map((d) => d.id), done.map((d) => d.target), done.map((d) => d.deliveredRef), now],
+    );
+  }
+
+  /** One write-back of a practice, by its row id (uuid) or its write-back id (`payment-…`). */
+  async getWriteback(practiceId: string, idOrWritebackId: string): Promise<WritebackRow | undefined> {
+    const column = isUuid(idOrWritebackId) ? 'id' : 'writeback_id';
+    const { rows } = await this.#db.query<OutboxRow>(`SELECT ${OUTBOX_COLUMNS} FROM writeback_outbox WHERE practice_id = $1 AND ${column} = $2`, [practiceId, idOrWritebackId]);
+    return rows[0] && toWriteback(rows[0]);
+  }
+
+  /** A practice's write-backs, newest first, optionally of one status. */
+  async listWritebacks(practiceId: string, options: { status?: WritebackStatus; limit?: number; offset?: number } = {}): Promise<WritebackRow[]> {
+    const { rows } = await this.#db.query<OutboxRow>(
+      `SELECT ${OUTBOX_COLUMNS} FROM writeback_outbox WHERE practice_id = $1 AND ($2::text IS NULL OR status = $2)
+       ORDER BY seq DESC LIMIT $3 OFFSET $4`,
+      [practiceId, options.status ?? null, options.limit ?? 50, options.offset ?? 0],
+    );
+    return rows.map(toWriteback);
+  }
+
+  /**
+   * Puts a failed or dead write-back back in line, due now, with its attempts reset.
+   * @returns the row as it is now; undefined when there is none; the unchanged row when it was delivered or is
+   *   still pending (nothing to replay).
+   */
+  async replayWriteback(practiceId: string, idOrWritebackId: string): Promise<{ row: WritebackRow; replayed: boolean } | undefined> {
+    const row = await this.getWriteback(practiceId, idOrWritebackId);
+    if (!row) return undefined;
+    if (row.status !== 'failed' && row.status !== 'dead') return { row, replayed: false };
+    const now = this.#clock.now();
+    const { rows } = await this.#db.query<OutboxRow>(
+      `UPDATE writeback_outbox SET status = 'pending', attempts = 0, next_attempt_at = $3, updated_at = $3
+       WHERE practice_id = $1 AND id = $2 AND status IN ('failed', 'dead') RETURNING ${OUTBOX_COLUMNS}`,
+      [practiceId, row.id, now],
+    );
+    return rows[0] ? { row: toWriteback(rows[0]), replayed: true } : { row, replayed: false };
+  }
+
+  /** How many write-backs are in each status (of one practice, or of all). */
+  async writebackCounts(practiceId?: string): Promise<Record<WritebackStatus, number>> {
+    const { rows } = await this.#db.query<{ status: WritebackStatus; n: string }>(
+      'SELECT status, count(*)::text AS n FROM writeback_outbox WHERE ($1::uuid IS NULL OR practice_id = $1) GROUP BY status',
+      [practiceId ?? null],
+    );
+    const counts: Record<WritebackStatus, number> = { pending: 0, delivered: 0, failed: 0, dead: 0 };
+    for (const r of rows) counts[r.status] = Number(r.n);
+    return counts;
+  }
+
+  /** The balances a write-back pays, as the EHR knows them (see {@link WritebackBalance}); unknown ids are left out. */
+  async writebackBalances(practiceId: string, balanceIds: readonly string[]): Promise<WritebackBalance[]> {
+    const ids = balanceIds.filter((id) => isUuid(id));
+    if (ids.length === 0) return [];
+    const { rows } = await this.#db.query<{ id: string; a_system: string; a_value: string; p_system: string | null; p_value: string | null }>(
+      `SELECT b.id, a.identifier_system AS a_system, a.identifier_value AS a_value, p.identifier_system AS p_system, p.identifier_value AS p_value
+       FROM balances b JOIN ledger_accounts a ON a.id = b.account_id LEFT JOIN patients p ON p.id = b.patient_id
+       WHERE b.practice_id = $1 AND b.id = ANY($2::uuid[])`,
+      [practiceId, ids],
+    );
+    const sources = await this.#db.query<{ balance_id: string; source_connector: string; source_resource_type: string; source_id: string }>(
+      `SELECT balance_id, source_connector, source_resource_type, source_id FROM ledger_entries
+       WHERE practice_id = $1 AND balance_id = ANY($2::uuid[]) AND kind = 'charge' AND source_connector <> 'settle' AND reverses_entry_id IS NULL
+       GROUP BY balance_id, source_connector, source_resource_type, source_id ORDER BY balance_id, min(seq)`,
+      [practiceId, ids],
+    );
+    const byId = new Map(rows.map((r) => [r.id, r]));
+    return ids.flatMap((id) => {
+      const r = byId.get(id);
+      if (!r) return [];
+      return [{
+        balanceId: id,
+        account: { system: r.a_system, value: r.a_value },
+        patient: r.p_system !== null && r.p_value !== null ? { system: r.p_system, value: r.p_value } : null,
+        sources: sources.rows.filter((s) => s.balance_id === id).map((s) => ({ connector: s.source_connector, resourceType: s.source_resource_type, sourceId: s.source_id })),
+      }];
+    });
   }
 }

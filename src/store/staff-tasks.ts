@@ -86,12 +86,12 @@ export class StaffTaskRepository {
     return toTask(rows[0]!);
   }
 
-  /** Open tasks first, newest first; `status` filters. */
-  async list(practiceId: string, options: { status?: 'open' | 'resolved'; kind?: StaffTaskKind; limit?: number } = {}): Promise<StaffTask[]> {
+  /** Open tasks first, newest first; `status` and `kind` filter; `limit` (default 100) and `offset` page. */
+  async list(practiceId: string, options: { status?: 'open' | 'resolved'; kind?: StaffTaskKind; limit?: number; offset?: number } = {}): Promise<StaffTask[]> {
     const { rows } = await this.db.query<Row>(
       `SELECT ${COLUMNS} FROM staff_tasks WHERE practice_id = $1 AND ($2::text IS NULL OR status = $2) AND ($3::text IS NULL OR kind = $3)
-       ORDER BY status = 'open' DESC, seq DESC LIMIT $4`,
-      [practiceId, options.status ?? null, options.kind ?? null, options.limit ?? 100],
+       ORDER BY status = 'open' DESC, seq DESC LIMIT $4 OFFSET $5`,
+      [practiceId, options.status ?? null, options.kind ?? null, options.limit ?? 100, options.offset ?? 0],
     );
     return rows.map(toTask);
   }

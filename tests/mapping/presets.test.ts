@@ -28,7 +28,7 @@ const summary = (record: MappedRecord) => record.lines.map((l) => [l.lineKey, l.
 
 describe('preset mappings on HL7 official FHIR R4 examples', () => {
   it('loads and compiles every shipped mapping', () => {
-    assert.deepEqual(registry.all().map((m) => m.name), ['csv-statement', 'generic-fhir-account', 'generic-fhir-invoice', 'generic-fhir-patient', 'hl7v2-adt', 'hl7v2-bar', 'hl7v2-dft-p03', 'oracle-health-chargeitem']);
+    assert.deepEqual(registry.all().map((m) => m.name), ['csv-statement', 'generic-fhir-account', 'generic-fhir-invoice', 'generic-fhir-patient', 'hl7v2-adt', 'hl7v2-bar', 'hl7v2-dft-p03', 'oracle-health-chargeitem', 'oracle-health-writeback-basic']);
   });
 
   it('Invoice "example": totalGross 48 EUR is one charge of 4800 cents on Account/example for Patient/example', () => {

@@ -11,6 +11,7 @@ import { ManualClock } from '../../src/domain/clock.ts';
 import type { LedgerLine } from '../../src/domain/ledger.ts';
 import { parseMoney } from '../../src/domain/money.ts';
 import { parsePolicy } from '../../src/domain/policy.ts';
+import { decodePayLink, payLinkKeyRing } from '../../src/payments/pay-link.ts';
 import { outreachPlanJob, planPractice } from '../../src/outreach/run.ts';
 import { maskRecipient, outreachRoutes } from '../../src/outreach/routes.ts';
 import { ApiKeyRepository } from '../../src/store/api-keys.ts';
@@ -26,6 +27,7 @@ const cipher = new PhiCipher({ encryptionKeys: [{ id: 'k1', key: randomBytes(32)
 const policyDocument = JSON.parse(readFileSync(new URL('../../policies/default.json', import.meta.url), 'utf8')) as Record<string, unknown>;
 const policy = parsePolicy(policyDocument);
 const logger = silentLogger();
+const payLinkKeys = payLinkKeyRing(1, [[1, randomBytes(32)]]);
 const line = (lineKey: string, kind: LedgerLine['kind'], amount: string, serviceDate: string, extra: Partial<LedgerLine> = {}): LedgerLine => ({
   lineKey, kind, amount: parseMoney(amount, 'USD'), serviceDate, payer: 'patient', serviceCode: null, description: null, ...extra,
 });
@@ -39,9 +41,9 @@ describeOnEachDatabase('outreach planning', (db) => {
   const clock = new ManualClock(MON_23H);
   let practiceId = '';
   let ledger: LedgerRepository;
-  let maria = { balanceId: '', patientId: '' };
+  let maria = { balanceId: '', patientId: '', guarantorId: '' };
   let jose = { balanceId: '', patientId: '', accountId: '', guarantorId: '' };
-  const plan = () => planPractice({ db: db(), cipher, clock, logger, practiceId, policy, publicUrl: 'https://settle.example.org/' });
+  const plan = () => planPractice({ db: db(), cipher, clock, logger, practiceId, policy, payLinkKeys, publicUrl: 'https://settle.example.org/' });
   const outboxCount = async () => Number((await db().pool.query('SELECT count(*) AS n FROM outbox WHERE practice_id = $1', [practiceId])).rows[0].n);
 
   before(async () => {
@@ -93,7 +95,14 @@ describeOnEachDatabase('outreach planning', (db) => {
     assert.equal(mariaSms.language, 'en');
     assert.match(mariaSms.body, /Maria/);
     assert.match(mariaSms.body, /\$150\.00/);
-    assert.match(mariaSms.body, /https:\/\/settle\.example\.org\/p\/pending/);
+    // A real signed pay link for Maria's guarantor (issued once, reused by her email), not a placeholder.
+    const link = /https:\/\/settle\.example\.org\/p\/([A-Za-z0-9_-]{32})(?![A-Za-z0-9_-])/.exec(mariaSms.body);
+    assert.ok(link, `a pay link in ${mariaSms.body}`);
+    const decoded = decodePayLink(link[1]);
+    assert.ok(decoded);
+    const row = (await db().pool.query('SELECT guarantor_id FROM pay_links WHERE link_id = $1', [decoded.linkId])).rows[0] as { guarantor_id: string } | undefined;
+    assert.equal(row?.guarantor_id, maria.guarantorId);
+    assert.ok(outbox.find((m) => m.balanceId === maria.balanceId && m.channel === 'email')!.body.includes(link[0]), 'the email carries the same link');
     const mariaEmail = outbox.find((m) => m.balanceId === maria.balanceId && m.channel === 'email')!;
     assert.match(mariaEmail.body, /Apr 6, 2026/, 'statement date is day 0');
     assert.match(mariaEmail.body, /\(555\) 010-0199/);
@@ -104,7 +113,7 @@ describeOnEachDatabase('outreach planning', (db) => {
     }
     const joseSms = outbox.find((m) => m.balanceId === jose.balanceId && m.channel === 'sms')!;
     assert.equal(joseSms.language, 'es');
-    assert.match(joseSms.body, /Hola José, su estado de cuenta: \$80\.00/);
+    assert.match(joseSms.body, /Hola José, su saldo de \$80\.00: https:\/\/settle\.example\.org\/p\//);
     const joseEmail = outbox.find((m) => m.balanceId === jose.balanceId && m.channel === 'email')!;
     assert.equal(joseEmail.language, 'es');
     assert.match(joseEmail.subject!, /Su estado de cuenta/);
@@ -116,7 +125,7 @@ describeOnEachDatabase('outreach planning', (db) => {
   it('running again the same day (as the job) sends nothing twice', async () => {
     clock.set(new Date(TUE_10H.getTime() + 3 * 3600_000));
     const before = await outboxCount();
-    const job = outreachPlanJob({ db: db(), cipher, clock, logger, defaultPolicy: policyDocument, publicUrl: 'https://settle.example.org' });
+    const job = outreachPlanJob({ db: db(), cipher, clock, logger, defaultPolicy: policyDocument, payLinkKeys, publicUrl: 'https://settle.example.org' });
     assert.equal(job.name, 'outreach.plan');
     await job.run({ practiceId }, { jobId: 'j1', failures: 0 });
     await job.run({}, { jobId: 'j2', failures: 0 });
@@ -215,7 +224,7 @@ describeOnEachDatabase('outreach planning', (db) => {
 
     // The email opt-out now suppresses the day-21 email.
     clock.set(new Date('2026-04-27T16:00:00Z'));
-    const result = await planPractice({ db: db(), cipher, clock, logger, practiceId, policy });
+    const result = await planPractice({ db: db(), cipher, clock, logger, practiceId, policy, payLinkKeys });
     assert.deepEqual(result.suppressed.map((s) => [s.stepId, s.channel, s.rule]), [['second-reminder', 'email', 'opt-out']]);
   });
 });

@@ -29,10 +29,12 @@ describeOnEachDatabase('POST /webhooks/stripe over HTTP', (db) => {
   const servers: Server[] = [];
   let plainUrl = '';
   let mountedUrl = '';
+  /** How many times the route asked for write-back delivery to run now. */
+  let wakes = 0;
 
   before(async () => {
     h = await seedHousehold(db(), clock, 'wh-route');
-    const deps: StripeWebhookRouteDeps = { db: db(), clock, practiceId: h.practiceId, cipher, logger: silentLogger, secrets: [SECRET, SANDBOX_WEBHOOK_SECRET] };
+    const deps: StripeWebhookRouteDeps = { db: db(), clock, practiceId: h.practiceId, cipher, logger: silentLogger, secrets: [SECRET, SANDBOX_WEBHOOK_SECRET], onWritebacksQueued: () => wakes++ };
     // 1. The plain express handler, with the raw parser on its own route.
     const plain = express();
     plain.post(STRIPE_WEBHOOK_PATH, express.raw({ type: 'application/json' }), stripeWebhookHandler(deps));
@@ -69,6 +71,7 @@ describeOnEachDatabase('POST /webhooks/stripe over HTTP', (db) => {
       const [succeeded] = sandboxCheckoutEvents(clock, payment);
       const { payload, header } = signed(succeeded!);
       const answers = [];
+      const wakesBefore = wakes;
       for (let i = 0; i < 3; i++) {
         const res = await deliver(url, payload, header);
         assert.equal(res.status, 200);
@@ -78,6 +81,7 @@ describeOnEachDatabase('POST /webhooks/stripe over HTTP', (db) => {
       const rows = await paymentRows(db(), h.practiceId, payment.id);
       assert.equal(rows.entries.length, 1);
       assert.equal(rows.outbox.length, 1);
+      assert.equal(wakes - wakesBefore, 1, 'write-back delivery is woken once, for the delivery that queued the write-back, not for duplicates');
     });
 
     it(`${which}: a tampered body or a stale timestamp → 400 problem, nothing stored`, async () => {

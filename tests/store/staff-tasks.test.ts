@@ -30,6 +30,19 @@ describeOnEachDatabase('StaffTaskRepository', (db) => {
     assert.equal(stored?.resolution, 'approved 50% discount');
   });
 
+  it('pages open tasks newest first with limit and offset', async () => {
+    const paging = (await new PracticeRepository(db().pool).create({ slug: 'staff-tasks-paging', name: 'Paging' })).id;
+    const opened = [];
+    for (let i = 0; i < 5; i++) {
+      clock.advance(1_000);
+      opened.push(await tasks.open({ practiceId: paging, kind: 'other', note: `task ${i}` }));
+    }
+    const newestFirst = opened.map((t) => t.id).reverse();
+    assert.deepEqual((await tasks.list(paging, { status: 'open', limit: 2 })).map((t) => t.id), newestFirst.slice(0, 2));
+    assert.deepEqual((await tasks.list(paging, { status: 'open', limit: 2, offset: 2 })).map((t) => t.id), newestFirst.slice(2, 4));
+    assert.deepEqual((await tasks.list(paging, { status: 'open', limit: 2, offset: 4 })).map((t) => t.id), newestFirst.slice(4));
+  });
+
   it('keeps each practice to its own tasks and refuses an unknown kind', async () => {
     const other = (await new PracticeRepository(db().pool).create({ slug: 'staff-tasks-other', name: 'Other' })).id;
     const task = await tasks.open({ practiceId: h.practiceId, kind: 'other', note: 'call back' });

@@ -17,7 +17,7 @@ export interface CliResult {
 
 /** Runs `settle ...args` to completion. */
 export async function runCli(args: string[], env: Record<string, string | undefined>, timeoutMs = 60_000): Promise<CliResult> {
-  const child = spawn(process.execPath, ['bin/settle.js', ...args], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, ['bin/settle.js', ...args], { cwd: ROOT, env: { ...process.env, SETTLE_DEMO: 'off', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (d) => (stdout += d));
@@ -45,9 +45,9 @@ export function killEngines(): void {
   running.clear();
 }
 
-/** Starts `settle <mode>` and resolves its URL once it prints it. */
+/** Starts `settle <mode>` and resolves its URL once it prints it (SETTLE_DEMO defaults to off here: pass it to test the demo). */
 export function spawnEngine(mode: 'start' | 'serve' | 'worker', env: Record<string, string | undefined>): EngineProcess {
-  const child = spawn(process.execPath, ['bin/settle.js', mode], { cwd: ROOT, env: { ...process.env, SETTLE_PORT: '0', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, ['bin/settle.js', mode], { cwd: ROOT, env: { ...process.env, SETTLE_PORT: '0', SETTLE_DEMO: 'off', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   child.stdout!.on('data', (d) => (output += d));
   child.stderr!.on('data', (d) => (output += d));

@@ -1,0 +1,122 @@
+/**
+ * Wiring of payments into the engine: the pay-link keys, each practice's gateway (Stripe when
+ * `STRIPE_SECRET_KEY` is set, else the sandbox), the webhook secrets, and the express pieces the API mounts:
+ * the patient's pages (a plain router, before the JSON parser, with the raw body parser on the webhook path)
+ * and the `POST /webhooks/stripe` route declaration (in the OpenAPI document).
+ */
+import express, { type Router } from 'express';
+import type { Logger } from 'winston';
+import type { AnyRoute } from '../api/routes.ts';
+import type { Clock } from '../domain/clock.ts';
+import type { Database } from '../store/database.ts';
+import type { PhiCipher } from '../store/phi-crypto.ts';
+import { PracticeRepository } from '../store/practices.ts';
+import type { PaymentGateway } from './gateway.ts';
+import { loadPayLinkKeys } from './pay-link-keys.ts';
+import { DEFAULT_PAY_BASE_URL } from './pay-link-service.ts';
+import type { PayLinkKeyRing } from './pay-link.ts';
+import { payRouter } from './pay-routes.ts';
+import type { PlanTerms } from './plan.ts';
+import { SandboxGateway } from './sandbox-gateway.ts';
+import { SANDBOX_WEBHOOK_SECRET } from './sandbox.ts';
+import { StripeGateway, type StripeGatewayOptions } from './stripe-gateway.ts';
+import { processStripeWebhook, STRIPE_WEBHOOK_PATH, stripeWebhookRoute } from './webhook-route.ts';
+
+/** Plan terms when the policy gives none: $25 minimum installment, up to 12 months. */
+export const DEFAULT_PLAN_TERMS: PlanTerms = { minimumInstallmentCents: 2500, maximumMonths: 12 };
+
+/** Everything the API needs to serve pay links, the pay page and the Stripe webhook. */
+export interface PaymentsWiring {
+  readonly keys: PayLinkKeyRing;
+  /** True when no Stripe key is configured: the sandbox checkout serves every practice. */
+  readonly sandbox: boolean;
+  readonly gatewayFor: (practiceId: string) => PaymentGateway;
+  readonly planTerms: (practiceId: string) => PlanTerms;
+  /** Secrets `POST /webhooks/stripe` accepts (`STRIPE_WEBHOOK_SECRET`, and the sandbox's in sandbox mode). */
+  readonly webhookSecrets: readonly string[];
+  /** The practice whose Stripe account the webhook endpoint serves. */
+  readonly webhookPracticeSlug: string;
+  /** Wakes write-back delivery after a payment, refund or reversal queued write-backs. */
+  readonly onWritebacksQueued?: (() => void) | undefined;
+}
+
+/** What {@link createPaymentsWiring} reads. */
+export interface PaymentsWiringOptions {
+  readonly db: Database;
+  readonly clock: Clock;
+  readonly logger: Pick<Logger, 'info' | 'warn'>;
+  readonly dataDir: string;
+  /** True with a PostgreSQL server (several processes): a generated pay-link key is then per process. */
+  readonly sharedDatabase: boolean;
+  readonly publicUrl?: string | undefined;
+  readonly payLinkKeys?: string | undefined;
+  readonly stripeSecretKey?: string | undefined;
+  readonly stripeWebhookSecret?: string | undefined;
+  /** The policy's `planTerms`, when it has them. */
+  readonly planTerms?: PlanTerms | undefined;
+  /** Default `default` (the practice a fresh install creates). */
+  readonly webhookPracticeSlug?: string;
+  /** Where the Stripe SDK connects (tests: the Stripe fake). */
+  readonly stripe?: StripeGatewayOptions;
+  /** Wakes write-back delivery after a webhook queued write-backs (the engine's `enqueueSoon`). */
+  readonly onWritebacksQueued?: () => void;
+}
+
+/** Loads the keys and builds the gateways. @throws PayLinkKeyError on malformed keys. */
+export async function createPaymentsWiring(options: PaymentsWiringOptions): Promise<PaymentsWiring> {
+  const keys = await loadPayLinkKeys({ keys: options.payLinkKeys, dataDir: options.dataDir, shared: options.sharedDatabase, logger: options.logger });
+  const sandbox = !options.stripeSecretKey;
+  const stripe = options.stripeSecretKey ? new StripeGateway(options.stripeSecretKey, options.stripe) : undefined;
+  const gateways = new Map<string, PaymentGateway>();
+  const gatewayFor = (practiceId: string): PaymentGateway => {
+    if (stripe) return stripe;
+    let gateway = gateways.get(practiceId);
+    if (!gateway) {
+      gateway = new SandboxGateway({
+        db: options.db, clock: options.clock, practiceId, logger: options.logger, baseUrl: options.publicUrl ?? DEFAULT_PAY_BASE_URL,
+        ...(options.onWritebacksQueued ? { onWritebacksQueued: options.onWritebacksQueued } : {}),
+      });
+      gateways.set(practiceId, gateway);
+    }
+    return gateway;
+  };
+  const webhookSecrets = [...(options.stripeWebhookSecret ? [options.stripeWebhookSecret] : []), ...(sandbox ? [SANDBOX_WEBHOOK_SECRET] : [])];
+  if (!sandbox && !options.stripeWebhookSecret) options.logger.warn('STRIPE_SECRET_KEY is set but STRIPE_WEBHOOK_SECRET is not: POST /webhooks/stripe answers 500 until it is');
+  const terms = options.planTerms ?? DEFAULT_PLAN_TERMS;
+  return { keys, sandbox, gatewayFor, planTerms: () => terms, webhookSecrets, webhookPracticeSlug: options.webhookPracticeSlug ?? 'default', onWritebacksQueued: options.onWritebacksQueued };
+}
+
+/** What the API hands the payment pieces. */
+export interface PaymentsApiDeps {
+  readonly db: Database;
+  readonly clock: Clock;
+  readonly cipher: PhiCipher;
+  readonly logger: Pick<Logger, 'info' | 'warn'>;
+  readonly publicUrl?: string | undefined;
+}
+
+/** The patient's pages and the raw body parser of the webhook: mount with `app.use` BEFORE `express.json`. */
+export function paymentsRouter(wiring: PaymentsWiring, deps: PaymentsApiDeps): Router {
+  const router = express.Router();
+  router.post(STRIPE_WEBHOOK_PATH, express.raw({ type: 'application/json', limit: '1mb' }), (_req, _res, next) => next());
+  router.use(payRouter({ ...deps, keys: wiring.keys, gatewayFor: wiring.gatewayFor, planTerms: wiring.planTerms }));
+  return router;
+}
+
+/** `POST /webhooks/stripe` for the API's route list: the endpoint serves the wiring's webhook practice. */
+export function paymentRoutes(wiring: PaymentsWiring, deps: PaymentsApiDeps): AnyRoute[] {
+  let practiceId: Promise<string> | undefined;
+  const resolvePractice = () => {
+    practiceId ??= new PracticeRepository(deps.db.pool).findBySlug(wiring.webhookPracticeSlug).then((p) => {
+      if (!p) {
+        practiceId = undefined;
+        throw new Error(`the webhook practice "${wiring.webhookPracticeSlug}" does not exist`);
+      }
+      return p.id;
+    });
+    return practiceId;
+  };
+  const base = { db: deps.db, clock: deps.clock, cipher: deps.cipher, logger: deps.logger, secrets: wiring.webhookSecrets, ...(wiring.onWritebacksQueued ? { onWritebacksQueued: wiring.onWritebacksQueued } : {}) };
+  const route = stripeWebhookRoute({ ...base, practiceId: '' });
+  return [{ ...route, handler: async ({ req }) => processStripeWebhook({ ...base, practiceId: await resolvePractice() }, req.body, req.get('stripe-signature')) }];
+}
