@@ -11,6 +11,7 @@ import type { Settings } from '../config/settings.ts';
 import { systemClock } from '../domain/clock.ts';
 import { demoSummaryText, runDemoDays } from '../demo/time-warp.ts';
 import { DEMO_PRACTICE } from '../demo/world.ts';
+import { writeLiveState } from '../demo/live.ts';
 import { issueApiKey } from '../store/api-keys.ts';
 import type { Database } from '../store/database.ts';
 import { PracticeRepository } from '../store/practices.ts';
@@ -44,6 +45,8 @@ export function demoCommand(deps: DemoCommandDeps): Command {
       deps.out(`Simulating ${options.days} days of ${DEMO_PRACTICE.name}: fictitious patients, sandbox EHR and payments; nothing leaves this machine.\n`);
       const summary = await runDemoDays({ settings, logger, ...options, print: (line) => deps.out(`${line}\n`) });
       deps.out(`\n${demoSummaryText(summary)}\n`);
+      // The next `settle start` runs on this demo world (no backlog of its own; the key below is the one to use).
+      writeLiveState(settings.dataDir, { seed: options.seed, patients: options.patients, seededAt: summary.seededAt.toISOString(), keyIssued: true });
       await deps.withDatabase(async (db) => {
         const practice = await new PracticeRepository(db.pool).findBySlug(DEMO_PRACTICE.slug);
         const created = await issueApiKey(db, systemClock, { practiceId: practice!.id, name: 'demo staff', role: 'staff', actor: 'cli:demo' });

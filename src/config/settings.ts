@@ -84,7 +84,7 @@ export const SETTING_SPECS = {
   SETTLE_PAY_LINK_KEYS: {
     schema: { type: 'string', pattern: '^\\d{1,3}:[A-Za-z0-9_\\-+/=]{43,}(,\\d{1,3}:[A-Za-z0-9_\\-+/=]{43,})*$' },
     description:
-      'Pay-link signing keys as `id:base64url` (id 0–255, keys of 32+ bytes), the current key first, older ones after it so their links keep working. Unset: a key is generated into SETTLE_DATA_DIR (set it when several processes share a server database).',
+      'Pay-link signing keys as `id:base64url` (id 0–255, keys of 32+ bytes), the current key first, older ones after it so their links keep working. Required with DATABASE_URL (every process must share them); unset with the embedded database: a key is generated into SETTLE_DATA_DIR.',
     secret: true,
   },
   STRIPE_SECRET_KEY: {

@@ -96,11 +96,23 @@ export interface LiveDemo {
   close(): Promise<void>;
 }
 
-interface LiveState {
+/** What `settle start` remembers of the demo between starts (`<dataDir>/demo/live.json`): the world to seed again. */
+export interface LiveState {
   seed: number;
   patients: number;
+  /** ISO time the sandbox EHR's data starts at (see `DemoSummary.seededAt`). */
   seededAt: string;
+  /** Whether a staff key was printed already (it is printed once). */
   keyIssued: boolean;
+}
+
+/**
+ * Records the demo world for the next `settle start` (`settle demo` calls it, so the engine then runs on the
+ * same sandbox EHR instead of fast-forwarding a backlog of its own).
+ */
+export function writeLiveState(dataDir: string, state: LiveState): void {
+  mkdirSync(join(dataDir, 'demo'), { recursive: true });
+  writeFileSync(join(dataDir, 'demo', 'live.json'), `${JSON.stringify(state, null, 2)}\n`);
 }
 
 /**
@@ -130,8 +142,7 @@ export async function prepareLiveDemo(options: { settings: Settings; logger: Log
     });
     out(`${demoSummaryText(summary).replace(/^/gm, '    ')}\n`);
     state = { seed: LIVE_DEMO.seed, patients: LIVE_DEMO.patients, seededAt: summary.seededAt.toISOString(), keyIssued: false };
-    mkdirSync(join(settings.dataDir, 'demo'), { recursive: true });
-    writeFileSync(stateFile, `${JSON.stringify(state, null, 2)}\n`);
+    writeLiveState(settings.dataDir, state);
   }
   const world: DemoWorld = await startDemoWorld({ dataDir: settings.dataDir, configDir: settings.configDir, patients: state.patients, seed: state.seed, start: new Date(state.seededAt) });
   const cipher = new PhiCipher(await loadKeyring({ encryptionKeys: settings.encryptionKeys, blindIndexKey: settings.blindIndexKey, dataDir: settings.dataDir, embedded: !settings.databaseUrl, logger }));
@@ -185,7 +196,7 @@ export async function prepareLiveDemo(options: { settings: Settings; logger: Log
       if (!state.keyIssued) {
         const created = await issueApiKey(engine.db, clock, { practiceId: practice.id, name: 'demo staff', role: 'staff', actor: 'demo:start' });
         state = { ...state, keyIssued: true };
-        writeFileSync(stateFile, `${JSON.stringify(state, null, 2)}\n`);
+        writeLiveState(settings.dataDir, state);
         out(`\n*** DEMO ready: open ${dashboard} and sign in with this staff key (shown once, stored only as a hash):\n\n    ${created.secret}\n\n`);
       } else {
         out(`\n*** DEMO: open ${dashboard}; for a staff key run: settle apikey create --practice ${DEMO_PRACTICE.slug} --role staff --name "demo staff"\n\n`);

@@ -9,15 +9,14 @@ import { createHash } from 'node:crypto';
 import type { Logger } from 'winston';
 import type { Clock } from '../domain/clock.ts';
 import { money } from '../domain/money.ts';
-import { checkoutSessionParams } from '../payments/checkout.ts';
 import { offeredPlans } from '../payments/plan.ts';
 import { DEFAULT_PLAN_TERMS } from '../payments/pay-wiring.ts';
 import { proposePlan } from '../payments/plan-service.ts';
+import { startCheckout } from '../payments/start-checkout.ts';
 import type { SandboxGateway } from '../payments/sandbox-gateway.ts';
 import { withTransaction, type Database } from '../store/database.ts';
 import { LedgerRepository } from '../store/ledger.ts';
 import { OutreachRepository } from '../store/outreach.ts';
-import { PaymentRepository } from '../store/payments.ts';
 import type { PhiCipher } from '../store/phi-crypto.ts';
 import { StaffTaskRepository } from '../store/staff-tasks.ts';
 
@@ -78,7 +77,6 @@ export async function answerMessages(
   rows.sort((a, b) => (a.label < b.label ? -1 : a.label > b.label ? 1 : 0));
   const responses: PatientResponses = { messages: rows.length, paidInFull: 0, plans: 0, disputes: 0, collectedCents: 0 };
   const ledger = new LedgerRepository(db.pool, deps.cipher, deps.clock);
-  const payments = new PaymentRepository(db.pool, deps.clock);
   const answered = new Set<string>();
   for (const row of rows) {
     const roll = chance(deps.seed, `answer:${row.label}`);
@@ -112,17 +110,9 @@ export async function answerMessages(
       cents = proposed.firstInstallment.amount;
     }
     const amount = money(cents, currency);
-    const payment = await payments.createPending({ practiceId, guarantorId: balance.guarantorId, balanceIds: open.map((b) => b.id), amount });
-    const request = checkoutSessionParams({
-      paymentId: payment.id,
-      guarantorId: balance.guarantorId,
-      amount,
-      successUrl: `${deps.baseUrl}/pay/complete?payment=${payment.id}`,
-      cancelUrl: `${deps.baseUrl}/pay/cancelled?payment=${payment.id}`,
-      ...(plan ? { plan } : {}),
+    const { session } = await startCheckout({ db, clock: deps.clock, gateway: deps.gateway }, {
+      practiceId, guarantorId: balance.guarantorId, balanceIds: open.map((b) => b.id), amount, baseUrl: deps.baseUrl, ...(plan ? { plan } : {}),
     });
-    const session = await deps.gateway.createCheckoutSession(request);
-    await payments.update(practiceId, payment.id, { stripe: { checkoutSession: session.id } });
     await deps.gateway.completeSession(session.id, 'succeeded');
     if (plan) responses.plans++;
     else responses.paidInFull++;

@@ -64,6 +64,9 @@ export interface DemoSummary {
 
 const money = (cents: number) => `$${(cents / 100).toLocaleString('en-US', { minimumFractionDigits: 2, maximumFractionDigits: 2 })}`;
 
+/** How far the sandbox seed's timestamps advance per patient, in days (measured: 189 days for 2,000 patients). */
+const SEED_DAYS_PER_PATIENT = 0.1;
+
 /** Runs N simulated days of the demo practice. */
 export async function runDemoDays(options: DemoDaysOptions): Promise<DemoSummary> {
   const { settings, logger, days } = options;
@@ -75,7 +78,9 @@ export async function runDemoDays(options: DemoDaysOptions): Promise<DemoSummary
   const cipher = new PhiCipher(await loadKeyring({ encryptionKeys: settings.encryptionKeys, blindIndexKey: settings.blindIndexKey, dataDir: settings.dataDir, embedded, logger }));
   const db = await openDatabase({ databaseUrl: settings.databaseUrl, dataDir: settings.dataDir, poolSize: settings.dbPoolSize });
   let listener: MllpListener | undefined;
-  const seededAt = first.minus({ days: 1 }).toJSDate();
+  // The seeded resources' lastUpdated (and so their invoice dates) advance about 0.1 day per patient from the start:
+  // starting that much earlier keeps every one of them before the first simulated day, none in the future.
+  const seededAt = first.minus({ days: 1 + Math.ceil(options.patients * SEED_DAYS_PER_PATIENT) }).toJSDate();
   const world = await startDemoWorld({ dataDir: settings.dataDir, configDir: settings.configDir, patients: options.patients, seed: options.seed, start: seededAt, clock });
   try {
     await prepareDatabase(db);

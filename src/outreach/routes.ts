@@ -22,6 +22,7 @@ import { AgencyError, agencyReady, exportToAgency, recallFromAgency } from './ag
 import { defaultTemplates, previewTemplate, TemplateError, TEMPLATE_FIELDS, type MessageValues, type TemplateCatalogue } from './templates.ts';
 import { LedgerRepository } from '../store/ledger.ts';
 import { OutreachRepository } from '../store/outreach.ts';
+import { DELIVERY_STATES, OutreachDeliveryStore, type DeliveryState } from '../store/outreach-delivery.ts';
 import type { PhiCipher } from '../store/phi-crypto.ts';
 
 /** What the outreach routes need. */
@@ -68,10 +69,10 @@ export function outreachRoutes(deps: OutreachRoutesDeps): AnyRoute[] {
     {
       method: 'get',
       path: '/outbox',
-      summary: 'Messages written to the outbox (every send, while no Twilio/SMTP/print channel is configured), newest first.',
+      summary: 'Every message outreach wrote, newest first, with its delivery state (held while no channel is configured for its kind).',
       tag: 'outreach',
       access: ['staff'],
-      query: { ...PAGE_QUERY, properties: { ...(PAGE_QUERY.properties as object), balanceId: { type: 'string', format: 'uuid' } } },
+      query: { ...PAGE_QUERY, properties: { ...(PAGE_QUERY.properties as object), balanceId: { type: 'string', format: 'uuid' }, state: { enum: [...DELIVERY_STATES] } } },
       responses: {
         200: {
           description: 'A page of messages; recipients masked.',
@@ -85,7 +86,8 @@ export function outreachRoutes(deps: OutreachRoutesDeps): AnyRoute[] {
                   properties: {
                     id: { type: 'string' }, balanceId: { type: 'string' }, channel: { enum: ['sms', 'email', 'letter'] }, recipient: { type: 'string' },
                     subject: { type: ['string', 'null'] }, body: { type: 'string' }, language: { enum: ['en', 'es'] }, template: { type: 'string' },
-                    createdAt: { type: 'string', format: 'date-time' },
+                    createdAt: { type: 'string', format: 'date-time' }, state: { enum: [...DELIVERY_STATES] }, deliveryAttempts: { type: 'integer' },
+                    nextAttemptAt: { type: ['string', 'null'], format: 'date-time' }, lastErrorCode: { type: ['string', 'null'] },
                   },
                 },
               },
@@ -94,13 +96,16 @@ export function outreachRoutes(deps: OutreachRoutesDeps): AnyRoute[] {
           },
         },
       },
-      handler: async ({ principal, query }: { principal: Principal | undefined; query: { limit: number; offset: number; balanceId?: string } }) => {
-        const messages = await store.listOutbox(principal!.practiceId, { limit: query.limit + 1, offset: query.offset, ...(query.balanceId ? { balanceId: query.balanceId } : {}) });
+      handler: async ({ principal, query }: { principal: Principal | undefined; query: { limit: number; offset: number; balanceId?: string; state?: DeliveryState } }) => {
+        const messages = await new OutreachDeliveryStore(deps.db.pool, deps.cipher, deps.clock).list(principal!.practiceId, {
+          limit: query.limit + 1, offset: query.offset, ...(query.balanceId ? { balanceId: query.balanceId } : {}), ...(query.state ? { state: query.state } : {}),
+        });
         const page = messages.slice(0, query.limit);
         return {
           messages: page.map((m) => ({
             id: m.id, balanceId: m.balanceId, channel: m.channel, recipient: maskRecipient(m.channel, m.recipient), subject: m.subject, body: m.body,
             language: m.language, template: m.template, createdAt: m.createdAt,
+            state: m.state, deliveryAttempts: m.deliveryAttempts, nextAttemptAt: m.nextAttemptAt, lastErrorCode: m.lastErrorCode,
           })),
           nextOffset: messages.length > query.limit ? query.offset + query.limit : null,
         };

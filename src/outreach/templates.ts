@@ -190,12 +190,23 @@ export interface MessageValues {
  */
 export function formatAmount(cents: number, _language: Language, currency = 'USD'): string {
   if (!Number.isSafeInteger(cents)) throw new RangeError(`${cents} is not a whole number of minor units`);
-  const digits = new Intl.NumberFormat('en-US', { style: 'currency', currency }).resolvedOptions().maximumFractionDigits ?? 2;
+  const digits = minorDigits(currency);
   const negative = cents < 0;
   const text = String(Math.abs(cents)).padStart(digits + 1, '0');
   const whole = text.slice(0, text.length - digits).replace(/\B(?=(\d{3})+(?!\d))/g, ',');
   const number = digits === 0 ? whole : `${whole}.${text.slice(text.length - digits)}`;
   return `${negative ? '-' : ''}${currency === 'USD' ? `$${number}` : `${currency} ${number}`}`;
+}
+
+// Building an Intl.NumberFormat costs more than the rest of a text: remember each currency's minor digits.
+const MINOR_DIGITS = new Map<string, number>();
+function minorDigits(currency: string): number {
+  let digits = MINOR_DIGITS.get(currency);
+  if (digits === undefined) {
+    digits = new Intl.NumberFormat('en-US', { style: 'currency', currency }).resolvedOptions().maximumFractionDigits ?? 2;
+    if (MINOR_DIGITS.size < 200) MINOR_DIGITS.set(currency, digits);
+  }
+  return digits;
 }
 
 /** Formats a `YYYY-MM-DD` date: `Mar 8, 2026` (en), `8 mar 2026` (es). */

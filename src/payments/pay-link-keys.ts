@@ -33,6 +33,13 @@ export async function loadPayLinkKeys(options: PayLinkKeyOptions): Promise<PayLi
       throw new PayLinkKeyError(`SETTLE_PAY_LINK_KEYS: ${(error as Error).message}`);
     }
   }
+  if (options.shared) {
+    // A generated key would be this process's alone: links sent by the worker would be refused by the API.
+    throw new PayLinkKeyError(
+      'SETTLE_PAY_LINK_KEYS is required when DATABASE_URL is set: every process sharing the database signs and checks pay links with the same keys. ' +
+        'Generate one with: node -e "console.log(\'1:\' + require(\'crypto\').randomBytes(32).toString(\'base64url\'))"',
+    );
+  }
   const path = join(options.dataDir, 'pay-link-keys.json');
   const text = await readOrGenerate(path, options);
   try {
@@ -61,11 +68,6 @@ async function readOrGenerate(path: string, options: PayLinkKeyOptions): Promise
     if ((error as NodeJS.ErrnoException).code === 'EEXIST') return readFile(path, 'utf8');
     throw error;
   }
-  options.logger.warn(
-    options.shared
-      ? 'Generated a pay-link signing key for this process only: set SETTLE_PAY_LINK_KEYS for every process that shares the database, or links sent by one are refused by another.'
-      : 'Generated a pay-link signing key for the embedded database. In production set SETTLE_PAY_LINK_KEYS (the file holds it in that format).',
-    { path },
-  );
+  options.logger.warn('Generated a pay-link signing key for the embedded database. In production set SETTLE_PAY_LINK_KEYS (the file holds it in that format).', { path });
   return text;
 }

@@ -27,7 +27,7 @@ import { PaymentRepository } from '../store/payments.ts';
 import type { PhiCipher } from '../store/phi-crypto.ts';
 import { PracticeRepository } from '../store/practices.ts';
 import { StaffTaskRepository } from '../store/staff-tasks.ts';
-import { checkoutSessionParams, type StripeRequest } from './checkout.ts';
+import type { StripeRequest } from './checkout.ts';
 import type { PaymentGateway } from './gateway.ts';
 import { attemptIdentity, type IdentityAnswer } from './identity-check.ts';
 import { cancelledPage, completePage, heldPage, identityPage, invalidLinkPage, lockedPage, PAGE_TEXT, payPage, sandboxCheckoutPage } from './pay-html.ts';
@@ -36,6 +36,7 @@ import { parsePartAmount, payPageModel, type PayPageLocale, type PayPageModel } 
 import { cookieValue, csrfToken, csrfValid, issuePaySession, PAY_SESSION_COOKIE, PAY_SESSION_TTL_SECONDS, readPaySession } from './pay-session.ts';
 import type { PlanTerms } from './plan.ts';
 import { PlanProposalError, proposePlan } from './plan-service.ts';
+import { startCheckout } from './start-checkout.ts';
 import { completeSandboxSession, createSandboxSession, SANDBOX_WEBHOOK_SECRET, signSandboxEvent, type SandboxOutcome } from './sandbox.ts';
 import { processStripeWebhook } from './webhook-route.ts';
 
@@ -244,25 +245,16 @@ export function payRouter(deps: PayRoutesDeps): Router {
       return sendPayPage(req, res, link, locale, 422);
     }
     const amount = money(cents, model.currency);
-    const payment = await payments.createPending({ practiceId: link.practiceId, guarantorId: link.guarantorId, balanceIds: payable.map((b) => b.id), amount });
     const base = baseUrl(req);
-    const request = checkoutSessionParams({
-      paymentId: payment.id,
-      guarantorId: link.guarantorId,
-      amount,
-      successUrl: `${base}/pay/complete?payment=${payment.id}`,
-      cancelUrl: `${base}/pay/cancelled?payment=${payment.id}`,
-      locale,
-      ...(plan ? { plan } : {}),
-    });
     const gateway = deps.gatewayFor(link.practiceId);
-    const session = await gateway.createCheckoutSession(request);
-    await payments.update(link.practiceId, payment.id, { stripe: { checkoutSession: session.id } });
+    const { paymentId, session, request } = await startCheckout({ db: deps.db, clock: deps.clock, gateway }, {
+      practiceId: link.practiceId, guarantorId: link.guarantorId, balanceIds: payable.map((b) => b.id), amount, baseUrl: base, locale, ...(plan ? { plan } : {}),
+    });
     await links.recordCheckout({
-      paymentId: payment.id, practiceId: link.practiceId, linkId: link.linkId, sessionId: session.id, sandbox: gateway.sandbox,
+      paymentId, practiceId: link.practiceId, linkId: link.linkId, sessionId: session.id, sandbox: gateway.sandbox,
       request: request as unknown as { params: Record<string, unknown>; idempotencyKey: string }, locale,
     });
-    deps.logger.info('checkout started', { linkId: link.linkId, paymentId: payment.id, sandbox: gateway.sandbox, plan: plan !== undefined });
+    deps.logger.info('checkout started', { linkId: link.linkId, paymentId, sandbox: gateway.sandbox, plan: plan !== undefined });
     // The sandbox page is served here, whatever base URL the gateway was built with.
     res.redirect(303, gateway.sandbox ? `${base}/sandbox/checkout/${encodeURIComponent(session.id)}` : session.url);
   });

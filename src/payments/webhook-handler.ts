@@ -23,6 +23,7 @@ import type { Clock } from '../domain/clock.ts';
 import type { BalanceStatus } from '../domain/ledger.ts';
 import type { Money } from '../domain/money.ts';
 import { allocatePayment, allocationOrder, type AllocatableBalance } from '../domain/payment-allocation.ts';
+import { AuditLog } from '../store/audit.ts';
 import { withTransaction, type Database, type Queryable } from '../store/database.ts';
 import { LedgerRepository, type Balance } from '../store/ledger.ts';
 import { isUuid, PaymentRepository, type Payment, type PaymentAllocation, type PaymentStatus, type StripeIds } from '../store/payments.ts';
@@ -133,6 +134,13 @@ export async function handleStripeEvent(deps: StripeEventHandlerDeps, event: Str
     const applied = await apply(deps, payments, ledger, command, tx);
     const done: HandleResult = { eventId: event.id, type: event.type, ledgerEntries: 0, writebacks: [], balanceIds: [], ...applied };
     await payments.finishEvent(deps.practiceId, ref, done.outcome);
+    // Money moving (or failing to) is audited with what it changed, in the same transaction.
+    if (AUDITED_OUTCOMES.has(done.outcome)) {
+      await new AuditLog(deps.db, deps.clock).append({
+        practiceId: deps.practiceId, actor: STRIPE_ACTOR, action: `payment.${done.outcome}`, entityType: 'payment', entityId: done.paymentId ?? null,
+        detail: { eventId: event.id, type: event.type, ledgerEntries: done.ledgerEntries, writebacks: done.writebacks, balanceIds: done.balanceIds },
+      }, tx);
+    }
     return done;
   });
   const log = result.outcome === 'currency-mismatch' ? deps.logger.warn.bind(deps.logger) : deps.logger.info.bind(deps.logger);
@@ -142,6 +150,9 @@ export async function handleStripeEvent(deps: StripeEventHandlerDeps, event: Str
   });
   return result;
 }
+
+/** Outcomes that moved money or put a balance on hold: each is an audit event. */
+const AUDITED_OUTCOMES: ReadonlySet<HandleOutcome> = new Set(['payment-posted', 'payment-failed', 'refund-posted', 'dispute-opened', 'dispute-won', 'dispute-lost']);
 
 type Applied = Partial<HandleResult> & { outcome: HandleOutcome };
 

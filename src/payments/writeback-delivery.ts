@@ -26,6 +26,7 @@ import { MllpSender } from '../connectors/hl7v2/mllp-sender.ts';
 import type { Clock } from '../domain/clock.ts';
 import type { MappingRegistry } from '../mapping/load.ts';
 import type { JobDefinition } from '../scheduler/scheduler.ts';
+import { AuditLog } from '../store/audit.ts';
 import { withTransaction, type Database } from '../store/database.ts';
 import { PaymentRepository, type WritebackBalance, type WritebackRow } from '../store/payments.ts';
 import { PracticeRepository } from '../store/practices.ts';
@@ -38,6 +39,8 @@ import { assertValidWriteback, WritebackValidationError } from './writeback-vali
 
 /** The job that delivers due write-backs. */
 export const WRITEBACK_DELIVER_JOB = 'writeback.deliver';
+/** The actor of write-back audit events. */
+export const WRITEBACK_ACTOR = 'system:writeback';
 
 /** What delivery needs. */
 export interface WritebackDeliveryDeps {
@@ -163,7 +166,19 @@ export class WritebackDelivery {
     await Promise.all(Array.from({ length: Math.min(this.#deps.concurrency ?? 16, rest.length) }, worker));
     // Successes are recorded together; were this process to stop first, the rows would be delivered again and
     // the EHR's conditional create (or the peer's MSH-10 check) would recognise them.
-    await this.#payments.finishDelivered(delivered);
+    if (delivered.length === 0) return;
+    const byId = new Map(rows.map((r) => [r.id, r]));
+    await withTransaction(this.#deps.db, async (tx) => {
+      await this.#payments.on(tx).finishDelivered(delivered);
+      const audit = new AuditLog(this.#deps.db, this.#deps.clock);
+      for (const d of delivered) {
+        const row = byId.get(d.id)!;
+        await audit.append({
+          practiceId: row.practiceId, actor: WRITEBACK_ACTOR, action: 'writeback.delivered', entityType: 'writeback', entityId: row.writebackId,
+          detail: { paymentId: row.paymentId, kind: row.kind, connector: d.target, ref: d.deliveredRef, attempts: row.attempts },
+        }, tx);
+      }
+    });
   }
 
   async #attempt(target: WritebackTarget, doc: WritebackDocument): Promise<Attempt> {
@@ -241,6 +256,10 @@ export class WritebackDelivery {
         subjectRef: `writeback:${row.writebackId}`,
         note: `Write-back ${row.writebackId} (${row.kind} of payment ${row.paymentId}) to ${connector} gave up after ${row.attempts} attempt(s): ${attempt.error}`.slice(0, 2000),
       });
+      await new AuditLog(this.#deps.db, this.#deps.clock).append({
+        practiceId: row.practiceId, actor: WRITEBACK_ACTOR, action: 'writeback.dead', entityType: 'writeback', entityId: row.writebackId,
+        detail: { paymentId: row.paymentId, kind: row.kind, connector, attempts: row.attempts },
+      }, tx);
     });
     report.dead++;
     this.#deps.logger.error('write-back dead-lettered', { writebackId: row.writebackId, paymentId: row.paymentId, connector, attempts: row.attempts });

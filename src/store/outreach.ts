@@ -67,14 +67,6 @@ export interface NewOutboxMessage {
   template: string;
 }
 
-/** A message in the outbox, recipient decrypted (callers mask it before showing it). */
-export interface OutboxMessage extends Required<Omit<NewOutboxMessage, 'subject' | 'html'>> {
-  id: string;
-  subject: string | null;
-  html: string | null;
-  createdAt: Date;
-}
-
 /** A consent or opt-out to record. `address` absent: the whole channel. */
 export interface NewContactRule {
   channel: MessageChannel;
@@ -292,21 +284,7 @@ export class OutreachRepository {
     return rows[0]!.id;
   }
 
-  /** A practice's outbox, newest first (recipients decrypted: mask before showing). */
-  async listOutbox(practiceId: string, page: { limit?: number; offset?: number; balanceId?: string } = {}): Promise<OutboxMessage[]> {
-    const { rows } = await this.#db.query<{
-      id: string; practice_id: string; balance_id: string; channel: MessageChannel; recipient_enc: string; subject: string | null; body: string;
-      html: string | null; language: Language; template: string; created_at: Date;
-    }>(
-      `SELECT id, practice_id, balance_id, channel, recipient_enc, subject, body, html, language, template, created_at FROM outbox
-       WHERE practice_id = $1 AND ($4::uuid IS NULL OR balance_id = $4) ORDER BY seq DESC LIMIT $2 OFFSET $3`,
-      [practiceId, clampLimit(page.limit), page.offset ?? 0, page.balanceId ?? null],
-    );
-    return rows.map((r) => ({
-      id: r.id, practiceId: r.practice_id, balanceId: r.balance_id, channel: r.channel, recipient: this.#cipher.decrypt(r.recipient_enc, 'outbox.recipient'),
-      subject: r.subject, body: r.body, html: r.html, language: r.language, template: r.template, createdAt: r.created_at,
-    }));
-  }
+
 }
 
 function clampLimit(limit: number | undefined): number {

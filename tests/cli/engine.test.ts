@@ -122,6 +122,7 @@ describe('settle refuses to start half-way', () => {
     const engine = spawnEngine('serve', {
       ...CLEAN_ENV,
       DATABASE_URL: 'postgres://settle@127.0.0.1:9/settle',
+      SETTLE_PAY_LINK_KEYS: `1:${Buffer.alloc(32, 9).toString('base64url')}`,
       SETTLE_ENCRYPTION_KEYS: `k1:${Buffer.alloc(32, 1).toString('base64')}`,
       SETTLE_BLIND_INDEX_KEY: Buffer.alloc(32, 2).toString('base64'),
       SETTLE_LOG_LEVEL: 'warn',
@@ -165,6 +166,7 @@ describe('settle migrate from two processes at once', { skip: process.env.TEST_D
       const env = {
         ...CLEAN_ENV,
         DATABASE_URL: url.toString(),
+        SETTLE_PAY_LINK_KEYS: `1:${Buffer.alloc(32, 9).toString('base64url')}`,
         SETTLE_ENCRYPTION_KEYS: `k1:${Buffer.alloc(32, 1).toString('base64')}`,
         SETTLE_BLIND_INDEX_KEY: Buffer.alloc(32, 2).toString('base64'),
       };

@@ -56,7 +56,9 @@ describe('npm start on a fresh machine', () => {
     assert.ok(session, 'a session cookie');
     const overview = await fetch(`${url}/dashboard`, { headers: { cookie: `settle_session=${session}` } });
     assert.equal(overview.status, 200);
-    assert.match(await overview.text(), /\(demo\)/, 'the dashboard names the demo practice');
+    const page = await overview.text();
+    assert.match(page, /\(demo\)/, 'the dashboard names the demo practice');
+    assert.match(page, /title="Demo practice: nothing is sent to anyone"/, 'and labels it Demo');
 
     // The API with the same key: balances still owed, and balances patients paid through the sandbox checkout.
     const auth = { authorization: `Bearer ${key}` };

@@ -53,6 +53,12 @@ describe('settle demo: five fast-forwarded days of the demo practice', () => {
       )).rows;
       assert.equal(perPayment.length, summary.payments);
       assert.deepEqual([...new Set(perPayment.map((r) => r.delivered))], [1], 'each succeeded payment has exactly one delivered write-back');
+      const dates = (await db.pool.query<{ first: string; last: string }>(
+        'SELECT min(service_date)::text AS first, max(service_date)::text AS last FROM ledger_entries WHERE practice_id = $1 AND service_date IS NOT NULL',
+        [practice.id],
+      )).rows[0]!;
+      assert.ok(dates.last <= NOW.toISOString().slice(0, 10), `no service date in the future (latest ${dates.last})`);
+      assert.ok(Date.parse(dates.last) - Date.parse(dates.first) > 30 * 86_400_000, `balances of varied age (${dates.first} to ${dates.last})`);
     } finally {
       await db.close();
     }

@@ -45,13 +45,13 @@ test('.env.example values are valid except the key placeholders, which refuse to
     () => loadSettings(env),
     (error: unknown) => {
       assert.ok(error instanceof SettingsError);
-      assert.deepEqual(error.problems.map((p) => p.variable).sort(), ['SETTLE_BLIND_INDEX_KEY', 'SETTLE_ENCRYPTION_KEYS']);
+      assert.deepEqual(error.problems.map((p) => p.variable).sort(), ['SETTLE_BLIND_INDEX_KEY', 'SETTLE_ENCRYPTION_KEYS', 'SETTLE_PAY_LINK_KEYS']);
       return true;
     },
   );
   // The same file with generated keys is a complete, valid configuration.
   const key = Buffer.alloc(32, 7).toString('base64');
-  const settings = loadSettings({ ...env, SETTLE_ENCRYPTION_KEYS: `k1:${key}`, SETTLE_BLIND_INDEX_KEY: key });
+  const settings = loadSettings({ ...env, SETTLE_ENCRYPTION_KEYS: `k1:${key}`, SETTLE_BLIND_INDEX_KEY: key, SETTLE_PAY_LINK_KEYS: `1:${Buffer.alloc(32, 8).toString('base64url')}` });
   assert.match(settings.databaseUrl ?? '', /@postgres:5432\//);
   const pg = (name: string) => envExample.get(name)?.value;
   const url = new URL(settings.databaseUrl!);

@@ -164,6 +164,7 @@ describeOnEachDatabase('agency hand-off', (db, engine) => {
   async function commandLine(dir: string): Promise<void> {
     const env = {
       DATABASE_URL: String(db().connection.connectionString), SETTLE_DATA_DIR: dir, SETTLE_CONFIG_DIR: undefined,
+      SETTLE_PAY_LINK_KEYS: `1:${Buffer.alloc(32, 9).toString('base64url')}`,
       SETTLE_ENCRYPTION_KEYS: `k1:${phiKey.toString('base64')}`, SETTLE_BLIND_INDEX_KEY: blindKey.toString('base64'),
     };
     const out = join(dir, 'agency.csv');

@@ -105,7 +105,7 @@ describeOnEachDatabase('the daily print batch', (db) => {
     assert.equal(rows.length, 4);
     assert.equal(rows[0].pay_url, letters[0]!.payLink, 'the pay link of the letter text');
     const again = await new LetterChannel({ db: db(), cipher, clock }).send({
-      outboxId: letters[0]!.outboxId, practiceId, balanceId: letters[0]!.balanceId, channel: 'letter', to: '1 Elm St', subject: null, body: 'x', html: null, language: 'en',
+      outboxId: letters[0]!.outboxId, practiceId, balanceId: letters[0]!.balanceId, channel: 'letter', to: '1 Elm St', subject: null, body: `Pay at ${letters[0]!.payLink}`, html: null, language: 'en',
     });
     assert.equal(again.status, 'sent');
     assert.equal((await db().pool.query('SELECT count(*)::int AS n FROM print_queue WHERE practice_id = $1', [practiceId])).rows[0].n, 4, 'still four');
@@ -113,8 +113,12 @@ describeOnEachDatabase('the daily print batch', (db) => {
       outboxId: letters[0]!.outboxId, practiceId, balanceId: letters[0]!.balanceId, channel: 'letter', to: ' \n ', subject: null, body: 'x', html: null, language: 'en',
     });
     assert.ok(noAddress.status === 'failed' && noAddress.undeliverable && noAddress.code === 'no-address');
-    assert.equal(payUrlOfLetter('Pay online at https://x.example/p/abc, or call.', undefined), 'https://x.example/p/abc');
-    assert.equal(payUrlOfLetter('No link here.', 'https://settle.example/'), 'https://settle.example/p/pending');
+    assert.equal(payUrlOfLetter('Pay online at https://x.example/p/abc, or call.'), 'https://x.example/p/abc');
+    assert.equal(payUrlOfLetter('No link here.'), undefined);
+    const noLink = await new LetterChannel({ db: db(), cipher, clock }).send({
+      outboxId: letters[1]!.outboxId, practiceId, balanceId: letters[1]!.balanceId, channel: 'letter', to: '1 Elm St', subject: null, body: 'Please call us.', html: null, language: 'en',
+    });
+    assert.ok(noLink.status === 'failed' && !noLink.transient && noLink.code === 'no-pay-link', 'a letter without a pay link is refused, not printed with a dead link');
   });
 
   it('the scheduled job waits for the end of the practice day', async () => {

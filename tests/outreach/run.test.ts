@@ -19,6 +19,7 @@ import { AuditLog } from '../../src/store/audit.ts';
 import { withTransaction } from '../../src/store/database.ts';
 import { LedgerRepository } from '../../src/store/ledger.ts';
 import { OutreachRepository } from '../../src/store/outreach.ts';
+import { OutreachDeliveryStore } from '../../src/store/outreach-delivery.ts';
 import { PhiCipher } from '../../src/store/phi-crypto.ts';
 import { PracticeRepository } from '../../src/store/practices.ts';
 import { describeOnEachDatabase } from '../support/databases.ts';
@@ -88,7 +89,7 @@ describeOnEachDatabase('outreach planning', (db) => {
     const result = await plan();
     assert.equal(result.sent.length, 4);
     assert.deepEqual(result.sent.filter((s) => s.balanceId === maria.balanceId).map((s) => s.channel).sort(), ['email', 'sms']);
-    const outbox = await new OutreachRepository(db().pool, cipher, clock).listOutbox(practiceId);
+    const outbox = await new OutreachDeliveryStore(db().pool, cipher, clock).list(practiceId);
     assert.equal(outbox.length, 4);
     const mariaSms = outbox.find((m) => m.balanceId === maria.balanceId && m.channel === 'sms')!;
     assert.equal(mariaSms.recipient, '(617) 555-0134');
@@ -194,6 +195,11 @@ describeOnEachDatabase('outreach planning', (db) => {
     assert.equal(second.messages.length, 1);
     assert.equal(second.nextOffset, null);
     assert.equal((await call('/outbox', integration)).status, 403);
+    // Nothing has delivered them yet: every message shows its delivery state (queued until the delivery job looks).
+    const states = JSON.parse((await call('/outbox', staff)).text) as { messages: { state: string; deliveryAttempts: number }[] };
+    assert.deepEqual([...new Set(states.messages.map((m) => `${m.state}/${m.deliveryAttempts}`))], ['queued/0']);
+    assert.equal(JSON.parse((await call('/outbox?state=delivered', staff)).text).messages.length, 0);
+    assert.equal((await call('/outbox?state=lost', staff)).status, 400);
 
     const timeline = await call(`/balances/${maria.balanceId}/timeline`, staff);
     assert.equal(timeline.status, 200);

@@ -120,6 +120,12 @@ describe('pay-link keys', () => {
     assert.match(await readFile(join(dir, 'pay-link-keys.json'), 'utf8'), /"SETTLE_PAY_LINK_KEYS": "1:/);
   });
 
+  it('refuses to start without SETTLE_PAY_LINK_KEYS on a shared server database, generating nothing', async () => {
+    const empty = await mkdtemp(join(tmpdir(), 'settle-paylink-shared-'));
+    await assert.rejects(loadPayLinkKeys({ keys: undefined, dataDir: empty, shared: true, logger: silentLogger }), /SETTLE_PAY_LINK_KEYS is required when DATABASE_URL is set/);
+    await assert.rejects(stat(join(empty, 'pay-link-keys.json')), /ENOENT/, 'no per-process key was written');
+  });
+
   it('reads SETTLE_PAY_LINK_KEYS, current key first, and names the setting (never the key) when it is malformed', async () => {
     const ring = await loadPayLinkKeys({ keys: `3:${'A'.repeat(43)},2:${'B'.repeat(43)}`, dataDir: dir, shared: true, logger: silentLogger });
     assert.equal(ring.current, 3);

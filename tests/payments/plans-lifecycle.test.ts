@@ -17,7 +17,7 @@ import { StripeGateway } from '../../src/payments/stripe-gateway.ts';
 import { processStripeWebhook } from '../../src/payments/webhook-route.ts';
 import { JobRegistry, Scheduler } from '../../src/scheduler/scheduler.ts';
 import { LedgerRepository } from '../../src/store/ledger.ts';
-import { OutreachRepository } from '../../src/store/outreach.ts';
+import { OutreachDeliveryStore } from '../../src/store/outreach-delivery.ts';
 import { PaymentRepository } from '../../src/store/payments.ts';
 import { PlanRepository } from '../../src/store/plans.ts';
 import { describeOnEachDatabase } from '../support/databases.ts';
@@ -154,7 +154,7 @@ describeOnEachDatabase('Payment plans', (db) => {
     fake.failNextPaymentIntents('authentication_required');
     await runSweepJob();
     await deliverEvents(h.practiceId);
-    const outbox = await new OutreachRepository(db().pool, cipher, clock).listOutbox(h.practiceId);
+    const outbox = await new OutreachDeliveryStore(db().pool, cipher, clock).list(h.practiceId);
     assert.equal(outbox.length, 1);
     const message = outbox[0]!;
     assert.deepEqual([message.channel, message.recipient, message.template], ['email', 'pat@example.org', 'plan-authentication-required']);

@@ -60,6 +60,11 @@ describeOnEachDatabase('handleStripeEvent', (db) => {
     assert.match(stored?.stripe.charge ?? '', /^ch_sandbox_/);
     assert.equal((await ledger().getBalance(h.olderBalanceId))?.patientAmount.amount, 7_000);
     assert.equal((await payments().getEvent(h.practiceId, completed!.id))?.outcome, 'payment-posted');
+    const audited = await db().pool.query<{ actor: string; action: string; entity_id: string }>(
+      "SELECT actor, action, entity_id FROM audit_events WHERE practice_id = $1 AND entity_type = 'payment' AND entity_id = $2",
+      [h.practiceId, payment.id],
+    );
+    assert.deepEqual(audited.rows, [{ actor: 'system:stripe', action: 'payment.payment-posted', entity_id: payment.id }], 'the payment is audited once, not per duplicate delivery');
   });
 
   it('handles concurrent deliveries of one event exactly once', async () => {

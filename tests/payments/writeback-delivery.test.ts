@@ -51,6 +51,12 @@ describeOnEachDatabase('write-back delivery to a FHIR EHR', (db) => {
 
       assert.equal((await delivery.deliverDue()).claimed, 0);
       assert.equal((await reconciliations(ehr)).length, 2);
+      const audited = await db().pool.query<{ action: string; entity_id: string }>(
+        "SELECT action, entity_id FROM audit_events WHERE practice_id = $1 AND entity_type = 'writeback' ORDER BY entity_id", [h.practiceId]);
+      assert.deepEqual(audited.rows, [
+        { action: 'writeback.delivered', entity_id: `payment-${payment.id}` },
+        { action: 'writeback.delivered', entity_id: `refund-${payment.id}-1000` },
+      ], 'each delivered write-back is audited once');
     } finally {
       await ehr.close();
     }
@@ -125,6 +131,8 @@ describeOnEachDatabase('write-back delivery to a FHIR EHR', (db) => {
       assert.equal(tasks.length, 1);
       assert.equal(tasks[0]?.subjectRef, `writeback:payment-${payment.id}`);
       assert.match(tasks[0]?.note ?? '', /gave up after 3 attempt/);
+      const audited = await db().pool.query<{ action: string }>("SELECT action FROM audit_events WHERE practice_id = $1 AND entity_type = 'writeback'", [h.practiceId]);
+      assert.deepEqual(audited.rows.map((r) => r.action), ['writeback.dead']);
       assert.equal((await reconciliations(ehr)).length, 0);
     } finally {
       await ehr.close();

@@ -20,6 +20,7 @@ function startWorker(databaseUrl: string, extraEnv: Record<string, string> = {})
     env: {
       ...process.env,
       DATABASE_URL: databaseUrl,
+      SETTLE_PAY_LINK_KEYS: `1:${Buffer.alloc(32, 9).toString('base64url')}`,
       SETTLE_ENCRYPTION_KEYS: `k1:${randomBytes(32).toString('base64')}`,
       SETTLE_BLIND_INDEX_KEY: randomBytes(32).toString('base64'),
       SETTLE_JOB_CONCURRENCY: '4',

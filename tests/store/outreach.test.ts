@@ -10,6 +10,8 @@ import { planPractice } from '../../src/outreach/run.ts';
 import { withTransaction } from '../../src/store/database.ts';
 import { LedgerRepository } from '../../src/store/ledger.ts';
 import { OutreachRepository } from '../../src/store/outreach.ts';
+import { payLinkKeyRing } from '../../src/payments/pay-link.ts';
+import { OutreachDeliveryStore } from '../../src/store/outreach-delivery.ts';
 import { PhiCipher } from '../../src/store/phi-crypto.ts';
 import { PracticeRepository } from '../../src/store/practices.ts';
 import { describeOnEachDatabase } from '../support/databases.ts';
@@ -23,12 +25,14 @@ describeOnEachDatabase('OutreachRepository', (db) => {
   let otherPracticeId = '';
   let balanceId = '';
   let store: OutreachRepository;
+  let outbox: OutreachDeliveryStore;
 
   before(async () => {
     const practices = new PracticeRepository(db().pool);
     practiceId = (await practices.create({ slug: 'or-store', name: 'Store Clinic', timeZone: 'America/Chicago', phone: '555-0100' })).id;
     otherPracticeId = (await practices.create({ slug: 'or-other', name: 'Other Clinic' })).id;
     store = new OutreachRepository(db().pool, cipher, clock);
+    outbox = new OutreachDeliveryStore(db().pool, cipher, clock);
     const ledger = new LedgerRepository(db().pool, cipher, clock);
     const patientId = await ledger.upsertPatient(practiceId, { system: 'urn:mrn', value: 'S1' }, { name: { given: ['Ana'] }, phones: ['617-555-0134'], email: 'ana@example.com' });
     const guarantorId = await ledger.ensureGuarantor(practiceId, { selfPatientId: patientId });
@@ -64,8 +68,8 @@ describeOnEachDatabase('OutreachRepository', (db) => {
     const outboxId = await store.addToOutbox({ practiceId, balanceId, channel: 'sms', recipient: '617-555-0134', body: 'hi', language: 'en', template: 't' });
     const { rows } = await db().pool.query('SELECT recipient_enc FROM outbox WHERE id = $1', [outboxId]);
     assert.match(rows[0].recipient_enc, /^v1\.k1\./);
-    assert.equal((await store.listOutbox(practiceId))[0]!.recipient, '617-555-0134');
-    assert.deepEqual(await store.listOutbox(otherPracticeId), []);
+    assert.equal((await outbox.list(practiceId))[0]!.recipient, '617-555-0134');
+    assert.deepEqual(await outbox.list(otherPracticeId), []);
     const attempt = { practiceId, balanceId, stepId: 'manual', channel: 'sms' as const, plannedAt: clock.now(), status: 'sent' as const, outboxId };
     const recorded = await store.recordAttempt(attempt);
     assert.equal(recorded.outboxId, outboxId);
@@ -80,11 +84,12 @@ describeOnEachDatabase('OutreachRepository', (db) => {
     await db().pool.query('DELETE FROM outbox WHERE balance_id = $1', [balanceId]);
     await store.recordConsent(practiceId, { channel: 'sms', address: '617-555-0134', source: 'intake-form', at: new Date('2026-04-05T00:00:00Z') });
     await store.recordOptOut(practiceId, { channel: 'email', source: 'staff:test', at: new Date('2026-04-05T00:00:00Z') }); // every email address
-    const run = () => planPractice({ db: db(), cipher, clock, logger: silentLogger(), practiceId, policy });
+    const payLinkKeys = payLinkKeyRing(1, [[1, Buffer.alloc(32, 7)]]);
+    const run = () => planPractice({ db: db(), cipher, clock, logger: silentLogger(), practiceId, policy, payLinkKeys });
     const results = await Promise.all([run(), run(), run()]);
     assert.equal(results.reduce((n, r) => n + r.sent.length, 0), 1, 'one text');
     assert.equal(results.reduce((n, r) => n + r.suppressed.length, 0), 1, 'one email suppression');
     assert.equal(results.flatMap((r) => r.suppressed)[0]!.rule, 'opt-out');
-    assert.equal((await store.listOutbox(practiceId, { balanceId })).length, 1);
+    assert.equal((await outbox.list(practiceId, { balanceId })).length, 1);
   });
 });
