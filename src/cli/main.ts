@@ -15,7 +15,8 @@ import { fhirCommands } from '../connectors/fhir/cli-commands.ts';
 import { runImportCsv } from '../ingest/csv-import.ts';
 import { loadMappings } from '../mapping/load.ts';
 import { runMappingsTest } from '../mapping/try.ts';
-import { loadKeyring, PhiCipher } from '../store/phi-crypto.ts';
+import { KeyringError, loadKeyring, PhiCipher } from '../store/phi-crypto.ts';
+import { PayLinkKeyError } from '../payments/pay-link.ts';
 import { formatProblem, DataFilesError } from '../config/data-files.ts';
 import { createLogger, type Logger } from '../config/logger.ts';
 import { loadSettings, SETTING_SPECS, SettingsError, type Settings } from '../config/settings.ts';
@@ -62,6 +63,8 @@ async function runEngine(mode: EngineMode): Promise<void> {
     if (error instanceof DataFilesError) {
       throw new ExitError(EXIT.config, `Settle did not start: fix these data files first.\n${error.problems.map(formatProblem).join('\n')}`);
     }
+    // Missing or malformed keys are configuration, not a crash: say which, never the key, exit 3.
+    if (error instanceof KeyringError || error instanceof PayLinkKeyError) throw new ExitError(EXIT.config, `Settle did not start: ${error.message}`);
     throw error;
   }
   if (engine.url) process.stdout.write(`Settle ${mode === 'start' ? 'engine' : 'API'} listening on ${engine.url}\n`);

@@ -37,7 +37,7 @@ function sendMllp(port: number, message: string): Promise<ReturnType<typeof read
 
 after(killEngines);
 
-const CLEAN_ENV = { DATABASE_URL: undefined, SETTLE_ENCRYPTION_KEYS: undefined, SETTLE_BLIND_INDEX_KEY: undefined, SETTLE_CONFIG_DIR: ROOT };
+const CLEAN_ENV = { DATABASE_URL: undefined, SETTLE_ENCRYPTION_KEYS: undefined, SETTLE_BLIND_INDEX_KEY: undefined, SETTLE_PAY_LINK_KEYS: undefined, SETTLE_CONFIG_DIR: ROOT };
 
 describe('settle start on the embedded database', () => {
   it('runs on a fresh data directory, shares its database with the CLI, stops on SIGTERM and keeps its data', async () => {
@@ -116,6 +116,18 @@ describe('settle refuses to start half-way', () => {
     assert.equal(result.code, 3);
     assert.match(result.stderr, /connectors\/broken\.json: \/[^:]*: /);
     assert.ok(!existsSync(join(dataDir, 'pgdata')), 'no database was created');
+  });
+
+  it('refuses to start on a server database without SETTLE_PAY_LINK_KEYS (exit 3, naming the setting)', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'settle-start-'));
+    const result = await runCli(['start'], {
+      ...CLEAN_ENV, SETTLE_DATA_DIR: dataDir, DATABASE_URL: 'postgres://settle@127.0.0.1:9/settle',
+      SETTLE_ENCRYPTION_KEYS: `k1:${Buffer.alloc(32, 1).toString('base64')}`, SETTLE_BLIND_INDEX_KEY: Buffer.alloc(32, 2).toString('base64'),
+    });
+    assert.equal(result.code, 3);
+    assert.match(result.stderr, /Settle did not start: SETTLE_PAY_LINK_KEYS is required when DATABASE_URL is set/);
+    assert.doesNotMatch(result.stderr, /\n\s+at /, 'no stack trace');
+    assert.ok(!existsSync(join(dataDir, 'pay-link-keys.json')), 'no per-process key was generated');
   });
 
   it('keeps serving health while the database is unreachable, and says why on /readyz', async () => {

@@ -148,6 +148,7 @@ describe(`crash: kill -9 in the middle of a ${TOTAL}-message burst (${onServer ?
       serverDb = await createTestDatabase('postgres', 2);
       env.DATABASE_URL = serverDb.url;
       env.SETTLE_ENCRYPTION_KEYS = `k1:${Buffer.alloc(32, 1).toString('base64')}`;
+      env.SETTLE_PAY_LINK_KEYS = `1:${Buffer.alloc(32, 3).toString('base64url')}`;
       env.SETTLE_BLIND_INDEX_KEY = Buffer.alloc(32, 2).toString('base64');
     }
     const openDb = async () => (onServer ? serverDb!.db : openDatabase({ dataDir, poolSize: 2 }));
