@@ -15,6 +15,7 @@ import { LedgerRepository } from '../../src/store/ledger.ts';
 import { PracticeRepository } from '../../src/store/practices.ts';
 import { ROOT } from '../support/cli.ts';
 import { cipher, silentLogger } from './webhook-fixtures.ts';
+import type { StripeGatewayOptions } from '../../src/payments/stripe-gateway.ts';
 
 export { cipher, silentLogger };
 
@@ -71,12 +72,17 @@ export interface PayApp {
   close(): Promise<void>;
 }
 
-/** Starts the API with payments wired (sandbox gateway; the webhook endpoint serves practice `slug`). */
-export async function startPayApp(db: Database, clock: ManualClock, slug: string, dataDir: string): Promise<PayApp> {
+/** Starts the API with payments wired (the sandbox gateway unless a Stripe key is given; the webhook endpoint serves practice `slug`). */
+export async function startPayApp(
+  db: Database, clock: ManualClock, slug: string, dataDir: string,
+  /** A Stripe key and where the SDK connects (the Stripe fake): real Checkout instead of the sandbox. */
+  stripe?: { secretKey: string; options: StripeGatewayOptions },
+): Promise<PayApp> {
   const keys = testKeys();
   const wiring = await createPaymentsWiring({
     db, clock, logger: silentLogger, dataDir, sharedDatabase: false, payLinkKeys: `7:${Buffer.from(keys.keys.get(7)!).toString('base64url')}`,
     stripeWebhookSecret: TEST_WEBHOOK_SECRET, webhookPracticeSlug: slug, planTerms: { minimumInstallmentCents: 2500, maximumMonths: 6 },
+    ...(stripe ? { stripeSecretKey: stripe.secretKey, stripe: stripe.options } : {}),
   });
   const api = createApi({
     configDir: ROOT, cipher, mappings: loadMappings(ROOT), db, clock, logger: silentLogger, metrics: new EngineMetrics(), version: 'test',
