@@ -5,7 +5,8 @@
  *
  *   settle demo [--days 90] [--patients 2000] [--visits-per-day 25] [--seed 42]
  */
-import { Command, InvalidArgumentError } from 'commander';
+import { Command } from 'commander';
+import { integerOption } from './options.ts';
 import { createLogger } from '../config/logger.ts';
 import type { Settings } from '../config/settings.ts';
 import { systemClock } from '../domain/clock.ts';
@@ -15,14 +16,6 @@ import { writeLiveState } from '../demo/live.ts';
 import { issueApiKey } from '../store/api-keys.ts';
 import type { Database } from '../store/database.ts';
 import { PracticeRepository } from '../store/practices.ts';
-
-function integer(name: string, min: number, max: number): (text: string) => number {
-  return (text) => {
-    const value = Number(text);
-    if (!/^\d+$/.test(text.trim()) || value < min || value > max) throw new InvalidArgumentError(`${name} must be a whole number from ${min} to ${max}.`);
-    return value;
-  };
-}
 
 /** What the demo command needs from the CLI. */
 export interface DemoCommandDeps {
@@ -35,10 +28,10 @@ export interface DemoCommandDeps {
 export function demoCommand(deps: DemoCommandDeps): Command {
   return new Command('demo')
     .description('Run the whole loop for a demo practice (fictitious data, nothing sent) over the last N days, fast-forwarded.')
-    .option('--days <n>', 'days of cadence to simulate, ending today', integer('--days', 1, 365), 90)
-    .option('--patients <n>', 'patients of the sandbox EHR', integer('--patients', 0, 100_000), 2000)
-    .option('--visits-per-day <n>', 'visits the practice-management system bills per day (DFT^P03 over MLLP)', integer('--visits-per-day', 0, 1_000), 25)
-    .option('--seed <n>', 'seed of the generated data: the same seed gives the same practice', integer('--seed', 0, 2 ** 31 - 1), 42)
+    .option('--days <n>', 'days of cadence to simulate, ending today', integerOption('--days', 1, 365), 90)
+    .option('--patients <n>', 'patients of the sandbox EHR', integerOption('--patients', 0, 100_000), 2000)
+    .option('--visits-per-day <n>', 'visits the practice-management system bills per day (DFT^P03 over MLLP)', integerOption('--visits-per-day', 0, 1_000), 25)
+    .option('--seed <n>', 'seed of the generated data: the same seed gives the same practice', integerOption('--seed', 0, 2 ** 31 - 1), 42)
     .action(async (options: { days: number; patients: number; visitsPerDay: number; seed: number }) => {
       const settings = deps.settings();
       const logger = createLogger({ level: settings.logLevel === 'debug' ? 'debug' : 'warn', stream: process.stderr });

@@ -10,7 +10,9 @@
  * examples not installed, unreadable key) go to stderr with exit code 1.
  */
 import { readFileSync } from 'node:fs';
-import { Command, InvalidArgumentError } from 'commander';
+import { Command } from 'commander';
+import { displayMoney, money } from '../domain/money.ts';
+import { integerOption } from './options.ts';
 import { HL7_EXAMPLES_PACKAGE, loadHl7Examples, type Hl7ExamplesSummary } from '../sandbox-ehr/examples.ts';
 import { seedPractice, type SeedSummary } from '../sandbox-ehr/seed.ts';
 import { startSandboxEhr, type SandboxClient, type SandboxEhr } from '../sandbox-ehr/server.ts';
@@ -27,20 +29,6 @@ interface SandboxCommandOptions {
   clientId?: string;
   publicKeyFile?: string;
   kid?: string;
-}
-
-function integer(name: string, min: number, max: number): (text: string) => number {
-  return (text) => {
-    const value = Number(text);
-    if (!/^\d+$/.test(text.trim()) || !Number.isSafeInteger(value) || value < min || value > max) {
-      throw new InvalidArgumentError(`${name} must be a whole number from ${min} to ${max}.`);
-    }
-    return value;
-  };
-}
-
-function money(cents: number): string {
-  return `$${(cents / 100).toLocaleString('en-US', { minimumFractionDigits: 2, maximumFractionDigits: 2 })}`;
 }
 
 /** `received` resolves on the first SIGINT or SIGTERM (which then no longer end the process); `cancel` stops listening. */
@@ -72,7 +60,7 @@ export function sandboxBanner(sandbox: Pick<SandboxEhr, 'baseUrl' | 'tokenUrl'>,
       client ? `  (SMART Backend Services: client ${client.clientId}, kid ${client.kid}; FHIR requests need a bearer token)` : '  (no client registered: FHIR requests need no token)'
     }`,
     `  Seeded         ${seeded.patients} patients, ${seeded.accounts} accounts, ${seeded.coverages} coverages, ${seeded.invoices} invoices ` +
-      `(${seeded.lineItems} line items), patient balances ${money(seeded.patientBalanceCents)} (seed ${seed})`,
+      `(${seeded.lineItems} line items), patient balances ${displayMoney(money(seeded.patientBalanceCents, 'USD'))} (seed ${seed})`,
   ];
   if (examples) {
     const counts = Object.entries(examples.loaded).map(([type, n]) => `${n} ${type}`).join(', ');
@@ -96,10 +84,10 @@ export function sandboxBanner(sandbox: Pick<SandboxEhr, 'baseUrl' | 'tokenUrl'>,
 export function sandboxEhrCommand(out: (text: string) => void): Command {
   return new Command('sandbox-ehr')
     .description('Run a sandbox EHR (FHIR R4, fictitious data, in memory) to try Settle against; stops on Ctrl+C.')
-    .option('--port <port>', 'TCP port (0: any free port, printed)', integer('--port', 0, 65_535), 8090)
+    .option('--port <port>', 'TCP port (0: any free port, printed)', integerOption('--port', 0, 65_535), 8090)
     .option('--host <host>', 'interface to listen on', '127.0.0.1')
-    .option('--patients <n>', 'patients in the generated practice (each with an account, most with coverage and invoices)', integer('--patients', 0, 1_000_000), 2000)
-    .option('--seed <n>', 'seed of the generator: the same seed gives the same practice', integer('--seed', 0, 2 ** 31 - 1), 42)
+    .option('--patients <n>', 'patients in the generated practice (each with an account, most with coverage and invoices)', integerOption('--patients', 0, 1_000_000), 2000)
+    .option('--seed <n>', 'seed of the generator: the same seed gives the same practice', integerOption('--seed', 0, 2 ** 31 - 1), 42)
     .option('--examples', "also load HL7's official R4 examples of Patient, Account, Invoice, ChargeItem and Coverage (package hl7.fhir.r4.examples, installed in a checkout)")
     .option('--client-id <id>', 'register a SMART Backend Services client; FHIR requests then need a bearer token')
     .option('--public-key-file <pem>', "the client's public key (PEM, RSA for RS384 or P-384 for ES384)")

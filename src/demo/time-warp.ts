@@ -15,6 +15,7 @@ import { loadDataFiles, DataFilesError } from '../config/data-files.ts';
 import type { Settings } from '../config/settings.ts';
 import { asHl7v2MllpConnector, startMllpListener, type MllpListener } from '../connectors/hl7v2/mllp-server.ts';
 import { ManualClock } from '../domain/clock.ts';
+import { displayMoney, money } from '../domain/money.ts';
 import { loadMappings } from '../mapping/load.ts';
 import { loadPayLinkKeys } from '../payments/pay-link-keys.ts';
 import { createPaymentsWiring } from '../payments/pay-wiring.ts';
@@ -62,7 +63,8 @@ export interface DemoSummary {
   paymentReconciliationsInEhr: number;
 }
 
-const money = (cents: number) => `$${(cents / 100).toLocaleString('en-US', { minimumFractionDigits: 2, maximumFractionDigits: 2 })}`;
+/** Demo amounts are USD (the sandbox EHR and the simulated PM system bill in USD). */
+const usd = (cents: number) => displayMoney(money(cents, 'USD'));
 
 /** How far the sandbox seed's timestamps advance per patient, in days (measured: 189 days for 2,000 patients). */
 const SEED_DAYS_PER_PATIENT = 0.1;
@@ -156,7 +158,7 @@ export async function runDemoDays(options: DemoDaysOptions): Promise<DemoSummary
       clock.set(day.set({ hour: 18 }).toJSDate());
       await run(PRINT_BATCH_JOB);
       if ((d + 1) % 7 === 0 || d === days - 1) {
-        options.print(`  day ${String(d + 1).padStart(3)} (${day.toISODate()}): ${totals.messages} messages, ${totals.paidInFull} paid in full, ${totals.plans} plans, ${totals.disputes} disputes, ${money(totals.collectedCents)} collected`);
+        options.print(`  day ${String(d + 1).padStart(3)} (${day.toISODate()}): ${totals.messages} messages, ${totals.paidInFull} paid in full, ${totals.plans} plans, ${totals.disputes} disputes, ${usd(totals.collectedCents)} collected`);
       }
     }
     return { ...(await summarize(db, practice.id, days, totals, world.sandbox.repo)), seededAt };
@@ -190,9 +192,9 @@ async function summarize(db: Database, practiceId: string, days: number, patient
 export function demoSummaryText(s: DemoSummary): string {
   return [
     `Demo: ${s.days} days of ${DEMO_PRACTICE.name} (fictitious patients; nothing was sent to anyone).`,
-    `  balances            ${s.balances} (${money(s.openCents)} still open)`,
+    `  balances            ${s.balances} (${usd(s.openCents)} still open)`,
     `  messages (outbox)   ${Object.entries(s.messages).map(([c, n]) => `${n} ${c}`).join(', ') || 'none'}`,
-    `  patients            ${s.patients.paidInFull} paid in full, ${s.patients.plans} chose a plan, ${s.patients.disputes} disputed; ${money(s.patients.collectedCents)} collected at checkout`,
+    `  patients            ${s.patients.paidInFull} paid in full, ${s.patients.plans} chose a plan, ${s.patients.disputes} disputed; ${usd(s.patients.collectedCents)} collected at checkout`,
     `  payments            ${s.payments} succeeded (sandbox)`,
     `  write-backs         ${s.writebacksDelivered} delivered; ${s.paymentReconciliationsInEhr} PaymentReconciliation in the sandbox EHR`,
   ].join('\n');

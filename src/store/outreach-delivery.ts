@@ -11,6 +11,7 @@ import { outreachEligible, type BalanceStatus } from '../domain/ledger.ts';
 import type { Language, MessageChannel, OptOut } from '../domain/outreach.ts';
 import type { Queryable } from './database.ts';
 import type { PhiCipher } from './phi-crypto.ts';
+import { indexKind } from './outreach.ts';
 
 /** Where an outbox row is on its way to the patient. */
 export const DELIVERY_STATES = ['queued', 'held-no-channel', 'sending', 'sent', 'delivered', 'failed', 'undeliverable'] as const;
@@ -47,8 +48,6 @@ interface Row {
 
 const COLUMNS = `id, practice_id, balance_id, channel, recipient_enc, subject, body, html, language, template, state, provider_message_id,
   delivery_attempts, next_attempt_at, last_error_code, last_error, fallback_of, created_at, state_changed_at`;
-
-const indexKind = (channel: MessageChannel): 'phone' | 'email' | undefined => (channel === 'sms' ? 'phone' : channel === 'email' ? 'email' : undefined);
 
 /** Reads and writes delivery state. Pass a transaction client to commit a result with its attempt and opt-out. */
 export class OutreachDeliveryStore {

@@ -101,7 +101,8 @@ const toAttempt = (r: AttemptRow): AttemptRecord => ({
   rule: r.rule, reason: r.reason, verdicts: r.verdicts, finalNotice: r.final_notice, outboxId: r.outbox_id, messageId: r.message_id, updatedAt: r.updated_at,
 });
 
-const indexKind = (channel: MessageChannel): 'phone' | 'email' | undefined => (channel === 'sms' ? 'phone' : channel === 'email' ? 'email' : undefined);
+/** Which blind index a channel's address is kept under (letters have none). */
+export const indexKind = (channel: MessageChannel): 'phone' | 'email' | undefined => (channel === 'sms' ? 'phone' : channel === 'email' ? 'email' : undefined);
 
 /** Reads and writes outreach state. */
 export class OutreachRepository {
