@@ -194,6 +194,7 @@ export async function startEngine(options: EngineOptions): Promise<Engine> {
       metrics.recordJob(outcome);
       if (outcome.error) logger.warn('job failed', { job: outcome.name, jobId: outcome.jobId, error: outcome.error.message });
     });
+    scheduler.onTrouble((error) => logger.warn('scheduler connection trouble', { error: error.message, code: (error as { code?: string }).code }));
     if (mode === 'start') {
       const onStored = () => enqueueSoon(INGEST_JOBS.hl7Process);
       listeners.push(...(await startListeners(dataFiles.connectors, { db, logger, clock, onStored })));

@@ -69,18 +69,17 @@ export class Scheduler {
   readonly agenda: Agenda;
   private processing = false;
   private readonly listeners: ((outcome: JobOutcome) => void)[] = [];
+  private readonly troubleListeners: ((error: Error) => void)[] = [];
   /** Jobs started here whose state Agenda has not yet saved. */
   private readonly inFlight = new Set<string>();
 
   constructor(options: SchedulerOptions) {
     const embedded = options.db.kind === 'embedded';
+    const backend = new PostgresBackend({ pool: options.db.pool, ensureSchema: false, disableNotifications: embedded });
+    const channel = embedded ? new InMemoryNotificationChannel() : backend.notificationChannel;
     this.agenda = new Agenda({
-      backend: new PostgresBackend({
-        pool: options.db.pool,
-        ensureSchema: false,
-        disableNotifications: embedded,
-      }),
-      notificationChannel: embedded ? new InMemoryNotificationChannel() : undefined,
+      backend,
+      notificationChannel: channel,
       name: options.name,
       maxConcurrency: options.concurrency,
       defaultConcurrency: options.concurrency,
@@ -111,8 +110,12 @@ export class Scheduler {
         },
       );
     }
-    // Agenda emits 'error' for backend trouble; unhandled it would crash the process.
-    this.agenda.on('error', () => {});
+    // Agenda emits 'error' for backend trouble; unhandled it would crash the process. So does the
+    // notification channel when its LISTEN connection drops (a server restart, a terminated backend): Agenda
+    // 6.2.6 attaches no listener there, and the channel reconnects by itself. The listen client goes back to
+    // the pool on stop still carrying the channel's listener, so this one stays for the pool's lifetime.
+    this.agenda.on('error', (error: Error) => this.reportTrouble(error));
+    channel?.on('error', (error: Error) => this.reportTrouble(error));
     // 'complete' comes once Agenda has saved the job's outcome (success or failure). On a server it is
     // also relayed from other workers, as a notification without `attrs`: those are not ours.
     this.agenda.on('complete', (job: Job<unknown> | { jobId?: string }) => {
@@ -127,6 +130,15 @@ export class Scheduler {
 
   private report(outcome: JobOutcome): void {
     for (const listener of this.listeners) listener(outcome);
+  }
+
+  /** Subscribes to scheduler trouble that is not a job's own failure (a lost notification connection). */
+  onTrouble(listener: (error: Error) => void): void {
+    this.troubleListeners.push(listener);
+  }
+
+  private reportTrouble(error: Error): void {
+    for (const listener of this.troubleListeners) listener(error);
   }
 
   /** Starts taking jobs (workers). A process that only enqueues never calls this. */

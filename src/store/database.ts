@@ -86,6 +86,13 @@ function makeDatabase(kind: Database['kind'], connection: pg.PoolConfig, closeSe
   const pool = new pg.Pool(connection);
   // An idle client losing its connection must not crash the process; the pool replaces it.
   pool.on('error', () => {});
+  // pg-pool's end() resolves once it has asked each client to end, not once the sockets are closed; close()
+  // waits for them, so that nothing (a dropped database, a stopped server) catches a connection mid-goodbye.
+  const open = new Set<Promise<void>>();
+  pool.on('connect', (client) => {
+    const ended: Promise<void> = new Promise((resolve) => client.once('end', () => (open.delete(ended), resolve())));
+    open.add(ended);
+  });
   let closed = false;
   return {
     kind,
@@ -95,6 +102,7 @@ function makeDatabase(kind: Database['kind'], connection: pg.PoolConfig, closeSe
       if (closed) return;
       closed = true;
       await pool.end();
+      await Promise.all(open);
       await closeServer();
     },
   };

@@ -93,6 +93,23 @@ describe('workers on one PostgreSQL server', { skip }, () => {
     assert.deepEqual(await Promise.all(workers.map((w) => w.exited)), [0, 0]);
   });
 
+  it('keep a worker running when the server cuts its LISTEN connection: it reconnects and still takes jobs', async () => {
+    const worker = startWorker(handle.url!);
+    await worker.ready;
+    const listening = `SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%' AND pid <> pg_backend_pid()`;
+    await waitFor(async () => (await handle.db.pool.query(listening)).rowCount! > 0, 10_000, 'the worker to LISTEN');
+    const cut = await handle.db.pool.query(`SELECT pg_terminate_backend(pid) AS done FROM (${listening}) l`);
+    assert.ok(cut.rows.length > 0 && cut.rows.every((r) => r.done), 'the LISTEN connection was terminated');
+    // Agenda 6.2.6 leaves the channel's 'error' unhandled: the worker used to die here with an uncaught exception.
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    assert.equal(worker.exitCode, null, 'the worker is still running');
+    await waitFor(async () => (await handle.db.pool.query(listening)).rowCount! > 0, 10_000, 'the worker to LISTEN again');
+    await enqueuer.now('test.probe', { seq: 20_000 });
+    await waitFor(async () => (await handle.db.pool.query('SELECT 1 FROM job_probe_runs WHERE seq = 20000')).rowCount! > 0, 15_000, 'the job after the cut');
+    worker.kill('SIGTERM');
+    assert.equal(await worker.exited, 0);
+  });
+
   it('let a running job finish on SIGTERM, then exit cleanly', async () => {
     const worker = startWorker(handle.url!);
     await worker.ready;
