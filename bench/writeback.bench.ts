@@ -72,8 +72,10 @@ try {
     [h.practiceId, h.guarantorId, h.olderBalanceId, now, COUNT],
   );
   await db.pool.query(
-    `INSERT INTO writeback_outbox (practice_id, payment_id, kind, writeback_id, amount_minor, currency, allocations, next_attempt_at, created_at, updated_at)
-     SELECT practice_id, id, 'payment', 'payment-' || id, amount_minor, currency, allocations, $2, $2, $2 FROM payments WHERE practice_id = $1`,
+    // control_id: hl7ControlId in SQL, as migration 0020 computes it.
+    `INSERT INTO writeback_outbox (practice_id, payment_id, kind, writeback_id, control_id, amount_minor, currency, allocations, next_attempt_at, created_at, updated_at)
+     SELECT practice_id, id, 'payment', 'payment-' || id, upper(substr(encode(sha256(convert_to(practice_id::text || ' payment-' || id, 'UTF8')), 'hex'), 1, 16)),
+       amount_minor, currency, allocations, $2, $2, $2 FROM payments WHERE practice_id = $1`,
     [h.practiceId, now],
   );
   const delivery = new WritebackDelivery(deliveryDeps(db, clock, [fhirConnector('wb-bench', ehr.baseUrl)], { concurrency: CONCURRENCY, batchSize: 200 }));

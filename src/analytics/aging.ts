@@ -9,6 +9,7 @@
  */
 import { AGING_BUCKETS, type AgingBucket } from '../domain/ledger.ts';
 import type { Queryable } from '../store/database.ts';
+import { rollupAsOf } from './rollup.ts';
 import { bucketSql, int, PERIOD_CTE, type AnalyticsPeriod, type AnalyticsResult } from './types.ts';
 
 /** One bucket. */
@@ -24,19 +25,14 @@ const COLUMNS = ['bucket', 'balances', 'outstandingMinor', 'payments', 'recovere
 
 const SQL = `WITH ${PERIOD_CTE},
 outstanding AS (
-  SELECT ${bucketSql('(period.d1 - b.oldest_open_date)')} AS bucket, count(*) AS balances, sum(b.patient_amount_minor) AS amount
-  FROM balances b, period
-  WHERE b.practice_id = $1 AND b.currency = $4 AND b.patient_amount_minor > 0 AND b.status <> 'written_off' AND b.oldest_open_date IS NOT NULL
+  SELECT ${bucketSql('(period.d1 - o.oldest_open_date)')} AS bucket, sum(o.balances) AS balances, sum(o.outstanding_minor) AS amount
+  FROM analytics_open_days o, period
+  WHERE o.practice_id = $1 AND o.currency = $4
   GROUP BY 1),
 recovered AS (
-  SELECT ${bucketSql('(e.service_date - first_charge.d)')} AS bucket,
-         count(*) FILTER (WHERE e.reverses_entry_id IS NULL AND e.amount_minor > 0) AS payments, -sum(e.effect_minor) AS amount
-  FROM period
-  JOIN ledger_entries e ON e.practice_id = $1 AND e.currency = $4 AND e.payer = 'patient' AND e.kind = 'payment'
-    AND e.service_date BETWEEN period.d0 AND period.d1
-  CROSS JOIN LATERAL (
-    SELECT coalesce(min(c.service_date), e.service_date) AS d FROM ledger_entries c
-    WHERE c.balance_id = e.balance_id AND c.kind = 'charge' AND c.payer = 'patient' AND c.effect_minor > 0) first_charge
+  SELECT r.bucket, sum(r.payments) AS payments, sum(r.amount_minor) AS amount
+  FROM analytics_recovered_days r, period
+  WHERE r.practice_id = $1 AND r.currency = $4 AND r.day BETWEEN period.d0 AND period.d1
   GROUP BY 1)
 SELECT bucket, coalesce(o.balances, 0)::text AS balances, coalesce(o.amount, 0)::text AS outstanding,
        coalesce(r.payments, 0)::text AS payments, coalesce(r.amount, 0)::text AS recovered
@@ -44,6 +40,7 @@ FROM outstanding o FULL JOIN recovered r USING (bucket)`;
 
 /** Outstanding and recovered amounts per aging bucket (every bucket present, youngest first). */
 export async function agingBuckets(db: Queryable, period: AnalyticsPeriod): Promise<AnalyticsResult<AgingRow>> {
+  const asOf = await rollupAsOf(db, period.practiceId);
   const { rows } = await db.query<{ bucket: AgingBucket; balances: string; outstanding: string; payments: string; recovered: string }>(
     SQL,
     [period.practiceId, period.from, period.to, period.currency],
@@ -54,6 +51,7 @@ export async function agingBuckets(db: Queryable, period: AnalyticsPeriod): Prom
     from: period.from,
     to: period.to,
     currency: period.currency,
+    asOf: asOf.toISOString(),
     columns: COLUMNS,
     rows: AGING_BUCKETS.map((bucket) => {
       const r = byBucket.get(bucket);

@@ -14,10 +14,10 @@
  * `all`), `stepId` alone (`channel` is `all`), and the total (`all`, `all`).
  */
 import type { Queryable } from '../store/database.ts';
+import { rollupAsOf } from './rollup.ts';
 import { int, PERIOD_CTE, ratio, type AnalyticsPeriod, type AnalyticsResult } from './types.ts';
 
-/** How many days after a send an open or payment is credited to it. */
-export const ATTRIBUTION_WINDOW_DAYS = 30;
+export { ATTRIBUTION_WINDOW_DAYS } from './types.ts';
 
 /** One channel and/or step. */
 export interface ChannelRow {
@@ -38,54 +38,32 @@ export interface ChannelRow {
 
 const COLUMNS = ['channel', 'stepId', 'sends', 'opened', 'paid', 'payments', 'paidMinor', 'openRate', 'payRate'] as const;
 
-const SENT = `a.status IN ('sent', 'delivered') AND a.channel IN ('sms', 'email', 'letter')`;
-
-const WINDOW = `interval '${ATTRIBUTION_WINDOW_DAYS} days'`;
-
-// Set-based last touch: the sends that could be credited (the period ± the window) and the touches go on one
-// timeline per guarantor; each touch takes the running maximum of the send keys before it (a key grows with the
-// send's time, then its sequence number), i.e. the latest send at or before it.
+// Per channel and step, from the analytics rollup: sends in the period and what was credited to them (worked out
+// over the practice's whole history at refresh, see rollup-sql.ts), then every level of the grouping.
 const SQL = `WITH ${PERIOD_CTE},
-sends AS (
-  SELECT a.id, a.channel, a.step_id, b.guarantor_id, a.planned_at,
-         extract(epoch FROM a.planned_at) * 1000000000000 + a.seq AS k,
-         a.planned_at >= period.t0 AND a.planned_at < period.t1 AS in_period
-  FROM period, outreach_attempts a JOIN balances b ON b.id = a.balance_id
-  WHERE a.practice_id = $1 AND ${SENT} AND a.planned_at >= period.t0 - ${WINDOW} AND a.planned_at < period.t1 + ${WINDOW}),
-touches AS (
-  SELECT 'open' AS kind, l.guarantor_id, ev.occurred_at AS at, 0::bigint AS amount
-  FROM period, audit_events ev JOIN pay_links l ON l.link_id = ev.entity_id AND l.practice_id = $1
-  WHERE ev.practice_id = $1 AND ev.action = 'paylink.open' AND ev.occurred_at >= period.t0 AND ev.occurred_at < period.t1 + ${WINDOW}
-  UNION ALL
-  SELECT 'payment', p.guarantor_id, p.succeeded_at, p.amount_minor - p.refunded_minor - p.reversed_minor
-  FROM period, payments p
-  WHERE p.practice_id = $1 AND p.currency = $4 AND p.succeeded_at >= period.t0 AND p.succeeded_at < period.t1 + ${WINDOW}),
-timeline AS (
-  SELECT kind, amount, at, ord, max(k) OVER (PARTITION BY guarantor_id ORDER BY at, ord, k ROWS UNBOUNDED PRECEDING) AS send_k
-  FROM (SELECT guarantor_id, planned_at AS at, 0 AS ord, k, NULL AS kind, 0::bigint AS amount FROM sends
-        UNION ALL SELECT guarantor_id, at, 1, NULL, kind, amount FROM touches) t),
+sent AS (
+  SELECT s.channel, s.step_id, sum(s.sends) AS sends, sum(s.opened) AS opened
+  FROM analytics_send_days s, period
+  WHERE s.practice_id = $1 AND s.day BETWEEN period.d0 AND period.d1
+  GROUP BY 1, 2),
 credited AS (
-  SELECT t.kind, t.amount, s.id AS send_id
-  FROM timeline t JOIN sends s ON s.k = t.send_k
-  WHERE t.ord = 1 AND s.in_period AND s.planned_at > t.at - ${WINDOW}),
-per_send AS (
-  SELECT s.id, s.channel, s.step_id,
-         count(c.kind) FILTER (WHERE c.kind = 'open') > 0 AS opened,
-         count(c.kind) FILTER (WHERE c.kind = 'payment') AS payments,
-         coalesce(sum(c.amount) FILTER (WHERE c.kind = 'payment'), 0) AS paid_minor
-  FROM sends s LEFT JOIN credited c ON c.send_id = s.id
-  WHERE s.in_period
-  GROUP BY s.id, s.channel, s.step_id)
-SELECT coalesce(channel, 'all') AS channel, coalesce(step_id, 'all') AS step_id, count(*)::text AS sends,
-       count(*) FILTER (WHERE opened)::text AS opened, count(*) FILTER (WHERE payments > 0)::text AS paid,
-       sum(payments)::text AS payments, sum(paid_minor)::text AS paid_minor,
+  SELECT s.channel, s.step_id, sum(s.paid) AS paid, sum(s.payments) AS payments, sum(s.paid_minor) AS paid_minor
+  FROM analytics_send_payment_days s, period
+  WHERE s.practice_id = $1 AND s.currency = $4 AND s.day BETWEEN period.d0 AND period.d1
+  GROUP BY 1, 2),
+per_step AS (
+  SELECT channel, step_id, s.sends, s.opened, coalesce(c.paid, 0) AS paid, coalesce(c.payments, 0) AS payments, coalesce(c.paid_minor, 0) AS paid_minor
+  FROM sent s LEFT JOIN credited c USING (channel, step_id))
+SELECT coalesce(channel, 'all') AS channel, coalesce(step_id, 'all') AS step_id, sum(sends)::text AS sends,
+       sum(opened)::text AS opened, sum(paid)::text AS paid, sum(payments)::text AS payments, sum(paid_minor)::text AS paid_minor,
        GROUPING(channel) AS all_channels, GROUPING(step_id) AS all_steps
-FROM per_send
+FROM per_step
 GROUP BY GROUPING SETS ((channel, step_id), (channel), (step_id), ())
 ORDER BY GROUPING(channel), GROUPING(step_id), channel, step_id`;
 
 /** The send → open → payment funnel per channel and step. */
 export async function channelEffectiveness(db: Queryable, period: AnalyticsPeriod): Promise<AnalyticsResult<ChannelRow>> {
+  const asOf = await rollupAsOf(db, period.practiceId);
   const { rows } = await db.query<{ channel: string; step_id: string; sends: string; opened: string; paid: string; payments: string | null; paid_minor: string | null }>(
     SQL,
     [period.practiceId, period.from, period.to, period.currency],
@@ -95,6 +73,7 @@ export async function channelEffectiveness(db: Queryable, period: AnalyticsPerio
     from: period.from,
     to: period.to,
     currency: period.currency,
+    asOf: asOf.toISOString(),
     columns: COLUMNS,
     rows: rows.map((r) => ({
       channel: r.channel,

@@ -17,6 +17,7 @@
  * worked out by subtraction.
  */
 import type { Queryable } from '../store/database.ts';
+import { rollupAsOf } from './rollup.ts';
 import { int, intOrNull, PERIOD_CTE, ratio, type AnalyticsPeriod, type AnalyticsResult } from './types.ts';
 
 /** Cells with fewer patients than this are suppressed. */
@@ -43,32 +44,28 @@ export interface DemographicsRow {
 const COLUMNS = ['ageGroup', 'zip3', 'suppressed', 'patients', 'balances', 'billedMinor', 'collectedMinor', 'outstandingMinor', 'collectionRate'] as const;
 
 const SQL = `WITH ${PERIOD_CTE},
-activity AS (
-  SELECT e.balance_id,
-         coalesce(sum(e.effect_minor) FILTER (WHERE e.kind = 'charge'), 0) AS billed,
-         coalesce(-sum(e.effect_minor) FILTER (WHERE e.kind = 'payment'), 0) AS collected
-  FROM ledger_entries e, period
-  WHERE e.practice_id = $1 AND e.currency = $4 AND e.payer = 'patient' AND e.kind IN ('charge', 'payment')
-    AND e.service_date BETWEEN period.d0 AND period.d1
-  GROUP BY e.balance_id),
-people AS (
-  SELECT a.*, greatest(b.patient_amount_minor, 0) AS outstanding,
-         coalesce(b.patient_id, g.self_patient_id, b.guarantor_id) AS person,
-         CASE WHEN pt.birth_year IS NULL THEN 'unknown'
-              WHEN extract(year FROM period.d1) - pt.birth_year < 18 THEN '0-17'
-              WHEN extract(year FROM period.d1) - pt.birth_year < 35 THEN '18-34'
-              WHEN extract(year FROM period.d1) - pt.birth_year < 50 THEN '35-49'
-              WHEN extract(year FROM period.d1) - pt.birth_year < 65 THEN '50-64'
-              ELSE '65+' END AS age_group,
-         coalesce(pt.zip3, 'unknown') AS zip3
-  FROM period, activity a
-  JOIN balances b ON b.id = a.balance_id
-  JOIN guarantors g ON g.id = b.guarantor_id
-  LEFT JOIN patients pt ON pt.id = coalesce(b.patient_id, g.self_patient_id)),
+-- From the rollup: each balance (and each patient) counts once, on the row of its first activity date in the period
+-- (its previous activity date is before the period, or it has none). Summed per birth year first, then per age group.
+per_year AS (
+  SELECT a.birth_year, a.zip3,
+         coalesce(sum(a.n) FILTER (WHERE a.person_prev_day IS NULL OR a.person_prev_day < period.d0), 0) AS patients,
+         coalesce(sum(a.n) FILTER (WHERE a.balance_prev_day IS NULL OR a.balance_prev_day < period.d0), 0) AS balances,
+         sum(a.billed_minor) AS billed, sum(a.collected_minor) AS collected,
+         coalesce(sum(a.outstanding_minor) FILTER (WHERE a.balance_prev_day IS NULL OR a.balance_prev_day < period.d0), 0) AS outstanding
+  FROM analytics_activity_days a, period
+  WHERE a.practice_id = $1 AND a.currency = $4 AND a.day BETWEEN period.d0 AND period.d1
+  GROUP BY 1, 2),
 cells AS (
-  SELECT age_group, zip3, count(DISTINCT person) AS patients, count(*) AS balances, sum(billed) AS billed, sum(collected) AS collected,
-         sum(outstanding) AS outstanding
-  FROM people GROUP BY age_group, zip3)
+  SELECT CASE WHEN y.birth_year IS NULL THEN 'unknown'
+              WHEN extract(year FROM period.d1) - y.birth_year < 18 THEN '0-17'
+              WHEN extract(year FROM period.d1) - y.birth_year < 35 THEN '18-34'
+              WHEN extract(year FROM period.d1) - y.birth_year < 50 THEN '35-49'
+              WHEN extract(year FROM period.d1) - y.birth_year < 65 THEN '50-64'
+              ELSE '65+' END AS age_group,
+         coalesce(y.zip3, 'unknown') AS zip3,
+         sum(y.patients) AS patients, sum(y.balances) AS balances, sum(y.billed) AS billed, sum(y.collected) AS collected, sum(y.outstanding) AS outstanding
+  FROM per_year y, period
+  GROUP BY 1, 2)
 SELECT age_group, zip3, patients < ${SMALL_CELL_THRESHOLD} AS suppressed,
        CASE WHEN patients >= ${SMALL_CELL_THRESHOLD} THEN patients::text END AS patients,
        CASE WHEN patients >= ${SMALL_CELL_THRESHOLD} THEN balances::text END AS balances,
@@ -81,6 +78,7 @@ const ageOrder = (group: string) => AGE_GROUPS.indexOf(group as AgeGroup);
 
 /** Billed, collected and outstanding per age group × ZIP3 cell, small cells suppressed. */
 export async function byAgeGroupAndZip3(db: Queryable, period: AnalyticsPeriod): Promise<AnalyticsResult<DemographicsRow>> {
+  const asOf = await rollupAsOf(db, period.practiceId);
   const { rows } = await db.query<{
     age_group: AgeGroup; zip3: string; suppressed: boolean; patients: string | null; balances: string | null; billed: string | null;
     collected: string | null; outstanding: string | null;
@@ -91,6 +89,7 @@ export async function byAgeGroupAndZip3(db: Queryable, period: AnalyticsPeriod):
     from: period.from,
     to: period.to,
     currency: period.currency,
+    asOf: asOf.toISOString(),
     columns: COLUMNS,
     rows: rows.map((r) => ({
       ageGroup: r.age_group,

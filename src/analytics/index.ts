@@ -2,6 +2,8 @@
  * Analytics: one function per measure, each one set-based SQL query over one practice, one period and one
  * currency, returning exact integer minor units. The API (`GET /analytics/{measure}`), its CSV export and the
  * dashboard's charts all call these. Definitions are in each module's TSDoc and in the README ("Analytics").
+ * Every measure but `plans` reads the analytics rollup (rollup.ts), so its answer is as of the rollup's last
+ * refresh, which the answer's `asOf` gives.
  */
 import type { Queryable } from '../store/database.ts';
 import { agingBuckets, type AgingRow } from './aging.ts';
@@ -22,6 +24,7 @@ export { AGE_GROUPS, byAgeGroupAndZip3, SMALL_CELL_THRESHOLD, type AgeGroup, typ
 export { defaultPeriod, resolvePeriod, PeriodError } from './period.ts';
 export { PLAN_STATUSES, paymentPlans, type PlanRow, type PlanStatus } from './plans.ts';
 export { returnOnInvestment, ROI_DEFAULTS, type RoiAssumptions, type RoiRow } from './roi.ts';
+export { refreshAllRollups, refreshRollup, rollupAsOf, type RollupRefresh } from './rollup.ts';
 export { MEASURE_NAMES, type AnalyticsPeriod, type AnalyticsResult, type MeasureName } from './types.ts';
 export { unpaidByPayer, type PayerRow } from './unpaid-by-payer.ts';
 export { unpaidByServiceCode, type ServiceCodeRow } from './unpaid-by-service-code.ts';

@@ -48,12 +48,15 @@ export async function paymentPlans(db: Queryable, period: AnalyticsPeriod): Prom
     SQL,
     [period.practiceId, period.from, period.to, period.currency],
   );
+  // Plans are few: read live, so the figures are as of now.
+  const asOf = (await db.query<{ now: Date }>('SELECT now() AS now')).rows[0]!.now;
   const byStatus = new Map(rows.map((r) => [r.status, r]));
   return {
     measure: 'plans',
     from: period.from,
     to: period.to,
     currency: period.currency,
+    asOf: asOf.toISOString(),
     columns: COLUMNS,
     rows: PLAN_STATUSES.map((status) => {
       const r = byStatus.get(status);

@@ -10,6 +10,7 @@
  * - `staffMinutesAvoided`: `callsAvoided` × minutes per call (default 5).
  */
 import type { Queryable } from '../store/database.ts';
+import { rollupAsOf } from './rollup.ts';
 import { int, PERIOD_CTE, type AnalyticsPeriod, type AnalyticsResult } from './types.ts';
 
 /** Defaults of the ROI assumptions. */
@@ -41,12 +42,12 @@ const COLUMNS = [
 
 const SQL = `WITH ${PERIOD_CTE},
 settle AS (
-  SELECT count(*) AS payments, coalesce(sum(p.amount_minor - p.refunded_minor - p.reversed_minor), 0) AS collected
-  FROM period, payments p
-  WHERE p.practice_id = $1 AND p.currency = $4 AND p.succeeded_at >= period.t0 AND p.succeeded_at < period.t1),
+  SELECT coalesce(sum(d.payments), 0) AS payments, coalesce(sum(d.collected_minor), 0) AS collected
+  FROM period, analytics_payment_days d
+  WHERE d.practice_id = $1 AND d.currency = $4 AND d.day BETWEEN period.d0 AND period.d1),
 reminders AS (
-  SELECT count(*) AS sent FROM period, outreach_attempts a
-  WHERE a.practice_id = $1 AND a.status IN ('sent', 'delivered') AND a.channel IN ('sms', 'email') AND a.planned_at >= period.t0 AND a.planned_at < period.t1)
+  SELECT coalesce(sum(s.sends), 0) AS sent FROM period, analytics_send_days s
+  WHERE s.practice_id = $1 AND s.channel IN ('sms', 'email') AND s.day BETWEEN period.d0 AND period.d1)
 SELECT settle.payments::text AS payments, settle.collected::text AS collected,
        round(settle.collected * $5::bigint / 10000.0)::bigint::text AS agency_kept, reminders.sent::text AS reminders
 FROM settle, reminders`;
@@ -63,6 +64,7 @@ export async function returnOnInvestment(db: Queryable, period: AnalyticsPeriod 
     throw new RangeError(`agencyCommissionPercent must be 0–100 with at most 2 decimals (got ${percent})`);
   }
   if (!Number.isSafeInteger(minutes) || minutes < 0 || minutes > 240) throw new RangeError(`minutesPerCall must be a whole number 0–240 (got ${minutes})`);
+  const asOf = await rollupAsOf(db, period.practiceId);
   const { rows } = await db.query<{ payments: string; collected: string; agency_kept: string; reminders: string }>(
     SQL,
     [period.practiceId, period.from, period.to, period.currency, basisPoints],
@@ -74,6 +76,7 @@ export async function returnOnInvestment(db: Queryable, period: AnalyticsPeriod 
     from: period.from,
     to: period.to,
     currency: period.currency,
+    asOf: asOf.toISOString(),
     columns: COLUMNS,
     rows: [{
       collectedMinor: int(r.collected),

@@ -1,7 +1,7 @@
 /**
  * Analytics over the API: `GET /analytics/{measure}?from=&to=` answers JSON, or CSV with `Accept: text/csv` or
  * `?format=csv` (a download; every CSV export is recorded in the audit trail as `analytics.export`).
- * `GET /analytics` lists the measures.
+ * `GET /analytics` lists the measures; `POST /analytics/refresh` refreshes the practice's analytics rollup now.
  */
 import { ApiError } from '../api/problem.ts';
 import type { AnyRoute, JsonSchema, RouteContext } from '../api/routes.ts';
@@ -13,6 +13,7 @@ import { toCsv } from './csv.ts';
 import { MEASURES, type MeasureOptions } from './index.ts';
 import { PeriodError, resolvePeriod } from './period.ts';
 import { ROI_DEFAULTS } from './roi.ts';
+import { refreshRollup } from './rollup.ts';
 import { MEASURE_NAMES, type MeasureName } from './types.ts';
 
 /** What the analytics routes need. */
@@ -48,12 +49,16 @@ const EXTRA_QUERY: Partial<Record<MeasureName, Record<string, JsonSchema>>> = {
 
 const RESULT_SCHEMA: JsonSchema = {
   type: 'object',
-  required: ['measure', 'from', 'to', 'currency', 'columns', 'rows'],
+  required: ['measure', 'from', 'to', 'currency', 'asOf', 'columns', 'rows'],
   properties: {
     measure: { enum: [...MEASURE_NAMES] },
     from: { type: 'string', format: 'date' },
     to: { type: 'string', format: 'date' },
     currency: { type: 'string' },
+    asOf: {
+      type: 'string', format: 'date-time',
+      description: 'The instant the figures reflect: the last refresh of the analytics rollup (every few minutes, or POST /analytics/refresh); for plans, the time of the query.',
+    },
     columns: { type: 'array', items: { type: 'string' }, description: 'Row fields in CSV column order; amounts (…Minor) are integer minor units.' },
     rows: { type: 'array', items: { type: 'object' } },
   },
@@ -128,6 +133,23 @@ export function analyticsRoutes(deps: AnalyticsRoutesDeps): AnyRoute[] {
         },
       },
       handler: () => ({ measures: MEASURE_NAMES.map((name) => ({ name, title: MEASURES[name].title, path: `/analytics/${name}` })) }),
+    },
+    {
+      method: 'post',
+      path: '/analytics/refresh',
+      summary: 'Refreshes the caller\'s practice\'s analytics rollup now (the analytics.refresh job does every few minutes), so the measures reflect everything posted so far.',
+      tag: 'analytics',
+      access: ['staff', 'integration'],
+      responses: {
+        200: {
+          description: 'The refresh: the instant the measures now reflect, and how long it took.',
+          schema: { type: 'object', required: ['asOf', 'durationMs'], properties: { asOf: { type: 'string', format: 'date-time' }, durationMs: { type: 'integer' } } },
+        },
+      },
+      handler: async (ctx: RouteContext<unknown, unknown>) => {
+        const refresh = await refreshRollup(deps.db.pool, ctx.principal!.practiceId);
+        return { asOf: refresh.asOf.toISOString(), durationMs: refresh.durationMs };
+      },
     },
     ...MEASURE_NAMES.map(measureRoute),
   ];

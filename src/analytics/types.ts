@@ -16,6 +16,9 @@ export const MEASURE_NAMES = [
 ] as const;
 export type MeasureName = (typeof MEASURE_NAMES)[number];
 
+/** How many days after a send a link open or payment is credited to it (channel attribution, last touch). */
+export const ATTRIBUTION_WINDOW_DAYS = 30;
+
 /** One practice, one period, one currency. */
 export interface AnalyticsPeriod {
   practiceId: string;
@@ -33,6 +36,11 @@ export interface AnalyticsResult<Row extends object> {
   from: string;
   to: string;
   currency: string;
+  /**
+   * The instant the figures reflect (ISO 8601): when the practice's analytics rollup was last refreshed
+   * (src/analytics/rollup.ts); for a measure read from the live tables, the time of the query.
+   */
+  asOf: string;
   /** The row fields, in CSV column order. */
   columns: readonly (keyof Row & string)[];
   rows: Row[];

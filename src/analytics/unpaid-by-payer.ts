@@ -5,6 +5,7 @@
  */
 import { PAYER_KINDS, type PayerKind } from '../domain/ledger.ts';
 import type { Queryable } from '../store/database.ts';
+import { rollupAsOf } from './rollup.ts';
 import { int, PERIOD_CTE, ratio, type AnalyticsPeriod, type AnalyticsResult } from './types.ts';
 import { UNPAID_GROUP_SELECT, UNPAID_LINES_CTE, type UnpaidGroup } from './unpaid-lines.ts';
 
@@ -21,6 +22,7 @@ FROM unpaid_groups GROUP BY payer`;
 
 /** Billed and unpaid per payer kind (both kinds always present). */
 export async function unpaidByPayer(db: Queryable, period: AnalyticsPeriod): Promise<AnalyticsResult<PayerRow>> {
+  const asOf = await rollupAsOf(db, period.practiceId);
   const { rows } = await db.query<{ payer: PayerKind; charges: string; billed: string; unpaid_charges: string; unpaid: string }>(
     SQL,
     [period.practiceId, period.from, period.to, period.currency],
@@ -31,6 +33,7 @@ export async function unpaidByPayer(db: Queryable, period: AnalyticsPeriod): Pro
     from: period.from,
     to: period.to,
     currency: period.currency,
+    asOf: asOf.toISOString(),
     columns: COLUMNS,
     rows: PAYER_KINDS.map((payer) => {
       const r = byPayer.get(payer);

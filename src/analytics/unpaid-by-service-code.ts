@@ -4,6 +4,7 @@
  * unpaid first. See unpaid-lines.ts for what "unpaid" means.
  */
 import type { Queryable } from '../store/database.ts';
+import { rollupAsOf } from './rollup.ts';
 import { int, PERIOD_CTE, ratio, type AnalyticsPeriod, type AnalyticsResult } from './types.ts';
 import { UNPAID_GROUP_SELECT, UNPAID_LINES_CTE, type UnpaidGroup } from './unpaid-lines.ts';
 
@@ -21,6 +22,7 @@ GROUP BY code HAVING sum(charges) > 0 ORDER BY sum(unpaid) DESC, sum(unpaid_char
 
 /** The service codes with the most unpaid patient responsibility, most first. */
 export async function unpaidByServiceCode(db: Queryable, period: AnalyticsPeriod & { limit?: number }): Promise<AnalyticsResult<ServiceCodeRow>> {
+  const asOf = await rollupAsOf(db, period.practiceId);
   const { rows } = await db.query<{ code: string; charges: string; billed: string; unpaid_charges: string; unpaid: string }>(
     SQL,
     [period.practiceId, period.from, period.to, period.currency, period.limit ?? 20],
@@ -30,6 +32,7 @@ export async function unpaidByServiceCode(db: Queryable, period: AnalyticsPeriod
     from: period.from,
     to: period.to,
     currency: period.currency,
+    asOf: asOf.toISOString(),
     columns: COLUMNS,
     rows: rows.map((r) => ({
       serviceCode: r.code,

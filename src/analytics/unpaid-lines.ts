@@ -11,30 +11,19 @@
 /**
  * SQL CTEs (after {@link PERIOD_CTE}) ending in `unpaid_groups(payer, code, charges, billed, unpaid_charges,
  * unpaid)`: per payer and service code, charge lines dated in the period (net of reversals) and what is unpaid of
- * them. Only balances that still owe are walked line by line. Parameters: $1 practice id, $4 currency.
+ * them, from the analytics rollup (each line's unpaid part is worked out at refresh: it never depends on the
+ * period, since a line's older neighbours come after it in the newest-first walk). Parameters: $1 practice id,
+ * $4 currency.
  */
 export const UNPAID_LINES_CTE = `billed_lines AS (
-  SELECT e.payer, coalesce(e.service_code, '(none)') AS code,
-         count(*) FILTER (WHERE e.reverses_entry_id IS NULL) - count(*) FILTER (WHERE e.reverses_entry_id IS NOT NULL) AS charges,
-         sum(e.effect_minor) AS billed
-  FROM ledger_entries e, period
-  WHERE e.practice_id = $1 AND e.currency = $4 AND e.kind = 'charge' AND e.service_date BETWEEN period.d0 AND period.d1
+  SELECT d.payer, d.code, sum(d.entries) - sum(d.reversals) AS charges, sum(d.effect_minor) AS billed
+  FROM analytics_entry_days d, period
+  WHERE d.practice_id = $1 AND d.currency = $4 AND d.kind = 'charge' AND d.day BETWEEN period.d0 AND period.d1
   GROUP BY 1, 2),
-owed_lines AS (
-  SELECT e.balance_id, e.payer, coalesce(min(e.service_code), '(none)') AS code, e.service_date, min(e.seq) AS seq, sum(e.effect_minor) AS net,
-         min(CASE e.payer WHEN 'patient' THEN b.patient_amount_minor ELSE b.insurance_amount_minor END) AS owed
-  FROM period, balances b
-  JOIN ledger_entries e ON e.balance_id = b.id AND e.kind = 'charge' AND e.currency = $4
-  WHERE b.practice_id = $1 AND (b.patient_amount_minor > 0 OR b.insurance_amount_minor > 0) AND e.service_date >= period.d0
-  GROUP BY e.balance_id, e.payer, e.service_date, coalesce(e.reverses_entry_id, e.id)
-  HAVING sum(e.effect_minor) > 0),
 unpaid_lines AS (
-  SELECT l.payer, l.code, count(*) FILTER (WHERE l.unpaid > 0) AS unpaid_charges, sum(l.unpaid) AS unpaid
-  FROM period, (
-    SELECT payer, code, service_date, greatest(0, least(net, owed - (sum(net) OVER newest_first - net))) AS unpaid
-    FROM owed_lines
-    WINDOW newest_first AS (PARTITION BY balance_id, payer ORDER BY service_date DESC, seq DESC ROWS UNBOUNDED PRECEDING)) l
-  WHERE l.service_date <= period.d1
+  SELECT u.payer, u.code, sum(u.lines) AS unpaid_charges, sum(u.unpaid_minor) AS unpaid
+  FROM analytics_unpaid_days u, period
+  WHERE u.practice_id = $1 AND u.currency = $4 AND u.day BETWEEN period.d0 AND period.d1
   GROUP BY 1, 2),
 unpaid_groups AS (
   SELECT payer, code, coalesce(b.charges, 0) AS charges, coalesce(b.billed, 0) AS billed,

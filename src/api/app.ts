@@ -16,6 +16,7 @@ import { outreachRoutes } from '../outreach/routes.ts';
 import { unsubscribeRoutes } from '../outreach/unsubscribe-routes.ts';
 import { printBatchRoutes } from '../outreach/print-batch-routes.ts';
 import { twilioRoutesForApi } from '../outreach/twilio-webhooks.ts';
+import type { DashboardDependencies } from '../dashboard/context.ts';
 import { dashboardRouter } from '../dashboard/router.ts';
 import { analyticsRoutes } from '../analytics/routes.ts';
 import { auditRoutes } from './audit-routes.ts';
@@ -49,6 +50,8 @@ export interface ApiDependencies {
   payments?: PaymentsWiring;
   /** TWILIO_AUTH_TOKEN: verifies the Twilio webhooks (unset: they answer webhook_not_configured). */
   twilioAuthToken?: string | undefined;
+  /** A line the dashboard shows on every page of a practice (the live demo's loading progress); see `DashboardDependencies.status`. */
+  dashboardStatus?: DashboardDependencies['status'];
 }
 
 /** The app, and the routes it serves (the OpenAPI document is built from them). */
@@ -104,7 +107,10 @@ export function createApi(deps: ApiDependencies): Api {
   const keys = new ApiKeyRepository(deps.db.pool, deps.clock);
   const router = express.Router();
   mountRoutes(router, routes, (presented) => keys.authenticate(presented));
-  app.use('/dashboard', dashboardRouter({ db: deps.db, cipher: deps.cipher, clock: deps.clock, logger: deps.logger, configDir: deps.configDir, routes }));
+  app.use('/dashboard', dashboardRouter({
+    db: deps.db, cipher: deps.cipher, clock: deps.clock, logger: deps.logger, configDir: deps.configDir, routes,
+    ...(deps.dashboardStatus ? { status: deps.dashboardStatus } : {}),
+  }));
   app.use(router);
   app.use((req, _res, next) => next(new ApiError(404, 'not_found', `No route ${req.method} ${req.path}.`)));
   app.use(problemHandler(deps.logger));

@@ -3,7 +3,7 @@
  * simulated practice-management system, sandbox payments) over the last N days, then prints what happened and a
  * staff key to look at it in the dashboard.
  *
- *   settle demo [--days 90] [--patients 2000] [--visits-per-day 25] [--seed 42]
+ *   settle demo [--days 90] [--patients 2000] [--visits-per-day 25] [--seed 42] [--timings]
  */
 import { Command } from 'commander';
 import { integerOption } from './options.ts';
@@ -11,6 +11,7 @@ import { createLogger } from '../config/logger.ts';
 import type { Settings } from '../config/settings.ts';
 import { systemClock } from '../domain/clock.ts';
 import { demoSummaryText, runDemoDays } from '../demo/time-warp.ts';
+import { StepTimings } from '../demo/timings.ts';
 import { DEMO_PRACTICE } from '../demo/world.ts';
 import { writeLiveState } from '../demo/live.ts';
 import { issueApiKey } from '../store/api-keys.ts';
@@ -32,12 +33,15 @@ export function demoCommand(deps: DemoCommandDeps): Command {
     .option('--patients <n>', 'patients of the sandbox EHR', integerOption('--patients', 0, 100_000), 2000)
     .option('--visits-per-day <n>', 'visits the practice-management system bills per day (DFT^P03 over MLLP)', integerOption('--visits-per-day', 0, 1_000), 25)
     .option('--seed <n>', 'seed of the generated data: the same seed gives the same practice', integerOption('--seed', 0, 2 ** 31 - 1), 42)
-    .action(async (options: { days: number; patients: number; visitsPerDay: number; seed: number }) => {
+    .option('--timings', 'print where the time went: wall time per engine job and demo step')
+    .action(async ({ timings: showTimings, ...options }: { days: number; patients: number; visitsPerDay: number; seed: number; timings?: boolean }) => {
       const settings = deps.settings();
       const logger = createLogger({ level: settings.logLevel === 'debug' ? 'debug' : 'warn', stream: process.stderr });
       deps.out(`Simulating ${options.days} days of ${DEMO_PRACTICE.name}: fictitious patients, sandbox EHR and payments; nothing leaves this machine.\n`);
-      const summary = await runDemoDays({ settings, logger, ...options, print: (line) => deps.out(`${line}\n`) });
+      const timings = new StepTimings();
+      const summary = await runDemoDays({ settings, logger, ...options, timings, print: (line) => deps.out(`${line}\n`) });
       deps.out(`\n${demoSummaryText(summary)}\n`);
+      if (showTimings) deps.out(`\n${timings.text()}\n`);
       // The next `settle start` runs on this demo world (no backlog of its own; the key below is the one to use).
       writeLiveState(settings.dataDir, { seed: options.seed, patients: options.patients, seededAt: summary.seededAt.toISOString(), keyIssued: true });
       await deps.withDatabase(async (db) => {

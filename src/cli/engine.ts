@@ -17,6 +17,7 @@ import type { Logger } from '../config/logger.ts';
 import type { Settings } from '../config/settings.ts';
 import { systemClock, type Clock } from '../domain/clock.ts';
 import { INGEST_JOBS } from '../ingest/process.ts';
+import { scheduleConnectorSyncs } from '../connectors/fhir/run-sync.ts';
 import { registerStageJobs, scheduleRecurringJobs } from '../scheduler/jobs.ts';
 import { WRITEBACK_DELIVER_JOB } from '../payments/writeback-delivery.ts';
 import { JobRegistry, Scheduler, type JobDefinition } from '../scheduler/scheduler.ts';
@@ -112,6 +113,7 @@ export async function startEngine(options: EngineOptions): Promise<Engine> {
   const payments = await createPaymentsWiring({
     db, clock, logger, dataDir: settings.dataDir, sharedDatabase: !embedded, publicUrl: settings.publicUrl,
     payLinkKeys: settings.payLinkKeys, stripeSecretKey: settings.stripeSecretKey, stripeWebhookSecret: settings.stripeWebhookSecret,
+    stripeWebhookSecrets: settings.stripeWebhookSecrets,
     planTerms: dataFiles.policies.find((p) => p.name === 'default')?.data.planTerms as PlanTerms | undefined, webhookPracticeSlug: DEFAULT_PRACTICE.slug,
     // A payment's write-back goes to the EHR within a second, not at the next minute's run.
     onWritebacksQueued: () => enqueueSoon(WRITEBACK_DELIVER_JOB),
@@ -155,6 +157,8 @@ export async function startEngine(options: EngineOptions): Promise<Engine> {
       publicUrl: settings.publicUrl,
       twilioAuthToken: settings.twilio?.authToken,
       payments,
+      // The live demo's loading progress, on every dashboard page of the demo practice.
+      ...(demo ? { dashboardStatus: demo.status } : {}),
       readiness: {
         database: async () => check(db.pool.query('SELECT 1').then(() => 'reachable')),
         migrations: async () =>
@@ -202,11 +206,14 @@ export async function startEngine(options: EngineOptions): Promise<Engine> {
     if (mode !== 'serve') {
       await scheduler.start();
       await scheduleRecurringJobs(scheduler);
+      const synced = await scheduleConnectorSyncs(scheduler.agenda, db, dataFiles.connectors);
+      if (synced.length > 0) logger.info('connectors on their schedule', { connectors: synced });
       for (const job of demo?.recurring ?? []) await scheduler.every(job.every, job.name, job.data);
     }
     schedulerUp = true;
     logger.info('engine ready', { mode, database: db.kind });
-    await demo?.afterReady({ db, url }).catch((error: Error) => logger.error('demo failed to start', { error: error.message }));
+    const runSoon = (name: string, data: Record<string, unknown>) => scheduler!.now(name, data);
+    await demo?.afterReady({ db, url, runSoon }).catch((error: Error) => logger.error('demo failed to start', { error: error.message }));
   })();
   // Failures surface through `ready` and /readyz; the process stays up to report them.
   ready.catch((error: Error) => logger.error('engine failed to start', { error: error.message, code: (error as { code?: string }).code }));

@@ -28,6 +28,7 @@ import { MigrationError } from '../store/migrate.ts';
 import { PracticeRepository } from '../store/practices.ts';
 import { DEFAULT_PRACTICE, prepareDatabase, startEngine, type EngineMode } from './engine.ts';
 import { auditCommand } from './audit-command.ts';
+import { analyticsCommand } from './analytics-command.ts';
 import { payLinkCommand } from '../payments/pay-commands.ts';
 import { writebacksCommand } from '../payments/writeback-cli.ts';
 import { paymentsCommand } from '../payments/refund-cli.ts';
@@ -265,6 +266,15 @@ export function buildProgram(out: (text: string) => void = (t) => process.stdout
   program.addCommand(writebacksCommand({ withDatabase: (work) => withDatabase(cliLogger(), work), out, exitError: (code, message) => new ExitError(code, message), practiceFor }));
   program.addCommand(paymentsCommand({ withDatabase: (work) => withDatabase(cliLogger(), work), out, exitError: (code, message) => new ExitError(code, message), practiceFor }));
   program.addCommand(agencyCommand({ withDatabase: (work) => withDatabase(cliLogger(), work), out, exitError: (code, message) => new ExitError(code, message), practiceFor }));
+  program.addCommand(analyticsCommand({
+    withDatabase: (work) => withDatabase(cliLogger(), work), out, practiceFor,
+    cipher: async () => {
+      const settings = settingsOrExit();
+      return new PhiCipher(await loadKeyring({
+        encryptionKeys: settings.encryptionKeys, blindIndexKey: settings.blindIndexKey, dataDir: settings.dataDir, embedded: !settings.databaseUrl, logger: cliLogger(),
+      }));
+    },
+  }));
   return program;
 }
 

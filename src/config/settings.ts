@@ -97,6 +97,11 @@ export const SETTING_SPECS = {
     description: 'Signing secret of the Stripe webhook endpoint `<SETTLE_PUBLIC_URL>/webhooks/stripe` (`whsec_…`).',
     secret: true,
   },
+  STRIPE_WEBHOOK_SECRETS: {
+    schema: { type: 'string', pattern: '^[A-Za-z0-9_-]+=whsec_[^,=]+(,[A-Za-z0-9_-]+=whsec_[^,=]+)*$' },
+    description: 'Per practice Stripe account: `slug=whsec_…[,slug=whsec_…]`, the signing secret of the endpoint `<SETTLE_PUBLIC_URL>/webhooks/stripe/<slug>` of that practice\'s Stripe account.',
+    secret: true,
+  },
   SETTLE_SMTP_URL: {
     schema: { type: 'string', pattern: '^smtps?://' },
     description: 'Mail server for outreach email: `smtp://user:pass@host:587` (STARTTLS) or `smtps://user:pass@host:465`. Unset: emails stay in the outbox.',
@@ -151,6 +156,8 @@ export interface Settings {
   payLinkKeys: string | undefined;
   stripeSecretKey: string | undefined;
   stripeWebhookSecret: string | undefined;
+  /** STRIPE_WEBHOOK_SECRETS: `slug=whsec_…` pairs, one webhook endpoint per practice's Stripe account. */
+  stripeWebhookSecrets: string | undefined;
   /** Twilio credentials: all three TWILIO_* settings, or undefined when none is set. */
   twilio: { accountSid: string; authToken: string; messagingServiceSid: string } | undefined;
   /** SETTLE_DEMO: whether `settle start` runs the demo practice (absent: `auto`). */
@@ -233,6 +240,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     payLinkKeys: values.SETTLE_PAY_LINK_KEYS as string | undefined,
     stripeSecretKey: values.STRIPE_SECRET_KEY as string | undefined,
     stripeWebhookSecret: values.STRIPE_WEBHOOK_SECRET as string | undefined,
+    stripeWebhookSecrets: values.STRIPE_WEBHOOK_SECRETS as string | undefined,
     demo: values.SETTLE_DEMO as Settings['demo'],
     twilio: values.TWILIO_ACCOUNT_SID === undefined ? undefined : {
       accountSid: values.TWILIO_ACCOUNT_SID as string,

@@ -27,6 +27,8 @@ export interface DashboardDependencies {
   routes: readonly AnyRoute[];
   /** Whether a practice is a demonstration practice (labelled "Demo" on every page). Default: its slug is `demo` or starts with `demo-`. */
   isDemo?: (practice: Practice) => boolean;
+  /** A line about the practice shown on every page while it applies (the live demo says it is still loading). */
+  status?: (practice: Practice) => string | undefined;
 }
 
 /** A signed-in request. */

@@ -56,9 +56,12 @@ export function words(value: string | null | undefined): string {
   return value ? value.replace(/[_-]+/g, ' ') : '—';
 }
 
-/** A data table with a caption and column headers; `empty` is shown in one row when there are no rows. */
+/**
+ * A data table with a caption and column headers; `empty` is shown in one row when there are no rows. A wide table
+ * scrolls sideways inside a labelled region that takes keyboard focus, so it can be scrolled without a mouse.
+ */
 export function table(caption: string, headers: readonly string[], rows: readonly (readonly unknown[])[], empty = 'Nothing here.'): Html {
-  return html`<div class="table-wrap"><table>
+  return html`<div class="table-wrap" role="region" aria-label="${caption}" tabindex="0"><table>
 <caption>${caption}</caption>
 <thead><tr>${headers.map((h) => html`<th scope="col">${h}</th>`)}</tr></thead>
 <tbody>${rows.length === 0

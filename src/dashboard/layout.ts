@@ -27,6 +27,8 @@ export interface Shell {
   /** Absent on the sign-in page. */
   staff?: { name: string; csrf: string };
   active?: NavId;
+  /** A line about the practice on every page while it applies (`The demo practice is still loading: …`). */
+  status?: string;
   /** A one-line message after an action (`Dispute resolved: hold lifted`). */
   notice?: { kind: 'ok' | 'error'; text: string };
 }
@@ -36,7 +38,7 @@ const CSS = `
 *{box-sizing:border-box}
 body{margin:0;font:16px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:var(--ink);background:var(--bg)}
 a{color:var(--brand)}
-a:focus-visible,button:focus-visible,input:focus-visible,select:focus-visible,summary:focus-visible,textarea:focus-visible{outline:3px solid var(--focus);outline-offset:2px;box-shadow:0 0 0 5px #1b1f24}
+a:focus-visible,button:focus-visible,input:focus-visible,select:focus-visible,summary:focus-visible,textarea:focus-visible,.table-wrap:focus-visible{outline:3px solid var(--focus);outline-offset:2px;box-shadow:0 0 0 5px #1b1f24}
 .skip{position:absolute;left:-999px;top:0;background:#fff;padding:.5rem 1rem}
 .skip:focus{left:1rem;top:1rem;z-index:2}
 header{background:#0b2f5b;color:#fff;padding:.5rem 1.5rem;display:flex;flex-wrap:wrap;gap:1rem;align-items:center;justify-content:space-between}
@@ -51,6 +53,7 @@ main{max-width:76rem;margin:0 auto;padding:1.5rem}
 h1{margin-top:0}
 .notice{padding:.6rem 1rem;border-radius:.3rem;border:2px solid var(--ok);background:#e9f7ef}
 .notice.error{border-color:var(--bad);background:#fdecee}
+.status{padding:.6rem 1rem;border-radius:.3rem;border:2px solid #8a5a00;background:#fff4d6}
 .figures{display:grid;grid-template-columns:repeat(auto-fit,minmax(11rem,1fr));gap:1rem;padding:0;list-style:none}
 .figures li{background:var(--card);border:1px solid var(--line);border-radius:.4rem;padding:.75rem 1rem}
 .figures .value{display:block;font-size:1.5rem;font-weight:700}
@@ -110,6 +113,7 @@ ${shell.staff
     : ''}
 </header>
 <main id="main" tabindex="-1">
+${shell.status ? html`<p class="status" role="status">${shell.status}</p>` : ''}
 ${shell.notice ? html`<p class="notice${shell.notice.kind === 'error' ? ' error' : ''}" role="status">${shell.notice.text}</p>` : ''}
 ${body}
 </main>

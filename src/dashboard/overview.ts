@@ -23,6 +23,11 @@ export function overviewPeriod(practiceId: string, timeZone: string, now: Date, 
   return { practiceId, from: today.startOf('month').minus({ months: 11 }).toISODate()!, to: today.toISODate()!, currency };
 }
 
+/** When the rollup the figures come from was refreshed, in the practice's time zone (`2026-03-02 14:05`). */
+function asOfLabel(asOf: string, timeZone: string): string {
+  return DateTime.fromISO(asOf).setZone(timeZone).toFormat('yyyy-MM-dd HH:mm');
+}
+
 /** `GET /dashboard`. */
 export async function overviewPage(ctx: PageContext): Promise<PageResult> {
   const db = ctx.deps.db.pool;
@@ -68,7 +73,7 @@ export async function overviewPage(ctx: PageContext): Promise<PageResult> {
   const byChannel = channels.rows.filter((r) => r.stepId === 'all' && r.channel !== 'all');
 
   const body = html`<h1>Overview</h1>
-<p class="muted">${period.from} to ${period.to}, amounts in ${period.currency}.</p>
+<p class="muted">${period.from} to ${period.to}, amounts in ${period.currency}; figures as of ${asOfLabel(aging.asOf, ctx.practice.timeZone)} (refreshed every few minutes).</p>
 <h2 class="sr-only">Key figures</h2>
 <ul class="figures">${figures.map(([label, value]) => html`<li><span class="label">${label}</span><span class="value">${value}</span></li>`)}</ul>
 ${tasks.length > 0 ? html`<p><a href="/dashboard/worklist">${count(tasks.length, COUNT_CAP)} task(s) need a person: open the worklist</a></p>` : ''}

@@ -77,9 +77,10 @@ export function dashboardRouter(deps: DashboardDependencies, options: DashboardO
 
   const shell = (res: Response, ctx: PageContext, status: number, title: string, body: Html, result?: PageResult) => {
     const notice = NOTICES[ctx.query.notice ?? ''];
+    const practiceStatus = deps.status?.(ctx.practice);
     sendPage(res, status, {
       title, practiceName: ctx.practice.name, demo: isDemo(ctx.practice), staff: { name: ctx.session.name, csrf: ctx.csrf },
-      ...(result ? { active: result.active } : {}), ...(notice ? { notice } : {}),
+      ...(result ? { active: result.active } : {}), ...(notice ? { notice } : {}), ...(practiceStatus ? { status: practiceStatus } : {}),
     }, body);
   };
 

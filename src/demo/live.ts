@@ -2,11 +2,12 @@
  * The demo inside `settle start` (SETTLE_DEMO): when nothing real is configured (the embedded database, and no
  * connector reaching beyond this machine), the engine opens with the demo practice instead of an empty one.
  *
- * On the first start the last {@link LIVE_DEMO}.backlogDays days are fast-forwarded (`runDemoDays`: sync, HL7
- * visits, ingest, outreach into the outbox, sandbox payments, write-backs) so the dashboard is populated at once.
- * Then the engine runs for real on the demo configuration folder (the sandbox EHR, seeded the same way, and the
- * simulated practice-management system's MLLP feed), with three demo jobs: a few visits billed every minute, the
- * patients answering new messages every minute (consents for new guarantors first), and the sandbox EHR's sync.
+ * On the first start the last {@link LIVE_DEMO}.backlogDays days are fast-forwarded for a slice of the practice
+ * (`runDemoDays`: sync, HL7 visits, ingest, outreach into the outbox, sandbox payments, write-backs) so the
+ * dashboard is populated at once. Then the engine runs for real on the demo configuration folder (the sandbox EHR,
+ * seeded the same way, and the simulated practice-management system's MLLP feed), with its demo jobs: the rest of
+ * the practice arriving in batches (see `loader.ts`), a few visits billed every minute, the patients answering new
+ * messages every minute (consents for new guarantors first), and the sandbox EHR's sync.
  *
  * Nothing leaves the machine: no channel is configured (messages stay in the outbox), payments are sandbox
  * payments, and write-backs go to the in-process sandbox EHR.
@@ -24,19 +25,26 @@ import { issueApiKey } from '../store/api-keys.ts';
 import type { Database } from '../store/database.ts';
 import { loadKeyring, PhiCipher } from '../store/phi-crypto.ts';
 import { PracticeRepository } from '../store/practices.ts';
+import type { Practice } from '../domain/practice.ts';
 import { sendVisits, visitsOn } from './hl7-feed.ts';
+import { batchCount, batchPatients, inFirstSlice, loadBatch, loadedPatients, loadingText, progressAfter, type LoadPlan } from './loader.ts';
 import { answerMessages, recordRegistrationConsents } from './patients.ts';
 import { demoSummaryText, runDemoDays } from './time-warp.ts';
 import { DEMO_CONNECTORS, DEMO_PRACTICE, startDemoWorld, type DemoWorld } from './world.ts';
 
 /**
- * The live demo's size: small enough that the first start (backlog included) populates the dashboard within two
- * minutes on a busy laptop; `settle demo --days 90` builds the full-size practice.
+ * The live demo's size: the practice of the issue (2,000 patients; with the past visits about 5,000 balances). The
+ * first start fast-forwards only `firstSlice` of the patients, so it populates the dashboard within two minutes
+ * on a busy laptop; the rest arrives in the background, `load.patientsPerBatch` patients and their share of the
+ * `load.pastVisitDays` days of past visits every minute.
  */
-export const LIVE_DEMO = { seed: 42, patients: 100, backlogDays: 10, backlogVisitDays: 10, visitsPerDay: 3, visitsPerMinute: 2 } as const;
+export const LIVE_DEMO = {
+  seed: 42, patients: 2_000, backlogDays: 10, backlogVisitDays: 10, visitsPerDay: 3, visitsPerMinute: 2,
+  load: { firstSlice: 100, patientsPerBatch: 200, pastVisitDays: 90, visitsPerPastDay: 40 },
+} as const;
 
 /** The demo jobs added to the engine's own. */
-export const DEMO_JOBS = { visits: 'demo.visits', patients: 'demo.patients' } as const;
+export const DEMO_JOBS = { visits: 'demo.visits', patients: 'demo.patients', load: 'demo.load' } as const;
 
 /** Hosts that are this machine, or reserved names that cannot be anyone's server (RFC 2606, RFC 6761). */
 export function isLocalOrPlaceholderHost(host: string): boolean {
@@ -91,9 +99,19 @@ export interface LiveDemo {
   extraJobs: JobDefinition<never>[];
   /** Recurring jobs to schedule besides the engine's own. */
   recurring: { every: string; name: string; data: Record<string, unknown> }[];
-  /** Once the engine is ready: the staff key (first start) and the demo's state. */
-  afterReady(engine: { db: Database; url: string | undefined }): Promise<void>;
+  /**
+   * Once the engine is ready: the staff key (first start) and the demo's state. `runSoon` enqueues one of the
+   * engine's jobs (the loader asks for a sync after each batch).
+   */
+  afterReady(engine: { db: Database; url: string | undefined; runSoon: (name: string, data: Record<string, unknown>) => Promise<unknown> }): Promise<void>;
+  /** The line the dashboard shows on every page of the demo practice while it is still loading. */
+  status(practice: Practice): string | undefined;
   close(): Promise<void>;
+}
+
+/** The patients `loaded` selects, except `resync` (added again, updated now, once the engine is ready). */
+function withoutResync(loaded: (index: number) => boolean, resync: ReadonlySet<number>): (index: number) => boolean {
+  return (index) => loaded(index) && !resync.has(index);
 }
 
 /** What `settle start` remembers of the demo between starts (`<dataDir>/demo/live.json`): the world to seed again. */
@@ -104,6 +122,11 @@ export interface LiveState {
   seededAt: string;
   /** Whether a staff key was printed already (it is printed once). */
   keyIssued: boolean;
+  /**
+   * The background loading of the rest of the practice: its plan, how many batches are in, and the day the past
+   * visits end before (ISO date). Absent: the world is whole from the start (as `settle demo` leaves it).
+   */
+  load?: { plan: LoadPlan; batchesDone: number; endsBefore: string };
 }
 
 /**
@@ -132,21 +155,34 @@ export async function prepareLiveDemo(options: { settings: Settings; logger: Log
   out(`\n*** DEMO: ${DEMO_PRACTICE.name} — fictitious patients, a sandbox EHR on this machine, sandbox payments. Nothing is sent to anyone. ***\n`);
   out(`    (${decision.reason}; set SETTLE_DEMO=off to start without it)\n`);
   let state: LiveState;
+  // On a restart the last batch loaded is added again, updated now: the engine may have stopped before syncing it
+  // (a batch it had synced comes back unchanged).
+  let resync: number[] = [];
   if (existsSync(stateFile)) {
     state = JSON.parse(readFileSync(stateFile, 'utf8')) as LiveState;
+    if (state.load && state.load.batchesDone > 0) resync = batchPatients(state.load.plan, state.load.batchesDone - 1);
   } else {
-    out(`    First start: fast-forwarding the last ${LIVE_DEMO.backlogDays} days of the demo practice…\n`);
+    const plan: LoadPlan = { patients: LIVE_DEMO.patients, ...LIVE_DEMO.load };
+    out(`    First start: fast-forwarding the last ${LIVE_DEMO.backlogDays} days for ${plan.firstSlice} of its ${plan.patients.toLocaleString('en-US')} patients; the rest arrives in the background…\n`);
     const summary = await runDemoDays({
       settings, logger, days: LIVE_DEMO.backlogDays, patients: LIVE_DEMO.patients, visitsPerDay: LIVE_DEMO.visitsPerDay, seed: LIVE_DEMO.seed,
-      backlogVisitDays: LIVE_DEMO.backlogVisitDays, now: clock.now(), print: () => {},
+      backlogVisitDays: LIVE_DEMO.backlogVisitDays, now: clock.now(), print: () => {}, include: (i) => inFirstSlice(plan, i),
     });
     out(`${demoSummaryText(summary).replace(/^/gm, '    ')}\n`);
-    state = { seed: LIVE_DEMO.seed, patients: LIVE_DEMO.patients, seededAt: summary.seededAt.toISOString(), keyIssued: false };
+    const endsBefore = DateTime.fromJSDate(clock.now(), { zone: DEMO_PRACTICE.timeZone }).startOf('day').minus({ days: LIVE_DEMO.backlogDays + LIVE_DEMO.backlogVisitDays });
+    state = { seed: LIVE_DEMO.seed, patients: LIVE_DEMO.patients, seededAt: summary.seededAt.toISOString(), keyIssued: false, load: { plan, batchesDone: 0, endsBefore: endsBefore.toISODate()! } };
     writeLiveState(settings.dataDir, state);
   }
-  const world: DemoWorld = await startDemoWorld({ dataDir: settings.dataDir, configDir: settings.configDir, patients: state.patients, seed: state.seed, start: new Date(state.seededAt) });
+  const world: DemoWorld = await startDemoWorld({
+    dataDir: settings.dataDir, configDir: settings.configDir, patients: state.patients, seed: state.seed, start: new Date(state.seededAt),
+    ...(state.load ? { include: withoutResync(loadedPatients(state.load.plan, state.load.batchesDone), new Set(resync)) } : {}),
+  });
   const cipher = new PhiCipher(await loadKeyring({ encryptionKeys: settings.encryptionKeys, blindIndexKey: settings.blindIndexKey, dataDir: settings.dataDir, embedded: !settings.databaseUrl, logger }));
-  let live: { db: Database; practiceId: string; gateway: SandboxGateway; lastSeq: string; registeredUntil: Date; baseUrl: string } | undefined;
+  let live: {
+    db: Database; practiceId: string; gateway: SandboxGateway; lastSeq: string; registeredUntil: Date; baseUrl: string;
+    runSoon: (name: string, data: Record<string, unknown>) => Promise<unknown>;
+  } | undefined;
+  const loading = () => (state.load && state.load.batchesDone < batchCount(state.load.plan) ? state.load : undefined);
 
   const visitsJob: JobDefinition<Record<string, never>> = {
     name: DEMO_JOBS.visits,
@@ -173,25 +209,46 @@ export async function prepareLiveDemo(options: { settings: Settings; logger: Log
     },
   };
 
+  const loadJob: JobDefinition<Record<string, never>> = {
+    name: DEMO_JOBS.load,
+    concurrency: 1,
+    async run() {
+      const load = loading();
+      if (!live || !load) return;
+      const started = performance.now();
+      const loaded = await loadBatch({ world, logger, plan: load.plan, seed: state.seed, endsBefore: DateTime.fromISO(load.endsBefore, { zone: DEMO_PRACTICE.timeZone }) }, load.batchesDone);
+      state = { ...state, load: { ...load, batchesDone: load.batchesDone + 1 } };
+      writeLiveState(settings.dataDir, state);
+      await live.runSoon('fhir.sync', { connector: DEMO_CONNECTORS.ehr });
+      logger.info('demo batch loaded', { batch: load.batchesDone + 1, of: batchCount(load.plan), ...loaded, ms: Math.round(performance.now() - started) });
+    },
+  };
+
   // The demo never reaches a real service, even with SETTLE_DEMO=on next to real credentials: no channel, no Stripe.
   if (process.env.SETTLE_SMTP_URL) logger.warn('demo: SETTLE_SMTP_URL ignored (nothing is sent in the demo)');
   delete process.env.SETTLE_SMTP_URL;
   return {
     settings: { ...settings, configDir: world.configDir, twilio: undefined, stripeSecretKey: undefined, stripeWebhookSecret: undefined },
-    extraJobs: [visitsJob, patientsJob] as JobDefinition<never>[],
+    extraJobs: [visitsJob, patientsJob, loadJob] as JobDefinition<never>[],
     recurring: [
+      ...(loading() ? [{ every: '1 minute', name: DEMO_JOBS.load, data: {} }] : []),
       { every: '1 minute', name: DEMO_JOBS.visits, data: {} },
       { every: '1 minute', name: DEMO_JOBS.patients, data: {} },
-      { every: '15 minutes', name: 'fhir.sync', data: { connector: DEMO_CONNECTORS.ehr } },
+      // The sandbox EHR syncs on its connector file's schedule, as a real EHR's does (scheduleConnectorSyncs).
     ],
     async afterReady(engine) {
       const practice = await new PracticeRepository(engine.db.pool).ensure(DEMO_PRACTICE);
       const baseUrl = settings.publicUrl ?? engine.url ?? `http://${settings.host}:${settings.port}`;
       const { rows } = await engine.db.pool.query<{ seq: string }>('SELECT coalesce(max(seq), 0)::text AS seq FROM outbox WHERE practice_id = $1', [practice.id]);
       live = {
-        db: engine.db, practiceId: practice.id, baseUrl, lastSeq: rows[0]!.seq, registeredUntil: clock.now(),
+        db: engine.db, practiceId: practice.id, baseUrl, lastSeq: rows[0]!.seq, registeredUntil: clock.now(), runSoon: engine.runSoon,
         gateway: new SandboxGateway({ db: engine.db, clock, practiceId: practice.id, logger, baseUrl }),
       };
+      if (resync.length > 0) {
+        await world.addPatients(resync);
+        await engine.runSoon('fhir.sync', { connector: DEMO_CONNECTORS.ehr });
+        resync = [];
+      }
       const dashboard = `${baseUrl}/dashboard`;
       if (!state.keyIssued) {
         const created = await issueApiKey(engine.db, clock, { practiceId: practice.id, name: 'demo staff', role: 'staff', actor: 'demo:start' });
@@ -201,6 +258,10 @@ export async function prepareLiveDemo(options: { settings: Settings; logger: Log
       } else {
         out(`\n*** DEMO: open ${dashboard}; for a staff key run: settle apikey create --practice ${DEMO_PRACTICE.slug} --role staff --name "demo staff"\n\n`);
       }
+    },
+    status(practice) {
+      const load = loading();
+      return load && practice.slug === DEMO_PRACTICE.slug ? loadingText(progressAfter(load.plan, load.batchesDone)) : undefined;
     },
     async close() {
       live = undefined;

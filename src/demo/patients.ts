@@ -19,9 +19,12 @@ import { LedgerRepository } from '../store/ledger.ts';
 import { OutreachRepository } from '../store/outreach.ts';
 import type { PhiCipher } from '../store/phi-crypto.ts';
 import { StaffTaskRepository } from '../store/staff-tasks.ts';
+import type { StepTimings } from './timings.ts';
 
 /** Of the guarantors registered, the share who agreed at the front desk to texts and to email. */
 export const CONSENT_RATE = 0.85;
+/** Registration forms recorded per transaction. */
+const CONSENTS_PER_TRANSACTION = 50;
 /** Where the demo's consents say they come from. */
 export const DEMO_CONSENT_SOURCE = 'demo: registration form at the front desk (fictitious)';
 
@@ -60,18 +63,19 @@ function chance(seed: number, label: string): number {
  * @returns what they did and the last outbox seq looked at (pass it next time).
  */
 export async function answerMessages(
-  deps: { db: Database; clock: Clock; cipher: PhiCipher; logger: Logger; gateway: SandboxGateway; practiceId: string; timeZone: string; seed: number; baseUrl: string },
+  deps: { db: Database; clock: Clock; cipher: PhiCipher; logger: Logger; gateway: SandboxGateway; practiceId: string; timeZone: string; seed: number; baseUrl: string; timings?: StepTimings },
   afterSeq: string,
 ): Promise<{ responses: PatientResponses; lastSeq: string }> {
   const { db, practiceId } = deps;
-  const { rows } = await db.pool.query<OutboxRow>(
+  const timed = <T>(step: string, work: () => Promise<T>) => (deps.timings ? deps.timings.time(step, work) : work());
+  const { rows } = await timed('demo: answers (messages read)', () => db.pool.query<OutboxRow>(
     `SELECT o.seq::text AS seq, o.id, o.balance_id, o.channel,
             a.identifier_system || '|' || a.identifier_value || ':' || o.channel || ':' || o.template || ':' || to_char(o.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS')
             || ':' || to_char(b.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS') || ':' || b.patient_amount_minor AS label
        FROM outbox o JOIN balances b ON b.id = o.balance_id JOIN ledger_accounts a ON a.id = b.account_id
       WHERE o.practice_id = $1 AND o.seq > $2::bigint ORDER BY o.seq`,
     [practiceId, afterSeq],
-  );
+  ));
   const lastSeq = rows.at(-1)?.seq ?? afterSeq;
   // Answered in an order that is the same every run (the planner's order follows random ids).
   rows.sort((a, b) => (a.label < b.label ? -1 : a.label > b.label ? 1 : 0));
@@ -83,10 +87,10 @@ export async function answerMessages(
     const pays = roll < RESPONSE_RATES[row.channel];
     const disputes = !pays && roll > 1 - DISPUTE_RATE;
     if (!pays && !disputes) continue;
-    const balance = await ledger.getBalance(row.balance_id);
+    const balance = await timed('demo: answers (balance read)', () => ledger.getBalance(row.balance_id));
     if (!balance || balance.status !== 'open' || answered.has(balance.guarantorId)) continue;
     answered.add(balance.guarantorId);
-    const open = (await ledger.listBalances(practiceId, { guarantorId: balance.guarantorId, limit: 50 })).balances.filter(
+    const open = (await timed('demo: answers (balance read)', () => ledger.listBalances(practiceId, { guarantorId: balance.guarantorId, limit: 50 }))).balances.filter(
       (b) => b.status === 'open' && b.patientAmount.amount > 0 && b.patientAmount.currency === balance.patientAmount.currency,
     );
     if (open.length === 0) continue;
@@ -105,15 +109,15 @@ export async function answerMessages(
     let cents = total;
     if (offers.length > 0 && chance(deps.seed, `plan:${row.label}`) < PLAN_SHARE) {
       const offer = offers[Math.min(offers.length - 1, 1)]!;
-      const proposed = await proposePlan({ db, clock: deps.clock }, { practiceId, guarantorId: balance.guarantorId, balanceIds: open.map((b) => b.id), offer, timeZone: deps.timeZone });
+      const proposed = await timed('payments: plan proposal', () => proposePlan({ db, clock: deps.clock }, { practiceId, guarantorId: balance.guarantorId, balanceIds: open.map((b) => b.id), offer, timeZone: deps.timeZone }));
       plan = { planId: proposed.planId };
       cents = proposed.firstInstallment.amount;
     }
     const amount = money(cents, currency);
-    const { session } = await startCheckout({ db, clock: deps.clock, gateway: deps.gateway }, {
+    const { session } = await timed('payments: checkout', () => startCheckout({ db, clock: deps.clock, gateway: deps.gateway }, {
       practiceId, guarantorId: balance.guarantorId, balanceIds: open.map((b) => b.id), amount, baseUrl: deps.baseUrl, ...(plan ? { plan } : {}),
-    });
-    await deps.gateway.completeSession(session.id, 'succeeded');
+    }));
+    await timed('payments: sandbox events', () => deps.gateway.completeSession(session.id, 'succeeded'));
     if (plan) responses.plans++;
     else responses.paidInFull++;
     responses.collectedCents += cents;
@@ -137,15 +141,23 @@ export async function recordRegistrationConsents(deps: { db: Database; clock: Cl
     [practiceId, since, deps.clock.now()],
   );
   let consents = 0;
-  for (const { id, label } of rows) {
-    if (chance(deps.seed, `consent:${label}`) >= CONSENT_RATE) continue;
-    const contact = await ledger.getGuarantorContact(id);
-    const at = deps.clock.now();
-    for (const [channel, address] of [['sms', contact?.phones?.[0]], ['email', contact?.email]] as const) {
-      if (!address) continue;
-      await outreach.recordConsent(practiceId, { channel, address, source: DEMO_CONSENT_SOURCE, at });
-      consents++;
-    }
+  const registered = rows.filter(({ label }) => chance(deps.seed, `consent:${label}`) < CONSENT_RATE);
+  // One transaction per few dozen forms: one commit each instead of one per statement, short enough that the
+  // live engine's other work (on the embedded database's single connection) waits only briefly.
+  for (let i = 0; i < registered.length; i += CONSENTS_PER_TRANSACTION) {
+    consents += await withTransaction(db, async (tx) => {
+      let recorded = 0;
+      for (const { id } of registered.slice(i, i + CONSENTS_PER_TRANSACTION)) {
+        const contact = await ledger.on(tx).getGuarantorContact(id);
+        const at = deps.clock.now();
+        for (const [channel, address] of [['sms', contact?.phones?.[0]], ['email', contact?.email]] as const) {
+          if (!address) continue;
+          await outreach.on(tx).recordConsent(practiceId, { channel, address, source: DEMO_CONSENT_SOURCE, at });
+          recorded++;
+        }
+      }
+      return recorded;
+    });
   }
   return { guarantors: rows.length, consents };
 }

@@ -1,8 +1,9 @@
 /**
  * `settle demo --days N`: the whole loop, fast-forwarded. A manual clock starts N days ago and steps one day at a
  * time; each simulated day runs the engine's own jobs in the order a real day would (sync from the sandbox EHR,
- * the practice-management system's visits over MLLP, ingest, outreach planning and delivery, the patients'
- * answers through the sandbox checkout, plan installments, write-backs to the sandbox EHR, the letter batch).
+ * on the first day and weekly after it; the practice-management system's visits over MLLP, ingest, outreach
+ * planning and delivery, the patients' answers through the sandbox checkout, plan installments, write-backs to
+ * the sandbox EHR, the letter batch).
  * The data lands in the configured database under the demo practice, so `npm start` shows it afterwards.
  *
  * Nothing leaves the machine: no channel is configured, so every message stays in the outbox; payments are
@@ -29,6 +30,7 @@ import { PracticeRepository } from '../store/practices.ts';
 import { prepareDatabase } from '../cli/engine.ts';
 import { sendVisits, visitsOn } from './hl7-feed.ts';
 import { answerMessages, recordRegistrationConsents, type PatientResponses } from './patients.ts';
+import { StepTimings } from './timings.ts';
 import { DEMO_CONNECTORS, DEMO_PRACTICE, startDemoWorld } from './world.ts';
 
 /** Options of {@link runDemoDays}. */
@@ -47,6 +49,10 @@ export interface DemoDaysOptions {
   now?: Date;
   /** Days of visits the practice-management system sends on the first day, its backlog (default 30). */
   backlogVisitDays?: number;
+  /** Which of the patients (by seeded index) the sandbox EHR holds (default: all); see `DemoWorldOptions.include`. */
+  include?: (index: number) => boolean;
+  /** Collects the wall time of each step (`settle demo --timings`). */
+  timings?: StepTimings;
 }
 
 /** What the fast-forwarded demo produced. */
@@ -69,6 +75,9 @@ const usd = (cents: number) => displayMoney(money(cents, 'USD'));
 /** How far the sandbox seed's timestamps advance per patient, in days (measured: 189 days for 2,000 patients). */
 const SEED_DAYS_PER_PATIENT = 0.1;
 
+/** Days between two syncs of the sandbox EHR in the time warp (see the loop). */
+const SYNC_EVERY_DAYS = 7;
+
 /** Runs N simulated days of the demo practice. */
 export async function runDemoDays(options: DemoDaysOptions): Promise<DemoSummary> {
   const { settings, logger, days } = options;
@@ -77,34 +86,38 @@ export async function runDemoDays(options: DemoDaysOptions): Promise<DemoSummary
   const first = today.minus({ days });
   const clock = new ManualClock(first.set({ hour: 8 }).toJSDate());
   const embedded = !settings.databaseUrl;
-  const cipher = new PhiCipher(await loadKeyring({ encryptionKeys: settings.encryptionKeys, blindIndexKey: settings.blindIndexKey, dataDir: settings.dataDir, embedded, logger }));
-  const db = await openDatabase({ databaseUrl: settings.databaseUrl, dataDir: settings.dataDir, poolSize: settings.dbPoolSize });
+  const timings = options.timings ?? new StepTimings();
+  // The first day (the whole EHR and the visit backlog) is timed apart from the days after it (set in the loop).
+  let firstDay = false;
+  const timed = <T>(step: string, work: () => Promise<T>) => timings.time(firstDay ? `${step} (day 1)` : step, work);
+  const cipher = new PhiCipher(await timed('setup: keys', () => loadKeyring({ encryptionKeys: settings.encryptionKeys, blindIndexKey: settings.blindIndexKey, dataDir: settings.dataDir, embedded, logger })));
+  const db = await timed('setup: open database', () => openDatabase({ databaseUrl: settings.databaseUrl, dataDir: settings.dataDir, poolSize: settings.dbPoolSize }));
   let listener: MllpListener | undefined;
   // The seeded resources' lastUpdated (and so their invoice dates) advance about 0.1 day per patient from the start:
   // starting that much earlier keeps every one of them before the first simulated day, none in the future.
   const seededAt = first.minus({ days: 1 + Math.ceil(options.patients * SEED_DAYS_PER_PATIENT) }).toJSDate();
-  const world = await startDemoWorld({ dataDir: settings.dataDir, configDir: settings.configDir, patients: options.patients, seed: options.seed, start: seededAt, clock });
+  const world = await timed('setup: sandbox EHR', () => startDemoWorld({ dataDir: settings.dataDir, configDir: settings.configDir, patients: options.patients, seed: options.seed, start: seededAt, clock, ...(options.include ? { include: options.include } : {}) }));
   try {
-    await prepareDatabase(db);
+    await timed('setup: migrations', () => prepareDatabase(db));
     const practice = await new PracticeRepository(db.pool).ensure(DEMO_PRACTICE);
     const files = loadDataFiles(world.configDir);
     if (files.problems.length) throw new DataFilesError(files.problems);
     const publicUrl = settings.publicUrl ?? `http://${settings.host}:${settings.port}`;
     const payLinkKeys = await loadPayLinkKeys({ keys: settings.payLinkKeys, dataDir: settings.dataDir, shared: !embedded, logger });
     const registry = new JobRegistry();
+    // Sandbox gateways only (never Stripe, whatever is configured): plan installments are charged in the sandbox.
+    const payments = await timed('setup: payments', () => createPaymentsWiring({ db, clock, logger, dataDir: settings.dataDir, sharedDatabase: !embedded, publicUrl, payLinkKeys: settings.payLinkKeys, stripeSecretKey: undefined, stripeWebhookSecret: undefined }));
     registerStageJobs(registry, {
       db, clock, logger, cipher, publicUrl, payLinkKeys,
       connectors: files.connectors, configDir: world.configDir, mappings: loadMappings(world.configDir), profiles: files.profiles, policies: files.policies,
-      dataDir: settings.dataDir, enqueueSoon: () => {}, channels: {},
-      // Sandbox gateways only (never Stripe, whatever is configured): plan installments are charged in the sandbox.
-      payments: await createPaymentsWiring({ db, clock, logger, dataDir: settings.dataDir, sharedDatabase: !embedded, publicUrl, payLinkKeys: settings.payLinkKeys, stripeSecretKey: undefined, stripeWebhookSecret: undefined }),
+      dataDir: settings.dataDir, enqueueSoon: () => {}, channels: {}, payments,
     } as Parameters<typeof registerStageJobs>[1]);
     const jobs = new Map(registry.list().map((j) => [j.name, j]));
     const run = async (name: string, data: Record<string, unknown> = {}) => {
       const job = jobs.get(name);
       if (!job) return logger.warn('demo: no such job', { job: name });
       const started = performance.now();
-      await job.run(data as never, { jobId: `demo-${name}`, failures: 0 });
+      await timed(name, () => job.run(data as never, { jobId: `demo-${name}`, failures: 0 }));
       logger.debug('demo job', { job: name, ms: Math.round(performance.now() - started) });
     };
     const pms = files.connectors.find((c) => c.name === DEMO_CONNECTORS.pms)!;
@@ -114,11 +127,11 @@ export async function runDemoDays(options: DemoDaysOptions): Promise<DemoSummary
       for (let round = 0; round < 1_000; round++) {
         await run('hl7.process');
         await run('ingest.pending');
-        const { rows } = await db.pool.query<{ n: number }>(
+        const { rows } = await timed('demo: ingest poll', () => db.pool.query<{ n: number }>(
           `SELECT (SELECT count(*) FROM hl7_messages WHERE practice_id = $1 AND status = 'received')::int
                 + (SELECT count(*) FROM source_records WHERE practice_id = $1 AND status = 'pending')::int AS n`,
           [practice.id],
-        );
+        ));
         if (rows[0]!.n === 0) return;
       }
     };
@@ -129,26 +142,29 @@ export async function runDemoDays(options: DemoDaysOptions): Promise<DemoSummary
     let registeredUntil = new Date(0);
     for (let d = 0; d < days; d++) {
       const day = first.plus({ days: d });
-      // Morning: the EHR's changes and yesterday's visits come in (the first day brings the last month's backlog).
+      firstDay = d === 0;
+      // Morning: the EHR's changes and yesterday's visits come in (the first day brings the whole EHR and the last
+      // month's visits). After the first day the sandbox EHR changes only by Settle's own write-backs, which the
+      // sync does not read, so a weekly sync finds what a daily one would (nothing) at a seventh of the cost.
       clock.set(day.set({ hour: 8 }).toJSDate());
-      await run('fhir.sync', { connector: DEMO_CONNECTORS.ehr });
+      if (d % SYNC_EVERY_DAYS === 0) await run('fhir.sync', { connector: DEMO_CONNECTORS.ehr });
       const backlog = options.backlogVisitDays ?? 30;
       const visitDays = d === 0 ? Array.from({ length: backlog }, (_, i) => day.minus({ days: backlog - i })) : [day.minus({ days: 1 })];
       for (const visitDay of visitDays) {
         const visits = visitsOn(options.seed, visitDay.toISODate()!, visitNumber, options.visitsPerDay);
         visitNumber += visits.length;
         const started = performance.now();
-        await sendVisits({ ...listener, logger }, visits);
+        await timed('demo: visits (MLLP)', () => sendVisits({ ...listener!, logger }, visits));
         logger.debug('demo visits sent', { count: visits.length, ms: Math.round(performance.now() - started) });
       }
       await ingestAll();
-      await recordRegistrationConsents({ db, clock, cipher, practiceId: practice.id, seed: options.seed }, registeredUntil);
+      await timed('demo: consents', () => recordRegistrationConsents({ db, clock, cipher, practiceId: practice.id, seed: options.seed }, registeredUntil));
       registeredUntil = clock.now();
       // Mid-morning: today's reminders, and the patients who answer them.
       clock.set(day.set({ hour: 10 }).toJSDate());
       await run('outreach.plan');
       await run('outreach.deliver');
-      const answered = await answerMessages({ db, clock, cipher, logger, gateway, practiceId: practice.id, timeZone: zone, seed: options.seed, baseUrl: publicUrl }, lastSeq);
+      const answered = await timed('demo: answers', () => answerMessages({ db, clock, cipher, logger, gateway, practiceId: practice.id, timeZone: zone, seed: options.seed, baseUrl: publicUrl, timings }, lastSeq));
       lastSeq = answered.lastSeq;
       for (const key of Object.keys(totals) as (keyof PatientResponses)[]) totals[key] += answered.responses[key];
       // Afternoon: installments, write-backs to the EHR, the letters' print batch.

@@ -10,6 +10,9 @@
 import { cpSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
+import type { WithId } from '@medplum/core';
+import type { Resource } from '@medplum/fhirtypes';
+import { MemoryRepository } from '@medplum/fhir-router';
 import type { Clock } from '../domain/clock.ts';
 import { seedPractice, type SeedSummary } from '../sandbox-ehr/seed.ts';
 import { startSandboxEhr, type SandboxEhr } from '../sandbox-ehr/server.ts';
@@ -27,6 +30,11 @@ export interface DemoWorld {
   seeded: SeedSummary;
   /** Where the practice-management system sends HL7 (Settle's demo MLLP listener). */
   mllp: { host: string; port: number };
+  /**
+   * Adds patients left out at the start ({@link DemoWorldOptions.include}), by index, with their coverage, account
+   * and invoices, updated now (so the next incremental sync brings them). Returns how many resources were added.
+   */
+  addPatients(indexes: readonly number[]): Promise<number>;
   close(): Promise<void>;
 }
 
@@ -40,6 +48,59 @@ export interface DemoWorldOptions {
   /** When the seeded data was last updated (the start of the demo's time). */
   start: Date;
   clock?: Clock;
+  /**
+   * Which patients (by index in the seeded order) the sandbox EHR holds from the start, as seeded (default: all).
+   * The practice is generated whole either way, so a patient's resources are the same whenever they are added.
+   */
+  include?: (index: number) => boolean;
+}
+
+/**
+ * A repository that keeps what is seeded into it as it is, in order, without indexing it: the practice is generated
+ * once, then copied into the sandbox EHR patient by patient.
+ */
+class CollectingRepository extends MemoryRepository {
+  readonly collected: Resource[] = [];
+  override async createResource<T extends Resource>(resource: T): Promise<WithId<T>> {
+    const { id } = resource;
+    if (!id) throw new Error(`demo seed: a ${resource.resourceType} without an id`);
+    this.collected.push(resource);
+    return { ...resource, id };
+  }
+}
+
+/** The patient a seeded resource belongs to (`Patient/<id>`). */
+function ownerOf(resource: Resource): string | undefined {
+  switch (resource.resourceType) {
+    case 'Patient': return `Patient/${resource.id}`;
+    case 'Coverage': return resource.beneficiary.reference;
+    case 'Account': return resource.subject?.[0]?.reference;
+    case 'Invoice': return resource.subject?.reference;
+    default: return undefined;
+  }
+}
+
+/** The last practice generated: the live demo's first start runs two worlds of it (the backlog's, then the engine's). */
+let generated: { key: string; practice: Promise<{ seeded: SeedSummary; byPatient: Resource[][] }> } | undefined;
+
+/** The seeded practice's resources grouped by patient, in the seeded order (patient, coverage, account, invoices). */
+function practiceByPatient(options: DemoWorldOptions): Promise<{ seeded: SeedSummary; byPatient: Resource[][] }> {
+  const key = `${options.seed}:${options.patients}:${options.start.toISOString()}`;
+  if (generated?.key !== key) generated = { key, practice: generatePractice(options) };
+  return generated.practice;
+}
+
+async function generatePractice(options: DemoWorldOptions): Promise<{ seeded: SeedSummary; byPatient: Resource[][] }> {
+  const collector = new CollectingRepository();
+  const seeded = await seedPractice(collector, { patients: options.patients, seed: options.seed, start: options.start });
+  const index = new Map(seeded.ids.Patient.map((id, i) => [`Patient/${id}`, i]));
+  const byPatient: Resource[][] = seeded.ids.Patient.map(() => []);
+  for (const resource of collector.collected) {
+    const i = index.get(ownerOf(resource) ?? '');
+    if (i === undefined) throw new Error(`demo seed: ${resource.resourceType}/${resource.id} belongs to no seeded patient`);
+    byPatient[i]!.push(resource);
+  }
+  return { seeded, byPatient };
 }
 
 async function freePort(): Promise<number> {
@@ -57,7 +118,27 @@ async function freePort(): Promise<number> {
 export async function startDemoWorld(options: DemoWorldOptions): Promise<DemoWorld> {
   const sandbox = await startSandboxEhr({ port: 0, ...(options.clock ? { clock: options.clock } : {}) });
   try {
-    const seeded = await seedPractice(sandbox.repo, { patients: options.patients, seed: options.seed, start: options.start });
+    let seeded: SeedSummary;
+    let byPatient: Resource[][] = [];
+    const include = options.include;
+    if (include) {
+      ({ seeded, byPatient } = await practiceByPatient(options));
+      await sandbox.repo.withSeeding(async () => {
+        for (const [i, resources] of byPatient.entries()) if (include(i)) for (const r of resources) await sandbox.repo.createResource(r);
+      });
+    } else {
+      seeded = await seedPractice(sandbox.repo, { patients: options.patients, seed: options.seed, start: options.start });
+    }
+    const addPatients = async (indexes: readonly number[]) => {
+      let added = 0;
+      for (const i of indexes) {
+        for (const resource of byPatient[i] ?? []) {
+          await sandbox.repo.createResource(resource);
+          added++;
+        }
+      }
+      return added;
+    };
     const mllp = { host: '127.0.0.1', port: await freePort() };
     const configDir = resolve(options.dataDir, 'demo', 'config');
     rmSync(configDir, { recursive: true, force: true });
@@ -94,7 +175,7 @@ export async function startDemoWorld(options: DemoWorldOptions): Promise<DemoWor
       },
     };
     for (const [name, data] of Object.entries(connectors)) writeFileSync(join(configDir, 'connectors', `${name}.json`), `${JSON.stringify(data, null, 2)}\n`);
-    return { configDir, sandbox, seeded, mllp, close: () => sandbox.close() };
+    return { configDir, sandbox, seeded, mllp, addPatients, close: () => sandbox.close() };
   } catch (error) {
     await sandbox.close();
     throw error;

@@ -20,6 +20,7 @@ export const GUARD_RULES = [
   'sms-consent',
   'channel-consent',
   'opt-out',
+  'undeliverable',
   'nonprofit-501r',
   'no-send-day',
   'quiet-hours',
@@ -127,6 +128,12 @@ export const optOutGuard: Guard = ({ balance, channel, now }) => {
   return active === undefined ? allow('opt-out') : { rule: 'opt-out', verdict: 'suppress', reason: `opted out of ${channel} on ${active.at.toISOString()} (${active.source})` };
 };
 
+/** The address on file for the channel was refused by the provider as undeliverable: the step's other channels go instead. */
+export const undeliverableGuard: Guard = ({ balance, channel }) => {
+  if (!isMessageChannel(channel) || !balance.undeliverable?.includes(channel)) return allow('undeliverable');
+  return { rule: 'undeliverable', verdict: 'suppress', reason: `the ${channel === 'sms' ? 'mobile number' : channel === 'email' ? 'email address' : 'mailing address'} on file was refused as undeliverable` };
+};
+
 /**
  * IRS 501(r) (nonprofit hospital facilities): no agency hand-off (an extraordinary collection action) before
  * 120 days after the first statement, and only 30 days or more after a final notice was sent.
@@ -197,6 +204,35 @@ const minuteOfDay = (local: DateTime) => local.hour * 60 + local.minute;
  * else the next local `quiet.end` (on a DST change day, luxon moves a non-existent local time forward).
  */
 export function nextAllowedInstant(quiet: QuietHours, now: Date, zone: string): Date {
+  // Planning asks this for every balance at the run's one instant: the answer is remembered per window, instant and zone.
+  const key = `${quiet.start} ${quiet.end} ${now.getTime()} ${zone}`;
+  const known = allowedInstants.get(key);
+  if (known !== undefined) return known === now.getTime() ? now : new Date(known);
+  const at = findAllowedInstant(quiet, now, zone);
+  remember(allowedInstants, key, at.getTime());
+  return at;
+}
+
+const allowedInstants = new Map<string, number>();
+const localDates = new Map<string, string>();
+
+function remember<V>(cache: Map<string, V>, key: string, value: V): void {
+  if (cache.size >= 100_000) cache.clear();
+  cache.set(key, value);
+}
+
+/** The local calendar date (`YYYY-MM-DD`) of an instant in a zone, remembered (attempts of one run share their instant). */
+function localDate(at: Date, zone: string): string {
+  const key = `${at.getTime()} ${zone}`;
+  let date = localDates.get(key);
+  if (date === undefined) {
+    date = DateTime.fromJSDate(at, { zone }).toISODate()!;
+    remember(localDates, key, date);
+  }
+  return date;
+}
+
+function findAllowedInstant(quiet: QuietHours, now: Date, zone: string): Date {
   let at = now;
   // Normally one step; a second only when a DST gap swallowed the whole allowed window (Santiago, 00:00–00:01).
   for (let i = 0; i < 4; i++) {
@@ -273,8 +309,8 @@ export const channelDailyCapGuard: Guard = (context) => {
   const { policy, balance, channel, now } = context;
   if (!isMessageChannel(channel)) return allow('channel-daily-cap');
   const zone = zoneOf(context);
-  const today = DateTime.fromJSDate(now, { zone }).toISODate();
-  const sameDay = countedAttempts(balance, now).filter((a) => a.channel === channel && DateTime.fromJSDate(a.at, { zone }).toISODate() === today);
+  const today = localDate(now, zone);
+  const sameDay = countedAttempts(balance, now).filter((a) => a.channel === channel && localDate(a.at, zone) === today);
   if (sameDay.length < policy.caps.perChannelPerDay) return allow('channel-daily-cap');
   const until = DateTime.fromJSDate(now, { zone }).startOf('day').plus({ days: 1 }).startOf('day').toJSDate();
   return { rule: 'channel-daily-cap', verdict: 'defer', until, reason: `already ${sameDay.length} ${channel} attempt(s) on ${today} in ${zone}` };
@@ -288,6 +324,7 @@ export const GUARDS: readonly Guard[] = [
   smsConsentGuard,
   channelConsentGuard,
   optOutGuard,
+  undeliverableGuard,
   nonprofit501rGuard,
   noSendDayGuard,
   quietHoursGuard,

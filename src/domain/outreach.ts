@@ -92,6 +92,8 @@ export interface OutreachBalance {
   optOuts: OptOut[];
   attempts: OutreachAttempt[];
   destinations: OutreachDestinations;
+  /** Channels whose address on file a provider refused as undeliverable (Twilio 30003/30005/30006, an email hard bounce). */
+  undeliverable?: MessageChannel[];
   /** The recipient's IANA time zone, when known (from the address); else the policy's, else the practice's. */
   timeZone?: string;
   /** The patient's preferred language (BCP 47, FHIR Patient.communication or HL7 PID-15), when known. */

@@ -182,9 +182,20 @@ export function stepConditionFailures(step: PolicyStep, balance: OutreachBalance
   return failures;
 }
 
+// Planning a million balances asks for the same few hundred (date, offset, zone) instants millions of times, and
+// luxon's zone arithmetic is the costliest part of planning: the answers are remembered (they never change).
+const dueAtCache = new Map<string, number>();
+
 /** The instant a step becomes due: the start of day `dayOffset` after the first statement, in the recipient's zone. */
 export function stepDueAt(firstStatementDate: string, dayOffset: number, timeZone: string): Date {
-  return DateTime.fromISO(firstStatementDate, { zone: timeZone }).plus({ days: dayOffset }).startOf('day').toJSDate();
+  const key = `${firstStatementDate} ${dayOffset} ${timeZone}`;
+  let at = dueAtCache.get(key);
+  if (at === undefined) {
+    at = DateTime.fromISO(firstStatementDate, { zone: timeZone }).plus({ days: dayOffset }).startOf('day').toMillis();
+    if (dueAtCache.size >= 100_000) dueAtCache.clear();
+    dueAtCache.set(key, at);
+  }
+  return new Date(at);
 }
 
 /** The local calendar day number of an instant, counted from the first statement date (day 0). */

@@ -10,10 +10,12 @@
  *    nothing twice (source records are keyed by connector, type, source id and version) and puts its
  *    `quarantined` records back to `pending`, so a fixed or newly added mapping gets another go at them.
  *
- * 2. `ingest.pending` — {@link ingestPendingSourceRecords}: each `pending` source record of every practice (any
- *    transport, oldest first) is ingested with its mapping (`ingestRecord`) in one transaction per record, in
- *    which the record is also marked `ingested` (posted, unchanged, duplicate, stale, recorded) or `quarantined`
- *    (the ingest quarantine holds the OperationOutcome; `GET /quarantine` lists it and can reprocess it).
+ * 2. `ingest.pending` — {@link ingestPendingSourceRecords}: the `pending` source records of every practice (any
+ *    transport, oldest first) are claimed a batch per practice and ingested with their mappings in one
+ *    transaction per batch (`ingestBatch`: set-based writes, the same results as one by one), in which each
+ *    record is also marked `ingested` (posted, unchanged, duplicate, stale, recorded) or `quarantined` (the
+ *    ingest quarantine holds the OperationOutcome; `GET /quarantine` lists it and can reprocess it). A batch
+ *    whose transaction throws is rolled back and its records are ingested one per transaction.
  *    The mapping is the one named by a CSV connector file, else the one mapping that accepts the record's
  *    transport and resource type. **A record no mapping accepts (or that several accept) is quarantined at
  *    once** in the intake quarantine (the one `GET /connectors` counts, as nothing can be reprocessed without a
@@ -42,7 +44,8 @@ import type { PhiCipher } from '../store/phi-crypto.ts';
 import { PracticeRepository } from '../store/practices.ts';
 import { SourceRecordRepository, type StoredSourceRecord } from '../store/source-records.ts';
 import { fhirValidator } from './fhir-validation.ts';
-import { ingestRecord, type IngestResult } from './pipeline.ts';
+import { ingestBatch, type BatchItem } from './batch.ts';
+import type { IngestContext, IngestResult } from './pipeline.ts';
 
 /** Job names, so the registration, the schedule and enqueuers (listener, sync) agree. */
 export const INGEST_JOBS = {
@@ -258,66 +261,99 @@ function rawOf(record: SourceRecord): string {
   return record.transport === 'hl7v2-mllp' && typeof body?.message === 'string' ? body.message : JSON.stringify(record.body);
 }
 
+/** What happened to one taken record. */
+interface RecordOutcome {
+  record: StoredSourceRecord;
+  status: IngestResult['status'] | 'unmapped' | 'skipped' | 'error';
+  /** The mapping it went through, or the candidates when not exactly one accepts it. */
+  mapping?: string;
+  candidates?: string[];
+  error?: unknown;
+}
+
 /**
- * Ingests pending source records of every practice (oldest first, up to `limit` per practice), each in its own
- * transaction with the practice's time zone, marking it ingested or quarantined in that same transaction.
+ * Ingests pending source records of every practice (oldest first, up to `limit` per practice) with the
+ * practice's time zone: one transaction per practice claims them, ingests them together ({@link ingestBatch})
+ * and marks each ingested or quarantined. When that transaction throws (a record the ledger refuses, database
+ * trouble), it is rolled back and the records are ingested one per transaction instead, so one bad record
+ * neither blocks nor alters the others.
  */
 export async function ingestPendingSourceRecords(options: IngestPendingOptions): Promise<IngestCounts> {
   const { db, clock, logger } = options;
   const counts: IngestCounts = { records: 0, posted: 0, unchanged: 0, duplicate: 0, stale: 0, recorded: 0, quarantined: 0, unmapped: 0, skipped: 0, errors: 0 };
   const validate = validatorFor(options.profiles);
-  const reader = new SourceRecordRepository(db.pool, clock);
+  const limit = options.limit ?? DEFAULT_BATCH_SIZE;
   for (const practice of await new PracticeRepository(db.pool).list()) {
-    const records = await reader.pending(practice.id, options.limit ?? DEFAULT_BATCH_SIZE);
-    counts.records += records.length;
-    for (const record of records) {
-      const chosen = mappingFor(record, options.mappings, options.connectors);
-      try {
-        const outcome = await withTransaction(db, async (tx): Promise<IngestResult['status'] | 'unmapped' | 'skipped'> => {
-          if (!(await claimSourceRecord(tx, record))) return 'skipped';
-          const repository = new SourceRecordRepository(tx, clock);
-          if (!('mapping' in chosen)) {
-            await repository.quarantine(tx, {
-              practiceId: record.practiceId,
-              connector: record.connector,
-              resourceType: record.resourceType,
-              sourceId: record.sourceId,
-              sourceRecordId: record.id,
-              raw: rawOf(record),
-              outcome: unmappedOutcome(record, chosen.candidates),
-            });
-            return 'unmapped';
-          }
-          const result = await ingestRecord(tx, record, chosen.mapping, { cipher: options.cipher, clock, timeZone: practice.timeZone, validate });
-          if (result.status === 'quarantined') await markQuarantined(tx, record);
-          else await repository.markIngested(tx, record.practiceId, [record.id], clock.now());
-          return result.status;
-        });
-        counts[outcome]++;
-        if (outcome === 'unmapped' || outcome === 'quarantined') {
-          logger.warn('source record quarantined', {
-            practiceId: record.practiceId,
-            sourceRecordId: record.id,
-            connector: record.connector,
-            resourceType: record.resourceType,
-            reason: outcome === 'unmapped' ? ('candidates' in chosen && chosen.candidates.length > 0 ? 'ambiguous-mapping' : 'no-mapping') : 'ingest',
-            mapping: 'mapping' in chosen ? chosen.mapping.name : undefined,
-          });
-        }
-      } catch (error) {
-        counts.errors++;
-        logger.error('source record ingest failed; left pending for the next run', {
-          practiceId: record.practiceId,
-          sourceRecordId: record.id,
-          connector: record.connector,
-          resourceType: record.resourceType,
-          error: (error as Error).name,
-          code: (error as { code?: string }).code,
-        });
-      }
+    const context: IngestContext & { timeZone: string } = { cipher: options.cipher, clock, timeZone: practice.timeZone, validate };
+    let outcomes: RecordOutcome[];
+    try {
+      outcomes = await withTransaction(db, async (tx) => ingestClaimed(tx, await new SourceRecordRepository(tx, clock).claimPending(tx, practice.id, limit), options, context));
+    } catch (error) {
+      logger.warn('source record batch rolled back; ingesting its records one by one', { practiceId: practice.id, error: (error as Error).name, code: (error as { code?: string }).code });
+      outcomes = await ingestOneByOne(await new SourceRecordRepository(db.pool, clock).pending(practice.id, limit), options, context);
+    }
+    counts.records += outcomes.length;
+    for (const outcome of outcomes) {
+      counts[outcome.status === 'error' ? 'errors' : outcome.status]++;
+      report(logger, outcome);
     }
   }
   return counts;
+}
+
+/** Ingests claimed records in the caller's transaction: unmapped ones to the intake quarantine, the rest as a batch. */
+async function ingestClaimed(tx: Queryable, records: readonly StoredSourceRecord[], options: IngestPendingOptions, context: IngestContext & { timeZone: string }): Promise<RecordOutcome[]> {
+  const outcomes: RecordOutcome[] = [];
+  const items: BatchItem[] = [];
+  const repository = new SourceRecordRepository(tx, options.clock);
+  for (const record of records) {
+    const chosen = mappingFor(record, options.mappings, options.connectors);
+    if ('mapping' in chosen) {
+      items.push({ record, mapping: chosen.mapping });
+      continue;
+    }
+    await repository.quarantine(tx, {
+      practiceId: record.practiceId,
+      connector: record.connector,
+      resourceType: record.resourceType,
+      sourceId: record.sourceId,
+      sourceRecordId: record.id,
+      raw: rawOf(record),
+      outcome: unmappedOutcome(record, chosen.candidates),
+    });
+    outcomes.push({ record, status: 'unmapped', candidates: chosen.candidates });
+  }
+  const results = await ingestBatch(tx, items, context);
+  items.forEach((item, n) => outcomes.push({ record: item.record, status: results[n]!.status, mapping: item.mapping.name }));
+  return outcomes;
+}
+
+/** Ingests each record in its own transaction (claimed again; one taken meanwhile by another run is skipped). */
+async function ingestOneByOne(records: readonly StoredSourceRecord[], options: IngestPendingOptions, context: IngestContext & { timeZone: string }): Promise<RecordOutcome[]> {
+  const outcomes: RecordOutcome[] = [];
+  for (const record of records) {
+    try {
+      outcomes.push(
+        ...(await withTransaction(options.db, async (tx) =>
+          (await claimSourceRecord(tx, record)) ? ingestClaimed(tx, [record], options, context) : [{ record, status: 'skipped' as const }],
+        )),
+      );
+    } catch (error) {
+      outcomes.push({ record, status: 'error', error });
+    }
+  }
+  return outcomes;
+}
+
+/** Logs a quarantined or failed record by ids and codes only. */
+function report(logger: Logger, { record, status, mapping, candidates, error }: RecordOutcome): void {
+  const ids = { practiceId: record.practiceId, sourceRecordId: record.id, connector: record.connector, resourceType: record.resourceType };
+  if (status === 'unmapped' || status === 'quarantined') {
+    const reason = status === 'quarantined' ? 'ingest' : candidates && candidates.length > 0 ? 'ambiguous-mapping' : 'no-mapping';
+    logger.warn('source record quarantined', { ...ids, reason, mapping });
+  } else if (status === 'error') {
+    logger.error('source record ingest failed; left pending for the next run', { ...ids, error: (error as Error).name, code: (error as { code?: string }).code });
+  }
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -426,11 +462,6 @@ async function claimHl7Message(tx: Queryable, message: Pick<Hl7MessageRecord, 'p
 async function claimSourceRecord(tx: Queryable, record: Pick<StoredSourceRecord, 'practiceId' | 'id'>): Promise<boolean> {
   const { rows } = await tx.query<{ status: string }>('SELECT status FROM source_records WHERE practice_id = $1 AND id = $2 FOR UPDATE SKIP LOCKED', [record.practiceId, record.id]);
   return rows[0]?.status === 'pending';
-}
-
-/** Marks a pending record quarantined (its OperationOutcome is in the ingest quarantine). */
-async function markQuarantined(tx: Queryable, record: Pick<StoredSourceRecord, 'practiceId' | 'id'>): Promise<void> {
-  await tx.query(`UPDATE source_records SET status = 'quarantined' WHERE practice_id = $1 AND id = $2 AND status = 'pending'`, [record.practiceId, record.id]);
 }
 
 /**

@@ -5,7 +5,8 @@
  * 1. rows of kinds with no channel are held (`held-no-channel`); held rows of kinds that now have one are queued;
  * 2. due queued rows are claimed (`FOR UPDATE SKIP LOCKED`: two workers never send one row) and, for each,
  *    right before sending: the balance must still be in outreach, the message younger than `maxAgeMs`, the
- *    address not opted out nor known undeliverable, and the practice outside quiet hours (else it waits);
+ *    address not opted out nor known undeliverable, and the recipient outside quiet hours in the zone planning
+ *    judged them in (else it waits);
  * 3. the result is committed with the attempt: `sent` (provider id kept for status callbacks); a transient
  *    failure is retried with exponential backoff and jitter up to `maxAttempts`; an opt-out (Twilio 21610) is
  *    recorded at once; `undeliverable` marks the address and tries the balance's next channel for the same
@@ -19,7 +20,7 @@ import type { Clock } from '../domain/clock.ts';
 import type { PostalAddress } from '../domain/contact.ts';
 import { nextAllowedInstant } from '../domain/outreach-guards.ts';
 import type { MessageChannel, OptOut } from '../domain/outreach.ts';
-import type { QuietHours } from '../domain/policy.ts';
+import { recipientTimeZone, type QuietHours } from '../domain/policy.ts';
 import type { Practice } from '../domain/practice.ts';
 import type { JobDefinition } from '../scheduler/scheduler.ts';
 import { withTransaction, type Database, type Queryable } from '../store/database.ts';
@@ -31,7 +32,7 @@ import { PracticeRepository } from '../store/practices.ts';
 import { StaffTaskRepository } from '../store/staff-tasks.ts';
 import type { OutboundMessage, SendResult } from './channel.ts';
 import { configuredKinds, type ChannelMap } from './channels.ts';
-import { DUE_DAYS } from './run.ts';
+import { dueDateOf } from './run.ts';
 import { defaultTemplates, renderMessage, selectTemplate, type TemplateCatalogue } from './templates.ts';
 
 /** The delivery job's name. */
@@ -64,7 +65,7 @@ export interface DeliveryDependencies {
   channels: ChannelMap;
   /** A guarantor's pay link, for a fallback message whose refused original carried none. */
   payLinkFor?: (practiceId: string, guarantorId: string) => Promise<string>;
-  /** The policy's quiet hours, checked right before sending texts and emails (in the practice's zone). */
+  /** The policy's quiet hours, checked right before sending texts and emails (in the recipient's zone, as at planning). */
   quietHours?: QuietHours;
   templates?: TemplateCatalogue;
   /** For jitter; default Math.random. */
@@ -212,7 +213,9 @@ async function deliverOne(deps: DeliveryDependencies, o: typeof DELIVERY_DEFAULT
       return;
     }
     if (deps.quietHours && practice) {
-      const until = nextAllowedInstant(deps.quietHours, now, practice.timeZone);
+      // In the zone planning judged the recipient in (their address's, else the policy's, else the practice's).
+      const zone = recipientTimeZone({ timeZone: row.recipientTimeZone ?? undefined }, {}, practice.timeZone);
+      const until = nextAllowedInstant(deps.quietHours, now, zone);
       if (until.getTime() > now.getTime()) {
         await store.defer(row.id, until);
         result.deferred++;
@@ -346,7 +349,7 @@ async function nextChannel(
       amountDueCents: balance.patientAmount.amount,
       currency: balance.patientAmount.currency,
       statementDate,
-      dueDate: DateTime.fromISO(statementDate, { zone: 'UTC' }).plus({ days: DUE_DAYS }).toISODate(),
+      dueDate: dueDateOf(statementDate),
       payLink: payLinkIn(row.body) ?? (deps.payLinkFor ? await deps.payLinkFor(row.practiceId, balance.guarantorId) : null),
     });
     const fallbackOutboxId = await store.addFallback(row, {

@@ -2,14 +2,16 @@
  * Daily outreach planning for a practice, built to stay fast at a million balances:
  *
  * 1. One set-based query a page at a time picks the outreach-eligible balances whose cadence could have a step
- *    due today (or that outreach has never seen); balances between steps, finished or waiting are not read.
- * 2. For each page, the cadence starts, attempts, contacts, consents and opt-outs are read in one query each,
- *    and every candidate is planned with {@link planOutreach} (pure).
+ *    due today (or that outreach has never seen); balances between steps, finished or waiting are not read. On a
+ *    PostgreSQL server the next page is read while one is planned.
+ * 2. For each page, the cadence starts, attempts, contacts, consents, opt-outs and undeliverable addresses are
+ *    read in one query each, and every candidate is planned with {@link planOutreach} (pure).
  * 3. A balance with something to record (a send or a suppression) is then acted on in ONE transaction of its
- *    own, under its per-balance lock, after reading again what could have changed meanwhile (the balance,
- *    its attempts, its consents and opt-outs) and planning again from that: two planners, or two runs on one
- *    day, never send a step twice. Balances with only deferrals record nothing. On a PostgreSQL server a few
- *    balances are acted on at once (each in its own transaction); on the embedded database one at a time.
+ *    own, under its per-balance lock, after reading again what could have changed meanwhile (the balance, its
+ *    attempts, consents, opt-outs and undeliverable addresses) and planning again from that: two planners, or
+ *    two runs on one day, never send a step twice. Balances with only deferrals record nothing. On a PostgreSQL
+ *    server a few balances are acted on at once (each in its own transaction); on the embedded database one at
+ *    a time.
  *
  * What acting means:
  * - allow: render the step's template (en/es) with only the allow-listed values — practice name and phone, the
@@ -36,16 +38,24 @@ import { issuePayLink, payLinkToken, payLinkUrl } from '../payments/pay-link.ts'
 import { DEFAULT_PAY_BASE_URL, PAY_LINK_REUSE_MARGIN_MS, PAY_LINK_TTL_SECONDS } from '../payments/pay-link-service.ts';
 import { withTransaction, type Database } from '../store/database.ts';
 import { LedgerRepository } from '../store/ledger.ts';
-import { OutreachPlanningReader, PlanningPayLinks, PlanningWrites, type PlanningBalance, type PlanningContact } from '../store/outreach-planning.ts';
+import { OutreachPlanningReader, PlanningPayLinks, PlanningWrites, type PlanningBalance, type PlanningContact, type PlanningContactRules } from '../store/outreach-planning.ts';
 import type { PhiCipher } from '../store/phi-crypto.ts';
 import { PracticeRepository } from '../store/practices.ts';
 import type { JobDefinition } from '../scheduler/scheduler.ts';
 import { planOutreach, type OutreachPlan } from './plan.ts';
 import { PolicyBook } from './policy-book.ts';
+import { addressTimeZone } from './recipient-zone.ts';
 import { defaultTemplates, renderMessage, selectTemplate, type TemplateCatalogue } from './templates.ts';
 
 /** Days from the statement date to the due date shown in messages. */
 export const DUE_DAYS = 30;
+
+const DAY_MS = 86_400_000;
+
+/** The due date messages show for a statement date (`YYYY-MM-DD`): {@link DUE_DAYS} calendar days later. */
+export function dueDateOf(statementDate: string): string {
+  return new Date(Date.parse(`${statementDate}T00:00:00Z`) + DUE_DAYS * DAY_MS).toISOString().slice(0, 10);
+}
 
 /** Balances read and planned per page. */
 const PAGE_SIZE = 1000;
@@ -70,6 +80,8 @@ export interface PlanPracticeOptions {
   holidays?: HolidayResolver;
   /** Balances acted on at once on a PostgreSQL server (default: the pool size less two, at most 8; always 1 embedded). */
   concurrency?: number;
+  /** Balances read and planned per page (default 1000). */
+  pageSize?: number;
 }
 
 /** What one planning run did. Ids, rules and times only: no names, phones or emails. */
@@ -99,18 +111,28 @@ export async function planPractice(options: PlanPracticeOptions): Promise<PlanPr
   const result = { ...emptyResult(practiceId), balances: await reader.eligibleCount(practiceId, threshold) };
   const run: Run = { options, practice, now, today, threshold, result, links: new Map() };
   const concurrency = db.kind === 'embedded' ? 1 : Math.max(1, options.concurrency ?? Math.min(8, (db.pool.options.max ?? 10) - 2));
+  const pageSize = Math.max(1, options.pageSize ?? PAGE_SIZE);
+  const pageAfter = (cursor: string | null) => reader.candidates(practiceId, { threshold, today, cadence: policy, cursor, limit: pageSize });
   let cursor: string | null = null;
+  let prefetched: Promise<PlanningBalance[]> | undefined;
   for (;;) {
-    const page = await reader.candidates(practiceId, { threshold, today, cadence: policy, cursor, limit: PAGE_SIZE });
+    const page: PlanningBalance[] = await (prefetched ?? pageAfter(cursor));
+    prefetched = undefined;
     if (page.length === 0) break;
     cursor = page.at(-1)!.id;
+    if (page.length === pageSize && db.kind !== 'embedded') {
+      // On a server the next page is read while this one is planned and acted on: pages hold disjoint balances,
+      // and nothing done to this page's balances changes which balances the next one holds.
+      prefetched = pageAfter(cursor);
+      prefetched.catch(() => undefined); // a failure is thrown where the page is awaited
+    }
     result.planned += page.length;
     const prepared = await preparePage(run, reader, page);
     await fetchPayLinks(run, [...new Set(prepared.filter(needsPayLink).map((p) => p.balance.guarantorId))]);
     const batches: Prepared[][] = [];
     for (let i = 0; i < prepared.length; i += BATCH_SIZE) batches.push(prepared.slice(i, i + BATCH_SIZE));
     await forEachLimited(batches, concurrency, (batch) => actOnBatch(run, batch));
-    if (page.length < PAGE_SIZE) break;
+    if (page.length < pageSize) break;
   }
   options.logger.info('outreach.plan', {
     practiceId, balances: result.balances, planned: result.planned, sent: result.sent.length, suppressed: result.suppressed.length,
@@ -140,7 +162,7 @@ interface Prepared {
 
 /** The parts of a balance's planning input that another process may change while a page is being planned. */
 function fingerprintOf(input: OutreachBalance): string {
-  return JSON.stringify([input.status, input.amountDueCents, input.hasHold, input.hasPlan, input.firstStatementDate, input.attempts, input.consents, input.optOuts]);
+  return JSON.stringify([input.status, input.amountDueCents, input.hasHold, input.hasPlan, input.firstStatementDate, input.attempts, input.consents, input.optOuts, input.undeliverable]);
 }
 
 function needsPayLink(item: Prepared): boolean {
@@ -192,26 +214,33 @@ function outreachInput(
   balance: PlanningBalance & { firstStatementDate: string },
   planningContact: PlanningContact,
   attempts: OutreachBalance['attempts'],
-  rules: Pick<OutreachBalance, 'consents' | 'optOuts'>,
+  rules: PlanningContactRules,
 ): OutreachBalance {
   const { sms, email, address } = destinationsOf(planningContact);
   const language = planningContact.contact?.language ?? planningContact.patientLanguage;
+  const zone = addressTimeZone(address);
   return {
     balanceId: balance.id,
     status: outreachStatus(balance.status),
     amountDueCents: balance.patientAmountMinor,
     currency: balance.currency,
     firstStatementDate: balance.firstStatementDate,
-    ageDays: balance.oldestOpenDate ? Math.max(0, Math.round(DateTime.fromISO(run.today).diff(DateTime.fromISO(balance.oldestOpenDate), 'days').days)) : 0,
+    ageDays: balance.oldestOpenDate ? Math.max(0, calendarDaysBetween(balance.oldestOpenDate, run.today)) : 0,
     hasPlan: balance.status === 'in_plan',
     hasHold: balance.status === 'on_hold' || balance.holdReason !== null,
     consents: rules.consents,
     optOuts: rules.optOuts,
+    ...(rules.undeliverable.length > 0 ? { undeliverable: rules.undeliverable } : {}),
     attempts,
     destinations: { ...(sms ? { sms } : {}), ...(email ? { email } : {}), letter: hasMailingAddress(address) },
-    timeZone: run.practice.timeZone,
+    ...(zone ? { timeZone: zone } : {}),
     ...(language ? { language } : {}),
   };
+}
+
+/** Calendar days from one `YYYY-MM-DD` date to another (plain date arithmetic: no zone, no DST). */
+function calendarDaysBetween(from: string, to: string): number {
+  return Math.round((Date.parse(`${to}T00:00:00Z`) - Date.parse(`${from}T00:00:00Z`)) / DAY_MS);
 }
 
 /**
@@ -340,7 +369,7 @@ function recordPlan(
         amountDueCents: balance.patientAmountMinor,
         currency: balance.currency,
         statementDate: balance.firstStatementDate,
-        dueDate: DateTime.fromISO(balance.firstStatementDate, { zone: 'UTC' }).plus({ days: DUE_DAYS }).toISODate(),
+        dueDate: dueDateOf(balance.firstStatementDate),
         payLink: payLink ?? null,
       });
     } catch (error) {
@@ -351,7 +380,7 @@ function recordPlan(
     }
     const outboxId = writes.outbox({
       practiceId: practice.id, balanceId: balance.id, channel, recipient: recipient!, subject: rendered.subject ?? null, body: rendered.text,
-      html: rendered.html ?? null, language: rendered.language, template: rendered.template,
+      html: rendered.html ?? null, language: rendered.language, template: rendered.template, recipientTimeZone: send.record.timeZone,
     });
     const attemptId = writes.attempt({ ...base, status: 'sent', outboxId, reason: 'written to the outbox' });
     result.sent.push({ balanceId: balance.id, stepId: send.step.id, channel, outboxId, attemptId });

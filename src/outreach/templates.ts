@@ -211,10 +211,20 @@ function minorDigits(currency: string): number {
 
 /** Formats a `YYYY-MM-DD` date: `Mar 8, 2026` (en), `8 mar 2026` (es). */
 export function formatDate(isoDate: string, language: Language): string {
-  const date = DateTime.fromISO(isoDate, { zone: 'UTC' });
-  if (!date.isValid) throw new RangeError(`"${isoDate}" is not a YYYY-MM-DD date`);
-  return date.setLocale(language === 'es' ? 'es-US' : 'en-US').toLocaleString(DateTime.DATE_MED);
+  const key = `${isoDate} ${language}`;
+  let text = FORMATTED_DATES.get(key);
+  if (text === undefined) {
+    const date = DateTime.fromISO(isoDate, { zone: 'UTC' });
+    if (!date.isValid) throw new RangeError(`"${isoDate}" is not a YYYY-MM-DD date`);
+    text = date.setLocale(language === 'es' ? 'es-US' : 'en-US').toLocaleString(DateTime.DATE_MED);
+    if (FORMATTED_DATES.size >= 10_000) FORMATTED_DATES.clear();
+    FORMATTED_DATES.set(key, text);
+  }
+  return text;
 }
+
+// Planning renders the same few hundred statement and due dates thousands of times; Intl formatting is costly.
+const FORMATTED_DATES = new Map<string, string>();
 
 /* ---------------------------------------------------------------- GSM-7 */
 

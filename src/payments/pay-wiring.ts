@@ -1,11 +1,16 @@
 /**
  * Wiring of payments into the engine: the pay-link keys, each practice's gateway (Stripe when
  * `STRIPE_SECRET_KEY` is set, else the sandbox), the webhook secrets, and the express pieces the API mounts:
- * the patient's pages (a plain router, before the JSON parser, with the raw body parser on the webhook path)
- * and the `POST /webhooks/stripe` route declaration (in the OpenAPI document).
+ * the patient's pages (a plain router, before the JSON parser, with the raw body parser on the webhook paths)
+ * and the `POST /webhooks/stripe` and `POST /webhooks/stripe/{practice}` route declarations (in the OpenAPI document).
+ *
+ * One engine may serve several practices, each with its own Stripe account: each account's webhook endpoint is
+ * `/webhooks/stripe/<practice slug>`, verified with that practice's signing secret (`STRIPE_WEBHOOK_SECRETS`),
+ * and every row it writes belongs to that practice. `/webhooks/stripe` keeps serving the one webhook practice.
  */
 import express, { type Router } from 'express';
 import type { Logger } from 'winston';
+import { ApiError } from '../api/problem.ts';
 import type { AnyRoute } from '../api/routes.ts';
 import type { Clock } from '../domain/clock.ts';
 import type { Database } from '../store/database.ts';
@@ -20,7 +25,7 @@ import type { PlanTerms } from './plan.ts';
 import { SandboxGateway } from './sandbox-gateway.ts';
 import { SANDBOX_WEBHOOK_SECRET } from './sandbox.ts';
 import { StripeGateway, type StripeGatewayOptions } from './stripe-gateway.ts';
-import { processStripeWebhook, STRIPE_WEBHOOK_PATH, stripeWebhookRoute } from './webhook-route.ts';
+import { processStripeWebhook, STRIPE_PRACTICE_WEBHOOK_PATH, STRIPE_WEBHOOK_PATH, stripeWebhookRoute } from './webhook-route.ts';
 
 /** Plan terms when the policy gives none: $25 minimum installment, up to 12 months. */
 export const DEFAULT_PLAN_TERMS: PlanTerms = { minimumInstallmentCents: 2500, maximumMonths: 12 };
@@ -36,6 +41,8 @@ export interface PaymentsWiring {
   readonly webhookSecrets: readonly string[];
   /** The practice whose Stripe account the webhook endpoint serves. */
   readonly webhookPracticeSlug: string;
+  /** Per practice slug, the secrets `POST /webhooks/stripe/{practice}` accepts (its own, and the sandbox's in sandbox mode). */
+  readonly practiceWebhookSecrets: ReadonlyMap<string, readonly string[]>;
   /** Wakes write-back delivery after a payment, refund or reversal queued write-backs. */
   readonly onWritebacksQueued?: (() => void) | undefined;
 }
@@ -52,6 +59,8 @@ export interface PaymentsWiringOptions {
   readonly payLinkKeys?: string | undefined;
   readonly stripeSecretKey?: string | undefined;
   readonly stripeWebhookSecret?: string | undefined;
+  /** `STRIPE_WEBHOOK_SECRETS`: `slug=whsec_…[,slug=whsec_…]`, one endpoint per practice's Stripe account. */
+  readonly stripeWebhookSecrets?: string | undefined;
   /** The policy's `planTerms`, when it has them. */
   readonly planTerms?: PlanTerms | undefined;
   /** Default `default` (the practice a fresh install creates). */
@@ -82,8 +91,29 @@ export async function createPaymentsWiring(options: PaymentsWiringOptions): Prom
   };
   const webhookSecrets = [...(options.stripeWebhookSecret ? [options.stripeWebhookSecret] : []), ...(sandbox ? [SANDBOX_WEBHOOK_SECRET] : [])];
   if (!sandbox && !options.stripeWebhookSecret) options.logger.warn('STRIPE_SECRET_KEY is set but STRIPE_WEBHOOK_SECRET is not: POST /webhooks/stripe answers 500 until it is');
+  const practiceWebhookSecrets = new Map<string, readonly string[]>();
+  for (const [slug, secret] of parsePracticeWebhookSecrets(options.stripeWebhookSecrets)) practiceWebhookSecrets.set(slug, [secret, ...(sandbox ? [SANDBOX_WEBHOOK_SECRET] : [])]);
   const terms = options.planTerms ?? DEFAULT_PLAN_TERMS;
-  return { keys, sandbox, gatewayFor, planTerms: () => terms, webhookSecrets, webhookPracticeSlug: options.webhookPracticeSlug ?? 'default', onWritebacksQueued: options.onWritebacksQueued };
+  return {
+    keys, sandbox, gatewayFor, planTerms: () => terms, webhookSecrets, webhookPracticeSlug: options.webhookPracticeSlug ?? 'default', practiceWebhookSecrets,
+    onWritebacksQueued: options.onWritebacksQueued,
+  };
+}
+
+/**
+ * Reads `STRIPE_WEBHOOK_SECRETS` (`slug=whsec_…`, comma-separated; settings validate its shape).
+ * @throws Error naming the setting when a practice appears twice.
+ */
+export function parsePracticeWebhookSecrets(value: string | undefined): Map<string, string> {
+  const secrets = new Map<string, string>();
+  for (const item of value ? value.split(',') : []) {
+    const eq = item.indexOf('=');
+    const slug = item.slice(0, eq), secret = item.slice(eq + 1);
+    if (eq <= 0 || !secret.startsWith('whsec_')) throw new Error('STRIPE_WEBHOOK_SECRETS must be slug=whsec_… pairs separated by commas');
+    if (secrets.has(slug)) throw new Error(`STRIPE_WEBHOOK_SECRETS names the practice "${slug}" twice`);
+    secrets.set(slug, secret);
+  }
+  return secrets;
 }
 
 /** What the API hands the payment pieces. */
@@ -98,25 +128,46 @@ export interface PaymentsApiDeps {
 /** The patient's pages and the raw body parser of the webhook: mount with `app.use` BEFORE `express.json`. */
 export function paymentsRouter(wiring: PaymentsWiring, deps: PaymentsApiDeps): Router {
   const router = express.Router();
-  router.post(STRIPE_WEBHOOK_PATH, express.raw({ type: 'application/json', limit: '1mb' }), (_req, _res, next) => next());
+  const raw = express.raw({ type: 'application/json', limit: '1mb' });
+  router.post(STRIPE_WEBHOOK_PATH, raw, (_req, _res, next) => next());
+  router.post(STRIPE_PRACTICE_WEBHOOK_PATH.replace('{practice}', ':practice'), raw, (_req, _res, next) => next());
   router.use(payRouter({ ...deps, keys: wiring.keys, gatewayFor: wiring.gatewayFor, planTerms: wiring.planTerms }));
   return router;
 }
 
-/** `POST /webhooks/stripe` for the API's route list: the endpoint serves the wiring's webhook practice. */
+/**
+ * `POST /webhooks/stripe` (the wiring's webhook practice) and `POST /webhooks/stripe/{practice}` (each practice
+ * named in `STRIPE_WEBHOOK_SECRETS`, with its own secret) for the API's route list.
+ */
 export function paymentRoutes(wiring: PaymentsWiring, deps: PaymentsApiDeps): AnyRoute[] {
-  let practiceId: Promise<string> | undefined;
-  const resolvePractice = () => {
-    practiceId ??= new PracticeRepository(deps.db.pool).findBySlug(wiring.webhookPracticeSlug).then((p) => {
-      if (!p) {
-        practiceId = undefined;
-        throw new Error(`the webhook practice "${wiring.webhookPracticeSlug}" does not exist`);
-      }
-      return p.id;
-    });
-    return practiceId;
+  const practiceIds = new Map<string, Promise<string>>();
+  const resolvePractice = (slug: string) => {
+    let id = practiceIds.get(slug);
+    if (!id) {
+      id = new PracticeRepository(deps.db.pool).findBySlug(slug).then((p) => {
+        if (!p) {
+          practiceIds.delete(slug);
+          throw new Error(`the webhook practice "${slug}" does not exist`);
+        }
+        return p.id;
+      });
+      practiceIds.set(slug, id);
+    }
+    return id;
   };
-  const base = { db: deps.db, clock: deps.clock, cipher: deps.cipher, logger: deps.logger, secrets: wiring.webhookSecrets, ...(wiring.onWritebacksQueued ? { onWritebacksQueued: wiring.onWritebacksQueued } : {}) };
-  const route = stripeWebhookRoute({ ...base, practiceId: '' });
-  return [{ ...route, handler: async ({ req }) => processStripeWebhook({ ...base, practiceId: await resolvePractice() }, req.body, req.get('stripe-signature')) }];
+  const base = { db: deps.db, clock: deps.clock, cipher: deps.cipher, logger: deps.logger, ...(wiring.onWritebacksQueued ? { onWritebacksQueued: wiring.onWritebacksQueued } : {}) };
+  const route = stripeWebhookRoute({ ...base, secrets: wiring.webhookSecrets, practiceId: '' });
+  const perPractice = stripeWebhookRoute({ ...base, secrets: [], practiceId: '' }, STRIPE_PRACTICE_WEBHOOK_PATH);
+  return [
+    { ...route, handler: async ({ req }) => processStripeWebhook({ ...base, secrets: wiring.webhookSecrets, practiceId: await resolvePractice(wiring.webhookPracticeSlug) }, req.body, req.get('stripe-signature')) },
+    {
+      ...perPractice,
+      handler: async ({ req, params }) => {
+        const slug = params.practice!;
+        const secrets = wiring.practiceWebhookSecrets.get(slug);
+        if (!secrets) throw new ApiError(404, 'unknown_webhook_endpoint', `No Stripe webhook endpoint is configured for the practice "${slug}" (STRIPE_WEBHOOK_SECRETS).`);
+        return processStripeWebhook({ ...base, secrets, practiceId: await resolvePractice(slug) }, req.body, req.get('stripe-signature'));
+      },
+    },
+  ];
 }

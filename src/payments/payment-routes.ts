@@ -10,7 +10,7 @@
  */
 import type { Logger } from 'winston';
 import { ApiError } from '../api/problem.ts';
-import type { AnyRoute, JsonSchema } from '../api/routes.ts';
+import type { AnyRoute, JsonSchema, RouteContext } from '../api/routes.ts';
 import type { Clock } from '../domain/clock.ts';
 import { formatMoney, MoneyError, parseMoney, type Money } from '../domain/money.ts';
 import { AuditLog } from '../store/audit.ts';
@@ -22,7 +22,7 @@ import type { PaymentGateway } from './gateway.ts';
 import { payOffPlan, PayoffError } from './plan-jobs.ts';
 import { planRemainingCents } from './plan-state.ts';
 import { reconcileDay, ReconcileDateError, storedReconciliation } from './reconcile-job.ts';
-import { refundsOfPayment, RefundError, startRefund, type RefundReason, type RefundRecord } from './refund-service.ts';
+import { isIdempotencyKey, refundsOfPayment, RefundError, startRefund, type RefundReason, type RefundRecord } from './refund-service.ts';
 
 /** What the routes need. */
 export interface PaymentAdminRouteDeps {
@@ -88,7 +88,14 @@ export function planView(p: Plan) {
   };
 }
 
-const REFUND_STATUS: Record<RefundError['code'], number> = { 'not-found': 404, 'not-refundable': 409, 'invalid-amount': 422, refused: 422 };
+const REFUND_STATUS: Record<RefundError['code'], number> = { 'not-found': 404, 'not-refundable': 409, 'invalid-amount': 422, refused: 422, 'idempotency-conflict': 422 };
+
+/** The request's `Idempotency-Key`, if any. @throws ApiError 400 `invalid_idempotency_key` when malformed. */
+function idempotencyKeyOf(header: string | undefined): string | undefined {
+  if (header === undefined) return undefined;
+  if (!isIdempotencyKey(header)) throw new ApiError(400, 'invalid_idempotency_key', 'The Idempotency-Key header must be 1 to 255 visible ASCII characters (a UUID, for example).');
+  return header;
+}
 const PAYOFF_STATUS: Record<PayoffError['code'], number> = { 'not-found': 404, 'not-active': 409, 'no-saved-card': 409 };
 
 /** The staff routes for payments, plans, refunds and reconciliation. */
@@ -117,7 +124,8 @@ export function paymentAdminRoutes(deps: PaymentAdminRouteDeps): AnyRoute[] {
     {
       method: 'post',
       path: '/payments/{id}/refunds',
-      summary: 'Refund a payment (all that is left, or `amount`); the ledger and the write-back follow Stripe\'s charge.refunded webhook.',
+      summary: 'Refund a payment (all that is left, or `amount`); the ledger and the write-back follow Stripe\'s charge.refunded webhook. '
+        + 'With an `Idempotency-Key` header, the same key and body again returns the first refund (header `Idempotent-Replayed: true`) and starts no second one.',
       tag: 'payments',
       access: ['staff'],
       body: {
@@ -131,11 +139,13 @@ export function paymentAdminRoutes(deps: PaymentAdminRouteDeps): AnyRoute[] {
       responses: {
         202: { description: 'Stripe accepted the refund; the ledger changes when its webhook arrives.', schema: REFUND },
         404: { description: 'No such payment in this practice.' },
+        400: { description: 'invalid_idempotency_key: the Idempotency-Key header is not 1–255 visible ASCII characters.', contentType: 'application/problem+json' },
         409: { description: 'The payment cannot be refunded (not succeeded, or nothing left).' },
-        422: { description: 'The amount is more than is left, or Stripe refused the refund.' },
+        422: { description: 'The amount is more than is left, Stripe refused the refund, or refund_idempotency_conflict: the Idempotency-Key was used for a different request.' },
       },
-      async handler({ principal, params, body }: { principal: { practiceId: string; keyId: string } | undefined; params: Record<string, string>; body: { amount?: string; reason?: RefundReason } }) {
+      async handler({ req, res, principal, params, body }: RouteContext<{ amount?: string; reason?: RefundReason }, never>) {
         const practiceId = principal!.practiceId;
+        const idempotencyKey = idempotencyKeyOf(req.get('idempotency-key'));
         const payment = await payments.get(practiceId, params.id!);
         if (!payment) throw new ApiError(404, 'not_found', `No payment ${params.id} in this practice.`);
         let amount: Money | undefined;
@@ -150,7 +160,12 @@ export function paymentAdminRoutes(deps: PaymentAdminRouteDeps): AnyRoute[] {
         try {
           const refund = await startRefund({ db: deps.db, clock: deps.clock, gateway: gateway(practiceId) }, {
             practiceId, paymentId: payment.id, ...(amount ? { amount } : {}), ...(body?.reason ? { reason: body.reason } : {}), requestedBy: `apikey:${principal!.keyId}`,
+            ...(idempotencyKey ? { idempotencyKey } : {}),
           });
+          if (refund.replayed) {
+            res.set('Idempotent-Replayed', 'true');
+            return refundView(refund);
+          }
           await audit.append({ practiceId, actor: `apikey:${principal!.keyId}`, action: 'payment.refund', entityType: 'payment', entityId: payment.id, detail: { refundId: refund.id, amountMinor: refund.amount.amount } });
           deps.logger.info('refund started', { paymentId: payment.id, refundId: refund.id, amountMinor: refund.amount.amount });
           return refundView(refund);

@@ -1,11 +1,12 @@
 /**
  * `settle payments …`:
  *
- *   settle payments refund PAYMENT_ID [--amount 12.34] [--reason duplicate|requested_by_customer] [--practice SLUG]
+ *   settle payments refund PAYMENT_ID [--amount 12.34] [--reason duplicate|requested_by_customer] [--idempotency-key KEY] [--practice SLUG]
  *   settle payments reconcile --date YYYY-MM-DD [--practice SLUG] [--json]
  *
  * A refund goes to the configured gateway (Stripe with STRIPE_SECRET_KEY, else the sandbox); the ledger changes
- * when Stripe's `charge.refunded` webhook reaches the engine. Reconcile runs the day's reconciliation now,
+ * when Stripe's `charge.refunded` webhook reaches the engine. With `--idempotency-key`, running the same command
+ * again (after a timeout, say) reports the first refund and starts no second one. Reconcile runs the day's reconciliation now,
  * stores it (as the daily job would) and prints it; exit code 1 when it found mismatches.
  */
 import { Command } from 'commander';
@@ -17,7 +18,7 @@ import { PaymentRepository } from '../store/payments.ts';
 import type { PaymentGateway } from './gateway.ts';
 import { DEFAULT_PAY_BASE_URL } from './pay-link-service.ts';
 import { reconcileDay, ReconcileDateError, type DailyReconciliation } from './reconcile-job.ts';
-import { RefundError, startRefund, type RefundReason } from './refund-service.ts';
+import { isIdempotencyKey, RefundError, startRefund, type RefundReason } from './refund-service.ts';
 import { SandboxGateway } from './sandbox-gateway.ts';
 import { StripeGateway } from './stripe-gateway.ts';
 
@@ -59,13 +60,15 @@ export function paymentsCommand(deps: PaymentsCommandDependencies): Command {
     .argument('<paymentId>', 'the payment id (as GET /payments/{id} shows it)')
     .option('--amount <amount>', 'how much, in the payment\'s currency, e.g. 12.34')
     .option('--reason <reason>', 'duplicate or requested_by_customer')
+    .option('--idempotency-key <key>', 'the same key again reports the first refund instead of starting another (1–255 visible ASCII characters)')
     .option('--practice <slug>', 'the practice (default: default)')
-    .action(async (paymentId: string, options: { amount?: string; reason?: string; practice?: string }) => {
+    .action(async (paymentId: string, options: { amount?: string; reason?: string; idempotencyKey?: string; practice?: string }) => {
       if (!UUID.test(paymentId)) throw deps.exitError(2, `"${paymentId}" is not a payment id (a uuid, as GET /payments/{id} shows it)`);
       if (options.reason !== undefined && options.reason !== 'duplicate' && options.reason !== 'requested_by_customer') {
         throw deps.exitError(2, `--reason must be duplicate or requested_by_customer, not "${options.reason}"`);
       }
       if (options.amount !== undefined && !/^\d+(\.\d{1,2})?$/.test(options.amount)) throw deps.exitError(2, `--amount must look like 12.34, not "${options.amount}"`);
+      if (options.idempotencyKey !== undefined && !isIdempotencyKey(options.idempotencyKey)) throw deps.exitError(2, '--idempotency-key must be 1 to 255 visible ASCII characters');
       await deps.withDatabase(async (db, settings) => {
         const practice = await deps.practiceFor(db, options.practice);
         const payment = await new PaymentRepository(db.pool, systemClock).get(practice.id, paymentId);
@@ -80,7 +83,9 @@ export function paymentsCommand(deps: PaymentsCommandDependencies): Command {
         try {
           const refund = await startRefund({ db, clock: systemClock, gateway: gatewayFrom(db, settings, practice.id) }, {
             practiceId: practice.id, paymentId, ...(amount ? { amount } : {}), ...(options.reason ? { reason: options.reason as RefundReason } : {}), requestedBy: 'cli',
+            ...(options.idempotencyKey !== undefined ? { idempotencyKey: options.idempotencyKey } : {}),
           });
+          if (refund.replayed) deps.out('Already requested with this idempotency key: nothing new was started.\n');
           deps.out(`Refund ${refund.id} of ${formatMoney(refund.amount)} ${refund.amount.currency}: ${refund.status} (Stripe ${refund.stripeRefundId}). The ledger changes when the webhook arrives.\n`);
         } catch (error) {
           if (error instanceof RefundError) throw deps.exitError(1, error.message);

@@ -3,7 +3,14 @@
  * recorded, sent to the gateway with `refundParams` (idempotency key `settle-refund-<refund id>`), and the
  * Stripe refund id kept for reconciliation. The ledger does NOT change here: it changes when Stripe's
  * `charge.refunded` webhook arrives (once, however often it is delivered), like every movement of money.
+ *
+ * A request may carry the client's idempotency key (the API's `Idempotency-Key` header, the CLI's
+ * `--idempotency-key`): the key is stored with the request and what it asked (payment, amount, reason), so the
+ * same key again returns the first request's record (`replayed`) and starts no second refund, whatever happened
+ * to the payment since; the same key with a different request is refused (`idempotency-conflict`). A request
+ * still in flight (or interrupted before Stripe answered) is returned as it stands, `requested`.
  */
+import { createHash } from 'node:crypto';
 import type { Clock } from '../domain/clock.ts';
 import type { Money } from '../domain/money.ts';
 import type { Database, Queryable } from '../store/database.ts';
@@ -13,7 +20,7 @@ import type { PaymentGateway } from './gateway.ts';
 
 /** Why a refund cannot be started. */
 export class RefundError extends Error {
-  readonly code: 'not-found' | 'not-refundable' | 'invalid-amount' | 'refused';
+  readonly code: 'not-found' | 'not-refundable' | 'invalid-amount' | 'refused' | 'idempotency-conflict';
   constructor(code: RefundError['code'], message: string) {
     super(message);
     this.name = 'RefundError';
@@ -36,9 +43,14 @@ export interface RefundRecord {
   createdAt: Date;
 }
 
+/** What {@link startRefund} returns: the refund request, and whether it is an earlier one replayed by its idempotency key. */
+export interface StartedRefund extends RefundRecord {
+  replayed: boolean;
+}
+
 interface RefundRow {
   id: string; payment_id: string; amount_minor: string; currency: string; reason: RefundReason | null; requested_by: string;
-  stripe_refund_id: string | null; status: string; created_at: Date;
+  stripe_refund_id: string | null; status: string; created_at: Date; request_hash?: string | null;
 }
 
 const toRecord = (r: RefundRow): RefundRecord => ({
@@ -61,17 +73,49 @@ export async function refundsBetween(db: Queryable, practiceId: string, from: Da
   return rows.map(toRecord);
 }
 
+/** Whether a client idempotency key is acceptable: 1–255 visible ASCII characters (a UUID is the usual choice). */
+export function isIdempotencyKey(key: string): boolean {
+  return /^[\x21-\x7e]{1,255}$/.test(key);
+}
+
+/** The fingerprint of what a refund request asked, compared when its idempotency key comes again. */
+function requestHash(input: { paymentId: string; amount?: Money; reason?: RefundReason }): string {
+  const asked = [input.paymentId.toLowerCase(), input.amount?.amount ?? null, input.amount?.currency ?? null, input.reason ?? null];
+  return createHash('sha256').update(JSON.stringify(asked)).digest('hex');
+}
+
+/** The request an idempotency key already started, as {@link startRefund} answers a replay; undefined when none. */
+async function replay(db: Queryable, practiceId: string, key: string, hash: string): Promise<StartedRefund | undefined> {
+  const { rows } = await db.query<RefundRow>(`SELECT ${COLUMNS}, request_hash FROM payment_refunds WHERE practice_id = $1 AND idempotency_key = $2`, [practiceId, key]);
+  const row = rows[0];
+  if (!row) return undefined;
+  if (row.request_hash !== hash) {
+    throw new RefundError('idempotency-conflict', `the Idempotency-Key was already used for a different refund request (refund ${row.id}): use a new key for a new request`);
+  }
+  if (row.status === 'failed') throw new RefundError('refused', `refund ${row.id}, the first request with this Idempotency-Key, was refused`);
+  return { ...toRecord(row), replayed: true };
+}
+
 /**
  * Asks the gateway to refund (part of) a succeeded payment.
  * @param input.amount - omitted: everything not yet refunded.
+ * @param input.idempotencyKey - the client's key: the same key and request again returns the first record
+ *   (`replayed: true`) without a second refund.
  * @throws RefundError: `not-found` (no such payment in the practice), `not-refundable` (not succeeded, nothing
  *   left, or never reached Stripe), `invalid-amount` (wrong currency, zero, or more than is left), `refused`
- *   (the gateway said no: its message).
+ *   (the gateway said no: its message; also a replay of a refused request), `idempotency-conflict` (the key
+ *   was used for a different request).
  */
 export async function startRefund(
   deps: { db: Database; clock: Clock; gateway: PaymentGateway },
-  input: { practiceId: string; paymentId: string; amount?: Money; reason?: RefundReason; requestedBy: string },
-): Promise<RefundRecord> {
+  input: { practiceId: string; paymentId: string; amount?: Money; reason?: RefundReason; requestedBy: string; idempotencyKey?: string },
+): Promise<StartedRefund> {
+  const key = input.idempotencyKey;
+  const hash = requestHash(input);
+  if (key !== undefined) {
+    const earlier = await replay(deps.db.pool, input.practiceId, key, hash);
+    if (earlier) return earlier;
+  }
   const payment = await new PaymentRepository(deps.db.pool, deps.clock).get(input.practiceId, input.paymentId);
   if (!payment) throw new RefundError('not-found', `no payment ${input.paymentId} in this practice`);
   if (payment.status !== 'succeeded' && payment.status !== 'partially_refunded') throw new RefundError('not-refundable', `payment ${payment.id} is ${payment.status}: only succeeded payments are refunded`);
@@ -84,11 +128,14 @@ export async function startRefund(
   if (amount.amount > left) throw new RefundError('invalid-amount', `the refund of ${amount.amount} minor units is more than the ${left} left on payment ${payment.id}`);
   const now = deps.clock.now();
   const { rows } = await deps.db.pool.query<RefundRow>(
-    `INSERT INTO payment_refunds (practice_id, payment_id, amount_minor, currency, reason, requested_by, created_at, updated_at)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $7) RETURNING ${COLUMNS}`,
-    [input.practiceId, payment.id, amount.amount, amount.currency, input.reason ?? null, input.requestedBy, now],
+    `INSERT INTO payment_refunds (practice_id, payment_id, amount_minor, currency, reason, requested_by, idempotency_key, request_hash, created_at, updated_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)
+     ON CONFLICT (practice_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING ${COLUMNS}`,
+    [input.practiceId, payment.id, amount.amount, amount.currency, input.reason ?? null, input.requestedBy, key ?? null, key === undefined ? null : hash, now],
   );
-  const record = toRecord(rows[0]!);
+  // Another request with the same key got in first (concurrently): answer as its replay.
+  if (!rows[0]) return (await replay(deps.db.pool, input.practiceId, key!, hash))!;
+  const record = toRecord(rows[0]);
   const request = refundParams({
     refundId: record.id, paymentIntent: payment.stripe.paymentIntent,
     ...(input.amount ? { amount } : {}), ...(input.reason ? { reason: input.reason } : {}),
@@ -109,5 +156,5 @@ export async function startRefund(
     throw error;
   }
   await update(refund.status, refund.id);
-  return { ...record, stripeRefundId: refund.id, status: refund.status };
+  return { ...record, stripeRefundId: refund.id, status: refund.status, replayed: false };
 }

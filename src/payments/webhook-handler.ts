@@ -12,6 +12,13 @@
  * The event, the payment, its ledger entries and its outbox row commit together or not at all, so the webhook
  * route answers 2xx only after everything is durable and Stripe's retries change nothing.
  *
+ * On the embedded database every statement is a round trip through one single-threaded session, so the handler
+ * keeps them few (and simple: on PGlite a statement's planning costs as much as its round trip, so a duplicate's
+ * one INSERT is not merged into the payment lookup): the payment is looked up once, the payment's change and its
+ * write-back ride on the statement that marks the event processed (`finishEvent`), a balance is read in one
+ * statement, and a change that would change nothing (the second event of a payment carrying the ids already
+ * recorded) is not sent.
+ *
  * Ledger entries are keyed like any other source record (connector `settle`): resource type `Payment` with
  * source id `<payment id>/<balance id>`, `Refund` with `<payment id>/<balance id>/<cumulative refunded>`,
  * `DisputeReversal` with `<payment id>/<balance id>/<dispute id>`, each version `1`, so even a second handling
@@ -26,7 +33,9 @@ import { allocatePayment, allocationOrder, type AllocatableBalance } from '../do
 import { AuditLog } from '../store/audit.ts';
 import { withTransaction, type Database, type Queryable } from '../store/database.ts';
 import { LedgerRepository, type Balance } from '../store/ledger.ts';
-import { isUuid, PaymentRepository, type Payment, type PaymentAllocation, type PaymentStatus, type StripeIds } from '../store/payments.ts';
+import {
+  isUuid, PaymentRepository, type NewWriteback, type Payment, type PaymentAllocation, type PaymentChange, type PaymentLookup, type PaymentStatus, type StripeIds,
+} from '../store/payments.ts';
 import { PhiCipher } from '../store/phi-crypto.ts';
 import { applyPlanCheckout, type PlanCheckoutOutcome } from './plan-service.ts';
 import { commandForEvent, type StripeEventCommand } from './stripe-events.ts';
@@ -130,10 +139,12 @@ export async function handleStripeEvent(deps: StripeEventHandlerDeps, event: Str
     if (!(await payments.recordEvent(deps.practiceId, ref))) {
       return { outcome: 'duplicate', eventId: event.id, type: event.type, ledgerEntries: 0, writebacks: [], balanceIds: [] } satisfies HandleResult;
     }
+    const lookup = lookupOf(command);
+    const payment = lookup && (await payments.findForUpdate(deps.practiceId, lookup));
     const ledger = new LedgerRepository(tx, deps.cipher ?? unusedCipher(), deps.clock);
-    const applied = await apply(deps, payments, ledger, command, tx);
+    const { effects, ...applied } = await apply(deps, ledger, command, tx, payment);
     const done: HandleResult = { eventId: event.id, type: event.type, ledgerEntries: 0, writebacks: [], balanceIds: [], ...applied };
-    await payments.finishEvent(deps.practiceId, ref, done.outcome);
+    await payments.finishEvent(deps.practiceId, ref, done.outcome, effects);
     // Money moving (or failing to) is audited with what it changed, in the same transaction.
     if (AUDITED_OUTCOMES.has(done.outcome)) {
       await new AuditLog(deps.db, deps.clock).append({
@@ -154,9 +165,42 @@ export async function handleStripeEvent(deps: StripeEventHandlerDeps, event: Str
 /** Outcomes that moved money or put a balance on hold: each is an audit event. */
 const AUDITED_OUTCOMES: ReadonlySet<HandleOutcome> = new Set(['payment-posted', 'payment-failed', 'refund-posted', 'dispute-opened', 'dispute-won', 'dispute-lost']);
 
-type Applied = Partial<HandleResult> & { outcome: HandleOutcome };
+/** What handling writes last, in the statement that marks the event processed (`finishEvent`). */
+interface Effects {
+  payment?: { id: string; change: PaymentChange };
+  writebacks?: NewWriteback[];
+}
 
-async function apply(deps: StripeEventHandlerDeps, payments: PaymentRepository, ledger: LedgerRepository, command: StripeEventCommand, tx: Queryable): Promise<Applied> {
+type Applied = Partial<HandleResult> & { outcome: HandleOutcome; effects?: Effects };
+
+/** The payment an event refers to (looked up and locked once the event id is claimed); none for events that name none. */
+function lookupOf(command: StripeEventCommand): PaymentLookup | undefined {
+  switch (command.kind) {
+    case 'ignored':
+    case 'checkout-expired':
+      return undefined;
+    case 'checkout-completed':
+    case 'payment-succeeded':
+    case 'payment-failed':
+      return { ...optional('paymentId', command.refs.paymentId), ...optional('paymentIntent', command.paymentIntent) };
+    case 'refunded':
+      return { ...optional('paymentId', command.refs.paymentId), ...optional('paymentIntent', command.paymentIntent), charge: command.charge };
+    case 'dispute-opened':
+    case 'dispute-closed':
+      return { ...optional('paymentIntent', command.paymentIntent), charge: command.charge };
+  }
+}
+
+const optional = <K extends string>(key: K, value: string | undefined) => (value ? { [key]: value } as Record<K, string> : {});
+
+/** Recording Stripe ids on a payment, unless it already carries exactly these (a change that changes nothing is not sent). */
+function recordIds(payment: Payment, ids: StripeIds): Effects {
+  const stored: Record<keyof StripeIds, string | null> = payment.stripe;
+  const changes = (Object.keys(ids) as (keyof StripeIds)[]).some((key) => ids[key] !== undefined && ids[key] !== stored[key]);
+  return changes ? { payment: { id: payment.id, change: { stripe: ids } } } : {};
+}
+
+async function apply(deps: StripeEventHandlerDeps, ledger: LedgerRepository, command: StripeEventCommand, tx: Queryable, payment: Payment | undefined): Promise<Applied> {
   const practiceId = deps.practiceId;
   switch (command.kind) {
     case 'ignored':
@@ -164,16 +208,12 @@ async function apply(deps: StripeEventHandlerDeps, payments: PaymentRepository, 
       return { outcome: command.kind === 'ignored' ? 'ignored' : 'noop' };
     case 'checkout-completed':
     case 'payment-succeeded': {
+      if (!payment) return { outcome: 'unknown-payment' };
       if (command.kind === 'checkout-completed' && !command.paid) {
         // An async payment method: the money has not moved yet; `async_payment_succeeded` follows.
-        const payment = await payments.findForUpdate(practiceId, { paymentId: command.refs.paymentId, paymentIntent: command.paymentIntent });
-        if (!payment) return { outcome: 'unknown-payment' };
-        await payments.update(practiceId, payment.id, { stripe: stripeIds(command) });
-        return { outcome: 'noop', paymentId: payment.id };
+        return { outcome: 'noop', paymentId: payment.id, effects: recordIds(payment, stripeIds(command)) };
       }
-      const payment = await payments.findForUpdate(practiceId, { paymentId: command.refs.paymentId, paymentIntent: command.paymentIntent });
-      if (!payment) return { outcome: 'unknown-payment' };
-      const posted = await postPayment(practiceId, payments, ledger, payment, command.amount ?? payment.amount, stripeIds(command));
+      const posted = await postPayment(practiceId, ledger, payment, command.amount ?? payment.amount, stripeIds(command));
       // A plan's first installment (or its early payoff) paid through Checkout: installments carry their number
       // and are recorded by the sweep that charged them, from Stripe's synchronous answer.
       if (command.refs.planId && command.refs.installment === undefined && isUuid(command.refs.planId) && (posted.outcome === 'payment-posted' || posted.outcome === 'payment-already-posted')) {
@@ -187,17 +227,12 @@ async function apply(deps: StripeEventHandlerDeps, payments: PaymentRepository, 
       return posted;
     }
     case 'payment-failed': {
-      const payment = await payments.findForUpdate(practiceId, { paymentId: command.refs.paymentId, paymentIntent: command.paymentIntent });
       if (!payment) return { outcome: 'unknown-payment' };
-      if (payment.status !== 'pending') {
-        await payments.update(practiceId, payment.id, { stripe: { paymentIntent: command.paymentIntent } });
-        return { outcome: 'noop', paymentId: payment.id };
-      }
-      await payments.update(practiceId, payment.id, { status: 'failed', failureCode: command.code ?? null, stripe: { paymentIntent: command.paymentIntent } });
-      return { outcome: 'payment-failed', paymentId: payment.id };
+      if (payment.status !== 'pending') return { outcome: 'noop', paymentId: payment.id, effects: recordIds(payment, { paymentIntent: command.paymentIntent }) };
+      const change: PaymentChange = { status: 'failed', failureCode: command.code ?? null, stripe: { paymentIntent: command.paymentIntent } };
+      return { outcome: 'payment-failed', paymentId: payment.id, effects: { payment: { id: payment.id, change } } };
     }
     case 'refunded': {
-      const payment = await payments.findForUpdate(practiceId, { paymentId: command.refs.paymentId, paymentIntent: command.paymentIntent, charge: command.charge });
       if (!payment) return { outcome: 'unknown-payment' };
       if (command.amountRefunded.currency !== payment.amount.currency) return { outcome: 'currency-mismatch', paymentId: payment.id };
       const cumulative = command.amountRefunded.amount;
@@ -207,32 +242,30 @@ async function apply(deps: StripeEventHandlerDeps, payments: PaymentRepository, 
       const split = returnSplit(payment.allocations, payment.refundedMinor + payment.reversedMinor, delta);
       const posted = await postReturn(practiceId, ledger, 'Refund', payment.id, String(cumulative), split, payment.amount.currency, 'Card refund');
       const refundedMinor = payment.refundedMinor + delta;
-      await payments.update(practiceId, payment.id, {
-        refundedMinor,
-        status: payment.status === 'disputed' ? 'disputed' : settledStatus(payment, refundedMinor),
-        stripe: { charge: command.charge },
-      });
+      const change: PaymentChange = { refundedMinor, status: payment.status === 'disputed' ? 'disputed' : settledStatus(payment, refundedMinor), stripe: { charge: command.charge } };
       const writebackId = `refund-${payment.id}-${cumulative}`;
-      await payments.enqueueWriteback({ practiceId, paymentId: payment.id, kind: 'refund', writebackId, amount: { amount: delta, currency: payment.amount.currency }, allocations: split });
-      return { outcome: 'refund-posted', paymentId: payment.id, ledgerEntries: posted.entries, balanceIds: posted.balanceIds, writebacks: [writebackId], allocations: split };
+      const writeback: NewWriteback = { practiceId, paymentId: payment.id, kind: 'refund', writebackId, amount: { amount: delta, currency: payment.amount.currency }, allocations: split };
+      return {
+        outcome: 'refund-posted', paymentId: payment.id, ledgerEntries: posted.entries, balanceIds: posted.balanceIds, writebacks: [writebackId], allocations: split,
+        effects: { payment: { id: payment.id, change }, writebacks: [writeback] },
+      };
     }
     case 'dispute-opened': {
-      const payment = await payments.findForUpdate(practiceId, { paymentIntent: command.paymentIntent, charge: command.charge });
       if (!payment) return { outcome: 'unknown-payment' };
-      await payments.update(practiceId, payment.id, { status: 'disputed', stripe: { dispute: command.dispute, charge: command.charge } });
+      const effects: Effects = { payment: { id: payment.id, change: { status: 'disputed', stripe: { dispute: command.dispute, charge: command.charge } } } };
       const balanceIds: string[] = [];
       for (const { balanceId } of payment.allocations) {
         await ledger.setStatus(balanceId, { status: 'disputed', actor: STRIPE_ACTOR, note: `Stripe dispute ${command.dispute} on payment ${payment.id}` });
         balanceIds.push(balanceId);
       }
-      return { outcome: 'dispute-opened', paymentId: payment.id, balanceIds };
+      return { outcome: 'dispute-opened', paymentId: payment.id, balanceIds, effects };
     }
     case 'dispute-closed': {
-      const payment = await payments.findForUpdate(practiceId, { paymentIntent: command.paymentIntent, charge: command.charge });
       if (!payment) return { outcome: 'unknown-payment' };
       const lost = command.status === 'lost';
       let posted = { entries: 0, balanceIds: [] as string[] };
       const writebacks: string[] = [];
+      const queued: NewWriteback[] = [];
       let split: PaymentAllocation[] = [];
       let reversedMinor = payment.reversedMinor;
       if (lost) {
@@ -243,12 +276,12 @@ async function apply(deps: StripeEventHandlerDeps, payments: PaymentRepository, 
           posted = await postReturn(practiceId, ledger, 'DisputeReversal', payment.id, command.dispute, split, payment.amount.currency, 'Card dispute lost');
           reversedMinor += delta;
           const writebackId = `reversal-${payment.id}-${command.dispute}`;
-          await payments.enqueueWriteback({ practiceId, paymentId: payment.id, kind: 'reversal', writebackId, amount: { amount: delta, currency: payment.amount.currency }, allocations: split });
+          queued.push({ practiceId, paymentId: payment.id, kind: 'reversal', writebackId, amount: { amount: delta, currency: payment.amount.currency }, allocations: split });
           writebacks.push(writebackId);
         }
       }
       // Lost: the payment stays `disputed` (its money went back); won or closed with a warning: as before.
-      await payments.update(practiceId, payment.id, { reversedMinor, status: lost ? 'disputed' : settledStatus(payment, payment.refundedMinor) });
+      const change: PaymentChange = { reversedMinor, status: lost ? 'disputed' : settledStatus(payment, payment.refundedMinor) };
       const touched = new Set(posted.balanceIds);
       for (const { balanceId } of payment.allocations) {
         const balance = await ledger.getBalance(balanceId);
@@ -259,6 +292,7 @@ async function apply(deps: StripeEventHandlerDeps, payments: PaymentRepository, 
       return {
         outcome: lost ? 'dispute-lost' : 'dispute-won', paymentId: payment.id, ledgerEntries: posted.entries, writebacks, balanceIds: [...touched],
         ...(lost ? { allocations: split } : {}),
+        effects: { payment: { id: payment.id, change }, writebacks: queued },
       };
     }
   }
@@ -274,10 +308,9 @@ function stripeIds(command: Extract<StripeEventCommand, { kind: 'checkout-comple
 }
 
 /** Marks a payment succeeded, posts it to its balances and queues its write-back (once per payment). */
-async function postPayment(practiceId: string, payments: PaymentRepository, ledger: LedgerRepository, payment: Payment, amount: Money, ids: StripeIds): Promise<Applied> {
+async function postPayment(practiceId: string, ledger: LedgerRepository, payment: Payment, amount: Money, ids: StripeIds): Promise<Applied> {
   if (payment.status !== 'pending' && payment.status !== 'failed') {
-    await payments.update(practiceId, payment.id, { stripe: ids });
-    return { outcome: 'payment-already-posted', paymentId: payment.id };
+    return { outcome: 'payment-already-posted', paymentId: payment.id, effects: recordIds(payment, ids) };
   }
   if (amount.currency !== payment.amount.currency) return { outcome: 'currency-mismatch', paymentId: payment.id };
   const balances: Balance[] = [];
@@ -300,10 +333,14 @@ async function postPayment(practiceId: string, payments: PaymentRepository, ledg
     );
     entries += result.posted + result.reversed;
   }
-  await payments.update(practiceId, payment.id, { status: 'succeeded', allocations, amount, stripe: ids, failureCode: null, succeeded: true });
   const writebackId = `payment-${payment.id}`;
-  await payments.enqueueWriteback({ practiceId, paymentId: payment.id, kind: 'payment', writebackId, amount, allocations });
-  return { outcome: 'payment-posted', paymentId: payment.id, ledgerEntries: entries, balanceIds: allocations.map((a) => a.balanceId), writebacks: [writebackId], allocations };
+  return {
+    outcome: 'payment-posted', paymentId: payment.id, ledgerEntries: entries, balanceIds: allocations.map((a) => a.balanceId), writebacks: [writebackId], allocations,
+    effects: {
+      payment: { id: payment.id, change: { status: 'succeeded', allocations, amount, stripe: ids, failureCode: null, succeeded: true } },
+      writebacks: [{ practiceId, paymentId: payment.id, kind: 'payment', writebackId, amount, allocations }],
+    },
+  };
 }
 
 /**

@@ -19,6 +19,8 @@ import { verifyStripeWebhook, WebhookVerificationError } from './stripe-webhook.
 import { handleStripeEvent, type HandleResult, type StripeEventHandlerDeps } from './webhook-handler.ts';
 
 export const STRIPE_WEBHOOK_PATH = '/webhooks/stripe';
+/** The webhook endpoint of one practice's Stripe account (its slug), verified with that practice's secret. */
+export const STRIPE_PRACTICE_WEBHOOK_PATH = '/webhooks/stripe/{practice}';
 
 export interface StripeWebhookRouteDeps extends StripeEventHandlerDeps {
   /** The endpoint signing secret(s), `whsec_…` (old and new during rotation; the sandbox secret in sandbox mode). */
@@ -81,18 +83,25 @@ const ACK_SCHEMA = {
   properties: { received: { const: true }, eventId: { type: 'string' }, outcome: { type: 'string' }, duplicate: { type: 'boolean' } },
 };
 
-/** The route declaration for `mountRoutes` (public: a signed webhook carries no API key; no JSON body schema). */
-export function stripeWebhookRoute(deps: StripeWebhookRouteDeps): RouteSpec {
+/**
+ * The route declaration for `mountRoutes` (public: a signed webhook carries no API key; no JSON body schema).
+ * @param path - {@link STRIPE_WEBHOOK_PATH}, or {@link STRIPE_PRACTICE_WEBHOOK_PATH} (the caller's handler picks the practice).
+ */
+export function stripeWebhookRoute(deps: StripeWebhookRouteDeps, path: typeof STRIPE_WEBHOOK_PATH | typeof STRIPE_PRACTICE_WEBHOOK_PATH = STRIPE_WEBHOOK_PATH): RouteSpec {
+  const responses: RouteSpec['responses'] = {
+    200: { description: 'The event is committed (or was already handled).', schema: ACK_SCHEMA },
+    400: { description: 'invalid_signature, stale_signature, invalid_payload or invalid_event: nothing stored.', contentType: 'application/problem+json' },
+  };
+  if (path === STRIPE_PRACTICE_WEBHOOK_PATH) responses[404] = { description: 'unknown_webhook_endpoint: no secret is configured for this practice.', contentType: 'application/problem+json' };
   return {
     method: 'post',
-    path: STRIPE_WEBHOOK_PATH,
-    summary: 'Stripe webhook: verified over the raw body, handled once per event id, committed before the 200',
+    path,
+    summary: path === STRIPE_WEBHOOK_PATH
+      ? 'Stripe webhook: verified over the raw body, handled once per event id, committed before the 200'
+      : 'Stripe webhook of one practice\'s Stripe account (its slug, its signing secret from STRIPE_WEBHOOK_SECRETS): verified over the raw body, handled once per event id, committed before the 200',
     tag: 'payments',
     access: 'public',
-    responses: {
-      200: { description: 'The event is committed (or was already handled).', schema: ACK_SCHEMA },
-      400: { description: 'invalid_signature, stale_signature, invalid_payload or invalid_event: nothing stored.', contentType: 'application/problem+json' },
-    },
+    responses,
     handler: ({ req }) => processStripeWebhook(deps, req.body, req.get('stripe-signature')),
   };
 }

@@ -7,7 +7,8 @@
  * - FHIR resources are validated (Medplum + HL7's fhir.schema.json) and sent with a conditional create,
  *   `If-None-Exist: identifier=<system>|<write-back id>`, so a redelivery after a lost answer finds the resource
  *   already there and creates nothing; HL7 DFT^P03 goes through the connector's MLLP sender with
- *   MSH-10 = the write-back id and is done only on AA (AE/AR: failed with the peer's reason);
+ *   MSH-10 = the write-back's stored control id (20 characters at most, the same on every retry; the ACK is
+ *   matched to it by MSA-2) and is done only on AA (AE/AR: failed with the peer's reason);
  * - a failed attempt is tried again after exponential backoff with jitter; after the connector's `maxAttempts`
  *   the row is dead-lettered and a `writeback-failed` staff task opened in the same transaction; a rendering or
  *   validation failure is dead at once (trying again cannot help); staff replay it from the API or CLI;

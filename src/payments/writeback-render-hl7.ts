@@ -1,13 +1,15 @@
 /**
  * The HL7 v2.5.1 DFT^P03 Settle sends a practice-management system for a payment, refund or lost dispute:
  *
- *   MSH|^~\&|SETTLE|<facility>|<receiver>|<facility>|<now>||DFT^P03^DFT_P03|<write-back id>|P|2.5.1|||||||UNICODE UTF-8
+ *   MSH|^~\&|SETTLE|<facility>|<receiver>|<facility>|<now>||DFT^P03^DFT_P03|<control id>|P|2.5.1|||||||UNICODE UTF-8
  *   EVN|P03|<now>
  *   PID|1||<patient id>^^^^MR|||||||||||||||<account number>
- *   FT1|1|<write-back id>-1||<date>|<date>|PY|PATPAY^Patient payment|Patient card payment||1|-150.00&USD
+ *   FT1|1|<control id>-1||<date>|<date>|PY|PATPAY^Patient payment|Patient card payment||1|-150.00&USD
  *
- * - one message per account the write-back pays (PID-18 names one account); with one account (the usual case)
- *   MSH-10 is the write-back id itself, with several `<write-back id>-<n>`; the receiver de-duplicates by it;
+ * - one message per account the write-back pays (PID-18 names one account); MSH-10 (ST, at most 20 characters
+ *   in v2.3–2.5) is the write-back's stored 16-character control id (`hl7ControlId`: the same on every retry, so
+ *   the receiver de-duplicates by it and the ACK's MSA-2 is matched against it), with several accounts
+ *   `<control id>-<n>`;
  * - one FT1 per balance of that account: FT1-6 `PY`, FT1-11 the amount as `amount&currency`, negative for a
  *   payment (it lowers what the patient owes) and positive for a refund or reversal (the opposite sign);
  * - every value is escaped (`\F\`, `\S\`, `\T\`, `\R\`, `\E\`), so a `|` or `^` in an identifier cannot
@@ -43,6 +45,9 @@ const DESCRIPTION: Record<WritebackKind, string> = {
 
 const e = (value: string) => escapeHl7(value);
 
+/** MSH-10 is ST of at most 20 characters in HL7 v2.3–2.5. */
+export const MAX_CONTROL_ID = 20;
+
 /** HL7 DT (YYYYMMDD) of an instant, in UTC. */
 const hl7Date = (date: Date) => date.toISOString().slice(0, 10).replaceAll('-', '');
 
@@ -65,7 +70,8 @@ export function renderDftP03(doc: WritebackDocument, options: DftOptions, now: D
   const posted = hl7Date(row.createdAt);
   const all = [...groups.values()];
   return all.map((group, index) => {
-    const controlId = all.length === 1 ? row.writebackId : `${row.writebackId}-${index + 1}`;
+    const controlId = all.length === 1 ? row.controlId : `${row.controlId}-${index + 1}`;
+    if (controlId.length > MAX_CONTROL_ID) throw new RangeError(`write-back ${row.writebackId} pays ${all.length} accounts: MSH-10 ${controlId} is over ${MAX_CONTROL_ID} characters`);
     const msh = ['MSH', '^~\\&', e(options.sendingApplication), e(options.sendingFacility), e(options.receivingApplication), e(options.receivingFacility),
       stamp, '', 'DFT^P03^DFT_P03', e(controlId), 'P', '2.5.1', '', '', '', '', '', 'UNICODE UTF-8'];
     const pid = ['PID', '1', '', group.patient ? `${e(group.patient)}^^^^MR` : '', '', '', '', '', '', '', '', '', '', '', '', '', '', '', e(group.account)];

@@ -30,7 +30,8 @@ const STATUSES = ['pending', 'delivered', 'failed', 'dead'] as const;
 const WRITEBACK_SCHEMA: JsonSchema = {
   type: 'object',
   properties: {
-    id: { type: 'string', format: 'uuid' }, writebackId: { type: 'string' }, paymentId: { type: 'string', format: 'uuid' },
+    id: { type: 'string', format: 'uuid' }, writebackId: { type: 'string' }, controlId: { type: 'string', maxLength: 16, description: 'The HL7 MSH-10 it is sent with' },
+    paymentId: { type: 'string', format: 'uuid' },
     kind: { enum: ['payment', 'refund', 'reversal'] }, amountMinor: { type: 'integer' }, currency: { type: 'string' },
     allocations: { type: 'array', items: { type: 'object', properties: { balanceId: { type: 'string' }, amountMinor: { type: 'integer' } } } },
     status: { enum: [...STATUSES] }, attempts: { type: 'integer' }, nextAttemptAt: { type: 'string', format: 'date-time' },
@@ -42,7 +43,7 @@ const WRITEBACK_SCHEMA: JsonSchema = {
 /** A write-back as the API shows it (amounts in minor units). */
 export function writebackView(row: WritebackRow) {
   return {
-    id: row.id, writebackId: row.writebackId, paymentId: row.paymentId, kind: row.kind, amountMinor: row.amount.amount, currency: row.amount.currency,
+    id: row.id, writebackId: row.writebackId, controlId: row.controlId, paymentId: row.paymentId, kind: row.kind, amountMinor: row.amount.amount, currency: row.amount.currency,
     allocations: row.allocations, status: row.status, attempts: row.attempts, nextAttemptAt: row.nextAttemptAt.toISOString(),
     lastAttemptAt: row.lastAttemptAt?.toISOString() ?? null, lastError: row.lastError, target: row.target,
     deliveredAt: row.deliveredAt?.toISOString() ?? null, deliveredRef: row.deliveredRef, createdAt: row.createdAt.toISOString(),

@@ -1,6 +1,7 @@
 /**
  * Every stage's jobs, registered in one place. Each job is a thin call into its stage.
  */
+import { ANALYTICS_REFRESH_INTERVAL, ANALYTICS_REFRESH_JOB, analyticsRefreshJob } from '../analytics/job.ts';
 import { fhirSyncJob } from '../connectors/fhir/run-sync.ts';
 import { HL7_RETENTION_JOB, hl7RetentionJob } from '../connectors/hl7v2/admin.ts';
 import type { DataFile } from '../config/data-files.ts';
@@ -80,6 +81,7 @@ export function registerStageJobs(registry: JobRegistry, deps: JobDependencies):
   }));
   registry.register(printBatchJob(deps));
   registry.register(writebackDeliverJob(deps));
+  registry.register(analyticsRefreshJob(deps));
   if (deps.payments) {
     const { gatewayFor, keys } = deps.payments;
     registry.register(planInstallmentsJob({
@@ -132,4 +134,6 @@ export async function scheduleRecurringJobs(scheduler: Scheduler): Promise<void>
   await scheduler.every(PLAN_SWEEP_INTERVAL, PLAN_JOBS.chargeDue, {});
   // Yesterday's payments, refunds and write-backs against Stripe's balance transactions.
   await scheduler.every('1 day', RECONCILE_JOB, {});
+  // The analytics rollup the measures read: what was posted since shows within minutes (and on demand).
+  await scheduler.every(ANALYTICS_REFRESH_INTERVAL, ANALYTICS_REFRESH_JOB, {});
 }

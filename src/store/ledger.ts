@@ -131,7 +131,8 @@ const ENC_COLUMNS: Record<ContactField, string> = {
 
 type OwnerType = 'patient' | 'guarantor';
 
-function toSafe(value: string | number): number {
+/** A bigint column's text as a safe integer. @throws LedgerError (`invalid-line`) beyond the safe integer range. */
+export function toSafe(value: string | number): number {
   const n = Number(value);
   if (!Number.isSafeInteger(n)) throw new LedgerError('invalid-line', `amount ${value} is beyond the safe integer range`);
   return n;
@@ -202,40 +203,60 @@ export class LedgerRepository {
   }
 
   async #writeContact(owner: OwnerType, practiceId: string, id: string, contact: PersonContact): Promise<void> {
+    await this.writeContacts(owner, practiceId, [{ id, contact }]);
+  }
+
+  /**
+   * Overwrites the contact fields given (encrypted; phones and email re-indexed) of patients or guarantors that
+   * exist, each listed once, with three statements however many there are.
+   */
+  async writeContacts(owner: OwnerType, practiceId: string, people: readonly { id: string; contact: PersonContact }[]): Promise<void> {
+    const given = people.filter((p) => CONTACT_FIELDS.some((field) => p.contact[field] !== undefined));
+    if (given.length === 0) return;
     const table = owner === 'patient' ? 'patients' : 'guarantors';
-    const sets: string[] = [];
-    const values: unknown[] = [id];
-    for (const field of CONTACT_FIELDS) {
-      const value = contact[field];
-      if (value === undefined) continue;
-      values.push(this.#cipher.encrypt(JSON.stringify(value), `${table}.${field}`));
-      sets.push(`${ENC_COLUMNS[field]} = $${values.length}`);
+    // A field not given is null here and keeps its stored value (a given one is never null: it is ciphertext).
+    const columns: [name: string, type: string, values: unknown[], set: string][] = CONTACT_FIELDS.map((field) => [
+      ENC_COLUMNS[field], 'text', given.map((p) => (p.contact[field] === undefined ? null : this.#cipher.encrypt(JSON.stringify(p.contact[field]), `${table}.${field}`))),
+      `${ENC_COLUMNS[field]} = coalesce(u.${ENC_COLUMNS[field]}, t.${ENC_COLUMNS[field]})`,
+    ]);
+    if (owner === 'patient') {
+      // Analytics groups by age and area without decrypting: only the birth year and ZIP3 are kept in clear (0017).
+      columns.push(
+        ['birth_given', 'boolean', given.map((p) => p.contact.birthDate !== undefined), 'birth_year = CASE WHEN u.birth_given THEN u.birth_year ELSE t.birth_year END'],
+        ['birth_year', 'smallint', given.map((p) => (p.contact.birthDate === undefined ? null : birthYear(p.contact.birthDate))), ''],
+        ['address_given', 'boolean', given.map((p) => p.contact.address !== undefined), 'zip3 = CASE WHEN u.address_given THEN u.zip3 ELSE t.zip3 END'],
+        ['zip3', 'text', given.map((p) => (p.contact.address === undefined ? null : zip3(p.contact.address.postalCode, p.contact.address.country))), ''],
+      );
     }
-    if (sets.length === 0) return;
-    // Analytics groups by age and area without decrypting: only the birth year and ZIP3 are kept in clear (0017).
-    if (owner === 'patient' && contact.birthDate !== undefined) {
-      values.push(birthYear(contact.birthDate));
-      sets.push(`birth_year = $${values.length}`);
+    await this.#db.query(
+      `UPDATE ${table} t SET ${columns.map((c) => c[3]).filter(Boolean).join(', ')}, updated_at = $1
+       FROM unnest($2::uuid[], ${columns.map((c, i) => `$${i + 3}::${c[1]}[]`).join(', ')}) AS u (id, ${columns.map((c) => c[0]).join(', ')})
+       WHERE t.id = u.id`,
+      [this.#clock.now(), given.map((p) => p.id), ...columns.map((c) => c[2])],
+    );
+    const reindexed: { id: string; kind: 'phone' | 'email' }[] = [];
+    const indexes: { id: string; kind: 'phone' | 'email'; index: string }[] = [];
+    for (const { id, contact } of given) {
+      if (contact.phones !== undefined) {
+        reindexed.push({ id, kind: 'phone' });
+        for (const phone of contact.phones) if (/\d/.test(phone)) indexes.push({ id, kind: 'phone', index: this.#cipher.blindIndex('phone', phone) });
+      }
+      if (contact.email !== undefined) {
+        reindexed.push({ id, kind: 'email' });
+        if (contact.email.trim() !== '') indexes.push({ id, kind: 'email', index: this.#cipher.blindIndex('email', contact.email) });
+      }
     }
-    if (owner === 'patient' && contact.address !== undefined) {
-      values.push(zip3(contact.address.postalCode, contact.address.country));
-      sets.push(`zip3 = $${values.length}`);
-    }
-    values.push(this.#clock.now());
-    await this.#db.query(`UPDATE ${table} SET ${sets.join(', ')}, updated_at = $${values.length} WHERE id = $1`, values);
-    const indexes: [string, string][] = [];
-    if (contact.phones !== undefined) {
-      await this.#db.query("DELETE FROM contact_blind_indexes WHERE owner_type = $1 AND owner_id = $2 AND kind = 'phone'", [owner, id]);
-      for (const phone of contact.phones) if (/\d/.test(phone)) indexes.push(['phone', this.#cipher.blindIndex('phone', phone)]);
-    }
-    if (contact.email !== undefined) {
-      await this.#db.query("DELETE FROM contact_blind_indexes WHERE owner_type = $1 AND owner_id = $2 AND kind = 'email'", [owner, id]);
-      if (contact.email.trim() !== '') indexes.push(['email', this.#cipher.blindIndex('email', contact.email)]);
-    }
-    for (const [kind, index] of indexes) {
+    if (reindexed.length > 0) {
       await this.#db.query(
-        `INSERT INTO contact_blind_indexes (practice_id, owner_type, owner_id, kind, blind_index) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`,
-        [practiceId, owner, id, kind, index],
+        'DELETE FROM contact_blind_indexes b USING unnest($2::uuid[], $3::text[]) AS r (id, kind) WHERE b.owner_type = $1 AND b.owner_id = r.id AND b.kind = r.kind',
+        [owner, reindexed.map((r) => r.id), reindexed.map((r) => r.kind)],
+      );
+    }
+    if (indexes.length > 0) {
+      await this.#db.query(
+        `INSERT INTO contact_blind_indexes (practice_id, owner_type, owner_id, kind, blind_index)
+         SELECT $1, $2, i.id, i.kind, i.index FROM unnest($3::uuid[], $4::text[], $5::text[]) AS i (id, kind, index) ON CONFLICT DO NOTHING`,
+        [practiceId, owner, indexes.map((i) => i.id), indexes.map((i) => i.kind), indexes.map((i) => i.index)],
       );
     }
   }
@@ -540,17 +561,28 @@ export class LedgerRepository {
   /** Today's date in the practice's time zone, by the injected clock. */
   async today(practiceId: string): Promise<string> {
     const { rows } = await this.#db.query<{ time_zone: string }>('SELECT time_zone FROM practices WHERE id = $1', [practiceId]);
-    return DateTime.fromJSDate(this.#clock.now(), { zone: rows[0]?.time_zone ?? 'UTC' }).toISODate()!;
+    return this.#todayIn(rows[0]?.time_zone ?? null);
+  }
+
+  #todayIn(timeZone: string | null): string {
+    return DateTime.fromJSDate(this.#clock.now(), { zone: timeZone ?? 'UTC' }).toISODate()!;
   }
 
   // ---- reading ------------------------------------------------------------------------------------------
 
   /** One balance, aged against the clock. */
   async getBalance(id: string): Promise<Balance | undefined> {
-    const { rows } = await this.#db.query<BalanceRow>(`SELECT ${BALANCE_COLUMNS} FROM balances WHERE id = $1`, [id]);
-    if (!rows[0]) return undefined;
-    const practiceId = rows[0].practice_id;
-    return toBalance(rows[0], await this.today(practiceId), await this.smallBalanceThreshold(practiceId));
+    // One round trip: the balance with its practice's time zone and small-balance threshold (as today() and
+    // smallBalanceThreshold() read them).
+    const { rows } = await this.#db.query<BalanceRow & { time_zone: string | null; threshold: string | null }>(
+      `SELECT ${BALANCE_COLUMNS}, (SELECT time_zone FROM practices p WHERE p.id = b.practice_id) AS time_zone,
+              (SELECT small_balance_threshold_minor::text FROM ledger_settings s WHERE s.practice_id = b.practice_id) AS threshold
+       FROM balances b WHERE id = $1`,
+      [id],
+    );
+    const row = rows[0];
+    if (!row) return undefined;
+    return toBalance(row, this.#todayIn(row.time_zone), row.threshold === null ? 0 : toSafe(row.threshold));
   }
 
   /** A practice's balances, newest change first, filtered and paged. */

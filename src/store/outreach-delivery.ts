@@ -36,6 +36,8 @@ export interface DeliveryRow {
   lastErrorCode: string | null;
   lastError: string | null;
   fallbackOf: string | null;
+  /** The zone planning judged the recipient's local time in (null: unknown, the practice's applies). */
+  recipientTimeZone: string | null;
   createdAt: Date;
   stateChangedAt: Date | null;
 }
@@ -44,10 +46,11 @@ interface Row {
   id: string; practice_id: string; balance_id: string; channel: MessageChannel; recipient_enc: string; subject: string | null; body: string;
   html: string | null; language: Language; template: string; state: DeliveryState; provider_message_id: string | null; delivery_attempts: number;
   next_attempt_at: Date | null; last_error_code: string | null; last_error: string | null; fallback_of: string | null; created_at: Date; state_changed_at: Date | null;
+  recipient_time_zone: string | null;
 }
 
 const COLUMNS = `id, practice_id, balance_id, channel, recipient_enc, subject, body, html, language, template, state, provider_message_id,
-  delivery_attempts, next_attempt_at, last_error_code, last_error, fallback_of, created_at, state_changed_at`;
+  delivery_attempts, next_attempt_at, last_error_code, last_error, fallback_of, created_at, state_changed_at, recipient_time_zone`;
 
 /** Reads and writes delivery state. Pass a transaction client to commit a result with its attempt and opt-out. */
 export class OutreachDeliveryStore {
@@ -71,7 +74,7 @@ export class OutreachDeliveryStore {
       id: r.id, practiceId: r.practice_id, balanceId: r.balance_id, channel: r.channel, recipient: this.#cipher.decrypt(r.recipient_enc, 'outbox.recipient'),
       subject: r.subject, body: r.body, html: r.html, language: r.language, template: r.template, state: r.state, providerMessageId: r.provider_message_id,
       deliveryAttempts: r.delivery_attempts, nextAttemptAt: r.next_attempt_at, lastErrorCode: r.last_error_code, lastError: r.last_error,
-      fallbackOf: r.fallback_of, createdAt: r.created_at, stateChangedAt: r.state_changed_at,
+      fallbackOf: r.fallback_of, recipientTimeZone: r.recipient_time_zone, createdAt: r.created_at, stateChangedAt: r.state_changed_at,
     };
   }
 
@@ -200,11 +203,11 @@ export class OutreachDeliveryStore {
   async addFallback(original: DeliveryRow, message: { channel: MessageChannel; recipient: string; subject: string | null; body: string; html: string | null; language: Language; template: string }): Promise<string> {
     const now = this.#clock.now();
     const { rows } = await this.#db.query<{ id: string }>(
-      `INSERT INTO outbox (practice_id, balance_id, channel, recipient_enc, subject, body, html, language, template, created_at, state, next_attempt_at, state_changed_at, fallback_of)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'queued', $10, $10, $11) RETURNING id`,
+      `INSERT INTO outbox (practice_id, balance_id, channel, recipient_enc, subject, body, html, language, template, created_at, state, next_attempt_at, state_changed_at, fallback_of, recipient_time_zone)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'queued', $10, $10, $11, $12) RETURNING id`,
       [
         original.practiceId, original.balanceId, message.channel, this.#cipher.encrypt(message.recipient, 'outbox.recipient'), message.subject, message.body,
-        message.html, message.language, message.template, now, original.id,
+        message.html, message.language, message.template, now, original.id, original.recipientTimeZone,
       ],
     );
     return rows[0]!.id;

@@ -6,11 +6,13 @@
  *   have something due today (a step due by today, not before the balance's progress, with a channel not yet
  *   attempted), plus balances outreach has never seen. Every other eligible balance is between steps, finished
  *   or waiting, and planning it would do nothing; it is not read at all.
- * - the page's cadence starts, attempts, guarantor contacts (decrypted), patient languages, consents and
- *   opt-outs, each in one query for the whole page.
+ * - the page's cadence starts, attempts, guarantor contacts (decrypted), patient languages, consents,
+ *   opt-outs and undeliverable addresses, each in one query for the whole page.
  *
- * The cadence arithmetic mirrors `evaluateCadence` (src/domain/policy.ts) for a recipient zone fixed per
- * practice: a step is due when `first statement date + dayOffset <= today` (local dates), and a balance's
+ * The cadence arithmetic mirrors `evaluateCadence` (src/domain/policy.ts) with `today` the practice's local date
+ * (a recipient in another zone — from their address — is a few hours ahead or behind: a step that falls due on
+ * their date before the practice's is picked up once the practice's date turns, while it is still night where
+ * they are): a step is due when `first statement date + dayOffset <= today` (local dates), and a balance's
  * progress is the furthest day offset its counted attempts reached. It reads only `outreach_balances.attempted`
  * (the `step channel` pairs attempted, kept by a trigger on outreach_attempts; migration 0015), never the
  * attempts themselves. The query only narrows which balances are planned, erring on the side of planning; the
@@ -50,8 +52,15 @@ export interface PlanningBalance {
 /** Where a balance's messages go, decrypted. */
 export interface PlanningContact {
   contact: PersonContact | undefined;
-  /** The patient's own language, when the balance names a patient. */
+  /** The patient's own language, when the balance names a patient and the contact has no language. */
   patientLanguage: string | undefined;
+}
+
+/** What planning knows about a balance's addresses: consents, opt-outs, and the channels whose address was refused as undeliverable. */
+export interface PlanningContactRules {
+  consents: ConsentRecord[];
+  optOuts: OptOut[];
+  undeliverable: MessageChannel[];
 }
 
 interface CandidateRow {
@@ -67,6 +76,9 @@ const toPlanningBalance = (r: CandidateRow): PlanningBalance => ({
 const ENC_COLUMNS: Record<ContactField, string> = {
   name: 'name_enc', phones: 'phones_enc', email: 'email_enc', address: 'address_enc', language: 'language_enc', birthDate: 'birth_date_enc',
 };
+
+/** The contact fields planning reads: where to send, in which language, and the first name messages greet. */
+const PLANNING_FIELDS = CONTACT_FIELDS.filter((f) => f !== 'birthDate');
 
 /** Reads what daily planning needs, a page at a time. */
 export class OutreachPlanningReader {
@@ -107,6 +119,8 @@ export class OutreachPlanningReader {
     }
     // Progress is read from the attempted steps the current policy still has (a lower bound of the planner's,
     // which also counts the day of an attempt of a removed step): so no balance the planner would act on is missed.
+    // The CASE makes PostgreSQL work out progress only for a step due and not attempted (written as a plain AND,
+    // it computed progress first, for every balance scanned, though most are between steps).
     const { rows } = await this.#db.query<CandidateRow>(
       `WITH steps AS (SELECT s.step_id, s.day_offset, s.step_id || ' ' || s.channel AS entry
                       FROM unnest($4::text[], $5::int[], $6::text[]) AS s(step_id, day_offset, channel))
@@ -118,9 +132,9 @@ export class OutreachPlanningReader {
          AND ($7::uuid IS NULL OR b.id > $7::uuid)
          AND (ob.balance_id IS NULL OR EXISTS (
            SELECT 1 FROM steps s
-           WHERE s.day_offset <= $3::date - ob.first_statement_date
-             AND NOT (s.entry = ANY (ob.attempted))
-             AND s.day_offset >= (SELECT coalesce(max(k.day_offset), 0) FROM steps k WHERE k.entry = ANY (ob.attempted))))
+           WHERE CASE WHEN s.day_offset <= $3::date - ob.first_statement_date AND NOT (s.entry = ANY (ob.attempted))
+                      THEN s.day_offset >= (SELECT coalesce(max(k.day_offset), 0) FROM steps k WHERE k.entry = ANY (ob.attempted))
+                      ELSE false END))
        ORDER BY b.id
        LIMIT $8`,
       [practiceId, query.threshold, query.today, ids, offsets, channels, query.cursor, query.limit],
@@ -165,11 +179,13 @@ export class OutreachPlanningReader {
     return byBalance;
   }
 
-  /** Each balance's guarantor contact (the patient's own, for a patient who is their own guarantor) and patient language. */
+  /**
+   * Each balance's guarantor contact (the patient's own, for a patient who is their own guarantor) and, when that
+   * contact has no language, the patient's language. Only the fields planning uses are decrypted (never the birth date).
+   */
   async contacts(balances: readonly Pick<PlanningBalance, 'id' | 'guarantorId' | 'patientId'>[]): Promise<Map<string, PlanningContact>> {
     const guarantorIds = [...new Set(balances.map((b) => b.guarantorId))];
-    const patientIds = [...new Set(balances.flatMap((b) => (b.patientId ? [b.patientId] : [])))];
-    const cols = CONTACT_FIELDS.map((f) => ENC_COLUMNS[f]);
+    const cols = PLANNING_FIELDS.map((f) => ENC_COLUMNS[f]);
     const { rows: guarantors } = await this.#db.query<Record<string, string | null>>(
       `SELECT g.id, g.self_patient_id, ${cols.map((c) => `g.${c}`).join(', ')}, ${cols.map((c) => `p.${c} AS p_${c}`).join(', ')}
        FROM guarantors g LEFT JOIN patients p ON p.id = g.self_patient_id WHERE g.id = ANY($1::uuid[])`,
@@ -179,6 +195,8 @@ export class OutreachPlanningReader {
     for (const row of guarantors) {
       contactOf.set(row.id!, row.self_patient_id ? this.#read('patients', row, 'p_') : this.#read('guarantors', row, ''));
     }
+    // The patient's own language matters only when the guarantor's contact names none.
+    const patientIds = [...new Set(balances.flatMap((b) => (b.patientId && contactOf.get(b.guarantorId)?.language == null ? [b.patientId] : [])))];
     const { rows: patients } = patientIds.length === 0 ? { rows: [] } : await this.#db.query<{ id: string; language_enc: string | null }>(
       'SELECT id, language_enc FROM patients WHERE id = ANY($1::uuid[])',
       [patientIds],
@@ -189,7 +207,7 @@ export class OutreachPlanningReader {
 
   #read(table: string, row: Record<string, string | null>, prefix: string): PersonContact {
     const contact: Record<string, unknown> = {};
-    for (const field of CONTACT_FIELDS) {
+    for (const field of PLANNING_FIELDS) {
       const token = row[`${prefix}${ENC_COLUMNS[field]}`];
       if (token) contact[field] = JSON.parse(this.#cipher.decrypt(token, `${table}.${field}`));
     }
@@ -197,11 +215,12 @@ export class OutreachPlanningReader {
   }
 
   /**
-   * The consents and opt-outs concerning each set of addresses (or their whole channel), in one query each for
-   * the page; each record's `address` is the caller's own clear value when it matched by blind index (as
-   * `OutreachRepository.contactRules` gives them for one balance).
+   * The consents and opt-outs concerning each set of addresses (or their whole channel), and the channels whose
+   * address a provider refused as undeliverable, in one query each for the page; each record's `address` is the
+   * caller's own clear value when it matched by blind index (as `OutreachRepository.contactRules` gives them for
+   * one balance).
    */
-  async contactRules(practiceId: string, addressesByBalance: ReadonlyMap<string, { sms?: string; email?: string }>): Promise<Map<string, { consents: ConsentRecord[]; optOuts: OptOut[] }>> {
+  async contactRules(practiceId: string, addressesByBalance: ReadonlyMap<string, { sms?: string; email?: string }>): Promise<Map<string, PlanningContactRules>> {
     const wantedByBalance = new Map<string, { channel: MessageChannel; index: string; address: string }[]>();
     const allIndexes = new Set<string>();
     for (const [balanceId, addresses] of addressesByBalance) {
@@ -230,6 +249,11 @@ export class OutreachPlanningReader {
        WHERE practice_id = $1 AND (address_index IS NULL OR address_index = ANY($2::text[])) ORDER BY seq`,
       [practiceId, indexes],
     );
+    const undeliverableRows = await this.#db.query<{ channel: MessageChannel; address_index: string }>(
+      'SELECT channel, address_index FROM undeliverable_contacts WHERE practice_id = $1 AND address_index = ANY($2::text[])',
+      [practiceId, indexes],
+    );
+    const undeliverable = new Set(undeliverableRows.rows.map((r) => `${r.channel} ${r.address_index}`));
     // Rows by blind index (channel-wide ones under null), each keeping its place in the query's order.
     const group = <R extends { address_index: string | null }>(rows: R[]) => {
       const byIndex = new Map<string | null, { row: R; order: number }[]>();
@@ -242,7 +266,7 @@ export class OutreachPlanningReader {
     };
     const consentsByIndex = group(consentRows.rows);
     const optOutsByIndex = group(optOutRows.rows);
-    const result = new Map<string, { consents: ConsentRecord[]; optOuts: OptOut[] }>();
+    const result = new Map<string, PlanningContactRules>();
     for (const [balanceId, wanted] of wantedByBalance) {
       const pick = <R extends { channel: MessageChannel; address_index: string | null }>(byIndex: Map<string | null, { row: R; order: number }[]>) => {
         const found = [...(byIndex.get(null) ?? [])];
@@ -260,7 +284,7 @@ export class OutreachPlanningReader {
       const optOuts: OptOut[] = pick(optOutsByIndex).map(({ row: r, address }) => ({
         channel: r.channel, ...(address === undefined ? {} : { address }), source: r.source, at: r.at, ...(r.opted_back_in_at ? { optedBackInAt: r.opted_back_in_at } : {}),
       }));
-      result.set(balanceId, { consents, optOuts });
+      result.set(balanceId, { consents, optOuts, undeliverable: wanted.filter((w) => undeliverable.has(`${w.channel} ${w.index}`)).map((w) => w.channel) });
     }
     return result;
   }
@@ -326,14 +350,15 @@ export class PlanningWrites {
     if (messages.length > 0) {
       const col = <T>(pick: (m: (typeof messages)[number]) => T) => messages.map(pick);
       await db.query(
-        `INSERT INTO outbox (id, practice_id, balance_id, channel, recipient_enc, subject, body, html, language, template, created_at)
-         SELECT u.id, u.practice_id, u.balance_id, u.channel, u.recipient_enc, u.subject, u.body, u.html, u.language, u.template, $11
-         FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[])
-           WITH ORDINALITY AS u(id, practice_id, balance_id, channel, recipient_enc, subject, body, html, language, template, n)
+        `INSERT INTO outbox (id, practice_id, balance_id, channel, recipient_enc, subject, body, html, language, template, created_at, recipient_time_zone)
+         SELECT u.id, u.practice_id, u.balance_id, u.channel, u.recipient_enc, u.subject, u.body, u.html, u.language, u.template, $11, u.zone
+         FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $12::text[])
+           WITH ORDINALITY AS u(id, practice_id, balance_id, channel, recipient_enc, subject, body, html, language, template, zone, n)
          ORDER BY u.n`,
         [
           col((m) => m.id), col((m) => m.practiceId), col((m) => m.balanceId), col((m) => m.channel), col((m) => this.#cipher.encrypt(m.recipient, 'outbox.recipient')),
           col((m) => m.subject ?? null), col((m) => m.body), col((m) => m.html ?? null), col((m) => m.language), col((m) => m.template), now,
+          col((m) => m.recipientTimeZone ?? null),
         ],
       );
     }

@@ -65,6 +65,8 @@ export interface NewOutboxMessage {
   html?: string | null;
   language: Language;
   template: string;
+  /** The IANA zone the outreach rules judged the recipient in, for the quiet-hours re-check at delivery. */
+  recipientTimeZone?: string | null;
 }
 
 /** A consent or opt-out to record. `address` absent: the whole channel. */
@@ -275,11 +277,11 @@ export class OutreachRepository {
   /** Puts a message in the outbox. @returns its id. */
   async addToOutbox(message: NewOutboxMessage): Promise<string> {
     const { rows } = await this.#db.query<{ id: string }>(
-      `INSERT INTO outbox (practice_id, balance_id, channel, recipient_enc, subject, body, html, language, template, created_at)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id`,
+      `INSERT INTO outbox (practice_id, balance_id, channel, recipient_enc, subject, body, html, language, template, created_at, recipient_time_zone)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id`,
       [
         message.practiceId, message.balanceId, message.channel, this.#cipher.encrypt(message.recipient, 'outbox.recipient'), message.subject ?? null,
-        message.body, message.html ?? null, message.language, message.template, this.#clock.now(),
+        message.body, message.html ?? null, message.language, message.template, this.#clock.now(), message.recipientTimeZone ?? null,
       ],
     );
     return rows[0]!.id;

@@ -4,6 +4,7 @@
  * Writes expect to run inside the caller's transaction (the webhook handler's one transaction per event):
  * pass the transaction client with `on(tx)`. Every row belongs to a practice and every read is scoped by it.
  */
+import { createHash } from 'node:crypto';
 import type { Clock } from '../domain/clock.ts';
 import type { Money } from '../domain/money.ts';
 import type { Queryable } from './database.ts';
@@ -42,8 +43,10 @@ export interface WritebackRow {
   practiceId: string;
   paymentId: string;
   kind: WritebackKind;
-  /** Stable: the FHIR conditional-create identifier / HL7 MSH-10. */
+  /** Stable: the FHIR conditional-create identifier. */
   writebackId: string;
+  /** Stable, 16 characters, derived from the write-back id ({@link hl7ControlId}): the HL7 MSH-10. */
+  controlId: string;
   amount: Money;
   allocations: PaymentAllocation[];
   status: WritebackStatus;
@@ -82,6 +85,44 @@ export interface NewPayment {
   /** Optional: a caller-chosen uuid (the id already sent to Stripe); generated otherwise. */
   id?: string;
   checkoutSessionId?: string | null;
+}
+
+/** What {@link PaymentRepository.update} changes on a payment (only the fields given). */
+export interface PaymentChange {
+  status?: PaymentStatus;
+  allocations?: readonly PaymentAllocation[];
+  amount?: Money;
+  refundedMinor?: number;
+  reversedMinor?: number;
+  failureCode?: string | null;
+  stripe?: StripeIds;
+  succeeded?: boolean;
+}
+
+/** A write-back to queue (see {@link PaymentRepository.enqueueWriteback}). */
+export interface NewWriteback {
+  practiceId: string;
+  paymentId: string;
+  kind: WritebackKind;
+  writebackId: string;
+  amount: Money;
+  allocations: readonly PaymentAllocation[];
+}
+
+/** A payment lookup by Settle's id, else by payment intent, else by charge (see {@link PaymentRepository.findForUpdate}). */
+export interface PaymentLookup {
+  paymentId?: string;
+  paymentIntent?: string;
+  charge?: string;
+}
+
+/**
+ * The HL7 message control id (MSH-10, ST of at most 20 characters) of a write-back: the first 64 bits of
+ * SHA-256 over `"<practice id> <write-back id>"` in upper-case hex, 16 characters, so a renderer can still
+ * number several messages of one write-back (`-1`, `-2`) within 20. Migration 0020 computes the same in SQL.
+ */
+export function hl7ControlId(practiceId: string, writebackId: string): string {
+  return createHash('sha256').update(`${practiceId} ${writebackId}`, 'utf8').digest('hex').slice(0, 16).toUpperCase();
 }
 
 /** Stripe ids to record on a payment (only those given are changed). */
@@ -137,20 +178,65 @@ function toPayment(r: PaymentRow): Payment {
 }
 
 interface OutboxRow {
-  id: string; practice_id: string; payment_id: string; kind: WritebackKind; writeback_id: string; amount_minor: string; currency: string;
+  id: string; practice_id: string; payment_id: string; kind: WritebackKind; writeback_id: string; control_id: string; amount_minor: string; currency: string;
   allocations: PaymentAllocation[]; status: WritebackStatus; attempts: number; next_attempt_at: Date; last_error: string | null;
   delivered_at: Date | null; created_at: Date; target: string | null; delivered_ref: string | null; last_attempt_at: Date | null;
 }
 
-const OUTBOX_COLUMNS = `id, practice_id, payment_id, kind, writeback_id, amount_minor::text AS amount_minor, currency, allocations, status, attempts,
+const OUTBOX_COLUMNS = `id, practice_id, payment_id, kind, writeback_id, control_id, amount_minor::text AS amount_minor, currency, allocations, status, attempts,
   next_attempt_at, last_error, delivered_at, created_at, target, delivered_ref, last_attempt_at`;
 
 function toWriteback(r: OutboxRow): WritebackRow {
   return {
-    id: r.id, practiceId: r.practice_id, paymentId: r.payment_id, kind: r.kind, writebackId: r.writeback_id,
+    id: r.id, practiceId: r.practice_id, paymentId: r.payment_id, kind: r.kind, writebackId: r.writeback_id, controlId: r.control_id,
     amount: { amount: safe(r.amount_minor), currency: r.currency }, allocations: r.allocations, status: r.status, attempts: r.attempts,
     nextAttemptAt: r.next_attempt_at, lastError: r.last_error, deliveredAt: r.delivered_at, createdAt: r.created_at,
     target: r.target, deliveredRef: r.delivered_ref, lastAttemptAt: r.last_attempt_at,
+  };
+}
+
+/**
+ * The SET list of a payment change and its values, numbered from `$<first>` (one statement: `update`, or
+ * `finishEvent` folding the change into the event's last write).
+ */
+function paymentChangeSql(change: PaymentChange, now: Date, first: number): { set: string; values: unknown[] } {
+  const s = change.stripe ?? {};
+  const $ = (n: number) => `$${first + n}`;
+  return {
+    set: `status = coalesce(${$(0)}, status),
+         allocations = coalesce(${$(1)}::jsonb, allocations),
+         amount_minor = coalesce(${$(2)}::bigint, amount_minor),
+         refunded_minor = coalesce(${$(3)}::bigint, refunded_minor),
+         reversed_minor = coalesce(${$(4)}::bigint, reversed_minor),
+         failure_code = CASE WHEN ${$(5)}::boolean THEN ${$(6)}::text ELSE failure_code END,
+         stripe_checkout_session_id = coalesce(${$(7)}, stripe_checkout_session_id),
+         stripe_payment_intent_id = coalesce(${$(8)}, stripe_payment_intent_id),
+         stripe_charge_id = coalesce(${$(9)}, stripe_charge_id),
+         stripe_customer_id = coalesce(${$(10)}, stripe_customer_id),
+         stripe_dispute_id = coalesce(${$(11)}, stripe_dispute_id),
+         succeeded_at = CASE WHEN ${$(12)}::boolean THEN ${$(13)}::timestamptz ELSE succeeded_at END,
+         updated_at = ${$(13)}::timestamptz`,
+    values: [
+      change.status ?? null, change.allocations ? JSON.stringify(change.allocations) : null, change.amount?.amount ?? null,
+      change.refundedMinor ?? null, change.reversedMinor ?? null, change.failureCode !== undefined, change.failureCode ?? null,
+      s.checkoutSession ?? null, s.paymentIntent ?? null, s.charge ?? null, s.customer ?? null, s.dispute ?? null,
+      change.succeeded === true, now,
+    ],
+  };
+}
+
+/** An INSERT of write-backs (due now, idempotent on the write-back id) and its values, numbered from `$<first>`. */
+function writebackInsertSql(rows: readonly NewWriteback[], now: Date, first: number): { sql: string; values: unknown[] } {
+  const values: unknown[] = [now];
+  const tuples = rows.map((r) => {
+    const at = first + values.length;
+    values.push(r.practiceId, r.paymentId, r.kind, r.writebackId, hl7ControlId(r.practiceId, r.writebackId), r.amount.amount, r.amount.currency, JSON.stringify(r.allocations));
+    return `($${at}::uuid, $${at + 1}::uuid, $${at + 2}, $${at + 3}, $${at + 4}, $${at + 5}::bigint, $${at + 6}, $${at + 7}::jsonb, $${first}::timestamptz, $${first}::timestamptz, $${first}::timestamptz)`;
+  });
+  return {
+    sql: `INSERT INTO writeback_outbox (practice_id, payment_id, kind, writeback_id, control_id, amount_minor, currency, allocations, next_attempt_at, created_at, updated_at)
+       VALUES ${tuples.join(', ')} ON CONFLICT (practice_id, writeback_id) DO NOTHING`,
+    values,
   };
 }
 
@@ -184,11 +270,30 @@ export class PaymentRepository {
     return rowCount === 1;
   }
 
-  /** Marks an event processed, with what was done. */
-  async finishEvent(practiceId: string, event: { id: string; account?: string }, outcome: string): Promise<void> {
+  /**
+   * Marks an event processed, with what was done, and in the same statement applies what handling it decided
+   * to write last: a change to its payment and the write-backs it queued.
+   */
+  async finishEvent(
+    practiceId: string, event: { id: string; account?: string }, outcome: string,
+    effects: { payment?: { id: string; change: PaymentChange }; writebacks?: readonly NewWriteback[] } = {},
+  ): Promise<void> {
+    const now = this.#clock.now();
+    const values: unknown[] = [practiceId, event.account ?? '', event.id, outcome, now];
+    const ctes: string[] = [];
+    if (effects.payment) {
+      const change = paymentChangeSql(effects.payment.change, now, values.length + 2);
+      ctes.push(`paid AS (UPDATE payments SET ${change.set} WHERE practice_id = $1 AND id = $${values.length + 1})`);
+      values.push(effects.payment.id, ...change.values);
+    }
+    if (effects.writebacks && effects.writebacks.length > 0) {
+      const insert = writebackInsertSql(effects.writebacks, now, values.length + 1);
+      ctes.push(`queued AS (${insert.sql})`);
+      values.push(...insert.values);
+    }
     await this.#db.query(
-      'UPDATE stripe_events SET outcome = $4, processed_at = $5 WHERE practice_id = $1 AND account = $2 AND event_id = $3',
-      [practiceId, event.account ?? '', event.id, outcome, this.#clock.now()],
+      `${ctes.length > 0 ? `WITH ${ctes.join(', ')} ` : ''}UPDATE stripe_events SET outcome = $4, processed_at = $5 WHERE practice_id = $1 AND account = $2 AND event_id = $3`,
+      values,
     );
   }
 
@@ -227,7 +332,7 @@ export class PaymentRepository {
    * The payment a Stripe object refers to, locked for update: by Settle's payment id (metadata) when it is a
    * uuid, else by payment intent, else by charge.
    */
-  async findForUpdate(practiceId: string, refs: { paymentId?: string; paymentIntent?: string; charge?: string }): Promise<Payment | undefined> {
+  async findForUpdate(practiceId: string, refs: PaymentLookup): Promise<Payment | undefined> {
     const attempts: [string, string | undefined][] = [
       ['id', isUuid(refs.paymentId) ? refs.paymentId : undefined],
       ['stripe_payment_intent_id', refs.paymentIntent],
@@ -245,34 +350,9 @@ export class PaymentRepository {
   }
 
   /** Updates a payment's status, money figures and Stripe ids (only the fields given). */
-  async update(practiceId: string, id: string, change: {
-    status?: PaymentStatus; allocations?: readonly PaymentAllocation[]; amount?: Money; refundedMinor?: number; reversedMinor?: number;
-    failureCode?: string | null; stripe?: StripeIds; succeeded?: boolean;
-  }): Promise<void> {
-    const s = change.stripe ?? {};
-    await this.#db.query(
-      `UPDATE payments SET
-         status = coalesce($3, status),
-         allocations = coalesce($4::jsonb, allocations),
-         amount_minor = coalesce($5, amount_minor),
-         refunded_minor = coalesce($6, refunded_minor),
-         reversed_minor = coalesce($7, reversed_minor),
-         failure_code = CASE WHEN $8 THEN $9 ELSE failure_code END,
-         stripe_checkout_session_id = coalesce($10, stripe_checkout_session_id),
-         stripe_payment_intent_id = coalesce($11, stripe_payment_intent_id),
-         stripe_charge_id = coalesce($12, stripe_charge_id),
-         stripe_customer_id = coalesce($13, stripe_customer_id),
-         stripe_dispute_id = coalesce($14, stripe_dispute_id),
-         succeeded_at = CASE WHEN $15 THEN $16 ELSE succeeded_at END,
-         updated_at = $16
-       WHERE practice_id = $1 AND id = $2`,
-      [
-        practiceId, id, change.status ?? null, change.allocations ? JSON.stringify(change.allocations) : null, change.amount?.amount ?? null,
-        change.refundedMinor ?? null, change.reversedMinor ?? null, change.failureCode !== undefined, change.failureCode ?? null,
-        s.checkoutSession ?? null, s.paymentIntent ?? null, s.charge ?? null, s.customer ?? null, s.dispute ?? null,
-        change.succeeded === true, this.#clock.now(),
-      ],
-    );
+  async update(practiceId: string, id: string, change: PaymentChange): Promise<void> {
+    const sql = paymentChangeSql(change, this.#clock.now(), 3);
+    await this.#db.query(`UPDATE payments SET ${sql.set} WHERE practice_id = $1 AND id = $2`, [practiceId, id, ...sql.values]);
   }
 
   // ---- write-back outbox --------------------------------------------------------------------------------
@@ -281,13 +361,9 @@ export class PaymentRepository {
    * Queues a write-back, due now. Idempotent on its stable write-back id.
    * @returns false when a row with this write-back id already existed.
    */
-  async enqueueWriteback(row: { practiceId: string; paymentId: string; kind: WritebackKind; writebackId: string; amount: Money; allocations: readonly PaymentAllocation[] }): Promise<boolean> {
-    const now = this.#clock.now();
-    const { rowCount } = await this.#db.query(
-      `INSERT INTO writeback_outbox (practice_id, payment_id, kind, writeback_id, amount_minor, currency, allocations, next_attempt_at, created_at, updated_at)
-       VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $8, $8) ON CONFLICT (practice_id, writeback_id) DO NOTHING`,
-      [row.practiceId, row.paymentId, row.kind, row.writebackId, row.amount.amount, row.amount.currency, JSON.stringify(row.allocations), now],
-    );
+  async enqueueWriteback(row: NewWriteback): Promise<boolean> {
+    const insert = writebackInsertSql([row], this.#clock.now(), 1);
+    const { rowCount } = await this.#db.query(insert.sql, insert.values);
     return rowCount === 1;
   }
 

@@ -80,11 +80,15 @@ export class QuarantineRepository {
     return rows[0].id;
   }
 
-  /** Marks a source record's quarantine entry resolved (a version of it posted). */
-  async resolve(key: QuarantineKey): Promise<void> {
+  /** Marks these source records' open quarantine entries resolved (a version of each posted), in one statement. */
+  async resolveMany(keys: readonly QuarantineKey[]): Promise<void> {
+    if (keys.length === 0) return;
     await this.#db.query(
-      'UPDATE ingest_quarantine SET resolved_at = $5 WHERE practice_id = $1 AND connector = $2 AND resource_type = $3 AND source_id = $4 AND resolved_at IS NULL',
-      [key.practiceId, key.connector, key.resourceType, key.sourceId, this.#clock.now()],
+      `UPDATE ingest_quarantine q SET resolved_at = $5
+       FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[]) AS k (practice_id, connector, resource_type, source_id)
+       WHERE q.practice_id = k.practice_id AND q.connector = k.connector AND q.resource_type = k.resource_type AND q.source_id = k.source_id
+         AND q.resolved_at IS NULL`,
+      [keys.map((k) => k.practiceId), keys.map((k) => k.connector), keys.map((k) => k.resourceType), keys.map((k) => k.sourceId), this.#clock.now()],
     );
   }
 

@@ -253,6 +253,25 @@ export class SourceRecordRepository {
     return (await this.list(practiceId, { status: 'pending', limit })).items;
   }
 
+  /**
+   * Takes the oldest pending records of a practice for this transaction (`FOR UPDATE SKIP LOCKED`): concurrent
+   * runs take disjoint records, and a record stays pending if the transaction rolls back.
+   */
+  async claimPending(tx: Queryable, practiceId: string, limit: number): Promise<StoredSourceRecord[]> {
+    const { rows } = await tx.query<RecordRow>(
+      `SELECT ${RECORD_COLUMNS} FROM source_records WHERE practice_id = $1 AND status = 'pending' ORDER BY source_records.id LIMIT $2 FOR UPDATE SKIP LOCKED`,
+      [practiceId, clampLimit(limit)],
+    );
+    return rows.map(toRecord);
+  }
+
+  /** Marks pending records quarantined (their OperationOutcome is in the ingest quarantine). @returns how many changed. */
+  async markQuarantined(tx: Queryable, practiceId: string, ids: readonly string[]): Promise<number> {
+    if (ids.length === 0) return 0;
+    const result = await tx.query(`UPDATE source_records SET status = 'quarantined' WHERE practice_id = $1 AND id = ANY($2::bigint[]) AND status = 'pending'`, [practiceId, ids]);
+    return result.rowCount ?? 0;
+  }
+
   /** Marks records ingested. @returns how many changed. */
   async markIngested(tx: Queryable, practiceId: string, ids: readonly string[], at: Date): Promise<number> {
     if (ids.length === 0) return 0;

@@ -95,6 +95,18 @@ describeOnEachDatabase('GET /analytics/{measure}', (db) => {
     assert.ok(api.api.document.paths && Object.keys(api.api.document.paths as object).includes('/analytics/channels'));
   });
 
+  it('says as of when the figures are, and POST /analytics/refresh brings them up to date', async () => {
+    const before = (await (await get(`/analytics/aging?from=${PERIOD.from}&to=${PERIOD.to}`)).json()) as { asOf: string };
+    assert.match(before.asOf, /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/);
+    const res = await fetch(`${api.url}/analytics/refresh`, { method: 'POST', headers: { authorization: `Bearer ${integration}` } });
+    assert.equal(res.status, 200);
+    const refresh = (await res.json()) as { asOf: string; durationMs: number };
+    assert.ok(refresh.asOf > before.asOf && Number.isInteger(refresh.durationMs));
+    const after = (await (await get(`/analytics/aging?from=${PERIOD.from}&to=${PERIOD.to}`)).json()) as { asOf: string };
+    assert.equal(after.asOf, refresh.asOf);
+    assert.equal((await fetch(`${api.url}/analytics/refresh`, { method: 'POST' })).status, 401);
+  });
+
   it('defaults to the twelve months up to today, in the practice\'s time zone', async () => {
     const res = await get('/analytics/collection-rate');
     const body = (await res.json()) as { from: string; to: string; rows: unknown[] };

@@ -4,6 +4,7 @@ import type { Browser, Page } from 'playwright-core';
 import { LedgerRepository } from '../../src/store/ledger.ts';
 import { OutreachRepository } from '../../src/store/outreach.ts';
 import { StaffTaskRepository } from '../../src/store/staff-tasks.ts';
+import { assertAccessible } from '../support/axe.ts';
 import { browserSkip, launchBrowser, screenshot } from '../support/browser.ts';
 import { describeOnEachDatabase } from '../support/databases.ts';
 import { cipher } from '../payments/webhook-fixtures.ts';
@@ -64,6 +65,7 @@ describeOnEachDatabase('Staff dashboard in headless Chromium', (db, engine) => {
     await page.goto(`${f.url}/dashboard`);
     assert.match(page.url(), /\/dashboard\/login$/);
     await assertLabelled();
+    await assertAccessible(page, 'the sign-in page');
     assert.equal(await page.evaluate(() => document.activeElement?.id), 'key', 'the key field has focus');
     await page.keyboard.type(f.keys.staff.secret);
     await Promise.all([page.waitForURL(`${f.url}/dashboard`), page.keyboard.press('Enter')]);
@@ -78,6 +80,8 @@ describeOnEachDatabase('Staff dashboard in headless Chromium', (db, engine) => {
     const agingBox = await page.locator('#chart-aging svg').boundingBox();
     assert.ok(agingBox && agingBox.width > 200 && agingBox.height > 50, 'the aging chart is drawn at a readable size');
     assert.match(await page.textContent('.figures') ?? '', /Outstanding now\s*\$150\.00/);
+    assert.match(await page.textContent('main') ?? '', /figures as of \d{4}-\d{2}-\d{2} \d{2}:\d{2} \(refreshed every few minutes\)/, 'the overview says how fresh its figures are');
+    await assertAccessible(page, 'the overview');
     await screenshot(page, 'dashboard-overview');
   });
 
@@ -95,6 +99,7 @@ describeOnEachDatabase('Staff dashboard in headless Chromium', (db, engine) => {
   it('resolves a dispute from the worklist with the keyboard, which lifts the hold in the ledger', { skip: browserSkip }, async () => {
     await assertLabelled();
     assert.match(await page.textContent('main table') ?? '', /I paid this at the desk/);
+    await assertAccessible(page, 'the worklist');
     await screenshot(page, 'dashboard-worklist');
     await tabTo('form:has(input[value="lift-hold"]) input[name=note]');
     await page.keyboard.type('Paid at the front desk on May 2');
@@ -113,6 +118,8 @@ describeOnEachDatabase('Staff dashboard in headless Chromium', (db, engine) => {
 
   it("opens a balance's timeline, showing the suppression and its reason", { skip: browserSkip }, async () => {
     await page.click('nav a[href="/dashboard/balances"]');
+    await page.waitForURL(`${f.url}/dashboard/balances`);
+    await assertAccessible(page, 'the balances list');
     await page.click(`a[href="/dashboard/balances/${f.household.olderBalanceId}"]`);
     await page.waitForURL(`${f.url}/dashboard/balances/${f.household.olderBalanceId}`);
     const timeline = page.locator('table', { has: page.locator('caption', { hasText: 'Outreach attempts' }) });
@@ -123,6 +130,7 @@ describeOnEachDatabase('Staff dashboard in headless Chromium', (db, engine) => {
     assert.match(row ?? '', /no recorded consent to text this number/);
     assert.match(await page.textContent('main') ?? '', /disputed\s*open/, 'the status history shows the hold lifted');
     await assertLabelled();
+    await assertAccessible(page, 'the balance detail');
     await screenshot(page, 'dashboard-balance-timeline');
   });
 
@@ -131,6 +139,7 @@ describeOnEachDatabase('Staff dashboard in headless Chromium', (db, engine) => {
       const response = await page.goto(`${f.url}${path}`);
       assert.equal(response?.status(), 200, path);
       await assertLabelled();
+      await assertAccessible(page, path);
       await screenshot(page, `dashboard${path.replaceAll('/', '-').replace('-dashboard', '')}`);
     }
     assert.match(await page.textContent('main') ?? '', /statement-ready · sms · en/);

@@ -59,6 +59,7 @@ describe('npm start on a fresh machine', () => {
     const page = await overview.text();
     assert.match(page, /\(demo\)/, 'the dashboard names the demo practice');
     assert.match(page, /title="Demo practice: nothing is sent to anyone"/, 'and labels it Demo');
+    assert.match(page, /<p class="status" role="status">The demo practice is still loading: \d+ of 2,000 patients/, 'and says the rest of the practice is on its way');
 
     // The API with the same key: balances still owed, and balances patients paid through the sandbox checkout.
     const auth = { authorization: `Bearer ${key}` };

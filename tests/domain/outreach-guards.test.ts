@@ -4,7 +4,7 @@ import fc from 'fast-check';
 import { DateTime } from 'luxon';
 import {
   balanceStatusGuard, channelConsentGuard, channelDailyCapGuard, decide, destinationGuard, frequencyCapGuard, GUARD_RULES, isQuietMinute,
-  nextAllowedInstant, noSendDayGuard, nonprofit501rGuard, optOutGuard, quietHoursGuard, smsConsentGuard, stepConditionsGuard, type SendContext,
+  nextAllowedInstant, noSendDayGuard, nonprofit501rGuard, optOutGuard, quietHoursGuard, smsConsentGuard, stepConditionsGuard, undeliverableGuard, type SendContext,
 } from '../../src/domain/outreach-guards.ts';
 import { builtInHolidays, usFederalHolidays } from '../../src/domain/outreach-holidays.ts';
 import { classifyInbound } from '../../src/domain/outreach-keywords.ts';
@@ -201,6 +201,14 @@ describe('consent, opt-outs, destinations', () => {
 
   it('a channel-wide opt-out covers every address', () => {
     assert.equal(optOutGuard(ctx({ b: { optOuts: [{ channel: 'sms', source: 'staff:u1', at: at('2026-03-01T00:00:00Z') }] } })).verdict, 'suppress');
+  });
+
+  it('an address a provider refused as undeliverable gets nothing on that channel; the others are unaffected', () => {
+    assert.deepEqual(undeliverableGuard(ctx({ b: { undeliverable: ['sms'] } })), { rule: 'undeliverable', verdict: 'suppress', reason: 'the mobile number on file was refused as undeliverable' });
+    assert.equal(undeliverableGuard(ctx({ channel: 'email', b: { undeliverable: ['sms'] } })).verdict, 'allow');
+    assert.equal(undeliverableGuard(ctx()).verdict, 'allow');
+    const record = decide(ctx({ b: { undeliverable: ['sms'] } }));
+    assert.deepEqual(record.decision, { verdict: 'suppress', rule: 'undeliverable', reason: 'the mobile number on file was refused as undeliverable' });
   });
 
   it('there must be somewhere to send it', () => {

@@ -158,7 +158,8 @@ describeOnEachDatabase('daily planning at scale decides what the straightforward
   for (const [label, now] of [['at night, when every send waits for 08:00', NIGHT], ['in the morning, when sends go out', MORNING]] as const) {
     it(label, async () => {
       const expected = await straightforwardDecisions(db(), practiceId, now);
-      const result = await planPractice({ db: db(), cipher, clock: new ManualClock(now), logger: silentLogger(), practiceId, policy, payLinkKeys, concurrency: 3 });
+      // Small pages: many of them, each read (on a server) while the one before is planned.
+      const result = await planPractice({ db: db(), cipher, clock: new ManualClock(now), logger: silentLogger(), practiceId, policy, payLinkKeys, concurrency: 3, pageSize: 16 });
       assert.equal(result.failed.length, 0, JSON.stringify(result.failed));
       assert.equal(result.balances, expected.eligible);
       assert.ok(result.planned < expected.eligible, `only balances with something possibly due are planned (${result.planned} of ${expected.eligible})`);

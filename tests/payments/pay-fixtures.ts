@@ -77,12 +77,15 @@ export async function startPayApp(
   db: Database, clock: ManualClock, slug: string, dataDir: string,
   /** A Stripe key and where the SDK connects (the Stripe fake): real Checkout instead of the sandbox. */
   stripe?: { secretKey: string; options: StripeGatewayOptions },
+  /** `STRIPE_WEBHOOK_SECRETS`: per practice webhook endpoints. */
+  stripeWebhookSecrets?: string,
 ): Promise<PayApp> {
   const keys = testKeys();
   const wiring = await createPaymentsWiring({
     db, clock, logger: silentLogger, dataDir, sharedDatabase: false, payLinkKeys: `7:${Buffer.from(keys.keys.get(7)!).toString('base64url')}`,
     stripeWebhookSecret: TEST_WEBHOOK_SECRET, webhookPracticeSlug: slug, planTerms: { minimumInstallmentCents: 2500, maximumMonths: 6 },
     ...(stripe ? { stripeSecretKey: stripe.secretKey, stripe: stripe.options } : {}),
+    ...(stripeWebhookSecrets ? { stripeWebhookSecrets } : {}),
   });
   const api = createApi({
     configDir: ROOT, cipher, mappings: loadMappings(ROOT), db, clock, logger: silentLogger, metrics: new EngineMetrics(), version: 'test',

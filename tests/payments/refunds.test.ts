@@ -21,6 +21,7 @@ import { createPaymentsWiring } from '../../src/payments/pay-wiring.ts';
 import { offeredPlans } from '../../src/payments/plan.ts';
 import { proposePlan } from '../../src/payments/plan-service.ts';
 import { ApiKeyRepository } from '../../src/store/api-keys.ts';
+import { AuditLog } from '../../src/store/audit.ts';
 import type { Database } from '../../src/store/database.ts';
 import { LedgerRepository } from '../../src/store/ledger.ts';
 import { ROOT } from '../support/cli.ts';
@@ -153,5 +154,52 @@ describeOnEachDatabase('Refunds from the API', (db) => {
     assert.deepEqual(plan.installments.map((i) => i.dueDate), ['2026-03-02', '2026-04-02', '2026-05-02']);
     assert.doesNotMatch(JSON.stringify(plan), /cus_|pm_/);
     assert.equal((await call('GET', '/plans/00000000-0000-4000-8000-000000000000', staff)).status, 404);
+  });
+
+  test('Idempotency-Key: the same key and body return the first refund and Stripe gets one request; another body with that key is refused', async () => {
+    const refundRequests = () => fake.requests.filter((r) => r.method === 'POST' && r.path === '/v1/refunds').length;
+    const audited = async () => (await new AuditLog(db(), clock).list(h.practiceId)).filter((e) => e.action === 'payment.refund').length;
+    const post = (key: string, body: unknown) =>
+      fetch(`${api.url}/payments/${paymentId}/refunds`, {
+        method: 'POST', headers: { authorization: `Bearer ${staff}`, 'content-type': 'application/json', 'idempotency-key': key }, body: JSON.stringify(body),
+      });
+    const [requestsBefore, auditBefore] = [refundRequests(), await audited()];
+
+    const first = await post('refund-key-1', { amount: '10.00', reason: 'requested_by_customer' });
+    assert.equal(first.status, 202);
+    assert.equal(first.headers.get('idempotent-replayed'), null);
+    const refund = (await first.json()) as { id: string; stripeRefundId: string };
+    const again = await post('refund-key-1', { reason: 'requested_by_customer', amount: '10.00' });
+    assert.equal(again.status, 202);
+    assert.equal(again.headers.get('idempotent-replayed'), 'true');
+    assert.deepEqual(await again.json(), refund, 'the first result, as it was answered');
+    assert.equal(refundRequests(), requestsBefore + 1, 'the Stripe fake received exactly one refund request');
+    assert.equal(await audited(), auditBefore + 1, 'a replay starts nothing, so audits nothing');
+
+    const conflict = await post('refund-key-1', { amount: '11.00', reason: 'requested_by_customer' });
+    assert.equal(conflict.status, 422);
+    assert.match(conflict.headers.get('content-type') ?? '', /application\/problem\+json/);
+    const problem = (await conflict.json()) as { code: string; detail: string };
+    assert.equal(problem.code, 'refund_idempotency_conflict');
+    assert.match(problem.detail, new RegExp(`already used for a different refund request \\(refund ${refund.id}\\)`));
+    assert.equal(refundRequests(), requestsBefore + 1);
+
+    // Two concurrent requests with a new key: one refund, one Stripe request, both answered with it.
+    const [a, b] = await Promise.all([post('refund-key-2', { amount: '5.00' }), post('refund-key-2', { amount: '5.00' })]);
+    assert.deepEqual([a.status, b.status], [202, 202]);
+    assert.equal(((await a.json()) as { id: string }).id, ((await b.json()) as { id: string }).id);
+    assert.equal(refundRequests(), requestsBefore + 2);
+
+    // Still the first result after Stripe confirmed it and the ledger moved (nothing new is validated or started).
+    const refunded = fake.events.filter((e) => e.type === 'charge.refunded').at(-1)!;
+    assert.equal((await deliver(refunded)).status, 200);
+    const later = await post('refund-key-1', { amount: '10.00', reason: 'requested_by_customer' });
+    assert.deepEqual([later.status, ((await later.json()) as { id: string }).id], [202, refund.id]);
+    assert.equal(refundRequests(), requestsBefore + 2);
+
+    const malformed = await post('a key with spaces', { amount: '1.00' });
+    assert.equal(malformed.status, 400);
+    assert.equal(((await malformed.json()) as { code: string }).code, 'invalid_idempotency_key');
+    assert.equal(refundRequests(), requestsBefore + 2);
   });
 });

@@ -33,6 +33,7 @@ describeOnEachDatabase('write-backs in the API', (db) => {
       assert.equal(perPayment.status, 200);
       assert.deepEqual(perPayment.body.writebacks.map((w: { writebackId: string; status: string; attempts: number }) => [w.writebackId, w.status, w.attempts]), [[`payment-${payment.id}`, 'dead', 1]]);
       assert.match(perPayment.body.writebacks[0].lastError, /503/);
+      assert.match(perPayment.body.writebacks[0].controlId, /^[0-9A-F]{16}$/, 'the HL7 MSH-10 it is sent with, shown to staff');
 
       const dead = await call('GET', '/writebacks?status=dead');
       assert.equal(dead.body.counts.dead, 1);

@@ -12,9 +12,9 @@ import type { StructureDefinition } from '@medplum/fhirtypes';
 import { loadDataFiles } from '../../src/config/data-files.ts';
 import { renderVendorBasic } from '../../src/payments/writeback-render-basic.ts';
 import { renderPaymentReconciliation, type WritebackDocument } from '../../src/payments/writeback-render-fhir.ts';
-import { renderDftP03 } from '../../src/payments/writeback-render-hl7.ts';
+import { MAX_CONTROL_ID, renderDftP03 } from '../../src/payments/writeback-render-hl7.ts';
 import { writebackIssues } from '../../src/payments/writeback-validate.ts';
-import type { WritebackKind, WritebackRow } from '../../src/store/payments.ts';
+import { hl7ControlId, type WritebackKind, type WritebackRow } from '../../src/store/payments.ts';
 import { repoFiles, repoMappings } from './writeback-fixtures.ts';
 
 const profiles = repoFiles.profiles.map((p) => p.data as unknown as StructureDefinition);
@@ -22,7 +22,7 @@ const PAYMENT = '0b7c2f0e-3c1a-4a55-9d7e-6f1f2a3b4c5d';
 
 function doc(kind: WritebackKind, amounts: [string, number][], writebackId = `${kind}-${PAYMENT}`): WritebackDocument {
   const row: WritebackRow = {
-    id: 'f0000000-0000-4000-8000-000000000001', practiceId: 'p', paymentId: PAYMENT, kind, writebackId,
+    id: 'f0000000-0000-4000-8000-000000000001', practiceId: 'p', paymentId: PAYMENT, kind, writebackId, controlId: hl7ControlId('p', writebackId),
     amount: { amount: amounts.reduce((s, [, a]) => s + a, 0), currency: 'USD' }, allocations: amounts.map(([balanceId, amountMinor]) => ({ balanceId, amountMinor })),
     status: 'pending', attempts: 0, nextAttemptAt: new Date(), lastError: null, deliveredAt: null, createdAt: new Date('2026-03-04T15:16:17Z'),
     target: null, deliveredRef: null, lastAttemptAt: null,
@@ -110,12 +110,15 @@ describe('write-back DFT^P03', () => {
   const options = { sendingApplication: 'SETTLE', sendingFacility: 'Main & Co', receivingApplication: 'PMS', receivingFacility: '', transactionCode: 'PATPAY' };
   const now = new Date('2026-03-05T10:00:00Z');
 
-  it('MSH-10 is the write-back id, FT1-6 PY and FT1-11 a negative amount&currency per balance, values escaped', () => {
-    const [message, ...more] = renderDftP03(doc('payment', [['bal-inv', 8_000]]), options, now);
+  it('MSH-10 is the write-back\'s control id (at most 20 characters), FT1-6 PY and FT1-11 a negative amount&currency per balance, values escaped', () => {
+    const payment = doc('payment', [['bal-inv', 8_000]]);
+    const [message, ...more] = renderDftP03(payment, options, now);
     assert.equal(more.length, 0);
-    assert.equal(message!.controlId, `payment-${PAYMENT}`);
+    assert.equal(message!.controlId, payment.row.controlId);
+    assert.ok(message!.controlId.length <= MAX_CONTROL_ID, `${message!.controlId} fits MSH-10 (ST, 20)`);
+    assert.ok(payment.row.writebackId.length > MAX_CONTROL_ID, 'the write-back id itself would not');
     const parsed = Hl7Message.parse(message!.text);
-    assert.equal(parsed.getSegment('MSH')?.getField(10)?.toString(), `payment-${PAYMENT}`);
+    assert.equal(parsed.getSegment('MSH')?.getField(10)?.toString(), payment.row.controlId);
     assert.equal(parsed.getSegment('MSH')?.getField(9)?.toString(), 'DFT^P03^DFT_P03');
     assert.match(message!.text, /^MSH\|\^~\\&\|SETTLE\|Main \\T\\ Co\|PMS\|/);
     const ft1 = message!.text.split('\r').find((s) => s.startsWith('FT1|'))!.split('|');
@@ -129,11 +132,23 @@ describe('write-back DFT^P03', () => {
   });
 
   it('a refund posts PY with the opposite (positive) sign; balances on two accounts go as two messages', () => {
-    const messages = renderDftP03(doc('refund', [['bal-inv', 1_000], ['bal-hl7', 250]], `refund-${PAYMENT}-1250`), options, now);
-    assert.deepEqual(messages.map((m) => m.controlId), [`refund-${PAYMENT}-1250-1`, `refund-${PAYMENT}-1250-2`]);
+    const refund = doc('refund', [['bal-inv', 1_000], ['bal-hl7', 250]], `refund-${PAYMENT}-1250`);
+    const messages = renderDftP03(refund, options, now);
+    assert.deepEqual(messages.map((m) => m.controlId), [`${refund.row.controlId}-1`, `${refund.row.controlId}-2`]);
+    for (const m of messages) assert.ok(m.controlId.length <= MAX_CONTROL_ID, `${m.controlId} fits MSH-10`);
     const amounts = messages.map((m) => m.text.split('\r').find((s) => s.startsWith('FT1|'))!.split('|')[11]);
     assert.deepEqual(amounts, ['10.00&USD', '2.50&USD']);
     assert.equal(messages[1]!.text.split('\r').find((s) => s.startsWith('PID|'))!.split('|')[18], 'A\\F\\1\\S\\2');
+  });
+});
+
+describe('write-back control ids (MSH-10)', () => {
+  it('are 16 upper-case hex characters, the same for the same write-back, different for another write-back or practice', () => {
+    const id = hl7ControlId('p', `payment-${PAYMENT}`);
+    assert.match(id, /^[0-9A-F]{16}$/);
+    assert.equal(hl7ControlId('p', `payment-${PAYMENT}`), id);
+    assert.notEqual(hl7ControlId('p', `refund-${PAYMENT}-1250`), id);
+    assert.notEqual(hl7ControlId('q', `payment-${PAYMENT}`), id);
   });
 });
 

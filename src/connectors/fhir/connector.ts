@@ -41,6 +41,8 @@ export interface FhirConnectorConfig {
   rateLimitPerSecond: number;
   /** Default 1. */
   overlapSeconds?: number;
+  /** Whether the engine syncs it on its schedule (default true); `settle sync NAME` runs it either way. */
+  enabled?: boolean;
 }
 
 /** A connector that cannot be used as configured; the message names the connector and what to fix. */

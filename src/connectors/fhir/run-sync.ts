@@ -272,20 +272,44 @@ export function fhirSyncJob(deps: FhirSyncJobDependencies): JobDefinition<{ conn
 }
 
 /**
- * Puts each fhir-r4 connector on its schedule (`every` or `cron`), one repeating `fhir.sync` job per connector
- * however many workers call this (unique on the connector name). Needs Agenda itself (`scheduler.agenda`):
+ * Puts each enabled fhir-r4 connector on its schedule (`every` or `cron`), one repeating `fhir.sync` job per
+ * connector however many workers call this (unique on the connector name), and takes off the schedule any
+ * connector that is now disabled or whose file is gone. Needs Agenda itself (`scheduler.agenda`):
  * `Scheduler.every` keeps one schedule per job name.
  * @returns the connectors scheduled.
  */
-export async function scheduleFhirSyncs(agenda: Agenda, connectors: readonly FhirConnectorConfig[], timeZone?: string): Promise<string[]> {
+export async function scheduleFhirSyncs(
+  agenda: Agenda,
+  connectors: readonly FhirConnectorConfig[],
+  timeZoneOf: (connector: FhirConnectorConfig) => string | undefined = () => undefined,
+): Promise<string[]> {
   const scheduled: string[] = [];
   for (const connector of connectors) {
+    if (connector.enabled === false) continue;
     const interval = 'every' in connector.schedule ? connector.schedule.every : connector.schedule.cron;
     const job = agenda.create(FHIR_SYNC_JOB, { connector: connector.name });
     job.unique({ 'data.connector': connector.name });
-    job.repeatEvery(interval, { timezone: timeZone, skipImmediate: true });
+    job.repeatEvery(interval, { timezone: timeZoneOf(connector), skipImmediate: true });
     await job.save();
     scheduled.push(connector.name);
   }
+  const { jobs } = await agenda.queryJobs({ name: FHIR_SYNC_JOB });
+  for (const job of jobs) {
+    const name = (job.data as { connector?: string } | undefined)?.connector;
+    if (job.repeatInterval && name !== undefined && !scheduled.includes(name)) await agenda.cancel({ name: FHIR_SYNC_JOB, data: { connector: name } });
+  }
   return scheduled;
+}
+
+/**
+ * Schedules the enabled fhir-r4 connectors among `files` (a configuration's connector files), each in the time
+ * zone of the practice it names (cron schedules run on the practice's clock), and unschedules the others.
+ * @returns the connectors scheduled.
+ */
+export async function scheduleConnectorSyncs(agenda: Agenda, db: Database, files: readonly DataFile[]): Promise<string[]> {
+  const connectors = files.filter((f) => f.data.transport === 'fhir-r4').map((f) => fhirConnectorConfig(f.data));
+  const zones = new Map<string, string | undefined>();
+  const practices = new PracticeRepository(db.pool);
+  for (const connector of connectors) if (!zones.has(connector.practice)) zones.set(connector.practice, (await practices.findBySlug(connector.practice))?.timeZone);
+  return scheduleFhirSyncs(agenda, connectors, (connector) => zones.get(connector.practice));
 }

@@ -10,11 +10,12 @@ import { Command } from 'commander';
 import express from 'express';
 import { problemHandler } from '../../../src/api/problem.ts';
 import { mountRoutes } from '../../../src/api/routes.ts';
+import type { DataFile } from '../../../src/config/data-files.ts';
 import { silentLogger } from '../../../src/config/logger.ts';
 import type { Settings } from '../../../src/config/settings.ts';
 import { fhirCommands } from '../../../src/connectors/fhir/cli-commands.ts';
 import { connectorRoutes } from '../../../src/connectors/fhir/connector-routes.ts';
-import { fhirConnectors, fhirSyncJob, findFhirConnector, runFhirConnectorCheck, runSync, scheduleFhirSyncs } from '../../../src/connectors/fhir/run-sync.ts';
+import { fhirConnectors, fhirSyncJob, findFhirConnector, runFhirConnectorCheck, runSync, scheduleConnectorSyncs, scheduleFhirSyncs } from '../../../src/connectors/fhir/run-sync.ts';
 import { systemClock } from '../../../src/domain/clock.ts';
 import { PracticeRepository } from '../../../src/store/practices.ts';
 import { SourceRecordRepository } from '../../../src/store/source-records.ts';
@@ -177,6 +178,51 @@ describeOnEachDatabase('settle sync, connectors check, the fhir.sync job and GET
     } finally {
       server.closeAllConnections();
       await new Promise((resolve) => server.close(resolve));
+    }
+  });
+
+  it('the engine keeps enabled connectors on their schedule in the practice time zone, and takes disabled or removed ones off', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'settle-fhir-schedule-'));
+    mkdirSync(join(dir, 'connectors'));
+    const file = (name: string, data: Record<string, unknown>): DataFile => ({ file: `connectors/${name}.json`, absolutePath: join(dir, 'connectors', `${name}.json`), name, data });
+    const base = { description: 'The sandbox EHR.', transport: 'fhir-r4', baseUrl: ehr.baseUrl, auth: { method: 'bearer', tokenEnv: 'SANDBOX_TOKEN' }, resources: [{ type: 'Patient' }], pageSize: 50, rateLimitPerSecond: 500 };
+    const running = file('every-second', { ...base, name: 'every-second', practice: 'riverside', schedule: { every: '1 second' } });
+    const paused = file('paused', { ...base, name: 'paused', practice: 'riverside', schedule: { cron: '0 6 * * *' }, enabled: false });
+    const nightly = file('nightly', { ...base, name: 'nightly', practice: 'riverside', schedule: { cron: '0 2 * * *' } });
+    for (const f of [running, paused, nightly]) writeFileSync(f.absolutePath, JSON.stringify(f.data));
+    await db().pool.query("UPDATE practices SET time_zone = 'America/Chicago' WHERE id = $1", [practiceId]);
+    const registry = new JobRegistry();
+    // A short lock lifetime: Agenda 6.2.6's liveness check sleeps half of it after each run and would keep the test process alive.
+    registry.register({ ...fhirSyncJob({ db: db(), clock: systemClock, logger: silentLogger(), configDir: dir, env }), lockLifetimeMs: 4_000 });
+    const scheduler = new Scheduler({ db: db(), registry, name: 'test-schedule', concurrency: 1, pollIntervalMs: 200 });
+    const jobs = async () =>
+      (await db().pool.query<{ connector: string; repeat_timezone: string | null }>(
+        "SELECT data->>'connector' AS connector, repeat_timezone FROM agenda_jobs WHERE name = 'fhir.sync' AND repeat_interval IS NOT NULL AND data->>'connector' IN ('every-second', 'paused', 'nightly') ORDER BY 1",
+      )).rows;
+    try {
+      await scheduler.start();
+      // A connector paused in its file is taken off the schedule it had.
+      await scheduleConnectorSyncs(scheduler.agenda, db(), [running, { ...paused, data: { ...paused.data, enabled: true } }, nightly]);
+      assert.deepEqual((await jobs()).map((j) => j.connector), ['every-second', 'nightly', 'paused']);
+      assert.deepEqual(await scheduleConnectorSyncs(scheduler.agenda, db(), [running, paused, nightly]), ['every-second', 'nightly']);
+      assert.deepEqual(await jobs(), [
+        { connector: 'every-second', repeat_timezone: 'America/Chicago' },
+        { connector: 'nightly', repeat_timezone: 'America/Chicago' },
+      ]);
+      // The scheduled sync really runs: the connector's Patients arrive without anyone calling `settle sync`.
+      const counts = () => new SourceRecordRepository(db().pool, systemClock).counts(practiceId, 'every-second');
+      const deadline = Date.now() + 15_000;
+      while (!(await counts()).some((c) => c.resourceType === 'Patient' && c.total === seeded.patients)) {
+        assert.ok(Date.now() < deadline, 'the scheduled sync stored the Patients within 15 s');
+        await new Promise((resolve) => setTimeout(resolve, 200));
+      }
+      // A connector whose file is gone comes off the schedule too.
+      assert.deepEqual(await scheduleConnectorSyncs(scheduler.agenda, db(), [nightly]), ['nightly']);
+      assert.deepEqual((await jobs()).map((j) => j.connector), ['nightly']);
+    } finally {
+      await scheduler.stop(5_000);
+      await db().pool.query("UPDATE practices SET time_zone = 'America/New_York' WHERE id = $1", [practiceId]);
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 
