@@ -16,6 +16,7 @@ import { outreachRoutes } from '../outreach/routes.ts';
 import { unsubscribeRoutes } from '../outreach/unsubscribe-routes.ts';
 import { printBatchRoutes } from '../outreach/print-batch-routes.ts';
 import { twilioRoutesForApi } from '../outreach/twilio-webhooks.ts';
+import { emailBounceRoutes } from '../outreach/email-bounce-routes.ts';
 import type { DashboardDependencies } from '../dashboard/context.ts';
 import { dashboardRouter } from '../dashboard/router.ts';
 import { analyticsRoutes } from '../analytics/routes.ts';
@@ -50,6 +51,8 @@ export interface ApiDependencies {
   payments?: PaymentsWiring;
   /** TWILIO_AUTH_TOKEN: verifies the Twilio webhooks (unset: they answer webhook_not_configured). */
   twilioAuthToken?: string | undefined;
+  /** SETTLE_EMAIL_BOUNCE_SECRET: authenticates the bounce webhook (unset: it answers webhook_not_configured). */
+  emailBounceSecret?: string | undefined;
   /** A line the dashboard shows on every page of a practice (the live demo's loading progress); see `DashboardDependencies.status`. */
   dashboardStatus?: DashboardDependencies['status'];
 }
@@ -96,6 +99,7 @@ export function createApi(deps: ApiDependencies): Api {
     ...unsubscribeRoutes({ db: deps.db, cipher: deps.cipher, clock: deps.clock }),
     ...printBatchRoutes({ db: deps.db, cipher: deps.cipher, clock: deps.clock }),
     ...twilioRoutesForApi({ ...deps, authToken: deps.twilioAuthToken, payLinkKeys: deps.payments?.keys }),
+    ...emailBounceRoutes({ db: deps.db, cipher: deps.cipher, clock: deps.clock, logger: deps.logger, secret: deps.emailBounceSecret }),
     ...analyticsRoutes({ db: deps.db, clock: deps.clock }),
     ...auditRoutes({ db: deps.db, clock: deps.clock }),
     ...(deps.payments ? paymentRoutes(deps.payments, deps) : []),

@@ -156,6 +156,7 @@ export async function startEngine(options: EngineOptions): Promise<Engine> {
       version: VERSION,
       publicUrl: settings.publicUrl,
       twilioAuthToken: settings.twilio?.authToken,
+      emailBounceSecret: settings.emailBounceSecret,
       payments,
       // The live demo's loading progress, on every dashboard page of the demo practice.
       ...(demo ? { dashboardStatus: demo.status } : {}),

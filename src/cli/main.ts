@@ -33,6 +33,7 @@ import { payLinkCommand } from '../payments/pay-commands.ts';
 import { writebacksCommand } from '../payments/writeback-cli.ts';
 import { paymentsCommand } from '../payments/refund-cli.ts';
 import { agencyCommand } from '../outreach/agency-command.ts';
+import { emailCommand } from '../outreach/email-command.ts';
 
 /** Exit codes of `settle`. */
 export const EXIT = { ok: 0, failed: 1, usage: 2, config: 3, database: 4 } as const;
@@ -266,6 +267,7 @@ export function buildProgram(out: (text: string) => void = (t) => process.stdout
   program.addCommand(writebacksCommand({ withDatabase: (work) => withDatabase(cliLogger(), work), out, exitError: (code, message) => new ExitError(code, message), practiceFor }));
   program.addCommand(paymentsCommand({ withDatabase: (work) => withDatabase(cliLogger(), work), out, exitError: (code, message) => new ExitError(code, message), practiceFor }));
   program.addCommand(agencyCommand({ withDatabase: (work) => withDatabase(cliLogger(), work), out, exitError: (code, message) => new ExitError(code, message), practiceFor }));
+  program.addCommand(emailCommand({ withDatabase: (work) => withDatabase(cliLogger(), work), out, exitError: (code, message) => new ExitError(code, message) }));
   program.addCommand(analyticsCommand({
     withDatabase: (work) => withDatabase(cliLogger(), work), out, practiceFor,
     cipher: async () => {

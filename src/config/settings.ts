@@ -115,6 +115,11 @@ export const SETTING_SPECS = {
     schema: { type: 'string', pattern: '^[^\\s@]+@[^\\s@]+$' },
     description: 'A mailbox added to the `List-Unsubscribe` header as a mailto (optional; the signed unsubscribe URL is always there).',
   },
+  SETTLE_EMAIL_BOUNCE_SECRET: {
+    schema: { type: 'string', minLength: 24 },
+    description: 'Shared secret of the bounce webhook `POST /webhooks/email/bounces` (the `X-Settle-Bounce-Secret` header or `?token=`), at least 24 characters. Unset: the webhook answers webhook_not_configured.',
+    secret: true,
+  },
   TWILIO_ACCOUNT_SID: {
     schema: { type: 'string', pattern: '^AC[0-9a-fA-F]{32}$' },
     description: 'Twilio Account SID (`AC…`) for outreach texts. Unset (with the other TWILIO_* settings): texts stay in the outbox.',
@@ -160,6 +165,8 @@ export interface Settings {
   stripeWebhookSecrets: string | undefined;
   /** Twilio credentials: all three TWILIO_* settings, or undefined when none is set. */
   twilio: { accountSid: string; authToken: string; messagingServiceSid: string } | undefined;
+  /** SETTLE_EMAIL_BOUNCE_SECRET: authenticates the bounce webhook (absent: it is not configured). */
+  emailBounceSecret?: string | undefined;
   /** SETTLE_DEMO: whether `settle start` runs the demo practice (absent: `auto`). */
   demo?: 'auto' | 'on' | 'off';
 }
@@ -242,6 +249,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     stripeWebhookSecret: values.STRIPE_WEBHOOK_SECRET as string | undefined,
     stripeWebhookSecrets: values.STRIPE_WEBHOOK_SECRETS as string | undefined,
     demo: values.SETTLE_DEMO as Settings['demo'],
+    emailBounceSecret: values.SETTLE_EMAIL_BOUNCE_SECRET as string | undefined,
     twilio: values.TWILIO_ACCOUNT_SID === undefined ? undefined : {
       accountSid: values.TWILIO_ACCOUNT_SID as string,
       authToken: values.TWILIO_AUTH_TOKEN as string,

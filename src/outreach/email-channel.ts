@@ -12,7 +12,8 @@
  * `undeliverable_contacts` and never emailed again, and delivery tries the balance's next channel); other 5xx
  * refusals of the message → `failed` for good; 4xx, refused credentials or sender, and connection errors →
  * `transient` (retried later). Reasons are Settle's words with the SMTP codes: a server's reply text can quote
- * the address, which must not reach a log.
+ * the address, which must not reach a log. Bounces that come back later as bounce emails (DSNs) are read by
+ * `email-bounces.ts`, matched to the row by the Message-ID kept here as the provider message id.
  */
 import nodemailer, { type Transporter } from 'nodemailer';
 import type { Clock } from '../domain/clock.ts';
