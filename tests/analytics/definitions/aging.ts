@@ -10,15 +10,7 @@
 import { AGING_BUCKETS, type AgingBucket } from '../../../src/domain/ledger.ts';
 import type { Queryable } from '../../../src/store/database.ts';
 import { bucketSql, int, PERIOD_CTE, type AnalyticsPeriod, type AnalyticsResult } from '../../../src/analytics/types.ts';
-
-/** One bucket. */
-export interface AgingRow {
-  bucket: AgingBucket;
-  balances: number;
-  outstandingMinor: number;
-  payments: number;
-  recoveredMinor: number;
-}
+import type { AgingRow } from '../../../src/analytics/aging.ts';
 
 const COLUMNS = ['bucket', 'balances', 'outstandingMinor', 'payments', 'recoveredMinor'] as const;
 

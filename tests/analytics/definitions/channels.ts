@@ -14,27 +14,8 @@
  * `all`), `stepId` alone (`channel` is `all`), and the total (`all`, `all`).
  */
 import type { Queryable } from '../../../src/store/database.ts';
-import { int, PERIOD_CTE, ratio, type AnalyticsPeriod, type AnalyticsResult } from '../../../src/analytics/types.ts';
-
-/** How many days after a send an open or payment is credited to it. */
-export const ATTRIBUTION_WINDOW_DAYS = 30;
-
-/** One channel and/or step. */
-export interface ChannelRow {
-  /** `sms`, `email`, `letter`, or `all`. */
-  channel: string;
-  /** The policy step id, or `all`. */
-  stepId: string;
-  sends: number;
-  opened: number;
-  paid: number;
-  payments: number;
-  paidMinor: number;
-  /** opened ÷ sends. */
-  openRate: number | null;
-  /** paid ÷ sends. */
-  payRate: number | null;
-}
+import { ATTRIBUTION_WINDOW_DAYS, int, PERIOD_CTE, ratio, type AnalyticsPeriod, type AnalyticsResult } from '../../../src/analytics/types.ts';
+import type { ChannelRow } from '../../../src/analytics/channels.ts';
 
 const COLUMNS = ['channel', 'stepId', 'sends', 'opened', 'paid', 'payments', 'paidMinor', 'openRate', 'payRate'] as const;
 

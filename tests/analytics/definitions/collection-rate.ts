@@ -13,18 +13,7 @@
  */
 import type { Queryable } from '../../../src/store/database.ts';
 import { int, PERIOD_CTE, ratio, type AnalyticsPeriod, type AnalyticsResult } from '../../../src/analytics/types.ts';
-
-/** One month. */
-export interface CollectionRateRow {
-  /** `YYYY-MM`. */
-  month: string;
-  billedMinor: number;
-  collectedMinor: number;
-  rate: number | null;
-  balancesPaid: number;
-  daysToPayMedian: number | null;
-  daysToPayP90: number | null;
-}
+import type { CollectionRateRow } from '../../../src/analytics/collection-rate.ts';
 
 const COLUMNS = ['month', 'billedMinor', 'collectedMinor', 'rate', 'balancesPaid', 'daysToPayMedian', 'daysToPayP90'] as const;
 

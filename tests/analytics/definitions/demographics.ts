@@ -18,27 +18,7 @@
  */
 import type { Queryable } from '../../../src/store/database.ts';
 import { int, intOrNull, PERIOD_CTE, ratio, type AnalyticsPeriod, type AnalyticsResult } from '../../../src/analytics/types.ts';
-
-/** Cells with fewer patients than this are suppressed. */
-export const SMALL_CELL_THRESHOLD = 11;
-
-/** The age groups, youngest first. */
-export const AGE_GROUPS = ['0-17', '18-34', '35-49', '50-64', '65+', 'unknown'] as const;
-export type AgeGroup = (typeof AGE_GROUPS)[number];
-
-/** One age group × ZIP3 cell. */
-export interface DemographicsRow {
-  ageGroup: AgeGroup;
-  zip3: string;
-  suppressed: boolean;
-  patients: number | null;
-  balances: number | null;
-  billedMinor: number | null;
-  collectedMinor: number | null;
-  outstandingMinor: number | null;
-  /** collected ÷ billed (4 decimals); null when suppressed or nothing was billed. */
-  collectionRate: number | null;
-}
+import { SMALL_CELL_THRESHOLD, AGE_GROUPS, type AgeGroup, type DemographicsRow } from '../../../src/analytics/demographics.ts';
 
 const COLUMNS = ['ageGroup', 'zip3', 'suppressed', 'patients', 'balances', 'billedMinor', 'collectedMinor', 'outstandingMinor', 'collectionRate'] as const;
 

@@ -11,29 +11,7 @@
  */
 import type { Queryable } from '../../../src/store/database.ts';
 import { int, PERIOD_CTE, type AnalyticsPeriod, type AnalyticsResult } from '../../../src/analytics/types.ts';
-
-/** Defaults of the ROI assumptions. */
-export const ROI_DEFAULTS = { agencyCommissionPercent: 30, minutesPerCall: 5 } as const;
-
-/** The assumptions the ROI is worked out with. */
-export interface RoiAssumptions {
-  /** 0–100, at most 2 decimals. */
-  agencyCommissionPercent?: number;
-  /** Whole minutes, 0–240. */
-  minutesPerCall?: number;
-}
-
-/** The one ROI row. */
-export interface RoiRow {
-  collectedMinor: number;
-  payments: number;
-  agencyCommissionPercent: number;
-  agencyWouldHaveKeptMinor: number;
-  remindersSent: number;
-  callsAvoided: number;
-  minutesPerCall: number;
-  staffMinutesAvoided: number;
-}
+import { ROI_DEFAULTS, type RoiAssumptions, type RoiRow } from '../../../src/analytics/roi.ts';
 
 const COLUMNS = [
   'collectedMinor', 'payments', 'agencyCommissionPercent', 'agencyWouldHaveKeptMinor', 'remindersSent', 'callsAvoided', 'minutesPerCall', 'staffMinutesAvoided',

@@ -6,12 +6,8 @@
 import { PAYER_KINDS, type PayerKind } from '../../../src/domain/ledger.ts';
 import type { Queryable } from '../../../src/store/database.ts';
 import { int, PERIOD_CTE, ratio, type AnalyticsPeriod, type AnalyticsResult } from '../../../src/analytics/types.ts';
-import { UNPAID_GROUP_SELECT, UNPAID_LINES_CTE, type UnpaidGroup } from './unpaid-lines.ts';
-
-/** One payer kind. */
-export interface PayerRow extends UnpaidGroup {
-  payer: PayerKind;
-}
+import { UNPAID_GROUP_SELECT, UNPAID_LINES_CTE } from './unpaid-lines.ts';
+import type { PayerRow } from '../../../src/analytics/unpaid-by-payer.ts';
 
 const COLUMNS = ['payer', 'charges', 'billedMinor', 'unpaidCharges', 'unpaidMinor', 'unpaidRate'] as const;
 

@@ -5,12 +5,8 @@
  */
 import type { Queryable } from '../../../src/store/database.ts';
 import { int, PERIOD_CTE, ratio, type AnalyticsPeriod, type AnalyticsResult } from '../../../src/analytics/types.ts';
-import { UNPAID_GROUP_SELECT, UNPAID_LINES_CTE, type UnpaidGroup } from './unpaid-lines.ts';
-
-/** One service code. */
-export interface ServiceCodeRow extends UnpaidGroup {
-  serviceCode: string;
-}
+import { UNPAID_GROUP_SELECT, UNPAID_LINES_CTE } from './unpaid-lines.ts';
+import type { ServiceCodeRow } from '../../../src/analytics/unpaid-by-service-code.ts';
 
 const COLUMNS = ['serviceCode', 'charges', 'billedMinor', 'unpaidCharges', 'unpaidMinor', 'unpaidRate'] as const;
 
