@@ -4,8 +4,8 @@
  *  - peer: the same mapping interpreted per record with `evalFhirPath` on the expression strings (parsed every time);
  *  - end to end: store BENCH_INGEST_RECORDS (default 1000) Invoice source records, then ingest them as the
  *    `ingest.pending` job does (batches claimed, mapped and posted with set-based statements, one transaction
- *    per batch), on the PostgreSQL server (BENCH_DATABASE_URL, else TEST_DATABASE_URL; 4 workers) and on
- *    embedded PGlite (1 worker).
+ *    per batch of its default size: 250 on the server, 100 embedded), on the PostgreSQL server
+ *    (BENCH_DATABASE_URL, else TEST_DATABASE_URL; 4 workers) and on embedded PGlite (1 worker).
  * Prints `name: value unit (ratio vs peer)`.
  */
 import { createHash, randomBytes } from 'node:crypto';
@@ -17,7 +17,7 @@ import { balanceEffect, type EntryKind } from '../src/domain/ledger.ts';
 import { sumMoney, type Money } from '../src/domain/money.ts';
 import type { SourceRecord } from '../src/domain/source-record.ts';
 import { silentLogger } from '../src/config/logger.ts';
-import { drainPendingSourceRecords } from '../src/ingest/process.ts';
+import { drainPendingSourceRecords } from '../src/ingest/pending-batch.ts';
 import { compileMapping } from '../src/mapping/compile.ts';
 import { MappingRegistry } from '../src/mapping/load.ts';
 import { toDate, toMoney } from '../src/mapping/transforms.ts';

@@ -1,7 +1,10 @@
 /**
  * MLLP round trips: messages/s with the AA sent only after the durable commit, on 1 and 8 connections, side by
  * side with @medplum/hl7's Hl7Server answering without storing anything. The database is the PostgreSQL server
- * (BENCH_DATABASE_URL, else TEST_DATABASE_URL), or embedded PGlite when neither is set.
+ * (BENCH_DATABASE_URL, else TEST_DATABASE_URL), or embedded PGlite when neither is set. Each line also says how
+ * many messages shared a commit; the line just before the one-connection result measures what one durable commit
+ * of one row costs on this database, which bounds one connection (a sender that waits for each ACK pays one commit
+ * per message).
  * Also: parse throughput of a ~1.8 KB DFT^P03 with 5 FT1 (decode by MSH-18 + parse + exact FT1-11 amounts)
  * against plain Hl7Message.parse; conversion of that message into its 5 source records; and the MLLP sender's
  * send-and-wait rate to Hl7Server against @medplum/hl7's own Hl7Client.sendAndWait.
@@ -89,13 +92,43 @@ await peer.start(0);
 const peerPort = (peer.server?.address() as net.AddressInfo).port;
 
 const where = engine === 'postgres' ? 'PostgreSQL server' : 'embedded PGlite';
+
+/**
+ * The floor under one connection: a single-row INSERT committed on its own, back to back, on one connection.
+ * @returns the mean commit latency in ms (printed with its median and p90).
+ */
+async function commitLatency(): Promise<number> {
+  const db = await handle.db.pool.connect();
+  await db.query('CREATE TABLE IF NOT EXISTS bench_commit (id bigserial PRIMARY KEY, note text NOT NULL)');
+  const latencies: number[] = [];
+  for (let i = 0; i < 1200; i++) {
+    const started = performance.now();
+    await db.query('INSERT INTO bench_commit (note) VALUES ($1)', [`commit ${i}`]);
+    if (i >= 200) latencies.push(performance.now() - started);
+  }
+  db.release();
+  latencies.sort((a, b) => a - b);
+  const mean = latencies.reduce((sum, ms) => sum + ms, 0) / latencies.length;
+  console.log(
+    `durable commit of one single-row INSERT (${where}, one connection, back to back): mean ${mean.toFixed(3)} ms (median ${latencies[latencies.length >> 1].toFixed(3)}, p90 ${latencies[Math.floor(latencies.length * 0.9)].toFixed(3)}), so at most ${(1000 / mean).toFixed(0)} commits/s on one connection`,
+  );
+  return mean;
+}
+
 for (const connections of [1, 8]) {
   await rate(listener.port, connections, `warm${connections}`); // warm-up (and JIT) on both sides
   await rate(peerPort, connections, `warm${connections}`);
+  // Measured just before the one-connection run, under the same load, so the bound sits next to the result.
+  const commitMs = connections === 1 ? await commitLatency() : 0;
+  const before = listener.commitStats();
   const ours = await rate(listener.port, connections, `run${connections}`);
+  const after = listener.commitStats();
   const theirs = await rate(peerPort, connections, `run${connections}`);
+  const perCommit = (after.messages - before.messages) / (after.batches - before.batches);
+  // A sender waiting for each ACK pays one commit per message: one connection cannot beat 1 / commit latency.
+  const bound = connections === 1 ? `; bound: at most ${(1000 / commitMs).toFixed(0)} msg/s at ${commitMs.toFixed(3)} ms a commit, 0.5x needs ${(theirs / 2).toFixed(0)}` : '';
   console.log(
-    `mllp round trip, AA after durable commit (${where}, ${connections} connection${connections > 1 ? 's' : ''}): ${ours.toFixed(0)} msg/s (${(ours / theirs).toFixed(2)}x vs @medplum/hl7 Hl7Server storing nothing at ${theirs.toFixed(0)} msg/s)`,
+    `mllp round trip, AA after durable commit (${where}, ${connections} connection${connections > 1 ? 's' : ''}): ${ours.toFixed(0)} msg/s (${(ours / theirs).toFixed(2)}x vs @medplum/hl7 Hl7Server storing nothing at ${theirs.toFixed(0)} msg/s; ${perCommit.toFixed(1)} messages per commit${bound})`,
   );
 }
 await listener.close();

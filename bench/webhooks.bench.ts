@@ -55,12 +55,17 @@ async function run(engine: 'pglite' | 'postgres'): Promise<void> {
     }
     const all = [...deliveries, ...deliveries]; // every event, then Stripe's retry of every event
     const outcomes = new Map<string, number>();
-    const started = performance.now();
-    await inParallel(all, async ({ payload, header }) => {
+    const deliver = async ({ payload, header }: { payload: Buffer; header: string }) => {
       const ack = await processStripeWebhook({ db, clock, practiceId, logger: silentLogger, cipher, secrets: SECRET }, payload, header);
       outcomes.set(ack.outcome, (outcomes.get(ack.outcome) ?? 0) + 1);
-    });
-    const rate = all.length / ((performance.now() - started) / 1000);
+    };
+    const started = performance.now();
+    await inParallel(deliveries, deliver);
+    const firstSeconds = (performance.now() - started) / 1000;
+    await inParallel(deliveries, deliver);
+    const seconds = (performance.now() - started) / 1000;
+    const rate = all.length / seconds;
+    const phases = `first deliveries ${(deliveries.length / firstSeconds).toFixed(0)}/s, retries ${(deliveries.length / (seconds - firstSeconds)).toFixed(0)}/s`;
     const posted = outcomes.get('payment-posted') ?? 0;
     if (posted !== PAYMENTS || outcomes.get('duplicate') !== deliveries.length) throw new Error(`wrong outcomes: ${JSON.stringify([...outcomes])}`);
     const { rows: [entries] } = await db.pool.query<{ n: string }>("SELECT count(*)::text AS n FROM writeback_outbox WHERE kind = 'payment'");
@@ -73,7 +78,7 @@ async function run(engine: 'pglite' | 'postgres'): Promise<void> {
     const where = engine === 'postgres' ? 'PostgreSQL server' : 'embedded PGlite';
     console.log(
       `stripe webhooks (${where}, ${all.length} deliveries: ${deliveries.length} events + as many retries, ${CONCURRENCY} in flight, signature + once-per-event + ledger + outbox): `
-      + `${rate.toFixed(0)} events/s (${(rate / peer).toFixed(3)}x vs Stripe SDK constructEvent signature check alone at ${peer.toFixed(0)}/s; target ≥ 500/s)`,
+      + `${rate.toFixed(0)} events/s [${phases}] (${(rate / peer).toFixed(3)}x vs Stripe SDK constructEvent signature check alone at ${peer.toFixed(0)}/s; target ≥ 500/s)`,
     );
   } finally {
     await handle.drop();

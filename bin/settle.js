@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=16
 // `settle` command shim: runs the TypeScript CLI directly (Node strips types from .ts files
 // outside node_modules, which holds because Settle runs from its own checkout or image).
 const [major, minor] = process.versions.node.split('.').map(Number);

@@ -1,5 +1,5 @@
 /**
- * The engine process: API, worker, or both, on one database.
+ * The engine process: API, worker, or both, on one database; or the MLLP listeners alone (`listen`).
  *
  * The API starts listening first, so `/healthz` answers and `/readyz` explains what is missing while
  * the database is still being reached (with backoff, never a crash loop) and migrated.
@@ -31,8 +31,11 @@ import { createPaymentsWiring } from '../payments/pay-wiring.ts';
 import { buildChannels, closeChannels } from '../outreach/channels.ts';
 import type { PlanTerms } from '../payments/plan.ts';
 
-/** Which parts run in this process. */
-export type EngineMode = 'start' | 'serve' | 'worker';
+/**
+ * Which parts run in this process: `start` everything; `serve` the API; `worker` jobs; `listen` the MLLP
+ * listeners of the `hl7v2-mllp` connectors (one process per port, apart from replicated workers).
+ */
+export type EngineMode = 'start' | 'serve' | 'worker' | 'listen';
 
 /** Options beyond the settings. */
 export interface EngineOptions {
@@ -42,6 +45,8 @@ export interface EngineOptions {
   clock?: Clock;
   /** Job kinds added to the stages' own (tests use this to observe workers). */
   extraJobs?: JobDefinition<never>[];
+  /** The interface every MLLP listener binds instead of its connector's `listen.host` (`0.0.0.0` in a container). */
+  listenHost?: string;
 }
 
 /** A running engine. */
@@ -52,6 +57,8 @@ export interface Engine {
   ready: Promise<void>;
   /** The open database. */
   db: Database;
+  /** The MLLP listeners running (filled in once `ready` resolves; empty in `serve` and `worker`). */
+  listeners: ReadonlyArray<{ connector: string; host: string; port: number }>;
   /** Stops taking work, lets running jobs finish up to the shutdown deadline, closes the database. */
   stop(): Promise<void>;
 }
@@ -83,6 +90,9 @@ export async function startEngine(options: EngineOptions): Promise<Engine> {
   const clock = options.clock ?? systemClock;
   const dataFiles = loadDataFiles(settings.configDir);
   if (dataFiles.problems.length > 0) throw new DataFilesError(dataFiles.problems);
+  if (mode === 'listen' && !dataFiles.connectors.some((c) => c.data.transport === 'hl7v2-mllp')) {
+    throw new DataFilesError([{ file: 'connectors', path: '', message: 'has no hl7v2-mllp connector: settle listen has nothing to listen for' }]);
+  }
   const embedded = !settings.databaseUrl;
   // Every mapping compiles now, or nothing starts (a bad FHIRPath names its file, JSON path and column).
   const mappings = loadMappings(settings.configDir);
@@ -112,7 +122,7 @@ export async function startEngine(options: EngineOptions): Promise<Engine> {
   };
   const payments = await createPaymentsWiring({
     db, clock, logger, dataDir: settings.dataDir, sharedDatabase: !embedded, publicUrl: settings.publicUrl,
-    payLinkKeys: settings.payLinkKeys, stripeSecretKey: settings.stripeSecretKey, stripeWebhookSecret: settings.stripeWebhookSecret,
+    payLinkKeys: settings.payLinkKeys, stripeSecretKey: settings.stripeSecretKey, stripeSecretKeys: settings.stripeSecretKeys, stripeWebhookSecret: settings.stripeWebhookSecret,
     stripeWebhookSecrets: settings.stripeWebhookSecrets,
     planTerms: dataFiles.policies.find((p) => p.name === 'default')?.data.planTerms as PlanTerms | undefined, webhookPracticeSlug: DEFAULT_PRACTICE.slug,
     // A payment's write-back goes to the EHR within a second, not at the next minute's run.
@@ -140,11 +150,12 @@ export async function startEngine(options: EngineOptions): Promise<Engine> {
   });
   for (const job of options.extraJobs ?? []) registry.register(job);
   const listeners: MllpListener[] = [];
+  const listening: Array<{ connector: string; host: string; port: number }> = [];
   let migrated = false;
   let schedulerUp = false;
   let server: Server | undefined;
   let url: string | undefined;
-  if (mode !== 'worker') {
+  if (mode === 'start' || mode === 'serve') {
     const api = createApi({
       configDir: settings.configDir,
       cipher,
@@ -200,11 +211,13 @@ export async function startEngine(options: EngineOptions): Promise<Engine> {
       if (outcome.error) logger.warn('job failed', { job: outcome.name, jobId: outcome.jobId, error: outcome.error.message });
     });
     scheduler.onTrouble((error) => logger.warn('scheduler connection trouble', { error: error.message, code: (error as { code?: string }).code }));
-    if (mode === 'start') {
+    if (mode === 'start' || mode === 'listen') {
       const onStored = () => enqueueSoon(INGEST_JOBS.hl7Process);
-      listeners.push(...(await startListeners(dataFiles.connectors, { db, logger, clock, onStored })));
+      const started = await startListeners(dataFiles.connectors, { db, logger, clock, onStored, listenHost: options.listenHost });
+      listeners.push(...started.map((s) => s.listener));
+      listening.push(...started.map(({ connector, listener }) => ({ connector, host: listener.host, port: listener.port })));
     }
-    if (mode !== 'serve') {
+    if (mode === 'start' || mode === 'worker') {
       await scheduler.start();
       await scheduleRecurringJobs(scheduler);
       const synced = await scheduleConnectorSyncs(scheduler.agenda, db, dataFiles.connectors);
@@ -224,6 +237,7 @@ export async function startEngine(options: EngineOptions): Promise<Engine> {
     url,
     ready,
     db,
+    listeners: listening,
     stop() {
       stopping ??= (async () => {
         logger.info('shutting down', { deadlineMs: settings.shutdownTimeoutMs });
@@ -250,26 +264,27 @@ export async function startEngine(options: EngineOptions): Promise<Engine> {
 }
 
 /**
- * Starts an MLLP listener for every `hl7v2-mllp` connector file.
+ * Starts an MLLP listener for every `hl7v2-mllp` connector file (on `listenHost` when given).
  * @throws when a connector names a practice that does not exist (nothing is left listening).
  */
 async function startListeners(
   connectors: DataFile[],
-  deps: { db: Database; logger: Logger; clock: Clock; onStored: () => void },
-): Promise<MllpListener[]> {
-  const started: MllpListener[] = [];
+  deps: { db: Database; logger: Logger; clock: Clock; onStored: () => void; listenHost?: string },
+): Promise<Array<{ connector: string; listener: MllpListener }>> {
+  const started: Array<{ connector: string; listener: MllpListener }> = [];
   try {
     for (const file of connectors.filter((c) => c.data.transport === 'hl7v2-mllp')) {
-      const connector = asHl7v2MllpConnector(file.data);
+      const configured = asHl7v2MllpConnector(file.data);
+      const connector = deps.listenHost ? { ...configured, listen: { ...configured.listen, host: deps.listenHost } } : configured;
       const practice = await new PracticeRepository(deps.db.pool).findBySlug(connector.practice ?? DEFAULT_PRACTICE.slug);
       if (!practice) throw new Error(`${file.file}: practice "${connector.practice}" does not exist`);
       const listener = await startMllpListener({ db: deps.db, practiceId: practice.id, connector, logger: deps.logger, clock: deps.clock, onStored: deps.onStored });
       deps.logger.info('mllp listening', { connector: connector.name, host: listener.host, port: listener.port });
-      started.push(listener);
+      started.push({ connector: connector.name, listener });
     }
     return started;
   } catch (error) {
-    await Promise.all(started.map((listener) => listener.close()));
+    await Promise.all(started.map(({ listener }) => listener.close()));
     throw error;
   }
 }

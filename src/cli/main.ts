@@ -55,12 +55,12 @@ function settingsOrExit(): Settings {
   }
 }
 
-async function runEngine(mode: EngineMode): Promise<void> {
+async function runEngine(mode: EngineMode, listenHost?: string): Promise<void> {
   const settings = settingsOrExit();
   const logger = createLogger({ level: settings.logLevel });
   let engine;
   try {
-    engine = await startEngine({ mode, settings, logger });
+    engine = await startEngine({ mode, settings, logger, listenHost });
   } catch (error) {
     if (error instanceof DataFilesError) {
       throw new ExitError(EXIT.config, `Settle did not start: fix these data files first.\n${error.problems.map(formatProblem).join('\n')}`);
@@ -70,6 +70,16 @@ async function runEngine(mode: EngineMode): Promise<void> {
     throw error;
   }
   if (engine.url) process.stdout.write(`Settle ${mode === 'start' ? 'engine' : 'API'} listening on ${engine.url}\n`);
+  if (mode === 'listen') {
+    // Listeners are all a `listen` process is for: one that cannot start exits, so its supervisor restarts it.
+    const started = engine;
+    started.ready.then(
+      () => {
+        for (const l of started.listeners) process.stdout.write(`Settle listening for HL7 v2 (${l.connector}) on ${l.host}:${l.port}\n`);
+      },
+      () => started.stop().finally(() => process.exit(EXIT.failed)),
+    );
+  }
   // A long-running engine logs a stray rejection instead of dying with every job and connection it holds.
   process.on('unhandledRejection', (reason) => logger.error('unhandled rejection', { error: (reason as Error)?.message }));
   let signalled = false;
@@ -135,6 +145,11 @@ export function buildProgram(out: (text: string) => void = (t) => process.stdout
   program.command('start').description('Run the API, the worker and the listeners in one process.').action(() => runEngine('start'));
   program.command('serve').description('Run the API only (jobs are left to workers).').action(() => runEngine('serve'));
   program.command('worker').description('Run jobs only.').action(() => runEngine('worker'));
+  program
+    .command('listen')
+    .description('Run the MLLP listeners of the hl7v2-mllp connectors only (one such process per port; jobs are left to workers).')
+    .option('--host <host>', "interface every listener binds instead of its connector's listen.host (0.0.0.0 in a container)")
+    .action((options: { host?: string }) => runEngine('listen', options.host));
 
   program
     .command('migrate')

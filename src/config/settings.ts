@@ -89,7 +89,12 @@ export const SETTING_SPECS = {
   },
   STRIPE_SECRET_KEY: {
     schema: { type: 'string', pattern: '^(sk|rk)_' },
-    description: 'Stripe secret (or restricted) key. Unset: the pay page runs in sandbox mode, clearly labelled, and nothing is charged.',
+    description: 'Stripe secret (or restricted) key: the Stripe account of every practice STRIPE_SECRET_KEYS does not name. Unset (and no STRIPE_SECRET_KEYS): the pay page runs in sandbox mode, clearly labelled, and nothing is charged.',
+    secret: true,
+  },
+  STRIPE_SECRET_KEYS: {
+    schema: { type: 'string', minLength: 1 },
+    description: 'Per practice Stripe account: `slug=sk_…[,slug=rk_…]`, the key Checkout, plan charges, refunds and reconciliation use for that practice. A practice not named uses STRIPE_SECRET_KEY, else the sandbox (clearly labelled).',
     secret: true,
   },
   STRIPE_WEBHOOK_SECRET: {
@@ -98,7 +103,7 @@ export const SETTING_SPECS = {
     secret: true,
   },
   STRIPE_WEBHOOK_SECRETS: {
-    schema: { type: 'string', pattern: '^[A-Za-z0-9_-]+=whsec_[^,=]+(,[A-Za-z0-9_-]+=whsec_[^,=]+)*$' },
+    schema: { type: 'string', minLength: 1 },
     description: 'Per practice Stripe account: `slug=whsec_…[,slug=whsec_…]`, the signing secret of the endpoint `<SETTLE_PUBLIC_URL>/webhooks/stripe/<slug>` of that practice\'s Stripe account.',
     secret: true,
   },
@@ -160,6 +165,8 @@ export interface Settings {
   blindIndexKey: string | undefined;
   payLinkKeys: string | undefined;
   stripeSecretKey: string | undefined;
+  /** STRIPE_SECRET_KEYS: `slug=sk_…` pairs, one Stripe account per practice (read with {@link parsePracticeSecrets}). */
+  stripeSecretKeys: string | undefined;
   stripeWebhookSecret: string | undefined;
   /** STRIPE_WEBHOOK_SECRETS: `slug=whsec_…` pairs, one webhook endpoint per practice's Stripe account. */
   stripeWebhookSecrets: string | undefined;
@@ -226,6 +233,14 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
       }
     }
   }
+  for (const name of PRACTICE_SECRET_SETTINGS) {
+    try {
+      parsePracticeSecrets(name, values[name] as string | undefined);
+    } catch (error) {
+      if (!(error instanceof SettingsError)) throw error;
+      problems.push(...error.problems);
+    }
+  }
   const twilioNames = ['TWILIO_ACCOUNT_SID', 'TWILIO_AUTH_TOKEN', 'TWILIO_MESSAGING_SERVICE_SID'] as const;
   if (twilioNames.some((n) => values[n] !== undefined)) {
     for (const name of twilioNames) if (values[name] === undefined) problems.push({ variable: name, message: 'is required when any TWILIO_* setting is set' });
@@ -246,6 +261,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     blindIndexKey: values.SETTLE_BLIND_INDEX_KEY as string | undefined,
     payLinkKeys: values.SETTLE_PAY_LINK_KEYS as string | undefined,
     stripeSecretKey: values.STRIPE_SECRET_KEY as string | undefined,
+    stripeSecretKeys: values.STRIPE_SECRET_KEYS as string | undefined,
     stripeWebhookSecret: values.STRIPE_WEBHOOK_SECRET as string | undefined,
     stripeWebhookSecrets: values.STRIPE_WEBHOOK_SECRETS as string | undefined,
     demo: values.SETTLE_DEMO as Settings['demo'],
@@ -256,6 +272,40 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
       messagingServiceSid: values.TWILIO_MESSAGING_SERVICE_SID as string,
     },
   };
+}
+
+/** The per practice secret settings, `slug=<secret>` pairs, and the prefixes each secret starts with. */
+const PRACTICE_SECRET_PREFIXES = {
+  STRIPE_SECRET_KEYS: ['sk_', 'rk_'],
+  STRIPE_WEBHOOK_SECRETS: ['whsec_'],
+} as const;
+const PRACTICE_SECRET_SETTINGS = Object.keys(PRACTICE_SECRET_PREFIXES) as (keyof typeof PRACTICE_SECRET_PREFIXES)[];
+const PRACTICE_SLUG = /^[A-Za-z0-9_-]+$/;
+
+/**
+ * Reads a per practice secret setting (`STRIPE_SECRET_KEYS`, `STRIPE_WEBHOOK_SECRETS`): `slug=<secret>` pairs
+ * separated by commas, each secret with its prefix (`sk_`/`rk_`, `whsec_`), each practice once. An error names
+ * the variable, the entry's position and its slug, never a secret.
+ * @returns practice slug → secret (empty when unset).
+ * @throws SettingsError listing every bad entry.
+ */
+export function parsePracticeSecrets(variable: keyof typeof PRACTICE_SECRET_PREFIXES, value: string | undefined): Map<string, string> {
+  const prefixes: readonly string[] = PRACTICE_SECRET_PREFIXES[variable];
+  const secrets = new Map<string, string>();
+  const problems: SettingProblem[] = [];
+  const expected = `slug=${prefixes.map((p) => `${p}…`).join(' or slug=')}`;
+  (value ? value.split(',') : []).forEach((item, i) => {
+    const eq = item.indexOf('=');
+    const slug = eq < 0 ? '' : item.slice(0, eq);
+    const secret = eq < 0 ? '' : item.slice(eq + 1);
+    const entry = `entry ${i + 1}${PRACTICE_SLUG.test(slug) ? ` ("${slug}=…")` : ''}`;
+    if (!PRACTICE_SLUG.test(slug)) problems.push({ variable, message: `${entry} does not start with a practice slug (letters, digits, - and _) and "=": expected ${expected}` });
+    else if (!prefixes.some((p) => secret.startsWith(p)) || /[\s=]/.test(secret)) problems.push({ variable, message: `${entry}: the secret must start with ${prefixes.join(' or ')} (expected ${expected})` });
+    else if (secrets.has(slug)) problems.push({ variable, message: `${entry} names the practice "${slug}" twice` });
+    else secrets.set(slug, secret);
+  });
+  if (problems.length > 0) throw new SettingsError(problems);
+  return secrets;
 }
 
 function describe(keyword: string, params: Record<string, unknown>, fallback: string | undefined): string {

@@ -45,15 +45,20 @@ const KNOWN = new Set<string>([...Intl.supportedValuesOf('currency'), ...Object.
  * @throws MoneyError (`invalid-currency`) for a code that is not an ISO 4217 currency.
  */
 export function currencyDigits(currency: string): number {
-  const known = DIGITS.get(currency);
-  if (known !== undefined) return known;
-  assertCurrency(currency);
-  const digits = EXPONENTS[currency] ?? 2;
-  DIGITS.set(currency, digits);
+  if (currency === last?.currency) return last.digits;
+  let digits = DIGITS.get(currency);
+  if (digits === undefined) {
+    assertCurrency(currency);
+    digits = EXPONENTS[currency] ?? 2;
+    DIGITS.set(currency, digits);
+  }
+  last = { currency, digits };
   return digits;
 }
 
+/** Checked currencies and their digits; `last` is the one most recently asked for (amounts come in runs of one currency). */
 const DIGITS = new Map<string, number>();
+let last: { currency: string; digits: number } | undefined;
 
 /** Whether the code is an ISO 4217 currency this runtime knows. */
 export function isCurrency(currency: unknown): currency is string {
@@ -69,7 +74,7 @@ function assertCurrency(currency: string): void {
  * @throws MoneyError when the amount is not a safe integer or the currency is unknown.
  */
 export function money(amount: number, currency: string): Money {
-  if (!DIGITS.has(currency)) assertCurrency(currency);
+  if (currency !== last?.currency && !DIGITS.has(currency)) assertCurrency(currency);
   if (!Number.isSafeInteger(amount)) throw new MoneyError('out-of-range', `${amount} is not a safe integer number of minor units`);
   return { amount: amount === 0 ? 0 : amount, currency };
 }
@@ -186,9 +191,16 @@ export function negateMoney(a: Money): Money {
 export function sumMoney(parts: readonly Money[], currency?: string): Money {
   const first = currency ?? parts[0]?.currency;
   if (first === undefined) throw new MoneyError('invalid-currency', 'the sum of no amounts needs a currency');
-  let total = money(0, first);
-  for (const part of parts) total = addMoney(total, part);
-  return total;
+  if (first !== last?.currency && !DIGITS.has(first)) assertCurrency(first);
+  // addMoney per part, without a Money per partial sum: every part's currency is checked and every partial sum
+  // must stay a safe integer (a sum of safe integers within range is exact).
+  let total = 0;
+  for (const part of parts) {
+    if (part.currency !== first) assertSameCurrency({ amount: total, currency: first }, part);
+    total += part.amount;
+    if (!Number.isSafeInteger(total)) break; // money() below reports it out of range
+  }
+  return money(total, first);
 }
 
 /** Whether two amounts are equal (same currency and minor units). */

@@ -1,6 +1,8 @@
 /**
- * CSV statement import: streams a file through csv-parse, maps and posts each row in its own transaction,
- * and reports every bad row as `line N, column C (Header): reason` while importing the good ones. Each row is a
+ * CSV statement import: streams a file through csv-parse, maps and posts its rows a batch per transaction
+ * ({@link mapAndPost}; a batch the ledger refuses is posted again one row per transaction, so a bad row never
+ * loses the good ones), and reports every bad row as `line N, column C (Header): reason` while importing the
+ * good ones. Each row is a
  * source record named by the mapping's key columns (else file and line) and versioned by its content, so
  * re-running the same file changes nothing and next month's export of an item replaces its contribution.
  */
@@ -13,8 +15,12 @@ import type { Clock } from '../domain/clock.ts';
 import type { SourceRecord } from '../domain/source-record.ts';
 import type { CompiledMapping, MappingIssue } from '../mapping/compile.ts';
 import { withTransaction, type Database } from '../store/database.ts';
+import { LedgerError } from '../store/ledger.ts';
 import type { PhiCipher } from '../store/phi-crypto.ts';
-import { ingestRecord } from './pipeline.ts';
+import { PracticeRepository } from '../store/practices.ts';
+import { mapAndPost } from './batch.ts';
+import { ingestBatchSize } from './drain.ts';
+import type { IngestContext, IngestResult } from './pipeline.ts';
 
 /** Options of {@link importCsv}. */
 export interface CsvImportOptions {
@@ -29,6 +35,8 @@ export interface CsvImportOptions {
   delimiter?: string;
   /** Told as the file is read: bytes read so far and the file size (for a progress bar). */
   onProgress?: (bytesRead: number, totalBytes: number) => void;
+  /** Rows posted per transaction (default {@link ingestBatchSize}). */
+  batchSize?: number;
 }
 
 /** What an import did. */
@@ -44,11 +52,18 @@ export interface CsvImportSummary {
   problems: string[];
 }
 
+/** A row read, waiting for its batch: its source record, or why it cannot be one. */
+type ReadRow = { line: number; record: SourceRecord } | { line: number; problem: string };
+
 /**
- * Imports a CSV file. Never throws for bad rows (they are reported); throws when the file cannot be read or
- * the header is missing.
+ * Imports a CSV file. Never throws for bad rows (they are reported); throws when the file cannot be read, the
+ * header is missing or the database fails (the batches before stay imported; a re-run finishes the rest).
  */
 export async function importCsv(options: CsvImportOptions): Promise<CsvImportSummary> {
+  const practice = await new PracticeRepository(options.db.pool).findById(options.practiceId);
+  if (!practice) throw new Error(`CSV import: no practice ${options.practiceId}`);
+  const context: IngestContext & { timeZone: string } = { cipher: options.cipher, clock: options.clock, quarantine: false, timeZone: practice.timeZone };
+  const batchSize = options.batchSize ?? ingestBatchSize(options.db);
   const total = statSync(options.file).size;
   const modified = statSync(options.file).mtime;
   const summary: CsvImportSummary = { rows: 0, posted: 0, unchanged: 0, duplicate: 0, stale: 0, bad: 0, problems: [] };
@@ -62,6 +77,12 @@ export async function importCsv(options: CsvImportOptions): Promise<CsvImportSum
     parse({ bom: true, info: true, trim: true, skip_empty_lines: true, relax_column_count: true, delimiter: options.delimiter ?? ',' }),
   );
   let header: string[] | undefined;
+  let batch: ReadRow[] = [];
+  const flush = async () => {
+    await importRows(options, context, batch, header!, summary);
+    batch = [];
+  };
+  let unreadable: string | undefined;
   try {
     for await (const { record: cells, info } of parser as AsyncIterable<{ record: string[]; info: { lines: number } }>) {
       if (!header) {
@@ -71,26 +92,54 @@ export async function importCsv(options: CsvImportOptions): Promise<CsvImportSum
       summary.rows++;
       const line = info.lines;
       if (cells.length !== header.length) {
-        summary.bad++;
-        summary.problems.push(`line ${line}: has ${cells.length} columns, the header has ${header.length}`);
-        continue;
+        batch.push({ line, problem: `line ${line}: has ${cells.length} columns, the header has ${header.length}` });
+      } else {
+        batch.push({ line, record: csvRecord(options, Object.fromEntries(header.map((name, i) => [name, cells[i]!])), line, modified) });
       }
-      const row = Object.fromEntries(header.map((name, i) => [name, cells[i]!]));
-      const record = csvRecord(options, row, line, modified);
-      const result = await withTransaction(options.db, (tx) => ingestRecord(tx, record, options.mapping, { cipher: options.cipher, clock: options.clock, quarantine: false }));
-      if (result.status === 'quarantined') {
-        summary.bad++;
-        summary.problems.push(...result.issues.map((issue) => `line ${line}, ${describeIssue(issue, options.mapping, header!)}`));
-      } else if (result.status === 'posted' || result.status === 'recorded') summary.posted++;
-      else summary[result.status]++;
+      if (batch.length >= batchSize) await flush();
     }
   } catch (error) {
     const e = error as Error & { code?: string; lines?: number };
     if (!e.code?.startsWith('CSV_')) throw error;
+    unreadable = `line ${e.lines ?? '?'}: ${e.message.replace(/^Invalid [^:]*: /, '')} (the rest of the file was not read)`;
+  }
+  if (batch.length > 0) await flush();
+  if (unreadable) {
     summary.bad++;
-    summary.problems.push(`line ${e.lines ?? '?'}: ${e.message.replace(/^Invalid [^:]*: /, '')} (the rest of the file was not read)`);
+    summary.problems.push(unreadable);
   }
   return summary;
+}
+
+/**
+ * Posts a batch of rows in one transaction; when the ledger refuses one of them (the transaction is rolled
+ * back), each row in its own transaction instead, so the refused row is reported and the others import.
+ * Tallies the results in `summary`, problems in line order.
+ */
+async function importRows(options: CsvImportOptions, context: IngestContext & { timeZone: string }, rows: readonly ReadRow[], header: string[], summary: CsvImportSummary): Promise<void> {
+  const items = rows.flatMap((row) => ('record' in row ? [{ record: row.record, mapping: options.mapping }] : []));
+  let results: IngestResult[] = [];
+  try {
+    if (items.length > 0) results = await withTransaction(options.db, (tx) => mapAndPost(tx, items, context));
+  } catch (error) {
+    if (!(error instanceof LedgerError)) throw error;
+    results = [];
+    for (const item of items) results.push(...(await withTransaction(options.db, (tx) => mapAndPost(tx, [item], context))));
+  }
+  let n = 0;
+  for (const row of rows) {
+    if (!('record' in row)) {
+      summary.bad++;
+      summary.problems.push(row.problem);
+      continue;
+    }
+    const result = results[n++]!;
+    if (result.status === 'quarantined') {
+      summary.bad++;
+      summary.problems.push(...result.issues.map((issue) => `line ${row.line}, ${describeIssue(issue, options.mapping, header)}`));
+    } else if (result.status === 'posted' || result.status === 'recorded') summary.posted++;
+    else summary[result.status]++;
+  }
 }
 
 /** The source record of one CSV row. */

@@ -15,11 +15,13 @@
 import { evalFhirPathTyped, parseFhirPath, toTypedValue, type Hl7Segment, type TypedValue } from '@medplum/core';
 import type { DataFileProblem } from '../config/data-files.ts';
 import type { PersonContact, PersonIdentifier } from '../domain/contact.ts';
-import { balanceEffect, ENTRY_KINDS, PAYER_KINDS, type EntryKind, type LedgerLine, type PayerKind } from '../domain/ledger.ts';
+import { balanceEffect, ENTRY_KINDS, PAYER_KINDS, type LedgerLine } from '../domain/ledger.ts';
 import { formatMoney, MoneyError, sumMoney, type Money } from '../domain/money.ts';
 import type { SourceRecord, SourceTransport } from '../domain/source-record.ts';
-import { compileFhirPathAst } from './fhirpath-compile.ts';
+import { compileFhirPathAst, type CompiledPath } from './fhirpath-compile.ts';
 import { Hl7Record, isHl7Body, parseHl7Path } from './hl7.ts';
+import { compileEventMapper, type CompiledEvent, type ForEach } from './events.ts';
+import { specialize } from './specialize.ts';
 import { describe as describeValue, toDate, toIsoDateTime, toMoney, TransformError } from './transforms.ts';
 
 /** A mapping file as loaded (see `loadDataFiles`). */
@@ -114,7 +116,8 @@ interface FieldSpec {
   sum?: boolean;
 }
 
-interface EventSpec {
+/** An event as a mapping file declares it. */
+export interface EventSpec {
   name: string;
   forEach?: string;
   kind: string | FieldSpec;
@@ -127,23 +130,55 @@ interface EventSpec {
   zeroAmounts?: 'skip' | 'keep' | 'quarantine';
 }
 
-/** Where a getter reads from. */
-interface Context {
+/** Where a getter reads from (shared with `events.ts`). */
+export interface Context {
   record: Pick<SourceRecord, 'connector'>;
   /** The FHIR resource, as parsed JSON. */
   resource?: unknown;
   /** The current `forEach` item, as parsed JSON. */
   item?: unknown;
+  /** The 1-based ordinal of the current `forEach` item (for HL7, of its segment). */
+  ordinal?: number;
   /** Typed values for Medplum's evaluator, made on first need. */
   typed?: { resource: TypedValue; item?: TypedValue };
+  /** The input collection of compiled FHIRPath (`[item ?? resource]`), made on first need. */
+  focus?: readonly unknown[];
   hl7?: Hl7Record;
   segment?: Hl7Segment;
   row?: Record<string, unknown>;
   timeZone: string;
 }
 
+/**
+ * A context with every property present, in one order, so that getters read every context (and its copies per
+ * `forEach` item, made by spreading it) through one object shape.
+ */
+function context(record: Context['record'], timeZone: string, at: Pick<Context, 'resource' | 'hl7' | 'row'>): Context {
+  return { record, resource: at.resource, item: undefined, ordinal: undefined, typed: undefined, focus: undefined, hl7: at.hl7, segment: undefined, row: at.row, timeZone };
+}
+
 type Getter = (ctx: Context) => readonly unknown[];
-type FieldFn = (ctx: Context, issues: MappingIssue[], item?: number) => unknown;
+/** A compiled field: its value in a context (undefined when it has none, or an issue was recorded). */
+export type FieldFn = (ctx: Context, issues: MappingIssue[], item?: number) => unknown;
+/** A field's transform of its values; throws TransformError or MoneyError for a value it cannot convert. */
+type Convert = (values: readonly unknown[], ctx: Context, issues: MappingIssue[], item: number | undefined) => unknown;
+/** Records an issue of a field (of the `forEach` item, when given). */
+type Fail = (issues: MappingIssue[], item: number | undefined, code: string, message: string) => undefined;
+
+/** What a field function, copied by `specialize` (which sees no module scope), receives. */
+interface FieldKit {
+  present(values: readonly unknown[]): readonly unknown[];
+  explain(error: unknown, phi: boolean): { code: string; message: string };
+}
+
+const fieldKit: FieldKit = {
+  present,
+  explain(error, phi) {
+    // Contact fields are PHI: their values never reach an OperationOutcome, the quarantine or a log.
+    if (error instanceof TransformError || error instanceof MoneyError) return { code: error.code, message: phi ? redact(error.message) : error.message };
+    throw error;
+  },
+};
 
 const ALWAYS_LIST = new Set(['GivenName', 'Phone', 'AddressLine']);
 const LANGUAGE: Record<SourceTransport, keyof FieldSpec> = { 'fhir-r4': 'fhirpath', 'hl7v2-mllp': 'hl7', csv: 'column' };
@@ -171,8 +206,7 @@ export function compileMapping(input: MappingFile): CompiledMapping {
     if (key === 'fhirpath') {
       const expression = String(text);
       const evaluate = compileExpression(expression, path === '' ? '' : `${path}/fhirpath`, problem);
-      if (!evaluate) return undefined;
-      return (ctx) => evaluate(ctx);
+      return evaluate;
     }
     if (key === 'hl7') {
       const parsed = parseHl7Path(String(text));
@@ -208,45 +242,53 @@ export function compileMapping(input: MappingFile): CompiledMapping {
       problem(`${path}/currency`, 'is required for money (or currencyFrom)');
     }
     if (!get || (spec.currencyFrom !== undefined && !currencyGet)) return undefined;
-    return (ctx, issues, item) => {
-      const fail = (code: string, message: string) => {
-        issues.push({ path, code, message, ...(item === undefined ? {} : { item }) });
-        return undefined;
-      };
-      let values = get(ctx).filter((v) => v !== undefined && v !== null && !(typeof v === 'string' && v.trim() === ''));
-      if (values.length === 0 && spec.default !== undefined) values = [spec.default];
-      if (values.length === 0) return spec.required ? fail('required', key === 'const' ? 'has no value' : `has no value (${String(spec[key])})`) : undefined;
-      try {
-        const timeZone = spec.timeZone ?? defaultTimeZone ?? ctx.timeZone;
-        switch (transform) {
-          case 'money': {
-            const currency = currencyGet ? (currencyGet(ctx).find((c) => typeof c === 'string' && c.trim() !== '') as string | undefined)?.trim() : undefined;
-            const amounts = values.map((v) => toMoney(v, currency ?? spec.currency));
-            if (amounts.length > 1 && !spec.sum) return fail('invalid', `has ${amounts.length} amounts; set "sum": true to add them`);
+    const fail: Fail = (issues, item, code, message) => {
+      issues.push(item === undefined ? { path, code, message } : { path, code, message, item });
+      return undefined;
+    };
+    const missing = key === 'const' ? 'has no value' : `has no value (${String(spec[key])})`;
+    const all = spec.all === true;
+    const zoneOf = (ctx: Context) => spec.timeZone ?? defaultTimeZone ?? ctx.timeZone;
+    const look = (v: unknown) => {
+      const code = scalar(v).trim();
+      const mapped = table?.[code] ?? table?.['*'];
+      if (mapped === undefined) throw new TransformError('unknown-code', `code "${code}" is not in code table "${String(spec.codeTable)}"`);
+      return mapped;
+    };
+    const text = (v: unknown) => scalar(v).trim();
+    // The transform, chosen once.
+    const convert: Convert =
+      transform === 'money'
+        ? (values, ctx, issues, item) => {
+            const from = currencyGet ? (currencyGet(ctx).find((c) => typeof c === 'string' && c.trim() !== '') as string | undefined)?.trim() : undefined;
+            const currency = from ?? spec.currency;
+            if (values.length === 1) return toMoney(values[0], currency);
+            const amounts: Money[] = [];
+            for (const v of values) amounts.push(toMoney(v, currency));
+            if (!spec.sum) return fail(issues, item, 'invalid', `has ${amounts.length} amounts; set "sum": true to add them`);
             return sumMoney(amounts);
           }
-          case 'date':
-            return spec.all ? values.map((v) => toDate(v, timeZone, spec.format)) : toDate(values[0], timeZone, spec.format);
-          case 'datetime':
-            return spec.all ? values.map((v) => toIsoDateTime(v, timeZone, spec.format)) : toIsoDateTime(values[0], timeZone, spec.format);
-          case 'code-table': {
-            const look = (v: unknown) => {
-              const code = scalar(v).trim();
-              const mapped = table?.[code] ?? table?.['*'];
-              if (mapped === undefined) throw new TransformError('unknown-code', `code "${code}" is not in code table "${String(spec.codeTable)}"`);
-              return mapped;
-            };
-            return spec.all ? values.map(look) : look(values[0]);
+        : transform === 'date'
+          ? (values, ctx) => (all ? values.map((v) => toDate(v, zoneOf(ctx), spec.format)) : toDate(values[0], zoneOf(ctx), spec.format))
+          : transform === 'datetime'
+            ? (values, ctx) => (all ? values.map((v) => toIsoDateTime(v, zoneOf(ctx), spec.format)) : toIsoDateTime(values[0], zoneOf(ctx), spec.format))
+            : transform === 'code-table'
+              ? (values) => (all ? values.map(look) : look(values[0]))
+              : (values) => (all ? values.map(text) : text(values[0]));
+    return specialize(
+      (get: Getter, convert: Convert, fail: Fail, fallback: unknown, required: boolean, missing: string, phi: boolean, kit: FieldKit): FieldFn =>
+        (ctx, issues, item) => {
+          let values = kit.present(get(ctx));
+          if (values.length === 0 && fallback !== undefined) values = [fallback];
+          if (values.length === 0) return required ? fail(issues, item, 'required', missing) : undefined;
+          try {
+            return convert(values, ctx, issues, item);
+          } catch (error) {
+            const why = kit.explain(error, phi);
+            return fail(issues, item, why.code, why.message);
           }
-          default:
-            return spec.all ? values.map((v) => scalar(v).trim()) : scalar(values[0]).trim();
-        }
-      } catch (error) {
-        // Contact fields are PHI: their values never reach an OperationOutcome, the quarantine or a log.
-        if (error instanceof TransformError || error instanceof MoneyError) return fail(error.code, phi ? redact(error.message) : error.message);
-        throw error;
-      }
-    };
+        },
+    )(get, convert, fail, spec.default, spec.required === true, missing, phi, fieldKit);
   };
 
   // Record-level fields.
@@ -257,22 +299,14 @@ export function compileMapping(input: MappingFile): CompiledMapping {
     const fn = compileField(part && ALWAYS_LIST.has(part) ? { ...spec, all: true } : spec, `/fields/${field}`);
     if (fn) fields.set(field, fn);
   }
+  const recordValues = compileValues(fields);
 
   // Events.
   const eventSpecs = (Array.isArray(data.events) ? data.events : []) as EventSpec[];
-  interface CompiledEvent {
-    spec: EventSpec;
-    path: string;
-    forEach?: (ctx: Context) => { ctx: Context; ordinal: number }[];
-    kind: FieldFn;
-    payer: FieldFn;
-    amount?: FieldFn;
-    serviceDate?: FieldFn;
-    serviceCode?: FieldFn;
-    description?: FieldFn;
-  }
   const constant = (value: string): FieldFn => () => value;
   const events: CompiledEvent[] = [];
+  /** Events that iterate the same items share one `forEach` (and, in `map`, its items). */
+  const forEachOf = new Map<string, ForEach>();
   const eventNames = new Set<string>();
   eventSpecs.forEach((spec, index) => {
     const path = `/events/${index}`;
@@ -295,18 +329,19 @@ export function compileMapping(input: MappingFile): CompiledMapping {
       }
       return compileField({ ...value, required: value.required ?? true }, `${path}/${key}`);
     };
-    let forEach: CompiledEvent['forEach'];
-    if (spec.forEach !== undefined) {
+    let forEach = spec.forEach === undefined ? undefined : forEachOf.get(spec.forEach);
+    if (spec.forEach !== undefined && !forEach) {
       if (transport === 'fhir-r4') {
         const items = compileExpression(spec.forEach, `${path}/forEach`, problem);
-        if (items) forEach = (ctx) => items(ctx).map((item, i) => ({ ctx: { ...ctx, item, typed: undefined }, ordinal: i + 1 }));
+        if (items) forEach = (ctx) => items(ctx).map((item, i) => ({ ...ctx, item, ordinal: i + 1, typed: undefined, focus: undefined }));
       } else if (transport === 'hl7v2-mllp') {
         if (!/^[A-Z][A-Z0-9]{2}$/.test(spec.forEach)) problem(`${path}/forEach`, `must be a segment name like "FT1" (got "${spec.forEach}")`);
         const segmentName = spec.forEach;
-        forEach = (ctx) => (ctx.hl7?.segments(segmentName) ?? []).map(({ segment, ordinal }) => ({ ctx: { ...ctx, segment }, ordinal }));
+        forEach = (ctx) => (ctx.hl7?.segments(segmentName) ?? []).map(({ segment, ordinal }) => ({ ...ctx, segment, ordinal }));
       } else {
         problem(`${path}/forEach`, 'is not available for CSV: each row is one record');
       }
+      if (forEach) forEachOf.set(spec.forEach, forEach);
     }
     const kind = choice('kind', ENTRY_KINDS);
     const payer = choice('payer', PAYER_KINDS, 'patient');
@@ -314,7 +349,8 @@ export function compileMapping(input: MappingFile): CompiledMapping {
     if (!spec.amount) problem(`${path}/amount`, 'is required');
     else if (spec.amount.transform !== 'money') problem(`${path}/amount/transform`, 'must be "money"');
     if (kind && payer) {
-      events.push({ spec, path, forEach, kind, payer, amount, serviceDate: optional('serviceDate'), serviceCode: optional('serviceCode'), description: optional('description') });
+      const fields = { serviceDate: optional('serviceDate'), serviceCode: optional('serviceCode'), description: optional('description') };
+      events.push({ spec, path, forEach, kind, payer, amount, ...fields, map: compileEventMapper() });
     }
   });
 
@@ -341,11 +377,7 @@ export function compileMapping(input: MappingFile): CompiledMapping {
       const issues: MappingIssue[] = [];
       const ctx = contextOf(record, transport, acceptsAll, options.timeZone ?? 'UTC', issues);
       if (!ctx) return { ok: false, issues };
-      const values: Record<string, unknown> = {};
-      for (const [field, fn] of fields) {
-        const value = fn(ctx, issues);
-        if (value !== undefined) values[field] = value;
-      }
+      const values = recordValues(ctx, issues);
       const patient = person(values, 'patient', record.connector);
       const guarantor = person(values, 'guarantor', record.connector);
       const accountId = values.accountIdentifier;
@@ -359,25 +391,30 @@ export function compileMapping(input: MappingFile): CompiledMapping {
       const status = values.recordStatus;
       const isVoid = status === 'void' || status === 'pending';
       const lines: LedgerLine[] = [];
+      const itemsOf = new Map<ForEach, Context[]>();
       if (!isVoid) {
         for (const event of events) {
-          const items = event.forEach ? event.forEach(ctx) : [{ ctx, ordinal: 0 }];
-          for (const { ctx: itemCtx, ordinal } of items) {
-            const item = event.forEach ? ordinal : undefined;
-            const line = mapEvent(event, itemCtx, values, issues, item);
-            if (line) lines.push({ ...line, lineKey: event.forEach ? `${event.spec.name}/${ordinal}` : event.spec.name });
+          let items = [ctx];
+          if (event.forEach) {
+            items = itemsOf.get(event.forEach) ?? event.forEach(ctx);
+            itemsOf.set(event.forEach, items);
+          }
+          for (const itemCtx of items) {
+            const line = event.map(event, itemCtx, values, issues, itemCtx.ordinal);
+            if (line) lines.push(line);
           }
         }
       }
       if (produces.includes('balance-event') && !patient && !isVoid) {
         issues.push({ path: '/fields/patientIdentifier', code: 'missing-patient', message: 'the record names no patient: balance events need one' });
       }
-      const currencies = new Set(lines.map((l) => l.amount.currency));
-      if (currencies.size > 1) {
+      const mixed = lines.some((l) => l.amount.currency !== lines[0]!.amount.currency);
+      if (mixed) {
+        const currencies = new Set(lines.map((l) => l.amount.currency));
         issues.push({ path: '/events', code: 'currency-mismatch', message: `the record mixes ${[...currencies].join(' and ')}: mixed currencies are an error, never converted` });
       }
       const expected = values.statementBalance as Money | undefined;
-      if (expected && currencies.size <= 1 && issues.length === 0) {
+      if (expected && !mixed && issues.length === 0) {
         const total = sumMoney(lines.map((l) => ({ amount: balanceEffect(l.kind, l.amount.amount), currency: l.amount.currency })), expected.currency);
         if (total.amount !== expected.amount) {
           issues.push({
@@ -391,40 +428,18 @@ export function compileMapping(input: MappingFile): CompiledMapping {
       return { ok: true, record: { mapping: name, values, patient, guarantor, account, void: isVoid, lines } };
     },
   };
+}
 
-  function mapEvent(event: CompiledEvent, ctx: Context, values: Record<string, unknown>, issues: MappingIssue[], item: number | undefined): Omit<LedgerLine, 'lineKey'> | undefined {
-    const before = issues.length;
-    const kind = event.kind(ctx, issues, item) as EntryKind | 'ignore' | undefined;
-    if (kind === 'ignore') return undefined;
-    const payer = event.payer(ctx, issues, item) as PayerKind | undefined;
-    let amount = event.amount?.(ctx, issues, item) as Money | undefined;
-    const serviceDate = (event.serviceDate?.(ctx, issues, item) ?? values.serviceDate) as string | undefined;
-    const serviceCode = event.serviceCode?.(ctx, issues, item) as string | undefined;
-    const description = event.description?.(ctx, issues, item) as string | undefined;
-    if (issues.length > before || !kind || !payer || !amount) return undefined;
-    const fail = (code: string, message: string) => {
-      issues.push({ path: `${event.path}/amount`, code, message, ...(item === undefined ? {} : { item }) });
-      return undefined;
-    };
-    if (amount.amount === 0) {
-      const zero = event.spec.zeroAmounts ?? 'skip';
-      if (zero === 'skip') return undefined;
-      if (zero === 'quarantine') return fail('zero-amount', 'the amount is zero, which this mapping does not accept (zeroAmounts)');
-    }
-    if (event.spec.negativeAmounts === 'balance-signed' && kind !== 'charge') amount = { amount: 0 - amount.amount, currency: amount.currency };
-    if (amount.amount < 0 && event.spec.negativeAmounts !== 'balance-signed') {
-      const negative = event.spec.negativeAmounts ?? 'quarantine';
-      if (negative === 'quarantine') return fail('negative-amount', `the ${kind} amount is negative (${formatMoney(amount)}), which this mapping does not accept (negativeAmounts)`);
-      if (negative === 'absolute') amount = { amount: 0 - amount.amount, currency: amount.currency };
-    }
-    if (!serviceDate) {
-      // A record-level serviceDate that failed has been reported already.
-      if (issues.some((i) => i.path === '/fields/serviceDate')) return undefined;
-      issues.push({ path: `${event.path}/serviceDate`, code: 'required', message: 'has no value, and the record has no serviceDate field', ...(item === undefined ? {} : { item }) });
-      return undefined;
-    }
-    return { kind, amount, serviceDate, payer, serviceCode: serviceCode ?? null, description: description ?? null };
-  }
+/**
+ * Compiles the evaluation of the record-level fields into one function that stores each value under its name
+ * written out as a (JSON) string literal, so the values object is built through one chain of object shapes
+ * and each field's call is its own (see `specialize.ts`). Fields without a value are left out.
+ */
+function compileValues(fields: ReadonlyMap<string, FieldFn>): (ctx: Context, issues: MappingIssue[]) => Record<string, unknown> {
+  const names = [...fields.keys()];
+  const stores = names.map((name, i) => `value = f${i}(ctx, issues); if (value !== undefined) values[${JSON.stringify(name)}] = value;`);
+  const source = `"use strict"; return function values(ctx, issues) { const values = {}; let value; ${stores.join('\n')} return values; };`;
+  return new Function(...names.map((_, i) => `f${i}`), source)(...fields.values());
 }
 
 function contextOf(
@@ -444,7 +459,7 @@ function contextOf(
     const resourceType = (body as { resourceType?: unknown } | null)?.resourceType;
     if (typeof resourceType !== 'string') return wrong('the record is not a FHIR resource (no resourceType)');
     if (accepts.length > 0 && !accepts.includes(resourceType)) return wrong(`the mapping reads ${accepts.join(', ')}, not ${resourceType}`);
-    return { record, resource: body, timeZone };
+    return context(record, timeZone, { resource: body });
   }
   if (transport === 'hl7v2-mllp') {
     if (!isHl7Body(body)) return wrong('the record body has no HL7 message');
@@ -457,15 +472,23 @@ function contextOf(
     const msh = hl7.message.getSegment('MSH');
     const type = msh ? `${msh.getComponent(9, 1)}^${msh.getComponent(9, 2)}` : '';
     if (accepts.length > 0 && !accepts.includes(type)) return wrong(`the mapping reads ${accepts.join(', ')} messages, not ${type || 'a message without MSH-9'}`);
-    return { record, hl7, timeZone };
+    return context(record, timeZone, { hl7 });
   }
   const row = typeof body === 'object' && body !== null && 'row' in body ? (body as { row: unknown }).row : body;
   if (typeof row !== 'object' || row === null) return wrong('the record body is not a CSV row');
-  return { record, row: row as Record<string, unknown>, timeZone };
+  return context(record, timeZone, { row: row as Record<string, unknown> });
 }
 
+const PERSON_PARTS = ['Identifier', 'IdentifierSystem', 'Name', 'FamilyName', 'GivenName', 'Phone', 'Email', 'AddressLine', 'City', 'State', 'PostalCode', 'Country', 'Language', 'BirthDate'] as const;
+/** The field names of a person's parts, by role (`patientFamilyName`), made once. */
+const PERSON_FIELDS = {
+  patient: Object.fromEntries(PERSON_PARTS.map((part) => [part, `patient${part}`])),
+  guarantor: Object.fromEntries(PERSON_PARTS.map((part) => [part, `guarantor${part}`])),
+} as Record<'patient' | 'guarantor', Record<(typeof PERSON_PARTS)[number], string>>;
+
 function person(values: Record<string, unknown>, role: 'patient' | 'guarantor', connector: string): MappedPerson | null {
-  const get = (part: string) => values[`${role}${part}`];
+  const fields = PERSON_FIELDS[role];
+  const get = (part: (typeof PERSON_PARTS)[number]) => values[fields[part]];
   const id = get('Identifier');
   if (typeof id !== 'string') return null;
   const contact: PersonContact = {};
@@ -475,17 +498,27 @@ function person(values: Record<string, unknown>, role: 'patient' | 'guarantor', 
   if (family || given || text) contact.name = { ...(family ? { family } : {}), ...(given ? { given } : {}), ...(text ? { text } : {}) };
   if (get('Phone')) contact.phones = get('Phone') as string[];
   if (get('Email')) contact.email = get('Email') as string;
-  const address = {
-    ...(get('AddressLine') ? { lines: get('AddressLine') as string[] } : {}),
-    ...(get('City') ? { city: get('City') as string } : {}),
-    ...(get('State') ? { state: get('State') as string } : {}),
-    ...(get('PostalCode') ? { postalCode: get('PostalCode') as string } : {}),
-    ...(get('Country') ? { country: get('Country') as string } : {}),
-  };
-  if (Object.keys(address).length > 0) contact.address = address;
+  const lines = get('AddressLine') as string[] | undefined;
+  const city = get('City') as string | undefined;
+  const state = get('State') as string | undefined;
+  const postalCode = get('PostalCode') as string | undefined;
+  const country = get('Country') as string | undefined;
+  if (lines || city || state || postalCode || country) {
+    contact.address = { ...(lines ? { lines } : {}), ...(city ? { city } : {}), ...(state ? { state } : {}), ...(postalCode ? { postalCode } : {}), ...(country ? { country } : {}) };
+  }
   if (get('Language')) contact.language = get('Language') as string;
   if (get('BirthDate')) contact.birthDate = get('BirthDate') as string;
   return { identifier: { system: stringOr(get('IdentifierSystem'), `urn:settle:connector:${connector}:${role}`), value: id }, contact };
+}
+
+/** The values that are there: not undefined, null or blank text (the collection itself when all are). */
+function present(values: readonly unknown[]): readonly unknown[] {
+  for (const v of values) {
+    if (v === undefined || v === null || (typeof v === 'string' && v.trim() === '')) {
+      return values.filter((w) => w !== undefined && w !== null && !(typeof w === 'string' && w.trim() === ''));
+    }
+  }
+  return values;
 }
 
 function stringOr(value: unknown, fallback: string): string {
@@ -520,7 +553,7 @@ function compileExpression(expression: string, path: string, problem: (path: str
     return undefined;
   }
   const fast = compileFhirPathAst(atom);
-  if (fast) return (ctx) => (ctx.resource === undefined ? [] : fast([ctx.item ?? ctx.resource], ctx.resource));
+  if (fast) return specialize((fast: CompiledPath) => (ctx: Context) => (ctx.resource === undefined ? [] : fast((ctx.focus ??= [ctx.item ?? ctx.resource]), ctx.resource)))(fast);
   return (ctx) => {
     if (ctx.resource === undefined) return [];
     ctx.typed ??= { resource: toTypedValue(ctx.resource) };

@@ -1,8 +1,11 @@
 /**
  * Compiles the FHIRPath that mappings use most (paths, `where`, `first`, `exists`, `empty`, `not`, equality,
  * `and`/`or`, `|`, `matches`, `replaceMatches`, `startsWith`, `%resource`) from Medplum's parsed AST into
- * closures over plain JSON, once, at load. Anything else returns undefined and is evaluated by Medplum's
- * `evalFhirPathTyped` on the pre-parsed AST instead; tests check both agree on the shipped mappings.
+ * functions over plain JSON, once, at load. Paths (members and `where` filters) are compiled to JavaScript that
+ * reads members by name in one walk (`fhirpath-navigate.ts`); the criteria of `where` and `exists` become tests of
+ * one item, so filtering builds no collection per item; every other node is its own copy of a small closure
+ * (`specialize.ts`), so V8 optimises each expression on its own. Anything else returns undefined and is evaluated by Medplum's `evalFhirPathTyped`
+ * on the pre-parsed AST instead; tests check both agree on the shipped mappings and on edge cases.
  */
 import {
   AndAtom,
@@ -17,114 +20,165 @@ import {
   UnionAtom,
   type Atom,
 } from '@medplum/core';
+import { compilePathSteps, NONE, pathSteps, type ItemTest } from './fhirpath-navigate.ts';
+import { compileReplaceAll } from './regex-replace.ts';
+import { specialize } from './specialize.ts';
 
 const TRUE: readonly unknown[] = Object.freeze([true]);
 const FALSE: readonly unknown[] = Object.freeze([false]);
+const EMPTY: readonly unknown[] = Object.freeze([]);
 
 /** A compiled expression: input collection and the resource (`%resource`) → output collection (do not mutate it). */
 export type CompiledPath = (input: readonly unknown[], resource: unknown) => readonly unknown[];
 
+type Truth = boolean | undefined;
+
+/** Constants and helpers the node factories below receive (they are copied by `specialize` and see no module scope). */
+interface Kit {
+  TRUE: readonly unknown[];
+  FALSE: readonly unknown[];
+  EMPTY: readonly unknown[];
+  /** FHIRPath singleton evaluation to a boolean: empty is unknown; one boolean is itself; one other item is true. */
+  truth(collection: readonly unknown[]): Truth;
+  /** FHIRPath equality of two items (primitives by value, objects by their JSON). */
+  same(a: unknown, b: unknown): boolean;
+}
+
+const kit: Kit = {
+  TRUE,
+  FALSE,
+  EMPTY,
+  truth: (collection) => (collection.length === 1 ? (typeof collection[0] === 'boolean' ? collection[0] : true) : undefined),
+  same: (a, b) => a === b || (typeof a === 'object' && typeof b === 'object' && a !== null && b !== null && JSON.stringify(a) === JSON.stringify(b)),
+};
+
 /** Compiles an AST, or returns undefined when it uses something this compiler does not handle. */
 export function compileFhirPathAst(atom: Atom): CompiledPath | undefined {
   if (atom instanceof FhirPathAtom) return compileFhirPathAst(atom.child);
+  const steps = pathSteps(atom, compileTest);
+  if (steps) return compilePathSteps(steps).collect;
   if (atom instanceof LiteralAtom) {
     const value = atom.value.value;
     return () => [value];
   }
-  if (atom instanceof SymbolAtom) return symbol(atom.name);
+  if (atom instanceof SymbolAtom) {
+    return atom.name === '%resource' || atom.name === '%context' ? (_input, resource) => [resource] : undefined;
+  }
+  if (atom instanceof FunctionAtom) return fn(atom);
+  if (!(atom instanceof DotAtom || atom instanceof UnionAtom || atom instanceof EqualsAtom || atom instanceof NotEqualsAtom || atom instanceof OrAtom || atom instanceof AndAtom)) {
+    return undefined;
+  }
+  const left = compileFhirPathAst(atom.left);
+  const right = compileFhirPathAst(atom.right);
+  if (!left || !right) return undefined;
   if (atom instanceof DotAtom) {
-    const left = compileFhirPathAst(atom.left);
-    const right = compileFhirPathAst(atom.right);
-    if (!left || !right) return undefined;
-    return (input, resource) => right(left(input, resource), resource);
+    return specialize((left: CompiledPath, right: CompiledPath): CompiledPath => (input, resource) => right(left(input, resource), resource))(left, right);
   }
   if (atom instanceof UnionAtom) {
-    const left = compileFhirPathAst(atom.left);
-    const right = compileFhirPathAst(atom.right);
-    if (!left || !right) return undefined;
-    return (input, resource) => {
-      const out: unknown[] = [];
-      for (const v of [...left(input, resource), ...right(input, resource)]) if (!out.some((o) => same(o, v))) out.push(v);
-      return out;
-    };
+    return specialize(
+      (left: CompiledPath, right: CompiledPath, k: Kit): CompiledPath =>
+        (input, resource) => {
+          const out: unknown[] = [];
+          for (const part of [left(input, resource), right(input, resource)]) {
+            for (const v of part) if (!out.some((o) => k.same(o, v))) out.push(v);
+          }
+          return out;
+        },
+    )(left, right, kit);
   }
   if (atom instanceof EqualsAtom || atom instanceof NotEqualsAtom) {
-    const left = compileFhirPathAst(atom.left);
-    const right = compileFhirPathAst(atom.right);
-    if (!left || !right) return undefined;
     const negate = atom instanceof NotEqualsAtom;
     if (atom.right instanceof LiteralAtom && typeof atom.right.value.value !== 'object') {
       // `path = 'literal'`: compare without building the right-hand collection.
-      const literal = atom.right.value.value;
-      return (input, resource) => {
-        const l = left(input, resource);
-        if (l.length === 0) return [];
-        const equal = l.length === 1 && l[0] === literal;
-        return [negate ? !equal : equal];
-      };
+      return specialize(
+        (left: CompiledPath, literal: unknown, negate: boolean, k: Kit): CompiledPath =>
+          (input, resource) => {
+            const l = left(input, resource);
+            if (l.length === 0) return k.EMPTY;
+            return (l.length === 1 && l[0] === literal) !== negate ? k.TRUE : k.FALSE;
+          },
+      )(left, atom.right.value.value, negate, kit);
     }
-    return (input, resource) => {
-      const l = left(input, resource);
-      const r = right(input, resource);
-      if (l.length === 0 || r.length === 0) return [];
-      const equal = l.length === r.length && l.every((v, i) => same(v, r[i]));
-      return [negate ? !equal : equal];
-    };
+    return specialize(
+      (left: CompiledPath, right: CompiledPath, negate: boolean, k: Kit): CompiledPath =>
+        (input, resource) => {
+          const l = left(input, resource);
+          const r = right(input, resource);
+          if (l.length === 0 || r.length === 0) return k.EMPTY;
+          return (l.length === r.length && l.every((v, i) => k.same(v, r[i]))) !== negate ? k.TRUE : k.FALSE;
+        },
+    )(left, right, negate, kit);
+  }
+  // `and`, `or`: three-valued, the right side evaluated only when the left does not decide.
+  if (atom instanceof OrAtom) {
+    return specialize(
+      (left: CompiledPath, right: CompiledPath, k: Kit): CompiledPath =>
+        (input, resource) => {
+          const l = k.truth(left(input, resource));
+          if (l === true) return k.TRUE;
+          const r = k.truth(right(input, resource));
+          return r === true ? k.TRUE : l === false && r === false ? k.FALSE : k.EMPTY;
+        },
+    )(left, right, kit);
+  }
+  return specialize(
+    (left: CompiledPath, right: CompiledPath, k: Kit): CompiledPath =>
+      (input, resource) => {
+        const l = k.truth(left(input, resource));
+        if (l === false) return k.FALSE;
+        const r = k.truth(right(input, resource));
+        return r === false ? k.FALSE : l === true && r === true ? k.TRUE : k.EMPTY;
+      },
+  )(left, right, kit);
+}
+
+/**
+ * Compiles a criterion (of `where`, `exists`) to a test of one item: the truth value of the expression on the
+ * collection `[item]`, as {@link compileFhirPathAst} would give it, without building collections where it can.
+ */
+function compileTest(atom: Atom): ItemTest | undefined {
+  if (atom instanceof FhirPathAtom) return compileTest(atom.child);
+  if ((atom instanceof EqualsAtom || atom instanceof NotEqualsAtom) && atom.right instanceof LiteralAtom && typeof atom.right.value.value !== 'object') {
+    const steps = pathSteps(atom.left, compileTest);
+    // `path = 'literal'`: equal when the path selects exactly the literal (more than one item is not equal).
+    if (steps) {
+      return specialize(
+        (single: (item: unknown, resource: unknown) => unknown, literal: unknown, negate: boolean, none: symbol): ItemTest =>
+          (item, resource) => {
+            const value = single(item, resource);
+            return value === none ? undefined : (value === literal) !== negate;
+          },
+      )(compilePathSteps(steps).single, atom.right.value.value, atom instanceof NotEqualsAtom, NONE);
+    }
   }
   if (atom instanceof OrAtom || atom instanceof AndAtom) {
-    const left = compileFhirPathAst(atom.left);
-    const right = compileFhirPathAst(atom.right);
+    const left = compileTest(atom.left);
+    const right = compileTest(atom.right);
     if (!left || !right) return undefined;
-    const isOr = atom instanceof OrAtom;
-    // Short-circuits: `x or y` is true when x is, `x and y` false when x is (FHIRPath three-valued logic).
-    return isOr
-      ? (input, resource) => {
-          const l = truth(left(input, resource));
-          if (l === true) return TRUE;
-          const r = truth(right(input, resource));
-          return r === true ? TRUE : l === false && r === false ? FALSE : [];
-        }
-      : (input, resource) => {
-          const l = truth(left(input, resource));
-          if (l === false) return FALSE;
-          const r = truth(right(input, resource));
-          return r === false ? FALSE : l === true && r === true ? TRUE : [];
-        };
-  }
-  if (atom instanceof FunctionAtom) return fn(atom);
-  return undefined;
-}
-
-function symbol(name: string): CompiledPath | undefined {
-  if (name === '%resource' || name === '%context') return (_input, resource) => [resource];
-  if (name.startsWith('%') || name.startsWith('$')) return undefined;
-  const typeName = /^[A-Z]/.test(name);
-  return (input) => {
-    const out: unknown[] = [];
-    for (const item of input) {
-      if (typeof item !== 'object' || item === null) continue;
-      const object = item as Record<string, unknown>;
-      if (typeName && object.resourceType === name) {
-        out.push(item);
-        continue;
-      }
-      let value = object[name];
-      if (value === undefined) value = choice(object, name);
-      if (value === undefined || value === null) continue;
-      if (Array.isArray(value)) {
-        for (const v of value) if (v !== null && v !== undefined) out.push(v);
-      } else out.push(value);
+    if (atom instanceof OrAtom) {
+      return specialize(
+        (left: ItemTest, right: ItemTest): ItemTest =>
+          (item, resource) => {
+            const l = left(item, resource);
+            if (l === true) return true;
+            const r = right(item, resource);
+            return r === true ? true : l === false && r === false ? false : undefined;
+          },
+      )(left, right);
     }
-    return out;
-  };
-}
-
-/** A choice element (`occurrence` → `occurrenceDateTime`, `occurrencePeriod`). */
-function choice(object: Record<string, unknown>, name: string): unknown {
-  for (const key in object) {
-    if (key.length > name.length && key.startsWith(name) && /[A-Z]/.test(key[name.length]!)) return object[key];
+    return specialize(
+      (left: ItemTest, right: ItemTest): ItemTest =>
+        (item, resource) => {
+          const l = left(item, resource);
+          if (l === false) return false;
+          const r = right(item, resource);
+          return r === false ? false : l === true && r === true ? true : undefined;
+        },
+    )(left, right);
   }
-  return undefined;
+  const compiled = compileFhirPathAst(atom);
+  if (!compiled) return undefined;
+  return specialize((compiled: CompiledPath, k: Kit): ItemTest => (item, resource) => k.truth(compiled([item], resource)))(compiled, kit);
 }
 
 function fn(atom: FunctionAtom): CompiledPath | undefined {
@@ -132,28 +186,33 @@ function fn(atom: FunctionAtom): CompiledPath | undefined {
   const literals = atom.args.every((a) => a instanceof LiteralAtom);
   const singleString = (input: readonly unknown[]) => (input.length === 1 && typeof input[0] === 'string' ? input[0] : undefined);
   switch (atom.name) {
-    case 'where':
+    // `where` is a step of a path (`fhirpath-navigate.ts`).
     case 'exists': {
-      if (atom.args.length === 0 && atom.name === 'exists') return (input) => [input.length > 0];
+      if (atom.args.length === 0) return (input) => (input.length > 0 ? TRUE : FALSE);
       if (atom.args.length !== 1) return undefined;
-      const criterion = compileFhirPathAst(atom.args[0]!);
-      if (!criterion) return undefined;
-      if (atom.name === 'where') return (input, resource) => input.filter((item) => truth(criterion([item], resource)) === true);
-      return (input, resource) => [input.some((item) => truth(criterion([item], resource)) === true)];
+      const test = compileTest(atom.args[0]!);
+      if (!test) return undefined;
+      return specialize(
+        (test: ItemTest, k: Kit): CompiledPath =>
+          (input, resource) => {
+            for (let i = 0; i < input.length; i++) if (test(input[i], resource) === true) return k.TRUE;
+            return k.FALSE;
+          },
+      )(test, kit);
     }
     case 'first':
       return atom.args.length === 0 ? (input) => input.slice(0, 1) : undefined;
     case 'last':
       return atom.args.length === 0 ? (input) => input.slice(-1) : undefined;
     case 'empty':
-      return atom.args.length === 0 ? (input) => [input.length === 0] : undefined;
+      return atom.args.length === 0 ? (input) => (input.length === 0 ? TRUE : FALSE) : undefined;
     case 'count':
       return atom.args.length === 0 ? (input) => [input.length] : undefined;
     case 'not':
       return atom.args.length === 0
         ? (input) => {
-            const t = truth(input);
-            return t === undefined ? [] : [!t];
+            const t = kit.truth(input);
+            return t === undefined ? EMPTY : t ? FALSE : TRUE;
           }
         : undefined;
     case 'matches': {
@@ -161,16 +220,18 @@ function fn(atom: FunctionAtom): CompiledPath | undefined {
       const regex = new RegExp(literal(0) as string);
       return (input) => {
         const s = singleString(input);
-        return s === undefined ? [] : [regex.test(s)];
+        return s === undefined ? EMPTY : regex.test(s) ? TRUE : FALSE;
       };
     }
     case 'replaceMatches': {
       if (!literals || typeof literal(0) !== 'string' || typeof literal(1) !== 'string') return undefined;
       const regex = new RegExp(literal(0) as string, 'g');
-      const substitution = literal(1) as string;
+      // As Medplum: `${name}` in the substitution names a group (JavaScript's `$<name>`).
+      const substitution = (literal(1) as string).replaceAll(/\$\{(\w+)\}/g, '$<$1>');
+      const replace = compileReplaceAll(regex, substitution) ?? ((s: string) => s.replace(regex, substitution));
       return (input) => {
         const s = singleString(input);
-        return s === undefined ? [] : [s.replace(regex, substitution)];
+        return s === undefined ? EMPTY : [replace(s)];
       };
     }
     case 'startsWith':
@@ -180,23 +241,10 @@ function fn(atom: FunctionAtom): CompiledPath | undefined {
       const starts = atom.name === 'startsWith';
       return (input) => {
         const s = singleString(input);
-        return s === undefined ? [] : [starts ? s.startsWith(prefix) : s.endsWith(prefix)];
+        return s === undefined ? EMPTY : (starts ? s.startsWith(prefix) : s.endsWith(prefix)) ? TRUE : FALSE;
       };
     }
     default:
       return undefined;
   }
-}
-
-/** FHIRPath singleton evaluation to a boolean: empty is unknown; one boolean is itself; one other item is true. */
-function truth(collection: readonly unknown[]): boolean | undefined {
-  if (collection.length === 0) return undefined;
-  if (collection.length === 1) return typeof collection[0] === 'boolean' ? collection[0] : true;
-  return undefined;
-}
-
-function same(a: unknown, b: unknown): boolean {
-  if (a === b) return true;
-  if (typeof a === 'object' && typeof b === 'object' && a !== null && b !== null) return JSON.stringify(a) === JSON.stringify(b);
-  return false;
 }

@@ -65,16 +65,30 @@ export function toDateTime(value: unknown, timeZone: string, format?: string): D
   return parsed;
 }
 
-/** Results of date conversions, by input: sources repeat the same few dates (statement and service dates). */
-const memo = new Map<string, string>();
+/**
+ * Results of date conversions, by kind, time zone, format and input: sources repeat the same few dates (statement
+ * and service dates). Looked up through nested maps of the strings as given, so a hit builds no key.
+ */
+const memo = new Map<string, Map<string, Map<string, Map<string, string>>>>();
+let memoSize = 0;
 function memoised(kind: string, value: unknown, timeZone: string, format: string | undefined, convert: () => string): string {
   if (typeof value !== 'string') return convert();
-  const key = `${kind}\u0000${value}\u0000${timeZone}\u0000${format ?? ''}`;
-  const hit = memo.get(key);
+  const byValue = memo.get(kind)?.get(timeZone)?.get(format ?? '');
+  const hit = byValue?.get(value);
   if (hit !== undefined) return hit;
   const result = convert();
-  if (memo.size >= 10_000) memo.clear();
-  memo.set(key, result);
+  if (memoSize >= 10_000) {
+    memo.clear();
+    memoSize = 0;
+  }
+  let byZone = memo.get(kind);
+  if (!byZone) memo.set(kind, (byZone = new Map()));
+  let byFormat = byZone.get(timeZone);
+  if (!byFormat) byZone.set(timeZone, (byFormat = new Map()));
+  let results = byFormat.get(format ?? '');
+  if (!results) byFormat.set(format ?? '', (results = new Map()));
+  results.set(value, result);
+  memoSize++;
   return result;
 }
 

@@ -45,3 +45,6 @@ export interface PaymentGateway {
   /** Balance transactions created in [from, to), for daily reconciliation (empty in the sandbox). */
   listBalanceTransactions(window: { readonly from: Date; readonly to: Date }): AsyncIterable<StripeBalanceTransactionLike>;
 }
+
+/** The gateway of a practice: its own Stripe account, the default one, or the sandbox (`practiceGateways`). */
+export type GatewayFor = (practiceId: string) => Promise<PaymentGateway>;

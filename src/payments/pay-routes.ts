@@ -28,7 +28,7 @@ import type { PhiCipher } from '../store/phi-crypto.ts';
 import { PracticeRepository } from '../store/practices.ts';
 import { StaffTaskRepository } from '../store/staff-tasks.ts';
 import type { StripeRequest } from './checkout.ts';
-import type { PaymentGateway } from './gateway.ts';
+import type { GatewayFor } from './gateway.ts';
 import { attemptIdentity, type IdentityAnswer } from './identity-check.ts';
 import { cancelledPage, completePage, heldPage, identityPage, invalidLinkPage, lockedPage, PAGE_TEXT, payPage, sandboxCheckoutPage } from './pay-html.ts';
 import { payLinkToken, verifyPayLink, type PayLinkKeyRing } from './pay-link.ts';
@@ -50,7 +50,7 @@ export interface PayRoutesDeps {
   /** `SETTLE_PUBLIC_URL`; unset: the address the request came to. */
   readonly publicUrl?: string | undefined;
   /** The practice's gateway: Stripe, or the sandbox when no Stripe key is configured. */
-  readonly gatewayFor: (practiceId: string) => PaymentGateway;
+  readonly gatewayFor: GatewayFor;
   /** The practice's plan terms (the policy's `planTerms`). */
   readonly planTerms: (practiceId: string) => PlanTerms;
   /** The sandbox's webhook signing secret (default `SANDBOX_WEBHOOK_SECRET`). */
@@ -147,7 +147,7 @@ export function payRouter(deps: PayRoutesDeps): Router {
       currency: shown[0]?.patientAmount.currency ?? 'USD',
       balances: balancesIn,
       planTerms: deps.planTerms(link.practiceId),
-      sandbox: deps.gatewayFor(link.practiceId).sandbox,
+      sandbox: (await deps.gatewayFor(link.practiceId)).sandbox,
       state,
     });
     return { model, shown, payable, practice };
@@ -246,7 +246,7 @@ export function payRouter(deps: PayRoutesDeps): Router {
     }
     const amount = money(cents, model.currency);
     const base = baseUrl(req);
-    const gateway = deps.gatewayFor(link.practiceId);
+    const gateway = await deps.gatewayFor(link.practiceId);
     const { paymentId, session, request } = await startCheckout({ db: deps.db, clock: deps.clock, gateway }, {
       practiceId: link.practiceId, guarantorId: link.guarantorId, balanceIds: payable.map((b) => b.id), amount, baseUrl: base, locale, ...(plan ? { plan } : {}),
     });
@@ -321,7 +321,7 @@ export function payRouter(deps: PayRoutesDeps): Router {
   /** The sandbox checkout of a session, when the visitor holds the session of the link that started it. */
   async function sandboxCheckout(req: Request) {
     const checkout = await links.checkoutBySession(String(req.params.id));
-    if (!checkout || !checkout.sandbox || !deps.gatewayFor(checkout.practiceId).sandbox) return undefined;
+    if (!checkout || !checkout.sandbox || !(await deps.gatewayFor(checkout.practiceId)).sandbox) return undefined;
     if (session(req)?.linkId !== checkout.linkId) return undefined;
     return checkout;
   }

@@ -1,6 +1,7 @@
 /**
- * Wiring of payments into the engine: the pay-link keys, each practice's gateway (Stripe when
- * `STRIPE_SECRET_KEY` is set, else the sandbox), the webhook secrets, and the express pieces the API mounts:
+ * Wiring of payments into the engine: the pay-link keys, each practice's gateway (its own Stripe account from
+ * `STRIPE_SECRET_KEYS`, else `STRIPE_SECRET_KEY`, else the sandbox: `practiceGateways`), the webhook secrets,
+ * and the express pieces the API mounts:
  * the patient's pages (a plain router, before the JSON parser, with the raw body parser on the webhook paths)
  * and the `POST /webhooks/stripe` and `POST /webhooks/stripe/{practice}` route declarations (in the OpenAPI document).
  *
@@ -15,16 +16,17 @@ import type { AnyRoute } from '../api/routes.ts';
 import type { Clock } from '../domain/clock.ts';
 import type { Database } from '../store/database.ts';
 import type { PhiCipher } from '../store/phi-crypto.ts';
+import { parsePracticeSecrets } from '../config/settings.ts';
 import { PracticeRepository } from '../store/practices.ts';
-import type { PaymentGateway } from './gateway.ts';
+import type { GatewayFor } from './gateway.ts';
 import { loadPayLinkKeys } from './pay-link-keys.ts';
 import { DEFAULT_PAY_BASE_URL } from './pay-link-service.ts';
 import type { PayLinkKeyRing } from './pay-link.ts';
 import { payRouter } from './pay-routes.ts';
 import type { PlanTerms } from './plan.ts';
-import { SandboxGateway } from './sandbox-gateway.ts';
+import { practiceGateways } from './practice-gateways.ts';
 import { SANDBOX_WEBHOOK_SECRET } from './sandbox.ts';
-import { StripeGateway, type StripeGatewayOptions } from './stripe-gateway.ts';
+import type { StripeGatewayOptions } from './stripe-gateway.ts';
 import { processStripeWebhook, STRIPE_PRACTICE_WEBHOOK_PATH, STRIPE_WEBHOOK_PATH, stripeWebhookRoute } from './webhook-route.ts';
 
 /** Plan terms when the policy gives none: $25 minimum installment, up to 12 months. */
@@ -33,9 +35,9 @@ export const DEFAULT_PLAN_TERMS: PlanTerms = { minimumInstallmentCents: 2500, ma
 /** Everything the API needs to serve pay links, the pay page and the Stripe webhook. */
 export interface PaymentsWiring {
   readonly keys: PayLinkKeyRing;
-  /** True when no Stripe key is configured: the sandbox checkout serves every practice. */
+  /** True when no Stripe key is configured at all: the sandbox checkout serves every practice. */
   readonly sandbox: boolean;
-  readonly gatewayFor: (practiceId: string) => PaymentGateway;
+  readonly gatewayFor: GatewayFor;
   readonly planTerms: (practiceId: string) => PlanTerms;
   /** Secrets `POST /webhooks/stripe` accepts (`STRIPE_WEBHOOK_SECRET`, and the sandbox's in sandbox mode). */
   readonly webhookSecrets: readonly string[];
@@ -58,6 +60,8 @@ export interface PaymentsWiringOptions {
   readonly publicUrl?: string | undefined;
   readonly payLinkKeys?: string | undefined;
   readonly stripeSecretKey?: string | undefined;
+  /** `STRIPE_SECRET_KEYS`: `slug=sk_…[,slug=sk_…]`, one Stripe account per practice (the others use `stripeSecretKey`). */
+  readonly stripeSecretKeys?: string | undefined;
   readonly stripeWebhookSecret?: string | undefined;
   /** `STRIPE_WEBHOOK_SECRETS`: `slug=whsec_…[,slug=whsec_…]`, one endpoint per practice's Stripe account. */
   readonly stripeWebhookSecrets?: string | undefined;
@@ -71,49 +75,27 @@ export interface PaymentsWiringOptions {
   readonly onWritebacksQueued?: () => void;
 }
 
-/** Loads the keys and builds the gateways. @throws PayLinkKeyError on malformed keys. */
+/**
+ * Loads the keys and builds the gateways.
+ * @throws PayLinkKeyError on malformed keys; SettingsError on a malformed `STRIPE_SECRET_KEYS` / `STRIPE_WEBHOOK_SECRETS`.
+ */
 export async function createPaymentsWiring(options: PaymentsWiringOptions): Promise<PaymentsWiring> {
   const keys = await loadPayLinkKeys({ keys: options.payLinkKeys, dataDir: options.dataDir, shared: options.sharedDatabase, logger: options.logger });
-  const sandbox = !options.stripeSecretKey;
-  const stripe = options.stripeSecretKey ? new StripeGateway(options.stripeSecretKey, options.stripe) : undefined;
-  const gateways = new Map<string, PaymentGateway>();
-  const gatewayFor = (practiceId: string): PaymentGateway => {
-    if (stripe) return stripe;
-    let gateway = gateways.get(practiceId);
-    if (!gateway) {
-      gateway = new SandboxGateway({
-        db: options.db, clock: options.clock, practiceId, logger: options.logger, baseUrl: options.publicUrl ?? DEFAULT_PAY_BASE_URL,
-        ...(options.onWritebacksQueued ? { onWritebacksQueued: options.onWritebacksQueued } : {}),
-      });
-      gateways.set(practiceId, gateway);
-    }
-    return gateway;
-  };
+  const secretKeys = parsePracticeSecrets('STRIPE_SECRET_KEYS', options.stripeSecretKeys);
+  const sandbox = !options.stripeSecretKey && secretKeys.size === 0;
+  const gatewayFor = practiceGateways({
+    db: options.db, clock: options.clock, logger: options.logger, baseUrl: options.publicUrl ?? DEFAULT_PAY_BASE_URL,
+    secretKey: options.stripeSecretKey, secretKeys, stripe: options.stripe, onWritebacksQueued: options.onWritebacksQueued,
+  });
   const webhookSecrets = [...(options.stripeWebhookSecret ? [options.stripeWebhookSecret] : []), ...(sandbox ? [SANDBOX_WEBHOOK_SECRET] : [])];
-  if (!sandbox && !options.stripeWebhookSecret) options.logger.warn('STRIPE_SECRET_KEY is set but STRIPE_WEBHOOK_SECRET is not: POST /webhooks/stripe answers 500 until it is');
+  if (options.stripeSecretKey && !options.stripeWebhookSecret) options.logger.warn('STRIPE_SECRET_KEY is set but STRIPE_WEBHOOK_SECRET is not: POST /webhooks/stripe answers 500 until it is');
   const practiceWebhookSecrets = new Map<string, readonly string[]>();
-  for (const [slug, secret] of parsePracticeWebhookSecrets(options.stripeWebhookSecrets)) practiceWebhookSecrets.set(slug, [secret, ...(sandbox ? [SANDBOX_WEBHOOK_SECRET] : [])]);
+  for (const [slug, secret] of parsePracticeSecrets('STRIPE_WEBHOOK_SECRETS', options.stripeWebhookSecrets)) practiceWebhookSecrets.set(slug, [secret, ...(sandbox ? [SANDBOX_WEBHOOK_SECRET] : [])]);
   const terms = options.planTerms ?? DEFAULT_PLAN_TERMS;
   return {
     keys, sandbox, gatewayFor, planTerms: () => terms, webhookSecrets, webhookPracticeSlug: options.webhookPracticeSlug ?? 'default', practiceWebhookSecrets,
     onWritebacksQueued: options.onWritebacksQueued,
   };
-}
-
-/**
- * Reads `STRIPE_WEBHOOK_SECRETS` (`slug=whsec_…`, comma-separated; settings validate its shape).
- * @throws Error naming the setting when a practice appears twice.
- */
-export function parsePracticeWebhookSecrets(value: string | undefined): Map<string, string> {
-  const secrets = new Map<string, string>();
-  for (const item of value ? value.split(',') : []) {
-    const eq = item.indexOf('=');
-    const slug = item.slice(0, eq), secret = item.slice(eq + 1);
-    if (eq <= 0 || !secret.startsWith('whsec_')) throw new Error('STRIPE_WEBHOOK_SECRETS must be slug=whsec_… pairs separated by commas');
-    if (secrets.has(slug)) throw new Error(`STRIPE_WEBHOOK_SECRETS names the practice "${slug}" twice`);
-    secrets.set(slug, secret);
-  }
-  return secrets;
 }
 
 /** What the API hands the payment pieces. */

@@ -18,7 +18,7 @@ import type { Database } from '../store/database.ts';
 import { PaymentRepository, type Payment } from '../store/payments.ts';
 import type { PhiCipher } from '../store/phi-crypto.ts';
 import { planState, PlanRepository, type Plan } from '../store/plans.ts';
-import type { PaymentGateway } from './gateway.ts';
+import type { GatewayFor, PaymentGateway } from './gateway.ts';
 import { payOffPlan, PayoffError } from './plan-jobs.ts';
 import { planRemainingCents } from './plan-state.ts';
 import { reconcileDay, ReconcileDateError, storedReconciliation } from './reconcile-job.ts';
@@ -31,7 +31,7 @@ export interface PaymentAdminRouteDeps {
   readonly cipher: PhiCipher;
   readonly logger: Pick<Logger, 'info' | 'warn'>;
   /** The practice's gateway; absent: refunds, payoffs and reconciliation runs answer 503. */
-  readonly gatewayFor?: ((practiceId: string) => PaymentGateway) | undefined;
+  readonly gatewayFor?: GatewayFor | undefined;
 }
 
 const MONEY: JsonSchema = { type: 'object', required: ['amountMinor', 'currency', 'display'], properties: { amountMinor: { type: 'integer' }, currency: { type: 'string' }, display: { type: 'string' } } };
@@ -103,7 +103,7 @@ export function paymentAdminRoutes(deps: PaymentAdminRouteDeps): AnyRoute[] {
   const payments = new PaymentRepository(deps.db.pool, deps.clock);
   const plans = new PlanRepository(deps.db.pool, deps.clock);
   const audit = new AuditLog(deps.db, deps.clock);
-  const gateway = (practiceId: string): PaymentGateway => {
+  const gateway = async (practiceId: string): Promise<PaymentGateway> => {
     if (!deps.gatewayFor) throw new ApiError(503, 'payments_not_configured', 'Payments are not configured in this process.');
     return deps.gatewayFor(practiceId);
   };
@@ -158,7 +158,7 @@ export function paymentAdminRoutes(deps: PaymentAdminRouteDeps): AnyRoute[] {
           }
         }
         try {
-          const refund = await startRefund({ db: deps.db, clock: deps.clock, gateway: gateway(practiceId) }, {
+          const refund = await startRefund({ db: deps.db, clock: deps.clock, gateway: await gateway(practiceId) }, {
             practiceId, paymentId: payment.id, ...(amount ? { amount } : {}), ...(body?.reason ? { reason: body.reason } : {}), requestedBy: `apikey:${principal!.keyId}`,
             ...(idempotencyKey ? { idempotencyKey } : {}),
           });
@@ -203,7 +203,7 @@ export function paymentAdminRoutes(deps: PaymentAdminRouteDeps): AnyRoute[] {
       async handler({ principal, params }) {
         const practiceId = principal!.practiceId;
         try {
-          const result = await payOffPlan({ db: deps.db, clock: deps.clock, gateway: gateway(practiceId), cipher: deps.cipher, logger: deps.logger }, { practiceId, planId: params.id! });
+          const result = await payOffPlan({ db: deps.db, clock: deps.clock, gateway: await gateway(practiceId), cipher: deps.cipher, logger: deps.logger }, { practiceId, planId: params.id! });
           if (result.status === 'failed') throw new ApiError(result.transient ? 503 : 402, result.transient ? 'gateway_unavailable' : 'payoff_declined', `The payoff of ${formatMoney(result.amount)} was not charged: ${result.code}.`);
           await audit.append({ practiceId, actor: `apikey:${principal!.keyId}`, action: 'plan.payoff', entityType: 'plan', entityId: result.planId, detail: { paymentId: result.paymentId, amountMinor: result.amount.amount } });
           return planView((await plans.get(practiceId, result.planId))!);

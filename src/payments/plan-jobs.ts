@@ -27,7 +27,7 @@ import type { PhiCipher } from '../store/phi-crypto.ts';
 import { planState, PlanRepository, type ClaimedInstallment, type Plan } from '../store/plans.ts';
 import type { JobDefinition } from '../scheduler/scheduler.ts';
 import { installmentChargeParams } from './checkout.ts';
-import type { InstallmentChargeResult, PaymentGateway } from './gateway.ts';
+import type { GatewayFor, InstallmentChargeResult, PaymentGateway } from './gateway.ts';
 import { localDate } from './plan.ts';
 import { applyPlanEvent, planRemainingCents, type PlanEffect } from './plan-state.ts';
 
@@ -44,7 +44,7 @@ export interface PlanJobDeps {
   /** Decrypts guarantor contacts (for the on-session link) and encrypts the outbox recipient. */
   readonly cipher: PhiCipher;
   /** The practice's gateway (Stripe, or the sandbox). */
-  readonly gatewayFor: (practiceId: string) => PaymentGateway;
+  readonly gatewayFor: GatewayFor;
   /** The guarantor's pay-page URL (`payLinkForGuarantor`). */
   readonly payLink: (input: { practiceId: string; guarantorId: string }) => Promise<string>;
   /** Installments one sweep takes (default 100). */
@@ -115,7 +115,7 @@ async function chargeOne(deps: PlanJobDeps, item: ClaimedInstallment, summary: S
   if (!plan.stripe.customer || !plan.stripe.paymentMethod) {
     result = { status: 'failed', paymentIntentId: null, code: 'no_saved_payment_method', declineCode: null, message: 'the plan has no saved card', transient: false };
   } else {
-    result = await deps.gatewayFor(plan.practiceId).chargeInstallment(installmentChargeParams({
+    result = await (await deps.gatewayFor(plan.practiceId)).chargeInstallment(installmentChargeParams({
       paymentId, guarantorId: plan.guarantorId, planId: plan.id, installment: installment.number, attempt,
       amount: money(installment.amountMinor, plan.currency), customer: plan.stripe.customer, paymentMethod: plan.stripe.paymentMethod,
     }));

@@ -12,7 +12,7 @@ import type { Clock } from '../domain/clock.ts';
 import type { Database } from '../store/database.ts';
 import { PracticeRepository } from '../store/practices.ts';
 import type { JobDefinition } from '../scheduler/scheduler.ts';
-import type { PaymentGateway } from './gateway.ts';
+import type { GatewayFor } from './gateway.ts';
 import { reconcile, type Mismatch, type ReconciliationReport, type SettleMovement, type StripeBalanceTransactionLike } from './reconcile.ts';
 import { refundsBetween } from './refund-service.ts';
 
@@ -38,7 +38,7 @@ export interface DailyReconciliation {
 export interface ReconcileDeps {
   readonly db: Database;
   readonly clock: Clock;
-  readonly gatewayFor: (practiceId: string) => PaymentGateway;
+  readonly gatewayFor: GatewayFor;
   readonly logger: Pick<Logger, 'info' | 'warn'>;
 }
 
@@ -102,7 +102,7 @@ export async function reconcileDay(deps: ReconcileDeps, input: { practiceId: str
   const window = dayWindow(input.date, rows[0].time_zone);
   const day = 86_400_000;
   const wide = { from: new Date(window.from.getTime() - day), to: new Date(window.to.getTime() + day) };
-  const gateway = deps.gatewayFor(input.practiceId);
+  const gateway = await deps.gatewayFor(input.practiceId);
   const movements = await loadMovements(deps.db, input.practiceId, wide.from, wide.to);
   const balanceTransactions: StripeBalanceTransactionLike[] = [];
   for await (const bt of gateway.listBalanceTransactions(wide)) balanceTransactions.push(bt);

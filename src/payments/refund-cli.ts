@@ -4,23 +4,23 @@
  *   settle payments refund PAYMENT_ID [--amount 12.34] [--reason duplicate|requested_by_customer] [--idempotency-key KEY] [--practice SLUG]
  *   settle payments reconcile --date YYYY-MM-DD [--practice SLUG] [--json]
  *
- * A refund goes to the configured gateway (Stripe with STRIPE_SECRET_KEY, else the sandbox); the ledger changes
+ * A refund goes to the practice's gateway (its Stripe account from STRIPE_SECRET_KEYS, else STRIPE_SECRET_KEY, else
+ * the sandbox: `practiceGateways`); the ledger changes
  * when Stripe's `charge.refunded` webhook reaches the engine. With `--idempotency-key`, running the same command
  * again (after a timeout, say) reports the first refund and starts no second one. Reconcile runs the day's reconciliation now,
  * stores it (as the daily job would) and prints it; exit code 1 when it found mismatches.
  */
 import { Command } from 'commander';
-import type { Settings } from '../config/settings.ts';
+import { parsePracticeSecrets, type Settings } from '../config/settings.ts';
+import type { GatewayFor } from './gateway.ts';
 import { systemClock } from '../domain/clock.ts';
 import { formatMoney, MoneyError, parseMoney } from '../domain/money.ts';
 import type { Database } from '../store/database.ts';
 import { PaymentRepository } from '../store/payments.ts';
-import type { PaymentGateway } from './gateway.ts';
 import { DEFAULT_PAY_BASE_URL } from './pay-link-service.ts';
 import { reconcileDay, ReconcileDateError, type DailyReconciliation } from './reconcile-job.ts';
 import { isIdempotencyKey, RefundError, startRefund, type RefundReason } from './refund-service.ts';
-import { SandboxGateway } from './sandbox-gateway.ts';
-import { StripeGateway } from './stripe-gateway.ts';
+import { practiceGateways } from './practice-gateways.ts';
 
 /** What the command needs from main.ts. */
 export interface PaymentsCommandDependencies {
@@ -33,9 +33,12 @@ export interface PaymentsCommandDependencies {
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const quietLogger = { info: () => {}, warn: (message: string) => void process.stderr.write(`${message}\n`) } as never;
 
-function gatewayFrom(db: Database, settings: Settings, practiceId: string): PaymentGateway {
-  if (settings.stripeSecretKey) return new StripeGateway(settings.stripeSecretKey);
-  return new SandboxGateway({ db, clock: systemClock, practiceId, logger: quietLogger, baseUrl: settings.publicUrl ?? DEFAULT_PAY_BASE_URL });
+/** Each practice's gateway, as the engine chooses it. */
+function gatewaysFrom(db: Database, settings: Settings): GatewayFor {
+  return practiceGateways({
+    db, clock: systemClock, logger: quietLogger, baseUrl: settings.publicUrl ?? DEFAULT_PAY_BASE_URL,
+    secretKey: settings.stripeSecretKey, secretKeys: parsePracticeSecrets('STRIPE_SECRET_KEYS', settings.stripeSecretKeys),
+  });
 }
 
 /** The report as text: the counts, then one line per mismatch (ids and amounts only). */
@@ -81,7 +84,7 @@ export function paymentsCommand(deps: PaymentsCommandDependencies): Command {
           throw error;
         }
         try {
-          const refund = await startRefund({ db, clock: systemClock, gateway: gatewayFrom(db, settings, practice.id) }, {
+          const refund = await startRefund({ db, clock: systemClock, gateway: await gatewaysFrom(db, settings)(practice.id) }, {
             practiceId: practice.id, paymentId, ...(amount ? { amount } : {}), ...(options.reason ? { reason: options.reason as RefundReason } : {}), requestedBy: 'cli',
             ...(options.idempotencyKey !== undefined ? { idempotencyKey: options.idempotencyKey } : {}),
           });
@@ -104,7 +107,7 @@ export function paymentsCommand(deps: PaymentsCommandDependencies): Command {
       const report = await deps.withDatabase(async (db, settings) => {
         const practice = await deps.practiceFor(db, options.practice);
         try {
-          return await reconcileDay({ db, clock: systemClock, logger: quietLogger, gatewayFor: (id) => gatewayFrom(db, settings, id) }, { practiceId: practice.id, date: options.date });
+          return await reconcileDay({ db, clock: systemClock, logger: quietLogger, gatewayFor: gatewaysFrom(db, settings) }, { practiceId: practice.id, date: options.date });
         } catch (error) {
           if (error instanceof ReconcileDateError) throw deps.exitError(2, error.message);
           throw error;

@@ -2,7 +2,8 @@
  * Applies a verified Stripe event to the store, in ONE transaction per event:
  *
  * 1. the event id is inserted into `stripe_events` (ON CONFLICT DO NOTHING): when it was already there the
- *    event is a duplicate and nothing else happens (a concurrent delivery waits on the row lock, then sees it);
+ *    event is a duplicate and nothing else happens (a concurrent delivery waits on the row lock, then sees it).
+ *    A retry of an event committed before is found by one read before any transaction starts;
  * 2. the command from `commandForEvent` is applied: a succeeded payment is marked succeeded, split across the
  *    balances it pays (oldest first, `allocatePayment`), posted as ledger entries through the ledger repository
  *    and queued in the write-back outbox; a refund posts refund entries and a `refund` write-back; a dispute
@@ -13,9 +14,9 @@
  * route answers 2xx only after everything is durable and Stripe's retries change nothing.
  *
  * On the embedded database every statement is a round trip through one single-threaded session, so the handler
- * keeps them few (and simple: on PGlite a statement's planning costs as much as its round trip, so a duplicate's
- * one INSERT is not merged into the payment lookup): the payment is looked up once, the payment's change and its
- * write-back ride on the statement that marks the event processed (`finishEvent`), a balance is read in one
+ * keeps them few: a retry is one read before any transaction, the event id is claimed and its payment looked up
+ * and locked in one statement (`claimEvent`), the payment's change and its write-back ride on the statement that
+ * marks the event processed (`finishEvent`), a balance is read in one
  * statement, and a change that would change nothing (the second event of a payment carrying the ids already
  * recorded) is not sent.
  *
@@ -134,13 +135,14 @@ export async function handleStripeEvent(deps: StripeEventHandlerDeps, event: Str
   const command = commandForEvent(event);
   const account = typeof event.account === 'string' ? event.account : '';
   const ref = { id: event.id, type: event.type, account };
-  const result = await withTransaction(deps.db, async (tx) => {
+  const duplicate: HandleResult = { outcome: 'duplicate', eventId: event.id, type: event.type, ledgerEntries: 0, writebacks: [], balanceIds: [] };
+  // A retry of an event already committed costs one read, and no transaction; a concurrent first delivery is
+  // caught inside the transaction, by the event id's insert.
+  const handled = await new PaymentRepository(deps.db.pool, deps.clock).getEvent(deps.practiceId, event.id, account);
+  const result = handled ? duplicate : await withTransaction(deps.db, async (tx) => {
     const payments = new PaymentRepository(tx, deps.clock);
-    if (!(await payments.recordEvent(deps.practiceId, ref))) {
-      return { outcome: 'duplicate', eventId: event.id, type: event.type, ledgerEntries: 0, writebacks: [], balanceIds: [] } satisfies HandleResult;
-    }
-    const lookup = lookupOf(command);
-    const payment = lookup && (await payments.findForUpdate(deps.practiceId, lookup));
+    const { claimed, payment } = await payments.claimEvent(deps.practiceId, ref, lookupOf(command));
+    if (!claimed) return duplicate;
     const ledger = new LedgerRepository(tx, deps.cipher ?? unusedCipher(), deps.clock);
     const { effects, ...applied } = await apply(deps, ledger, command, tx, payment);
     const done: HandleResult = { eventId: event.id, type: event.type, ledgerEntries: 0, writebacks: [], balanceIds: [], ...applied };

@@ -1,9 +1,9 @@
 /**
- * Set-based posting for ingest: the ledger lines of a batch of source record versions inserted together and each
- * touched balance recomputed once, with the semantics of {@link LedgerRepository.postSource} applied to one
- * record after another in batch order. Sources and balances are locked sorted, after the parties
- * (`ledger-parties.ts`), so concurrent batches on a server wait for each other instead of deadlocking. Writes
- * run in the caller's transaction.
+ * The ledger's posting rules, the one implementation for one source record ({@link LedgerRepository.postSource}
+ * posts a batch of one) and for batches: the ledger lines of a batch of source record versions inserted
+ * together and each touched balance recomputed once, as if the records were posted one after another in batch
+ * order. Sources and balances are locked sorted, after the parties (`ledger-parties.ts`), so concurrent batches
+ * on a server wait for each other instead of deadlocking. Writes run in the caller's transaction.
  */
 import type { Clock } from '../domain/clock.ts';
 import {
@@ -22,7 +22,8 @@ import {
 } from '../domain/ledger.ts';
 import { MoneyError } from '../domain/money.ts';
 import type { Queryable } from './database.ts';
-import { LedgerError, toSafe, type LedgerRepository, type PostingResult, type PostingTarget } from './ledger.ts';
+import type { LedgerRepository } from './ledger.ts';
+import { LedgerError, toSafe, type PostingResult, type PostingTarget } from './ledger-posting.ts';
 
 /** What one source record version posts. */
 export interface SourcePosting {
@@ -45,10 +46,9 @@ export class LedgerBatch {
   }
 
   /**
-   * Posts what each of these source record versions contributes, as {@link LedgerRepository.postSource} does
-   * for one: the same version twice or an older version changes nothing; a newer one reverses the lines that
-   * changed or vanished and posts the new ones. The sources must be distinct (split versions of one source
-   * into successive calls).
+   * Posts what each of these source record versions contributes: the same version twice or an older version
+   * changes nothing; a newer one reverses the lines that changed or vanished and posts the new ones. The
+   * sources must be distinct (split versions of one source into successive calls).
    * @throws LedgerError when any posting is refused (a currency mismatch, an invalid line); roll the
    *   transaction back, as some of the batch may already be written.
    */
@@ -208,29 +208,34 @@ export class LedgerBatch {
     now: Date,
     touched: Set<string>[],
   ): Promise<void> {
-    const lines: { posting: SourcePosting; balanceId: string; line: LedgerLine }[] = [];
+    // Per posting once (its balance, target and version), per line only the line: less to send and parse.
+    const owners: { posting: SourcePosting; balanceId: string }[] = [];
+    const lines: { owner: number; line: LedgerLine }[] = [];
     plans.forEach((plan, n) => {
-      for (const line of plan?.post ?? []) lines.push({ posting: postings[n]!, balanceId: balanceIds[n]!, line });
-      if (plan && plan.post.length > 0) touched[n]!.add(balanceIds[n]!);
+      if (!plan || plan.post.length === 0) return;
+      owners.push({ posting: postings[n]!, balanceId: balanceIds[n]! });
+      for (const line of plan.post) lines.push({ owner: owners.length, line });
+      touched[n]!.add(balanceIds[n]!);
     });
     if (lines.length === 0) return;
-    const column = <T>(pick: (l: (typeof lines)[number]) => T) => lines.map(pick);
+    const line = <T>(pick: (l: LedgerLine) => T) => lines.map((l) => pick(l.line));
+    const owner = <T>(pick: (o: (typeof owners)[number]) => T) => owners.map(pick);
     await this.#db.query(
       `INSERT INTO ledger_entries (practice_id, balance_id, account_id, guarantor_id, patient_id, kind, amount_minor, effect_minor, currency,
          service_date, payer, service_code, description, line_key, source_connector, source_resource_type, source_id, source_version, posted_at)
-       SELECT $1, l.balance_id, l.account_id, l.guarantor_id, l.patient_id, l.kind, l.amount, l.effect, l.currency, l.service_date::date, l.payer,
-         l.service_code, l.description, l.line_key, l.connector, l.resource_type, l.source_id, l.version, $2
-       FROM unnest($3::uuid[], $4::uuid[], $5::uuid[], $6::uuid[], $7::text[], $8::bigint[], $9::bigint[], $10::text[], $11::text[], $12::text[], $13::text[],
-                   $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], $19::text[])
-         WITH ORDINALITY AS l (balance_id, account_id, guarantor_id, patient_id, kind, amount, effect, currency, service_date, payer, service_code,
-                               description, line_key, connector, resource_type, source_id, version, n)
+       SELECT $1, p.balance_id, p.account_id, p.guarantor_id, p.patient_id, l.kind, l.amount, l.effect, l.currency, l.service_date::date, l.payer,
+         l.service_code, l.description, l.line_key, p.connector, p.resource_type, p.source_id, p.version, $2
+       FROM unnest($3::int[], $4::text[], $5::bigint[], $6::bigint[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[])
+         WITH ORDINALITY AS l (owner, kind, amount, effect, currency, service_date, payer, service_code, description, line_key, n)
+       JOIN unnest($13::uuid[], $14::uuid[], $15::uuid[], $16::uuid[], $17::text[], $18::text[], $19::text[], $20::text[])
+         WITH ORDINALITY AS p (balance_id, account_id, guarantor_id, patient_id, connector, resource_type, source_id, version, n) ON p.n = l.owner
        ORDER BY l.n`,
       [
         practiceId, now,
-        column((l) => l.balanceId), column((l) => l.posting.target.accountId), column((l) => l.posting.target.guarantorId), column((l) => l.posting.target.patientId),
-        column((l) => l.line.kind), column((l) => l.line.amount.amount), column((l) => balanceEffect(l.line.kind, l.line.amount.amount)), column((l) => l.line.amount.currency),
-        column((l) => l.line.serviceDate), column((l) => l.line.payer), column((l) => l.line.serviceCode), column((l) => l.line.description), column((l) => l.line.lineKey),
-        column((l) => l.posting.version.connector), column((l) => l.posting.version.resourceType), column((l) => l.posting.version.sourceId), column((l) => l.posting.version.versionId),
+        lines.map((l) => l.owner), line((l) => l.kind), line((l) => l.amount.amount), line((l) => balanceEffect(l.kind, l.amount.amount)), line((l) => l.amount.currency),
+        line((l) => l.serviceDate), line((l) => l.payer), line((l) => l.serviceCode), line((l) => l.description), line((l) => l.lineKey),
+        owner((o) => o.balanceId), owner((o) => o.posting.target.accountId), owner((o) => o.posting.target.guarantorId), owner((o) => o.posting.target.patientId),
+        owner((o) => o.posting.version.connector), owner((o) => o.posting.version.resourceType), owner((o) => o.posting.version.sourceId), owner((o) => o.posting.version.versionId),
       ],
     );
   }

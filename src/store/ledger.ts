@@ -4,19 +4,15 @@
  * posted them, balances derived from those entries, statuses and their history.
  *
  * Writes expect to run inside the caller's transaction (one per source record): pass the transaction client.
+ * Posting follows the one set of rules in `ledger-batch.ts`.
  */
 import { DateTime } from 'luxon';
 import type { Clock } from '../domain/clock.ts';
 import { CONTACT_FIELDS, type ContactField, type PersonContact, type PersonIdentifier } from '../domain/contact.ts';
 import {
   ageItems,
-  automaticStatus,
-  balanceEffect,
-  compareVersions,
   outreachEligible,
-  planPosting,
   statusChangeProblem,
-  type ActiveEntry,
   type AgingBucket,
   type BalanceStatus,
   type EntryKind,
@@ -26,37 +22,12 @@ import {
   type SourceVersion,
   type StatusChange,
 } from '../domain/ledger.ts';
-import { MoneyError, type Money } from '../domain/money.ts';
+import type { Money } from '../domain/money.ts';
 import { birthYear, zip3 } from '../domain/safe-harbor.ts';
 import type { Queryable } from './database.ts';
+import { LedgerBatch } from './ledger-batch.ts';
+import { LedgerError, toSafe, type PostingResult, type PostingTarget } from './ledger-posting.ts';
 import type { PhiCipher } from './phi-crypto.ts';
-
-/** Why the ledger refused a write; nothing was changed. */
-export class LedgerError extends Error {
-  readonly code: 'currency-mismatch' | 'invalid-status-change' | 'not-found' | 'invalid-line';
-  constructor(code: LedgerError['code'], message: string) {
-    super(message);
-    this.name = 'LedgerError';
-    this.code = code;
-  }
-}
-
-/** Where a source record's lines go. */
-export interface PostingTarget {
-  accountId: string;
-  guarantorId: string;
-  patientId: string | null;
-}
-
-/** What posting a source record version did. */
-export interface PostingResult {
-  /** posted: the ledger changed; unchanged: a new version with the same lines; duplicate: this version was seen; stale: an older version. */
-  outcome: 'posted' | 'unchanged' | 'duplicate' | 'stale';
-  posted: number;
-  reversed: number;
-  /** Balances whose amounts were recomputed. */
-  balanceIds: string[];
-}
 
 /** A balance as the API shows it. */
 export interface Balance {
@@ -131,12 +102,7 @@ const ENC_COLUMNS: Record<ContactField, string> = {
 
 type OwnerType = 'patient' | 'guarantor';
 
-/** A bigint column's text as a safe integer. @throws LedgerError (`invalid-line`) beyond the safe integer range. */
-export function toSafe(value: string | number): number {
-  const n = Number(value);
-  if (!Number.isSafeInteger(n)) throw new LedgerError('invalid-line', `amount ${value} is beyond the safe integer range`);
-  return n;
-}
+export { LedgerError, toSafe, type PostingResult, type PostingTarget };
 
 /** Reads and writes the ledger. */
 export class LedgerRepository {
@@ -351,166 +317,14 @@ export class LedgerRepository {
   /**
    * Posts what one version of a source record contributes. The same version twice, or an older version after
    * a newer one, changes nothing; a newer version reverses the lines that changed or vanished and posts the
-   * new ones. Run it in the record's transaction.
-   * @throws LedgerError (`currency-mismatch`) when a line's currency is not its balance's; nothing is written.
+   * new ones. Run it in the record's transaction. The same rules as ingest batches ({@link LedgerBatch.postSources}
+   * with one posting).
+   * @throws LedgerError (`currency-mismatch`) when a line's currency is not its balance's, (`invalid-line`) for
+   *   a line key used twice or an unsafe amount; roll the transaction back (or to a savepoint).
    */
   async postSource(practiceId: string, version: SourceVersion, target: PostingTarget, lines: readonly LedgerLine[]): Promise<PostingResult> {
-    const now = this.#clock.now();
-    const key = [practiceId, version.connector, version.resourceType, version.sourceId];
-    const keys = new Set<string>();
-    for (const line of lines) {
-      if (keys.has(line.lineKey)) throw new LedgerError('invalid-line', `line key "${line.lineKey}" appears twice in one record`);
-      keys.add(line.lineKey);
-      if (!Number.isSafeInteger(line.amount.amount)) throw new LedgerError('invalid-line', `line ${line.lineKey}: amount is not a safe integer`);
-    }
-    // Serialise versions of one source: one statement inserts the row if missing or locks it, and says whether
-    // this version was seen before (checked under the lock, so concurrent deliveries of one version see each other).
-    const { rows: current } = await this.#db.query<{ version_id: string; last_updated: Date | null; inserted: boolean; seen: boolean }>(
-      `WITH s AS (
-         INSERT INTO ledger_sources (practice_id, connector, resource_type, source_id, version_id, last_updated, updated_at)
-         VALUES ($1, $2, $3, $4, '', NULL, $5)
-         ON CONFLICT (practice_id, connector, resource_type, source_id) DO UPDATE SET updated_at = ledger_sources.updated_at
-         RETURNING version_id, last_updated, (xmax = 0) AS inserted)
-       SELECT s.version_id, s.last_updated, s.inserted,
-              EXISTS (SELECT 1 FROM ledger_source_versions v WHERE v.practice_id = $1 AND v.connector = $2 AND v.resource_type = $3
-                      AND v.source_id = $4 AND v.version_id = $6) AS seen
-       FROM s`,
-      [...key, now, version.versionId],
-    );
-    const previous = current[0];
-    if (previous.seen) return { outcome: 'duplicate', posted: 0, reversed: 0, balanceIds: [] };
-    const record = (outcome: 'posted' | 'unchanged' | 'stale', advance: boolean) =>
-      this.#db.query(
-        `WITH v AS (
-           INSERT INTO ledger_source_versions (practice_id, connector, resource_type, source_id, version_id, last_updated, outcome, received_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING)
-         UPDATE ledger_sources SET version_id = $5, last_updated = $6, updated_at = $8
-         WHERE $9 AND practice_id = $1 AND connector = $2 AND resource_type = $3 AND source_id = $4`,
-        [...key, version.versionId, version.lastUpdated, outcome, now, advance],
-      );
-    if (previous.version_id !== '' && compareVersions(version, { versionId: previous.version_id, lastUpdated: previous.last_updated }) < 0) {
-      await record('stale', false);
-      return { outcome: 'stale', posted: 0, reversed: 0, balanceIds: [] };
-    }
-    const active = previous.inserted ? [] : await this.#activeEntries(practiceId, version);
-    const plan = planPosting(active, lines, target.accountId, target.guarantorId);
-    const touched = new Set<string>();
-    let balanceId: string | undefined;
-    if (plan.post.length > 0) {
-      const currencies = new Set(plan.post.map((l) => l.amount.currency));
-      if (currencies.size > 1) throw new LedgerError('currency-mismatch', `one record has lines in ${[...currencies].join(' and ')}: mixed currencies are an error`);
-      balanceId = await this.#ensureBalance(practiceId, target, [...currencies][0]!);
-    }
-    if (plan.reverse.length > 0) {
-      const { rows } = await this.#db.query<{ balance_id: string }>(
-        `INSERT INTO ledger_entries (practice_id, balance_id, account_id, guarantor_id, patient_id, kind, amount_minor, effect_minor, currency,
-           service_date, payer, service_code, description, line_key, source_connector, source_resource_type, source_id, source_version,
-           reverses_entry_id, posted_at)
-         SELECT practice_id, balance_id, account_id, guarantor_id, patient_id, kind, -amount_minor, -effect_minor, currency,
-           service_date, payer, service_code, description, line_key, source_connector, source_resource_type, source_id, $2, id, $3
-         FROM ledger_entries WHERE id = ANY($1::uuid[]) ORDER BY seq RETURNING balance_id`,
-        [plan.reverse.map((e) => e.id), version.versionId, now],
-      );
-      for (const row of rows) touched.add(row.balance_id);
-    }
-    if (plan.post.length > 0) {
-      const column = <T>(pick: (line: LedgerLine) => T) => plan.post.map(pick);
-      await this.#db.query(
-        `INSERT INTO ledger_entries (practice_id, balance_id, account_id, guarantor_id, patient_id, kind, amount_minor, effect_minor, currency,
-           service_date, payer, service_code, description, line_key, source_connector, source_resource_type, source_id, source_version, posted_at)
-         SELECT $1, $2, $3, $4, $5, l.kind, l.amount, l.effect, l.currency, l.service_date::date, l.payer, l.service_code, l.description, l.line_key,
-           $6, $7, $8, $9, $10
-         FROM unnest($11::text[], $12::bigint[], $13::bigint[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], $19::text[])
-           WITH ORDINALITY AS l(kind, amount, effect, currency, service_date, payer, service_code, description, line_key, n)
-         ORDER BY l.n`,
-        [
-          practiceId, balanceId, target.accountId, target.guarantorId, target.patientId,
-          version.connector, version.resourceType, version.sourceId, version.versionId, now,
-          column((l) => l.kind), column((l) => l.amount.amount), column((l) => balanceEffect(l.kind, l.amount.amount)), column((l) => l.amount.currency),
-          column((l) => l.serviceDate), column((l) => l.payer), column((l) => l.serviceCode), column((l) => l.description), column((l) => l.lineKey),
-        ],
-      );
-      touched.add(balanceId!);
-    }
-    const changed = plan.post.length + plan.reverse.length > 0;
-    await record(changed ? 'posted' : 'unchanged', true);
-    for (const id of touched) await this.#recompute(id, 'system:ingest', `${version.connector}/${version.resourceType}/${version.sourceId} version ${version.versionId}`);
-    return { outcome: changed ? 'posted' : 'unchanged', posted: plan.post.length, reversed: plan.reverse.length, balanceIds: [...touched] };
-  }
-
-  async #activeEntries(practiceId: string, version: SourceVersion): Promise<ActiveEntry[]> {
-    const { rows } = await this.#db.query<{
-      id: string; line_key: string; kind: EntryKind; amount_minor: string; currency: string; service_date: string; payer: PayerKind;
-      service_code: string | null; description: string | null; account_id: string; guarantor_id: string;
-    }>(
-      `SELECT e.id, e.line_key, e.kind, e.amount_minor, e.currency, e.service_date::text AS service_date, e.payer, e.service_code, e.description,
-              e.account_id, e.guarantor_id
-       FROM ledger_entries e
-       WHERE e.practice_id = $1 AND e.source_connector = $2 AND e.source_resource_type = $3 AND e.source_id = $4
-         AND e.reverses_entry_id IS NULL
-         AND NOT EXISTS (SELECT 1 FROM ledger_entries r WHERE r.reverses_entry_id = e.id)
-       ORDER BY e.seq`,
-      [practiceId, version.connector, version.resourceType, version.sourceId],
-    );
-    return rows.map((r) => ({
-      id: r.id, lineKey: r.line_key, kind: r.kind, amount: toSafe(r.amount_minor), currency: r.currency, serviceDate: r.service_date,
-      payer: r.payer, serviceCode: r.service_code, description: r.description, accountId: r.account_id, guarantorId: r.guarantor_id,
-    }));
-  }
-
-  async #ensureBalance(practiceId: string, target: PostingTarget, currency: string): Promise<string> {
-    const now = this.#clock.now();
-    // One statement creates the balance or locks the existing one.
-    const { rows } = await this.#db.query<{ id: string; currency: string; inserted: boolean }>(
-      `INSERT INTO balances (practice_id, guarantor_id, account_id, patient_id, currency, status_changed_at, created_at, updated_at)
-       VALUES ($1, $2, $3, $4, $5, $6, $6, $6)
-       ON CONFLICT (practice_id, guarantor_id, account_id) DO UPDATE SET updated_at = balances.updated_at
-       RETURNING id, currency, (xmax = 0) AS inserted`,
-      [practiceId, target.guarantorId, target.accountId, target.patientId, currency, now],
-    );
-    const balance = rows[0];
-    if (balance.inserted) {
-      await this.#history(balance.id, null, 'open', null, 'system:ingest', 'balance created');
-      return balance.id;
-    }
-    if (balance.currency !== currency) {
-      throw new LedgerError('currency-mismatch', `the balance is in ${balance.currency}; a ${currency} amount cannot be added (mixed currencies are an error, never converted)`);
-    }
-    return balance.id;
-  }
-
-  /** Recomputes a balance's amounts and aging from its entries, and moves its status when that follows. */
-  async #recompute(balanceId: string, actor: string, note: string): Promise<void> {
-    const { rows } = await this.#db.query<{ status: BalanceStatus; service_date: string | null; payer: PayerKind | null; effect: string | null }>(
-      `SELECT b.status, e.service_date::text AS service_date, e.payer, e.effect::text AS effect
-       FROM balances b
-       LEFT JOIN (SELECT service_date, payer, sum(effect_minor) AS effect FROM ledger_entries WHERE balance_id = $1 GROUP BY service_date, payer) e ON true
-       WHERE b.id = $1`,
-      [balanceId],
-    );
-    let patient = 0;
-    let insurance = 0;
-    const items: { date: string; effect: number }[] = [];
-    for (const row of rows) {
-      if (row.effect === null || row.service_date === null) continue;
-      const effect = toSafe(row.effect);
-      if (row.payer === 'patient') {
-        patient += effect;
-        items.push({ date: row.service_date, effect });
-      } else insurance += effect;
-    }
-    if (!Number.isSafeInteger(patient) || !Number.isSafeInteger(insurance)) throw new MoneyError('out-of-range', 'balance beyond the safe integer range');
-    const aging = ageItems(items, '9999-12-31');
-    const current = rows[0].status;
-    const next = automaticStatus(current, patient);
-    await this.#db.query(
-      `WITH h AS (
-         INSERT INTO balance_status_history (balance_id, from_status, to_status, hold_reason, actor, note, occurred_at)
-         SELECT $1, $7, $6, NULL, $8, $9, $5 WHERE $6 <> $7)
-       UPDATE balances SET patient_amount_minor = $2, insurance_amount_minor = $3, oldest_open_date = $4, updated_at = $5,
-         status = $6, status_changed_at = CASE WHEN status = $6 THEN status_changed_at ELSE $5 END WHERE id = $1`,
-      [balanceId, patient, insurance, aging.oldestOpenDate, this.#clock.now(), next, current, actor, note],
-    );
+    const [result] = await new LedgerBatch(this.#db, this.#clock).postSources(practiceId, [{ version, target, lines }]);
+    return result!;
   }
 
   async #history(balanceId: string, from: BalanceStatus | null, to: BalanceStatus, holdReason: HoldReason | null, actor: string, note: string | null): Promise<void> {

@@ -240,6 +240,24 @@ function writebackInsertSql(rows: readonly NewWriteback[], now: Date, first: num
   };
 }
 
+/**
+ * The SELECT of the payment a lookup finds, locked for update (its values numbered from `$<first>`, the practice
+ * id `$1`): by Settle's id when it is a uuid, else by payment intent, else by charge; the oldest of equals. Each
+ * arm is one index probe. `onlyIf` is a condition the lookup runs under at all.
+ */
+function paymentLookupSql(refs: PaymentLookup, first: number, onlyIf = 'true'): { sql: string; values: unknown[] } {
+  return {
+    sql: `SELECT ${PAYMENT_COLUMNS} FROM payments WHERE practice_id = $1 AND id = (
+            SELECT c.id FROM (
+              SELECT id, 1 AS rank, created_at FROM payments WHERE practice_id = $1 AND id = $${first}::uuid
+              UNION ALL SELECT id, 2, created_at FROM payments WHERE practice_id = $1 AND stripe_payment_intent_id = $${first + 1}::text
+              UNION ALL SELECT id, 3, created_at FROM payments WHERE practice_id = $1 AND stripe_charge_id = $${first + 2}::text
+            ) c WHERE ${onlyIf} ORDER BY c.rank, c.created_at LIMIT 1)
+          FOR UPDATE`,
+    values: [isUuid(refs.paymentId) ? refs.paymentId : null, refs.paymentIntent || null, refs.charge || null],
+  };
+}
+
 /** Reads and writes payments, handled Stripe events and the write-back outbox. */
 export class PaymentRepository {
   readonly #db: Queryable;
@@ -263,11 +281,25 @@ export class PaymentRepository {
    * @returns false when the event id was already recorded (a duplicate: change nothing).
    */
   async recordEvent(practiceId: string, event: { id: string; type: string; account?: string }): Promise<boolean> {
-    const { rowCount } = await this.#db.query(
-      `INSERT INTO stripe_events (practice_id, account, event_id, type, received_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`,
-      [practiceId, event.account ?? '', event.id, event.type, this.#clock.now()],
+    return (await this.claimEvent(practiceId, event)).claimed;
+  }
+
+  /**
+   * {@link recordEvent} and, when the event is new, {@link findForUpdate} of the payment it refers to, in one
+   * statement (one round trip of the handling transaction). A duplicate locks nothing.
+   */
+  async claimEvent(practiceId: string, event: { id: string; type: string; account?: string }, refs: PaymentLookup = {}): Promise<{ claimed: boolean; payment?: Payment }> {
+    const lookup = paymentLookupSql(refs, 6, 'EXISTS (SELECT 1 FROM claimed)');
+    // The lookup runs only when the insert claimed the event: a duplicate locks no payment.
+    const { rows } = await this.#db.query<PaymentRow & { claimed: boolean }>(
+      `WITH claimed AS (
+         INSERT INTO stripe_events (practice_id, account, event_id, type, received_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING 1),
+       found AS (${lookup.sql})
+       SELECT found.*, EXISTS (SELECT 1 FROM claimed) AS claimed FROM (SELECT 1) one LEFT JOIN found ON true`,
+      [practiceId, event.account ?? '', event.id, event.type, this.#clock.now(), ...lookup.values],
     );
-    return rowCount === 1;
+    const row = rows[0]!;
+    return row.id === null ? { claimed: row.claimed } : { claimed: row.claimed, payment: toPayment(row) };
   }
 
   /**
@@ -330,23 +362,12 @@ export class PaymentRepository {
 
   /**
    * The payment a Stripe object refers to, locked for update: by Settle's payment id (metadata) when it is a
-   * uuid, else by payment intent, else by charge.
+   * uuid, else by payment intent, else by charge (as {@link claimEvent} finds it).
    */
   async findForUpdate(practiceId: string, refs: PaymentLookup): Promise<Payment | undefined> {
-    const attempts: [string, string | undefined][] = [
-      ['id', isUuid(refs.paymentId) ? refs.paymentId : undefined],
-      ['stripe_payment_intent_id', refs.paymentIntent],
-      ['stripe_charge_id', refs.charge],
-    ];
-    for (const [column, value] of attempts) {
-      if (!value) continue;
-      const { rows } = await this.#db.query<PaymentRow>(
-        `SELECT ${PAYMENT_COLUMNS} FROM payments WHERE practice_id = $1 AND ${column} = $2 ORDER BY created_at LIMIT 1 FOR UPDATE`,
-        [practiceId, value],
-      );
-      if (rows[0]) return toPayment(rows[0]);
-    }
-    return undefined;
+    const lookup = paymentLookupSql(refs, 2);
+    const { rows } = await this.#db.query<PaymentRow>(lookup.sql, [practiceId, ...lookup.values]);
+    return rows[0] && toPayment(rows[0]);
   }
 
   /** Updates a payment's status, money figures and Stripe ids (only the fields given). */

@@ -5,6 +5,7 @@
  * Writes take the transaction they belong to, so a connector stores a page, its quarantined entries and its
  * checkpoint in one commit.
  */
+import { hostname } from 'node:os';
 import type { OperationOutcome } from '@medplum/fhirtypes';
 import type { Clock } from '../domain/clock.ts';
 import type { SourceRecord } from '../domain/source-record.ts';
@@ -133,6 +134,21 @@ function cursor(after: string | undefined): string | null {
   return after;
 }
 
+/** Separates the bodies of a batch in one parameter: a control character, which JSON text never holds unescaped. */
+const RECORD_SEPARATOR = '\x1e';
+
+/**
+ * A record to store: a {@link SourceRecord} with its body parsed (`body`, serialised here), or with its body as the
+ * JSON text received (`bodyText`, an NDJSON line, say: stored as is, nothing parsed or serialised again).
+ */
+export type NewSourceRecord = Omit<SourceRecord, 'body'> & ({ body: unknown; bodyText?: undefined } | { bodyText: string; body?: undefined });
+
+function bodyText(record: NewSourceRecord): string {
+  const text = record.bodyText ?? (JSON.stringify(record.body) as string | undefined);
+  if (text === undefined || text.includes(RECORD_SEPARATOR)) throw new RangeError(`the body of ${record.resourceType}/${record.sourceId} is not JSON text`);
+  return text;
+}
+
 function clampLimit(limit: number | undefined): number {
   return Math.max(1, Math.min(1000, Math.trunc(limit ?? 100)));
 }
@@ -151,17 +167,21 @@ export class SourceRecordRepository {
 
   /**
    * Stores records with status `pending`, each version once: a record whose (practice, connector, resource type,
-   * source id, version id) is already stored — earlier, or earlier in the same batch — is skipped.
+   * source id, version id) is already stored — earlier, or earlier in the same batch — is skipped. One statement
+   * whatever the batch size: the bodies travel as one text parameter (JSON texts separated by U+001E, which valid
+   * JSON never contains) and the other columns as arrays.
    * @returns how many were new.
    */
-  async storeMany(tx: Queryable, records: readonly SourceRecord[]): Promise<number> {
+  async storeMany(tx: Queryable, records: readonly NewSourceRecord[]): Promise<number> {
     if (records.length === 0) return 0;
-    const column = <K extends keyof SourceRecord>(key: K) => records.map((r) => r[key]);
+    const column = <K extends keyof NewSourceRecord>(key: K) => records.map((r) => r[key]);
     const result = await tx.query(
       `INSERT INTO source_records (practice_id, connector, transport, resource_type, source_id, version_id, last_updated, content_hash, body, received_at)
-       SELECT r.practice_id, r.connector, r.transport, r.resource_type, r.source_id, r.version_id, r.last_updated, r.content_hash, r.body::jsonb, $10
-       FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::text[], $9::text[])
-         AS r (practice_id, connector, transport, resource_type, source_id, version_id, last_updated, content_hash, body)
+       SELECT r.practice_id, r.connector, r.transport, r.resource_type, r.source_id, r.version_id, r.last_updated, r.content_hash, b.body::jsonb, $10
+       FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::text[]) WITH ORDINALITY
+         AS r (practice_id, connector, transport, resource_type, source_id, version_id, last_updated, content_hash, n)
+       JOIN string_to_table($9::text, E'\\x1e') WITH ORDINALITY AS b (body, n) USING (n)
+       ORDER BY n
        ON CONFLICT ON CONSTRAINT source_records_identity_key DO NOTHING`,
       [
         column('practiceId'),
@@ -172,7 +192,7 @@ export class SourceRecordRepository {
         column('versionId'),
         column('lastUpdated'),
         column('contentHash'),
-        records.map((r) => JSON.stringify(r.body)),
+        records.map(bodyText).join(RECORD_SEPARATOR),
         this.clock.now(),
       ],
     );
@@ -181,25 +201,40 @@ export class SourceRecordRepository {
 
   /** Quarantines one input. @returns the entry's id. */
   async quarantine(tx: Queryable, entry: NewQuarantineEntry): Promise<string> {
-    const { rows } = await tx.query<{ id: string }>(
-      `INSERT INTO quarantine (practice_id, connector, resource_type, source_id, source_record_id, raw, outcome, created_at)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id::text AS id`,
-      [entry.practiceId, entry.connector, entry.resourceType, entry.sourceId ?? null, entry.sourceRecordId ?? null, entry.raw, JSON.stringify(entry.outcome), this.clock.now()],
-    );
-    if (entry.sourceRecordId) {
-      await tx.query(`UPDATE source_records SET status = 'quarantined' WHERE practice_id = $1 AND id = $2`, [entry.practiceId, entry.sourceRecordId]);
-    }
-    return rows[0]!.id;
+    return (await this.quarantineEntries(tx, [entry]))[0]!;
   }
 
-  /** Quarantines several inputs in one statement. @returns how many. */
+  /** Quarantines several inputs, in order, in one statement (plus one to flag the source records named). @returns how many. */
   async quarantineMany(tx: Queryable, entries: readonly NewQuarantineEntry[]): Promise<number> {
-    let count = 0;
-    for (const entry of entries) {
-      await this.quarantine(tx, entry);
-      count++;
+    return (await this.quarantineEntries(tx, entries)).length;
+  }
+
+  private async quarantineEntries(tx: Queryable, entries: readonly NewQuarantineEntry[]): Promise<string[]> {
+    if (entries.length === 0) return [];
+    const { rows } = await tx.query<{ id: string }>(
+      `INSERT INTO quarantine (practice_id, connector, resource_type, source_id, source_record_id, raw, outcome, created_at)
+       SELECT e.practice_id, e.connector, e.resource_type, e.source_id, e.source_record_id, e.raw, e.outcome, $8
+       FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::jsonb[]) WITH ORDINALITY
+         AS e (practice_id, connector, resource_type, source_id, source_record_id, raw, outcome, n)
+       ORDER BY n
+       RETURNING id::text AS id`,
+      [
+        entries.map((e) => e.practiceId),
+        entries.map((e) => e.connector),
+        entries.map((e) => e.resourceType),
+        entries.map((e) => e.sourceId ?? null),
+        entries.map((e) => e.sourceRecordId ?? null),
+        entries.map((e) => e.raw),
+        entries.map((e) => JSON.stringify(e.outcome)),
+        this.clock.now(),
+      ],
+    );
+    const flagged = entries.filter((e) => e.sourceRecordId);
+    for (const practiceId of new Set(flagged.map((e) => e.practiceId))) {
+      const ids = flagged.filter((e) => e.practiceId === practiceId).map((e) => e.sourceRecordId);
+      await tx.query(`UPDATE source_records SET status = 'quarantined' WHERE practice_id = $1 AND id = ANY($2::bigint[])`, [practiceId, ids]);
     }
-    return count;
+    return rows.map((r) => r.id);
   }
 
   /** One version of a record by its identity, as the source named it. */
@@ -345,8 +380,10 @@ export interface ConnectorRun extends RunCounts {
   connector: string;
   fullSync: boolean;
   startedAt: Date;
+  /** When it ended; for an interrupted run, its last sign of life. */
   finishedAt: Date | null;
-  status: 'running' | 'succeeded' | 'failed';
+  /** `interrupted`: the process running it stopped without finishing it (killed, crashed, lost). */
+  status: 'running' | 'succeeded' | 'failed' | 'interrupted';
   error: string | null;
 }
 
@@ -386,7 +423,30 @@ function toRun(row: RunRow): ConnectorRun {
   };
 }
 
-/** Records connector runs: the status `GET /connectors` shows. */
+/** How often a running run's process proves it is alive. */
+export const RUN_HEARTBEAT_MS = 30_000;
+/** A run whose process has not proved it is alive for this long is taken for dead, wherever that process ran. */
+export const RUN_LEASE_MS = 5 * RUN_HEARTBEAT_MS;
+
+/** This process's runs still in progress, each with its heartbeat timer. */
+const ownRuns = new Map<string, NodeJS.Timeout>();
+const HOST = hostname();
+
+/** Whether a process of this host is alive (signal 0 tests without signalling). */
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM'; // alive, someone else's
+  }
+}
+
+/**
+ * Records connector runs: the status `GET /connectors` shows. A run records the process running it and a heartbeat;
+ * a run whose process is gone is marked `interrupted` when the connector's status is read or its next run starts,
+ * so a dead run never shows as running.
+ */
 export class ConnectorRunRepository {
   private readonly db: Queryable;
   private readonly clock: Clock;
@@ -395,31 +455,70 @@ export class ConnectorRunRepository {
     this.clock = clock;
   }
 
-  /** Records the start of a run. @returns its id. */
+  /**
+   * Records the start of a run by this process (first marking the connector's dead runs interrupted) and keeps
+   * its heartbeat until {@link finish}. @returns its id.
+   */
   async start(practiceId: string, connector: string, fullSync: boolean): Promise<string> {
+    await this.interruptDead(practiceId, connector);
     const { rows } = await this.db.query<{ id: string }>(
-      'INSERT INTO connector_runs (practice_id, connector, full_sync, started_at) VALUES ($1, $2, $3, $4) RETURNING id::text AS id',
-      [practiceId, connector, fullSync, this.clock.now()],
+      `INSERT INTO connector_runs (practice_id, connector, full_sync, started_at, owner_host, owner_pid, heartbeat_at)
+       VALUES ($1, $2, $3, $4, $5, $6, now()) RETURNING id::text AS id`,
+      [practiceId, connector, fullSync, this.clock.now(), HOST, process.pid],
     );
-    return rows[0]!.id;
+    const id = rows[0]!.id;
+    const beat = setInterval(() => {
+      this.db.query(`UPDATE connector_runs SET heartbeat_at = now() WHERE id = $1 AND status = 'running'`, [id]).catch(() => {}); // the next beat retries
+    }, RUN_HEARTBEAT_MS);
+    beat.unref();
+    ownRuns.set(id, beat);
+    return id;
   }
 
   /** Records how a run ended. `error` is an id-only diagnostic (never PHI). */
   async finish(id: string, counts: RunCounts, error?: string): Promise<void> {
+    clearInterval(ownRuns.get(id));
+    ownRuns.delete(id);
     await this.db.query(
       `UPDATE connector_runs SET finished_at = $2, status = $3, pages = $4, resources = $5, stored = $6, duplicates = $7, quarantined = $8, error = $9 WHERE id = $1`,
       [id, this.clock.now(), error === undefined ? 'succeeded' : 'failed', counts.pages, counts.resources, counts.stored, counts.duplicates, counts.quarantined, error ?? null],
     );
   }
 
-  /** The latest run, the latest successful one and the latest failed one of a connector. */
+  /**
+   * Marks `interrupted` the connector's runs still `running` whose process is gone: this process's runs it no
+   * longer runs, runs of a process of this host that no longer exists, and any run without a heartbeat for
+   * {@link RUN_LEASE_MS} (measured on the database's clock). @returns how many.
+   */
+  async interruptDead(practiceId: string, connector: string): Promise<number> {
+    const { rows } = await this.db.query<{ id: string; owner_host: string | null; owner_pid: number | null; last_seen: Date; stale: boolean }>(
+      `SELECT id::text AS id, owner_host, owner_pid, coalesce(heartbeat_at, started_at) AS last_seen,
+              coalesce(heartbeat_at, started_at) < now() - make_interval(secs => $3::double precision / 1000) AS stale
+       FROM connector_runs WHERE practice_id = $1 AND connector = $2 AND status = 'running'`,
+      [practiceId, connector, RUN_LEASE_MS],
+    );
+    let interrupted = 0;
+    for (const run of rows) {
+      const here = run.owner_host === HOST && run.owner_pid !== null;
+      const gone = here && run.owner_pid === process.pid ? !ownRuns.has(run.id) : (here && !processAlive(run.owner_pid!)) || run.stale;
+      if (!gone) continue;
+      const owner = run.owner_host === null ? 'a process of an earlier Settle version' : `process ${run.owner_pid} on ${run.owner_host}`;
+      const error = `interrupted: ${owner} stopped without finishing this run (last heartbeat ${run.last_seen.toISOString()}); the next run resumes from the checkpoints`;
+      const result = await this.db.query(`UPDATE connector_runs SET status = 'interrupted', finished_at = $2, error = $3 WHERE id = $1 AND status = 'running'`, [run.id, run.last_seen, error]);
+      interrupted += result.rowCount ?? 0;
+    }
+    return interrupted;
+  }
+
+  /** The latest run, the latest successful one and the latest failed (or interrupted) one of a connector. */
   async status(practiceId: string, connector: string): Promise<{ last?: ConnectorRun; lastSuccess?: ConnectorRun; lastFailure?: ConnectorRun }> {
+    await this.interruptDead(practiceId, connector);
     const { rows } = await this.db.query<RunRow & { kind: string }>(
       `(SELECT 'last' AS kind, ${RUN_COLUMNS} FROM connector_runs WHERE practice_id = $1 AND connector = $2 ORDER BY connector_runs.id DESC LIMIT 1)
        UNION ALL
        (SELECT 'success' AS kind, ${RUN_COLUMNS} FROM connector_runs WHERE practice_id = $1 AND connector = $2 AND status = 'succeeded' ORDER BY connector_runs.id DESC LIMIT 1)
        UNION ALL
-       (SELECT 'failure' AS kind, ${RUN_COLUMNS} FROM connector_runs WHERE practice_id = $1 AND connector = $2 AND status = 'failed' ORDER BY connector_runs.id DESC LIMIT 1)`,
+       (SELECT 'failure' AS kind, ${RUN_COLUMNS} FROM connector_runs WHERE practice_id = $1 AND connector = $2 AND status IN ('failed', 'interrupted') ORDER BY connector_runs.id DESC LIMIT 1)`,
       [practiceId, connector],
     );
     const of = (kind: string) => {
@@ -429,8 +528,9 @@ export class ConnectorRunRepository {
     return { last: of('last'), lastSuccess: of('success'), lastFailure: of('failure') };
   }
 
-  /** A connector's runs, newest first. */
+  /** A connector's runs, newest first (dead ones marked interrupted first). */
   async list(practiceId: string, connector: string, limit = 20): Promise<ConnectorRun[]> {
+    await this.interruptDead(practiceId, connector);
     const { rows } = await this.db.query<RunRow>(
       `SELECT ${RUN_COLUMNS} FROM connector_runs WHERE practice_id = $1 AND connector = $2 ORDER BY connector_runs.id DESC LIMIT $3`,
       [practiceId, connector, clampLimit(limit)],

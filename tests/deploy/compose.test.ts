@@ -69,7 +69,12 @@ test('Dockerfile: copied paths exist, non-root, healthcheck, settle entrypoint',
   assert.match(dockerfile, /^USER\s+(?!root\b|0\b)\S+/m, 'runs as a non-root user');
   assert.match(dockerfile, /^ENV\b[^]*?\bSETTLE_HOST=0\.0\.0\.0\b/m);
   assert.match(dockerfile, /^HEALTHCHECK\b[^]*?\/healthz/m);
-  assert.match(dockerfile, /^ENTRYPOINT \["node", "src\/cli\/main\.ts"\]$/m);
+  // The image runs Node with the flags `npm start` uses (the young-generation size that keeps a Bulk import's memory flat).
+  const start = (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts.start!;
+  const flags = start.replace(/^node /, '').replace(/ src\/cli\/main\.ts start$/, '').split(' ');
+  assert.deepEqual(flags, ['--max-semi-space-size=16']);
+  assert.match(dockerfile, new RegExp(`^ENTRYPOINT \\["node", ${flags.map((f) => `"${f}", `).join('')}"src/cli/main\\.ts"\\]$`, 'm'));
+  assert.match(readFileSync(join(root, 'bin/settle.js'), 'utf8'), new RegExp(`^#!/usr/bin/env -S node ${flags.join(' ')}\n`));
   assert.match(dockerfile, /^CMD \["start"\]$/m);
   const dockerignore = readFileSync(join(root, '.dockerignore'), 'utf8').split('\n').map((l) => l.trim());
   for (const entry of ['node_modules', 'data', 'tests/artifacts', '.git', '.env']) assert.ok(dockerignore.includes(entry), `.dockerignore lists ${entry}`);
@@ -125,8 +130,8 @@ test('docker-compose.yml validates with .env.example and has the expected shape'
   const rendered = run(['config']);
   assert.equal(rendered.status, 0, rendered.stderr);
   const services = serviceBlocks(rendered.stdout);
-  assert.deepEqual([...services.keys()].sort(), ['api', 'migrate', 'postgres', 'worker']);
-  const { api, migrate, postgres, worker } = Object.fromEntries(services) as Record<string, string>;
+  assert.deepEqual([...services.keys()].sort(), ['api', 'listener', 'migrate', 'postgres', 'worker']);
+  const { api, listener, migrate, postgres, worker } = Object.fromEntries(services) as Record<string, string>;
 
   assert.match(postgres!, /^ {4}image: ['"]?postgres:16['"]?$/m);
   assert.match(postgres!, /^ {4}healthcheck:\n(?: {6}.*\n)*? {6}test:[^]*?pg_isready/m);
@@ -145,7 +150,17 @@ test('docker-compose.yml validates with .env.example and has the expected shape'
   assert.match(worker!, /^ {6}replicas: 2$/m, 'two worker replicas');
   assert.match(worker!, /^ {6}migrate:\n {8}condition: service_completed_successfully$/m);
 
-  for (const [name, block] of [['migrate', migrate], ['api', api], ['worker', worker]] as const) {
+  // HL7 v2 arrives at one listener process (a port takes one process; workers are replicated), on the
+  // connector file's port, bound to every interface of the container.
+  const connectorPort = (JSON.parse(readFileSync(join(root, 'connectors', 'pm-hl7v2.json'), 'utf8')) as { listen: { port: number } }).listen.port;
+  assert.match(listener!, /^ {4}command:\n {4}- listen\n {4}- --host\n {4}- 0\.0\.0\.0$/m);
+  assert.match(listener!, new RegExp(`^ {4}- published: ['"]?${connectorPort}['"]?\n {6}target: ${connectorPort}$|:${connectorPort}(/tcp)?['"]?$`, 'm'), `publishes the connector's port ${connectorPort}`);
+  assert.match(listener!, new RegExp(`^ {4}healthcheck:\n(?: {6}.*\n)*? {6}test:[^]*?connect\\(${connectorPort},`, 'm'), 'health = the MLLP port accepts connections');
+  assert.doesNotMatch(listener!, /replicas:/, 'one listener');
+  assert.doesNotMatch(worker!, /- listen$/m);
+  assert.match(listener!, /^ {6}migrate:\n {8}condition: service_completed_successfully$/m);
+
+  for (const [name, block] of [['migrate', migrate], ['api', api], ['worker', worker], ['listener', listener]] as const) {
     assert.match(block!, /^ {6}SETTLE_ENCRYPTION_KEYS: /m, `${name} gets its settings from the env file`);
     assert.match(block!, /^ {4}image: ['"]?settle:latest['"]?$/m, `${name} runs the settle image`);
   }

@@ -42,6 +42,17 @@ describe('parseMoney', () => {
     assert.equal(code(() => parseMoney('1', 'XYZ')), 'invalid-currency');
   });
 
+  it('checks the currency of every amount, also right after a valid one (the last currency is remembered)', () => {
+    for (const bad of ['', 'usd', 'XYZ', 'USDX']) {
+      assert.equal(currencyDigits('USD'), 2);
+      assert.equal(code(() => currencyDigits(bad)), 'invalid-currency', bad);
+      assert.equal(code(() => money(1, bad)), 'invalid-currency', bad);
+      assert.equal(code(() => sumMoney([], bad)), 'invalid-currency', bad);
+      assert.equal(code(() => moneyFromNumber(1, bad)), 'invalid-currency', bad);
+    }
+    assert.deepEqual([currencyDigits('JPY'), currencyDigits('USD'), currencyDigits('BHD'), currencyDigits('BHD')], [0, 2, 3, 3]);
+  });
+
   it('knows ISO 4217 minor units', () => {
     assert.deepEqual(['USD', 'EUR', 'JPY', 'KRW', 'BHD', 'KWD', 'CLF'].map(currencyDigits), [2, 2, 0, 0, 3, 3, 4]);
   });
@@ -129,6 +140,28 @@ describe('arithmetic and format', () => {
         assert.deepEqual(parseMoney(formatMoney(fromText), currency), fromText);
       }),
     );
+  });
+
+  it('a sum is the same as adding its parts one by one: same total, or the same error (mixed currencies, out of range)', () => {
+    const part = fc.record({ amount: fc.oneof(amount, fc.integer({ min: -1000, max: 1000 })), currency: fc.constantFrom('USD', 'USD', 'USD', 'EUR') });
+    const outcome = (fn: () => unknown) => {
+      try {
+        return fn();
+      } catch (error) {
+        return { error: (error as MoneyError).code, message: (error as Error).message };
+      }
+    };
+    fc.assert(
+      fc.property(fc.array(part, { maxLength: 8 }), fc.constantFrom(undefined, 'USD', 'XXY'), (parts, currency) => {
+        const reference = () => {
+          const first = currency ?? parts[0]?.currency ?? 'USD';
+          return parts.reduce((total, p) => addMoney(total, money(p.amount, p.currency)), money(0, first));
+        };
+        const given = parts.map((p) => money(p.amount, p.currency));
+        assert.deepEqual(outcome(() => sumMoney(given, currency ?? (given.length === 0 ? 'USD' : undefined))), outcome(reference));
+      }),
+    );
+    assert.equal(code(() => sumMoney([money(Number.MAX_SAFE_INTEGER, 'USD'), money(1, 'USD'), money(-1, 'USD')])), 'out-of-range');
   });
 
   it('decimal text with at most the currency digits parses to its digits', () => {

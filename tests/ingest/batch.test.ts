@@ -7,7 +7,7 @@ import { silentLogger } from '../../src/config/logger.ts';
 import { ManualClock } from '../../src/domain/clock.ts';
 import type { SourceRecord } from '../../src/domain/source-record.ts';
 import { ingestBatch } from '../../src/ingest/batch.ts';
-import { ingestPendingSourceRecords, type IngestCounts } from '../../src/ingest/process.ts';
+import { ingestPendingSourceRecords, type IngestCounts } from '../../src/ingest/pending-batch.ts';
 import { loadMappings } from '../../src/mapping/load.ts';
 import { withTransaction } from '../../src/store/database.ts';
 import { LedgerRepository } from '../../src/store/ledger.ts';

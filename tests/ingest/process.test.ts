@@ -6,15 +6,9 @@ import { before, it } from 'node:test';
 import { silentLogger } from '../../src/config/logger.ts';
 import { ManualClock } from '../../src/domain/clock.ts';
 import type { SourceRecord } from '../../src/domain/source-record.ts';
-import {
-  drainHl7Messages,
-  drainPendingSourceRecords,
-  hl7ProcessJob,
-  INGEST_JOBS,
-  ingestJob,
-  ingestPendingSourceRecords,
-  processHl7Messages,
-} from '../../src/ingest/process.ts';
+import { drainHl7Messages, processHl7Messages } from '../../src/ingest/hl7-process.ts';
+import { drainPendingSourceRecords, ingestPendingSourceRecords } from '../../src/ingest/pending-batch.ts';
+import { hl7ProcessJob, INGEST_JOBS, ingestJob } from '../../src/ingest/process.ts';
 import { compileMapping } from '../../src/mapping/compile.ts';
 import { loadMappings, MappingRegistry } from '../../src/mapping/load.ts';
 import { withTransaction } from '../../src/store/database.ts';

@@ -111,6 +111,36 @@ describe('compileMapping', () => {
     assert.deepEqual(out(make().map(invoice(1.005))), ['too-many-decimals']);
   });
 
+  it('keys lines by event and item, keeps only fields with a value, and refuses mixed currencies or a wrong statement balance', () => {
+    const compiled = compileMapping({
+      name: 'test-invoice',
+      file: 'f',
+      data: {
+        ...base,
+        fields: { ...base.fields, totalNet: { fhirpath: 'Invoice.totalNet', transform: 'money' }, statementBalance: { fhirpath: 'Invoice.totalGross', transform: 'money' } },
+        events: [
+          { name: 'line', forEach: 'Invoice.lineItem', kind: 'charge', amount: { fhirpath: "priceComponent.where(type = 'base').amount", transform: 'money', sum: true, required: false } },
+          { name: 'discount', forEach: 'Invoice.lineItem', kind: 'adjustment', amount: { fhirpath: "priceComponent.where(type = 'discount').amount", transform: 'money', required: false } },
+        ],
+      },
+    });
+    const item = (currency: string, base: number, discount?: number) => ({
+      priceComponent: [{ type: 'base', amount: { value: base, currency } }, ...(discount ? [{ type: 'discount', amount: { value: discount, currency } }] : [])],
+    });
+    const invoice = (totalGross: number, ...lineItem: ReturnType<typeof item>[]) => ({
+      connector: 'c', transport: 'fhir-r4' as const, resourceType: 'Invoice',
+      body: { resourceType: 'Invoice', subject: { reference: 'Patient/1' }, date: '2026-01-01', totalGross: { value: totalGross, currency: 'EUR' }, lineItem },
+    });
+    const ok = compiled.map(invoice(9.5, item('EUR', 5, 0.5), item('EUR', 5)));
+    assert.ok(ok.ok);
+    assert.deepEqual(Object.keys(ok.record.values), ['patientIdentifier', 'serviceDate', 'statementBalance']);
+    assert.deepEqual(ok.record.lines.map((l) => [l.lineKey, l.kind, l.amount.amount]), [['line/1', 'charge', 500], ['line/2', 'charge', 500], ['discount/1', 'adjustment', 50]]);
+    const mixed = compiled.map(invoice(10, item('EUR', 5), item('USD', 5)));
+    assert.deepEqual(!mixed.ok && mixed.issues.map((i) => [i.path, i.code, i.message]), [['/events', 'currency-mismatch', 'the record mixes EUR and USD: mixed currencies are an error, never converted']]);
+    const wrong = compiled.map(invoice(10, item('EUR', 5, 0.5), item('EUR', 5)));
+    assert.deepEqual(!wrong.ok && wrong.issues.map((i) => [i.path, i.code]), [['/fields/statementBalance', 'balance-mismatch']]);
+  });
+
   it('never quotes a contact value (PHI) in an issue', () => {
     const compiled = compileMapping({ name: 'test-invoice', file: 'f', data: { ...base, fields: { ...base.fields, patientBirthDate: { fhirpath: 'Invoice.identifier.value', transform: 'date' }, other: { fhirpath: 'Invoice.identifier.value', transform: 'date' } } } });
     const result = compiled.map({ connector: 'c', transport: 'fhir-r4', resourceType: 'Invoice', body: { resourceType: 'Invoice', identifier: [{ value: '02/31/1980' }], subject: { reference: 'Patient/1' }, date: '2026-01-01', totalGross: { value: 1, currency: 'USD' } } });

@@ -59,3 +59,78 @@ describe('compiled FHIRPath', () => {
     }
   });
 });
+
+describe('compiled FHIRPath on edge cases', () => {
+  // Paths, where() criteria (compiled to tests of one item), first(), exists(), empty(), unions, on collections that
+  // are empty, missing, null, nested arrays, choice elements and resources of another type.
+  const edge = [
+    { resourceType: 'Invoice' },
+    { resourceType: 'Invoice', lineItem: [] },
+    { resourceType: 'Invoice', status: 'issued', lineItem: [null, { sequence: 1 }, { sequence: 2, priceComponent: null }] },
+    {
+      resourceType: 'Invoice',
+      lineItem: [
+        { sequence: 1, chargeItemCodeableConcept: { coding: [{ code: 'a' }, { code: 'b' }] }, priceComponent: [{ type: 'base' }, { type: ['base', 'tax'] }, { amount: { value: 1 } }] },
+        { sequence: 2, chargeItemCodeableConcept: { coding: [{ code: 'a' }] }, priceComponent: [{ type: 'tax', amount: { value: 2, currency: 'EUR' } }, { type: 'base', amount: { value: 3 } }] },
+        { chargeItemReference: { reference: 'ChargeItem/x' }, priceComponent: [{ type: 'discount', amount: { value: 0 } }] },
+      ],
+      totalGross: { value: 6 },
+    },
+    { resourceType: 'ChargeItem', occurrenceDateTime: '2026-01-02', code: { coding: [{ code: 'x' }] } },
+    { resourceType: 'ChargeItem', occurrencePeriod: { start: '2026-01-02' } },
+  ];
+  const cases: { expression: string; forEach?: string }[] = [
+    { expression: 'Invoice.lineItem.sequence' },
+    { expression: 'lineItem.priceComponent.amount.value' },
+    { expression: 'Invoice.lineItem.first().sequence' },
+    { expression: 'Invoice.lineItem.where(sequence = 2).priceComponent.type' },
+    { expression: 'Invoice.lineItem.where(sequence != 2).sequence' },
+    { expression: "Invoice.lineItem.where(chargeItemCodeableConcept.coding.code = 'a').sequence" },
+    { expression: "Invoice.lineItem.where(chargeItemCodeableConcept.coding.code != 'a').sequence" },
+    { expression: 'Invoice.lineItem.exists(priceComponent.exists())' },
+    { expression: "Invoice.lineItem.exists(priceComponent.type = 'discount')" },
+    { expression: 'Invoice.lineItem.where(priceComponent.empty())' },
+    { expression: 'Invoice.totalGross.where(%resource.lineItem.empty())' },
+    { expression: "Invoice.status = 'issued' or Invoice.status = 'draft'" },
+    { expression: "Invoice.status = 'issued' and Invoice.lineItem.exists()" },
+    { expression: 'Invoice.lineItem.sequence | Invoice.lineItem.sequence' },
+    { expression: 'ChargeItem.occurrence' },
+    { expression: 'ChargeItem.occurrence.start' },
+    { expression: "ChargeItem.code.coding.where(code = 'x').code" },
+    { expression: 'Invoice.id' },
+    { expression: "priceComponent.where(type = 'base' or type = 'surcharge' or type = 'tax').amount", forEach: 'Invoice.lineItem' },
+    { expression: "priceComponent.where(type = 'discount' or type = 'deduction').amount", forEach: 'Invoice.lineItem' },
+    { expression: "priceComponent.where(type = 'base' and amount.exists()).amount.value", forEach: 'Invoice.lineItem' },
+    { expression: "priceComponent.where((type = 'base').not()).type", forEach: 'Invoice.lineItem' },
+    { expression: 'priceComponent.where(amount.value = 0).type', forEach: 'Invoice.lineItem' },
+    { expression: 'chargeItemCodeableConcept.coding.code', forEach: 'Invoice.lineItem' },
+    { expression: 'chargeItemCodeableConcept.coding.first().code', forEach: 'Invoice.lineItem' },
+    { expression: "chargeItemReference.reference.replaceMatches('^(.*/)?ChargeItem/([^/]+)$', 'id: $2 ($$)')", forEach: 'Invoice.lineItem' },
+    { expression: "chargeItemReference.reference.replaceMatches('x', '$&$1')", forEach: 'Invoice.lineItem' },
+    // `${name}` names a group in Medplum (and now here; it used to be copied as text).
+    { expression: "chargeItemReference.reference.replaceMatches('ChargeItem/(?<id>.*)', '${id}')", forEach: 'Invoice.lineItem' },
+    { expression: "Invoice.status.replaceMatches('s?', '/')" },
+    // `where` as a step of a path: first, nested in a criterion, after a variable, twice in a row.
+    { expression: 'where(lineItem.exists()).lineItem.sequence' },
+    { expression: "Invoice.lineItem.where(priceComponent.where(type = 'base').exists()).sequence" },
+    { expression: "Invoice.lineItem.where(priceComponent.where(type = 'base').amount.value = 3).sequence" },
+    { expression: '%resource.lineItem.where(sequence = 1).sequence' },
+    { expression: "Invoice.where(totalGross.where(currency = 'EUR').value = 6).totalGross.value" },
+    { expression: "Invoice.where(totalGross.where(value = 6).value = 6).totalGross.value" },
+    { expression: "Invoice.lineItem.where(sequence.exists()).where(chargeItemCodeableConcept.coding.code = 'a').sequence" },
+  ];
+  for (const { expression, forEach } of cases) {
+    it(`agrees with Medplum: ${forEach ? `${forEach} → ` : ''}${expression}`, () => {
+      const compiled = compileFhirPathAst(parseFhirPath(expression));
+      assert.ok(compiled, `not compiled: ${expression}`);
+      for (const resource of edge) {
+        const inputs = forEach ? medplum(forEach, resource, resource) : [resource];
+        for (const input of inputs) {
+          assert.deepEqual(compiled([input], resource), medplum(expression, input, resource), `${JSON.stringify(input)}`);
+        }
+        // Compiled twice, the copies agree (each compiled node is its own function).
+        assert.deepEqual(compileFhirPathAst(parseFhirPath(expression))!([resource], resource), compiled([resource], resource));
+      }
+    });
+  }
+});

@@ -75,8 +75,11 @@ export interface PayApp {
 /** Starts the API with payments wired (the sandbox gateway unless a Stripe key is given; the webhook endpoint serves practice `slug`). */
 export async function startPayApp(
   db: Database, clock: ManualClock, slug: string, dataDir: string,
-  /** A Stripe key and where the SDK connects (the Stripe fake): real Checkout instead of the sandbox. */
-  stripe?: { secretKey: string; options: StripeGatewayOptions },
+  /**
+   * Stripe keys (`STRIPE_SECRET_KEY`, and `STRIPE_SECRET_KEYS` per practice) and where the SDK connects (the
+   * Stripe fake): real Checkout instead of the sandbox for the practices they serve.
+   */
+  stripe?: { secretKey?: string; secretKeys?: string; options: StripeGatewayOptions },
   /** `STRIPE_WEBHOOK_SECRETS`: per practice webhook endpoints. */
   stripeWebhookSecrets?: string,
 ): Promise<PayApp> {
@@ -84,7 +87,7 @@ export async function startPayApp(
   const wiring = await createPaymentsWiring({
     db, clock, logger: silentLogger, dataDir, sharedDatabase: false, payLinkKeys: `7:${Buffer.from(keys.keys.get(7)!).toString('base64url')}`,
     stripeWebhookSecret: TEST_WEBHOOK_SECRET, webhookPracticeSlug: slug, planTerms: { minimumInstallmentCents: 2500, maximumMonths: 6 },
-    ...(stripe ? { stripeSecretKey: stripe.secretKey, stripe: stripe.options } : {}),
+    ...(stripe ? { stripeSecretKey: stripe.secretKey, stripeSecretKeys: stripe.secretKeys, stripe: stripe.options } : {}),
     ...(stripeWebhookSecrets ? { stripeWebhookSecrets } : {}),
   });
   const api = createApi({

@@ -3,7 +3,6 @@
  * every request against Stripe's published OpenAPI document), then Stripe's own signed webhook back to Settle.
  */
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,12 +13,12 @@ import { LedgerRepository } from '../../src/store/ledger.ts';
 import { PaymentRepository } from '../../src/store/payments.ts';
 import { describeOnEachDatabase } from '../support/databases.ts';
 import { startStripeFake, type StripeFake } from '../support/stripe-fake/server.ts';
-import { STRIPE_SPEC_PATH } from '../support/stripe-fake/spec.ts';
+import { stripeSpecMissing } from '../support/stripe-fake/spec.ts';
 import { withoutIds } from '../support/phi.ts';
 import { cipher, csrfOf, seedPayHousehold, startPayApp, TEST_WEBHOOK_SECRET, verified, Visitor, type PayApp, type PayHousehold } from './pay-fixtures.ts';
 import { paymentRows } from './webhook-fixtures.ts';
 
-const specMissing = existsSync(STRIPE_SPEC_PATH) ? undefined : `Stripe spec not found at ${STRIPE_SPEC_PATH} (../shared/vendor-specs is absent): Stripe Checkout test skipped`;
+const specMissing = stripeSpecMissing();
 
 describeOnEachDatabase('the pay page with Stripe Checkout', (db) => {
   const clock = new ManualClock(new Date('2026-03-02T15:00:00Z'));

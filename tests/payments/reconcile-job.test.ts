@@ -18,6 +18,7 @@ import { processStripeWebhook } from '../../src/payments/webhook-route.ts';
 import { JobRegistry, Scheduler } from '../../src/scheduler/scheduler.ts';
 import { describeOnEachDatabase } from '../support/databases.ts';
 import { startStripeFake, type StripeFake } from '../support/stripe-fake/server.ts';
+import { stripeSpecMissing } from '../support/stripe-fake/spec.ts';
 import { cipher, pendingPayment, seedHousehold, silentLogger } from './webhook-fixtures.ts';
 
 const SECRET = 'whsec_reconcile_test';
@@ -65,7 +66,7 @@ describeOnEachDatabase('Daily reconciliation', (db) => {
 
     clock.set(new Date('2026-03-03T11:00:00Z'));
     const registry = new JobRegistry();
-    registry.register({ ...reconcileJob({ db: db(), clock, logger: silentLogger, gatewayFor: () => gateway }), lockLifetimeMs: 4_000 });
+    registry.register({ ...reconcileJob({ db: db(), clock, logger: silentLogger, gatewayFor: async () => gateway }), lockLifetimeMs: 4_000 });
     const scheduler = new Scheduler({ db: db(), registry, name: 'recon-test', concurrency: 1, pollIntervalMs: 100 });
     const finished = new Promise<Error | undefined>((resolve) => scheduler.onOutcome((o) => resolve(o.error)));
     await scheduler.start();
@@ -91,9 +92,9 @@ describeOnEachDatabase('Daily reconciliation', (db) => {
   test('a sandbox day checks write-backs only, and a malformed date is refused', async () => {
     const h = await seedHousehold(db(), clock, `recon-sbx-${randomUUID().slice(0, 8)}`);
     const sandbox = new SandboxGateway({ db: db(), clock, practiceId: h.practiceId, logger: silentLogger, baseUrl: 'http://127.0.0.1:3000' });
-    const report = await reconcileDay({ db: db(), clock, logger: silentLogger, gatewayFor: () => sandbox }, { practiceId: h.practiceId, date: '2026-03-03' });
+    const report = await reconcileDay({ db: db(), clock, logger: silentLogger, gatewayFor: async () => sandbox }, { practiceId: h.practiceId, date: '2026-03-03' });
     assert.deepEqual([report.sandbox, report.movements, report.mismatches.length], [true, 0, 0]);
     assert.throws(() => dayWindow('2026-02-30', 'America/New_York'), /not a date/);
     assert.deepEqual(dayWindow('2026-03-08', 'America/New_York'), { from: new Date('2026-03-08T05:00:00Z'), to: new Date('2026-03-09T04:00:00Z') });
   });
-});
+}, { skip: stripeSpecMissing() });

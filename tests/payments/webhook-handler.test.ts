@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { before, it } from 'node:test';
+import { before, it, mock } from 'node:test';
+import pg from 'pg';
 import { ManualClock } from '../../src/domain/clock.ts';
 import { money } from '../../src/domain/money.ts';
 import { StripeEventError } from '../../src/payments/stripe-events.ts';
@@ -78,6 +79,39 @@ describeOnEachDatabase('handleStripeEvent', (db) => {
     assert.deepEqual(rows.entries.map((e) => [e.balance_id, e.effect]), [[household.olderBalanceId, -10_000], [household.newerBalanceId, -2_000]]);
     assert.equal(rows.outbox.length, 1);
     assert.equal((await ledger().getBalance(household.olderBalanceId))?.status, 'paid');
+  });
+
+  it('answers a retry of a handled event with one read, before any transaction', async () => {
+    const { household, deps: d } = await fresh();
+    const [succeeded] = sandboxCheckoutEvents(clock, await pendingPayment(db(), clock, household, money(2_000, 'USD')));
+    assert.equal((await handleStripeEvent(d, succeeded!)).outcome, 'payment-posted');
+    const query = mock.method(pg.Client.prototype, 'query');
+    try {
+      assert.equal((await handleStripeEvent(d, succeeded!)).outcome, 'duplicate');
+      const sent = query.mock.calls.map((c) => String(typeof c.arguments[0] === 'string' ? c.arguments[0] : (c.arguments[0] as { text: string }).text));
+      assert.equal(sent.length, 1, sent.join('\n'));
+      assert.match(sent[0]!, /^SELECT .* FROM stripe_events/);
+    } finally {
+      query.mock.restore();
+    }
+  });
+
+  it('finds the payment an event names by Settle\'s id before its payment intent, and by its charge last', async () => {
+    const { household, deps: d } = await fresh();
+    const first = await pendingPayment(db(), clock, household, money(1_000, 'USD'));
+    await handleStripeEvent(d, sandboxCheckoutEvents(clock, first)[0]!);
+    const paid = (await payments().get(household.practiceId, first.id))!;
+    // A second payment's event that carries the first one's payment intent is still the second payment's.
+    const second = await pendingPayment(db(), clock, household, money(2_000, 'USD'));
+    const [event] = sandboxCheckoutEvents(clock, second);
+    const object = event!.data!.object!;
+    const posted = await handleStripeEvent(d, { ...event!, data: { object: { ...object, id: paid.stripe.paymentIntent } } });
+    assert.equal(posted.outcome, 'payment-posted');
+    assert.equal(posted.paymentId, second.id);
+    // A dispute naming an unknown payment intent is found by its charge.
+    const opened = await handleStripeEvent(d, disputeEvent('charge.dispute.created', paid.stripe.charge!, 'pi_unknown', 1_000, 'needs_response'));
+    assert.equal(opened.outcome, 'dispute-opened');
+    assert.equal(opened.paymentId, first.id);
   });
 
   it('posts a refund after a payment: refund entries and a second outbox row, once', async () => {

@@ -8,9 +8,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { parsePracticeSecrets } from '../../src/config/settings.ts';
 import { ManualClock } from '../../src/domain/clock.ts';
 import { money } from '../../src/domain/money.ts';
-import { parsePracticeWebhookSecrets } from '../../src/payments/pay-wiring.ts';
 import { signSandboxEvent } from '../../src/payments/sandbox.ts';
 import type { StripeEventEnvelope } from '../../src/payments/stripe-webhook.ts';
 import { PaymentRepository } from '../../src/store/payments.ts';
@@ -20,10 +20,11 @@ import { pendingPayment, sandboxCheckoutEvents, seedHousehold, type Household } 
 
 describe('STRIPE_WEBHOOK_SECRETS', () => {
   it('reads slug=whsec_… pairs and refuses a practice named twice', () => {
-    assert.deepEqual([...parsePracticeWebhookSecrets('north=whsec_n1,south=whsec_s1')], [['north', 'whsec_n1'], ['south', 'whsec_s1']]);
-    assert.deepEqual([...parsePracticeWebhookSecrets(undefined)], []);
-    assert.throws(() => parsePracticeWebhookSecrets('north=whsec_a,north=whsec_b'), /names the practice "north" twice/);
-    assert.throws(() => parsePracticeWebhookSecrets('north=sk_live_x'), /slug=whsec_/);
+    const parse = (value: string | undefined) => parsePracticeSecrets('STRIPE_WEBHOOK_SECRETS', value);
+    assert.deepEqual([...parse('north=whsec_n1,south=whsec_s1')], [['north', 'whsec_n1'], ['south', 'whsec_s1']]);
+    assert.deepEqual([...parse(undefined)], []);
+    assert.throws(() => parse('north=whsec_a,north=whsec_b'), /names the practice "north" twice/);
+    assert.throws(() => parse('north=sk_live_x'), /slug=whsec_/);
   });
 });
 

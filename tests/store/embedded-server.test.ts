@@ -71,3 +71,68 @@ describe('the embedded database server', () => {
     assert.equal(rows[0].n, 0);
   });
 });
+
+describe('the embedded database server shares each statement\'s parse and plan across connections', () => {
+  let server: EmbeddedServer;
+  let pool: pg.Pool;
+  const prepared = async () => (await pool.query("SELECT name, statement FROM pg_prepared_statements WHERE name LIKE 'settle\\_%' ORDER BY name")).rows as { name: string; statement: string }[];
+  before(async () => {
+    server = await startEmbeddedServer('memory://', 30, 3);
+    pool = new pg.Pool({ host: server.host, port: server.port, user: 'postgres', database: 'postgres', max: 6 });
+    await pool.query('CREATE TABLE notes (id int PRIMARY KEY, body text NOT NULL)');
+  });
+  after(async () => {
+    await pool.end();
+    await server.stop();
+  });
+
+  it('prepares a parameterised text once, whichever connection sends it, and answers each with its own values', async () => {
+    await Promise.all(Array.from({ length: 6 }, async (_, c) => {
+      for (let i = 0; i < 20; i++) {
+        const id = c * 100 + i;
+        await pool.query('INSERT INTO notes (id, body) VALUES ($1, $2)', [id, `note ${id}`]);
+        const { rows } = await pool.query('SELECT body FROM notes WHERE id = $1', [id]);
+        assert.equal(rows[0].body, `note ${id}`);
+      }
+    }));
+    const statements = (await prepared()).map((s) => s.statement);
+    assert.deepEqual(statements.sort(), ['INSERT INTO notes (id, body) VALUES ($1, $2)', 'SELECT body FROM notes WHERE id = $1']);
+  });
+
+  it('keeps at most the configured number, closing the least recently used, and still runs every text', async () => {
+    for (let round = 0; round < 2; round++) {
+      for (let n = 0; n < 5; n++) {
+        const { rows } = await pool.query(`SELECT $1::int + ${n} AS v`, [round]);
+        assert.equal(rows[0].v, round + n);
+      }
+    }
+    const statements = (await prepared()).map((s) => s.statement);
+    assert.deepEqual(statements, ['SELECT $1::int + 2 AS v', 'SELECT $1::int + 3 AS v', 'SELECT $1::int + 4 AS v']);
+  });
+
+  it('closes every cached statement before a schema change, so that a changed result type is planned afresh', async () => {
+    await pool.query('CREATE TABLE shapes (id int PRIMARY KEY)');
+    await pool.query('INSERT INTO shapes VALUES (1)');
+    assert.deepEqual((await pool.query('SELECT * FROM shapes WHERE id = $1', [1])).rows, [{ id: 1 }]);
+    await pool.query("ALTER TABLE shapes ADD COLUMN sides int NOT NULL DEFAULT 4");
+    // Without the close: "cached plan must not change result type".
+    assert.deepEqual((await pool.query('SELECT * FROM shapes WHERE id = $1', [1])).rows, [{ id: 1, sides: 4 }]);
+  });
+
+  it('caches no statement that failed to parse, and a bad value fails only its own query', async () => {
+    for (let i = 0; i < 2; i++) await assert.rejects(pool.query('SELEC $1::int', [1]), /syntax error/);
+    assert.ok(!(await prepared()).some((s) => s.statement.startsWith('SELEC ')));
+    await pool.query('SELECT body FROM notes WHERE id = $1', [1]);
+    await assert.rejects(pool.query('SELECT body FROM notes WHERE id = $1', ['not a number']), /invalid input syntax/);
+    const client = await pool.connect();
+    try {
+      await client.query('BEGIN');
+      await assert.rejects(client.query('SELECT body FROM notes WHERE id = $1', ['nope']), /invalid input syntax/);
+      await assert.rejects(client.query('SELECT body FROM notes WHERE id = $1', [1]), /current transaction is aborted/);
+      await client.query('ROLLBACK');
+      assert.equal((await client.query('SELECT body FROM notes WHERE id = $1', [1])).rows[0].body, 'note 1');
+    } finally {
+      client.release();
+    }
+  });
+});

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { before, it } from 'node:test';
 import { ManualClock } from '../../src/domain/clock.ts';
 import type { LedgerLine, SourceVersion } from '../../src/domain/ledger.ts';
@@ -160,6 +160,35 @@ describeOnEachDatabase('LedgerRepository', (db) => {
   it('keeps entries append-only', async () => {
     await assert.rejects(db().pool.query("UPDATE ledger_entries SET amount_minor = 0"), /append-only/);
     await assert.rejects(db().pool.query('DELETE FROM ledger_entries'), /append-only/);
+  });
+
+  it('refuses an entry whose practice, guarantor or account is not its balance’s, or a second reversal (0022)', async () => {
+    const [entry] = await ledger.entriesOfSource(practiceId, { connector: 'ehr', resourceType: 'Invoice', sourceId: 'inv-1' });
+    const other = await ledger.ensureAccount(practiceId, { identifier: { system: 'urn:acct', value: 'A-other' } });
+    const copy = (column: 'account_id' | 'guarantor_id' | 'practice_id', value: string) =>
+      db().pool.query(
+        `INSERT INTO ledger_entries (practice_id, balance_id, account_id, guarantor_id, patient_id, kind, amount_minor, effect_minor, currency, service_date, payer,
+           line_key, source_connector, source_resource_type, source_id, source_version, posted_at)
+         SELECT ${column === 'practice_id' ? '$2' : 'practice_id'}, balance_id, ${column === 'account_id' ? '$2' : 'account_id'}, ${column === 'guarantor_id' ? '$2' : 'guarantor_id'},
+           patient_id, kind, 1, 1, currency, service_date, payer, 'x', 'test', 'Invoice', 'x', '1', now() FROM ledger_entries WHERE id = $1`,
+        [entry!.id, value],
+      );
+    const otherPractice = (await new PracticeRepository(db().pool).create({ slug: 'ledger-other', name: 'Other', timeZone: 'UTC' })).id;
+    await assert.rejects(copy('account_id', other), /ledger_entries_balance_fkey/);
+    await assert.rejects(copy('guarantor_id', randomUUID()), /ledger_entries_balance_fkey/);
+    await assert.rejects(copy('practice_id', otherPractice), /ledger_entries_balance_fkey/);
+    const { rows: [reversal] } = await db().pool.query<{ id: string }>('SELECT id FROM ledger_entries WHERE reverses_entry_id IS NOT NULL LIMIT 1');
+    await assert.rejects(
+      db().pool.query(
+        `INSERT INTO ledger_entries (practice_id, balance_id, account_id, guarantor_id, patient_id, kind, amount_minor, effect_minor, currency, service_date, payer,
+           line_key, source_connector, source_resource_type, source_id, source_version, reverses_entry_id, posted_at)
+         SELECT practice_id, balance_id, account_id, guarantor_id, patient_id, kind, 1, 1, currency, service_date, payer, 'x', 'test', 'Invoice', 'x', '1', reverses_entry_id, now()
+         FROM ledger_entries WHERE id = $1`,
+        [reversal!.id],
+      ),
+      /ledger_entries_reverses_key/,
+      'an entry is reversed at most once',
+    );
   });
 
   it('keeps one posting per version under concurrent re-delivery', async () => {

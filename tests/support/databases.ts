@@ -64,9 +64,9 @@ export async function createTestDatabase(engine: TestEngine['name'], poolSize = 
  * Declares `body` once per engine, each inside its own `describe` with a fresh migrated database.
  * @param body - receives a getter for the database (valid inside tests and hooks).
  */
-export function describeOnEachDatabase(title: string, body: (db: () => Database, engine: TestEngine['name']) => void): void {
+export function describeOnEachDatabase(title: string, body: (db: () => Database, engine: TestEngine['name']) => void, options: { skip?: string } = {}): void {
   for (const engine of testEngines()) {
-    describe(`${title} [${engine.name}]`, { skip: engine.skip }, () => {
+    describe(`${title} [${engine.name}]`, { skip: options.skip ?? engine.skip }, () => {
       let handle: Awaited<ReturnType<typeof createTestDatabase>> | undefined;
       before(async () => {
         handle = await createTestDatabase(engine.name);

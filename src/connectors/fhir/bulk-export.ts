@@ -5,10 +5,10 @@
  * Kick-off (`Prefer: respond-async`), polling the status URL (waiting what `Retry-After` says, reporting
  * `X-Progress`), then each NDJSON file streamed line by line — never a whole file in memory — with the bearer token
  * when the manifest says `requiresAccessToken`, and the job DELETEd when done (or abandoned).
- * Lines are stored as source records in batches, one transaction each; a line that is not JSON, not a resource of
- * the file's type, or without id is quarantined with an OperationOutcome. The checkpoints move to the export's
- * `transactionTime` only once every file is stored, so an import killed half-way is simply run again (versions
- * already stored are skipped).
+ * Lines are stored as received (the line's text, hashed as is) in batches, one transaction each, stored while the
+ * next lines are parsed; a line that is not JSON, not a resource of the file's type, or without id is quarantined
+ * with an OperationOutcome naming the line. The checkpoints move to the export's `transactionTime` only once every
+ * file is stored, so an import killed half-way is simply run again (versions already stored are skipped).
  */
 import { systemClock, type Clock } from '../../domain/clock.ts';
 import { CheckpointRepository } from '../../store/checkpoints.ts';
@@ -87,24 +87,52 @@ export async function deleteExport(client: FhirClient, statusUrl: string): Promi
   }
 }
 
-/** Streams an NDJSON file line by line (empty lines skipped), holding at most one chunk and one line in memory. */
+/**
+ * Streams an NDJSON file line by line (blank lines skipped), holding at most one network chunk, the unfinished
+ * line and one chunk's lines in memory. Lines are cut on the newline byte, so a multi-byte character split
+ * across chunks is decoded whole. The download may take as long as it takes (hours, for a large file); it fails
+ * when the server sends nothing for the client's timeout while this waits for it (not while the caller stores).
+ * @throws FhirError (`timeout`) when the download stalls.
+ */
 export async function* ndjsonLines(client: FhirClient, url: string, requiresAccessToken: boolean): AsyncGenerator<string> {
-  const res = await client.send(url, { headers: { accept: 'application/fhir+ndjson' }, authenticate: requiresAccessToken });
-  if (!res.body) return;
-  const decoder = new TextDecoder('utf-8');
-  let pending = '';
-  for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-    pending += decoder.decode(chunk, { stream: true });
-    let newline: number;
-    while ((newline = pending.indexOf('\n')) >= 0) {
-      const line = pending.slice(0, newline).replace(/\r$/, '');
-      pending = pending.slice(newline + 1);
-      if (line.trim() !== '') yield line;
+  const stalled = new AbortController();
+  let waitingSince: number | undefined = performance.now(); // undefined while the caller has the lines
+  const watchdog = setInterval(() => {
+    if (waitingSince !== undefined && performance.now() - waitingSince >= client.timeoutMs) stalled.abort();
+  }, Math.max(10, client.timeoutMs / 4));
+  try {
+    const res = await client.send(url, { headers: { accept: 'application/fhir+ndjson' }, authenticate: requiresAccessToken, signal: stalled.signal });
+    if (!res.body) return;
+    const decoder = new TextDecoder('utf-8');
+    let unfinished: Uint8Array[] = [];
+    try {
+      for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+        waitingSince = undefined;
+        const end = chunk.lastIndexOf(0x0a) + 1;
+        if (end === 0) {
+          unfinished.push(chunk);
+          waitingSince = performance.now();
+          continue;
+        }
+        const complete = unfinished.length === 0 ? chunk.subarray(0, end) : Buffer.concat([...unfinished, chunk.subarray(0, end)]);
+        unfinished = end < chunk.length ? [chunk.subarray(end)] : [];
+        const lines = decoder.decode(complete, { stream: true }).split('\n');
+        lines.pop(); // the empty text after the last newline
+        for (const line of lines) if (NOT_BLANK.test(line)) yield line.endsWith('\r') ? line.slice(0, -1) : line;
+        waitingSince = performance.now();
+      }
+    } catch (error) {
+      if (!stalled.signal.aborted) throw error;
+      throw new FhirError(0, outcomeOf('timeout', `the download stalled: nothing received for ${client.timeoutMs / 1000} s`), url);
     }
+    const last = decoder.decode(Buffer.concat(unfinished));
+    if (NOT_BLANK.test(last)) yield last.endsWith('\r') ? last.slice(0, -1) : last;
+  } finally {
+    clearInterval(watchdog);
   }
-  pending += decoder.decode();
-  if (pending.trim() !== '') yield pending.replace(/\r$/, '');
 }
+
+const NOT_BLANK = /\S/;
 
 /** What an import did. */
 export interface BulkImportSummary {
@@ -118,6 +146,7 @@ export interface BulkImportSummary {
   durationMs: number;
 }
 
+/** What {@link importBulkExport} needs. */
 export interface BulkImportOptions {
   db: Database;
   connector: FhirConnectorConfig;
@@ -128,16 +157,30 @@ export interface BulkImportOptions {
   types?: readonly string[];
   /** Export everything (no `_since`); default: since the oldest checkpoint of the types, when all have one. */
   full?: boolean;
-  /** Lines per transaction; default 1000. */
+  /** Lines per stored batch (one transaction); default 500. */
   batchSize?: number;
+  /**
+   * Batches stored at once, each on its own connection, while the next lines are parsed; default 2 on a
+   * PostgreSQL server, 1 on the embedded database (which runs one statement at a time anyway).
+   */
+  writers?: number;
   clock?: Clock;
   sleep?: (ms: number) => Promise<void>;
-  onProgress?: (event: { phase: 'waiting'; progress: string } | { phase: 'importing'; type: string; lines: number }) => void;
+  onProgress?: (
+    event: { phase: 'waiting'; progress: string } | { phase: 'downloading'; type: string } | { phase: 'importing'; type: string; lines: number },
+  ) => void;
 }
+
+/** A batch is also cut at this many bytes of JSON, so memory stays flat whatever the line sizes. */
+const MAX_BATCH_CHARS = 2 ** 20;
 
 /**
  * Exports the connector's types with Bulk Data and stores every line, then moves each type's checkpoint to the
  * export's `transactionTime`.
+ *
+ * Lines are parsed and classified as they stream in, while earlier batches are stored. A resource's lines always
+ * go to the same writer (chosen by its id), so its versions are stored in file order and two writers never
+ * insert the same identity; quarantine entries all go to the first writer, in file order.
  */
 export async function importBulkExport(options: BulkImportOptions): Promise<BulkImportSummary> {
   const { db, connector, practiceId, client } = options;
@@ -162,41 +205,10 @@ export async function importBulkExport(options: BulkImportOptions): Promise<Bulk
     statusUrl = await kickOffExport(client, options.level ?? { kind: 'system' }, { types, since });
     const manifest = await waitForExport(client, statusUrl, { sleep: options.sleep, clock, onProgress: (progress) => options.onProgress?.({ phase: 'waiting', progress }) });
     summary.transactionTime = manifest.transactionTime;
-    const records = new SourceRecordRepository(db.pool, clock);
-    const batchSize = Math.max(1, options.batchSize ?? 1000);
     for (const output of manifest.output.filter((o) => types.includes(o.type))) {
-      const file = { type: output.type, lines: 0, stored: 0, duplicates: 0, quarantined: 0 };
+      options.onProgress?.({ phase: 'downloading', type: output.type });
+      const file = await importFile(options, clock, output, manifest.requiresAccessToken);
       summary.files.push(file);
-      const context = { practiceId, connector: connector.name, resourceType: output.type };
-      let batch: ClassifiedPage = { records: [], quarantined: [], stamps: [] };
-      const flush = async () => {
-        const current = batch;
-        batch = { records: [], quarantined: [], stamps: [] };
-        const stored = await withTransaction(db, async (tx) => {
-          const n = await records.storeMany(tx, current.records);
-          await records.quarantineMany(tx, current.quarantined);
-          return n;
-        });
-        file.stored += stored;
-        file.duplicates += current.records.length - stored;
-        file.quarantined += current.quarantined.length;
-        options.onProgress?.({ phase: 'importing', type: output.type, lines: file.lines });
-      };
-      for await (const line of ndjsonLines(client, output.url, manifest.requiresAccessToken)) {
-        file.lines++;
-        const where = `${output.type}.ndjson line ${file.lines}`;
-        let value: unknown;
-        try {
-          value = JSON.parse(line);
-        } catch {
-          batch.quarantined.push({ practiceId, connector: connector.name, resourceType: output.type, sourceId: null, raw: line, outcome: outcomeOf('structure', `line ${file.lines} of the ${output.type} export file is not valid JSON`) });
-          if (batch.records.length + batch.quarantined.length >= batchSize) await flush();
-          continue;
-        }
-        classifyResource(value, context, where, batch);
-        if (batch.records.length + batch.quarantined.length >= batchSize) await flush();
-      }
-      if (batch.records.length + batch.quarantined.length > 0) await flush();
       summary.lines += file.lines;
       summary.stored += file.stored;
       summary.duplicates += file.duplicates;
@@ -217,4 +229,85 @@ export async function importBulkExport(options: BulkImportOptions): Promise<Bulk
   } finally {
     if (statusUrl) await deleteExport(client, statusUrl);
   }
+}
+
+type FileSummary = BulkImportSummary['files'][number];
+
+/** One writer: the batch being filled and the one being stored. */
+interface Writer {
+  batch: ClassifiedPage;
+  chars: number;
+  storing: Promise<void>;
+}
+
+const emptyBatch = (): ClassifiedPage => ({ records: [], quarantined: [], stamps: [] });
+
+/** Streams one export file into the store; settles only once every batch it started has. */
+async function importFile(options: BulkImportOptions, clock: Clock, output: BulkManifest['output'][number], requiresAccessToken: boolean): Promise<FileSummary> {
+  const { db, practiceId, connector } = options;
+  const records = new SourceRecordRepository(db.pool, clock);
+  const batchSize = Math.max(1, options.batchSize ?? 500);
+  const writers: Writer[] = Array.from({ length: Math.max(1, options.writers ?? (db.kind === 'server' ? 2 : 1)) }, () => ({ batch: emptyBatch(), chars: 0, storing: Promise.resolve() }));
+  const file: FileSummary = { type: output.type, lines: 0, stored: 0, duplicates: 0, quarantined: 0 };
+  const context = { practiceId, connector: connector.name, resourceType: output.type };
+
+  const store = async (batch: ClassifiedPage) => {
+    const stored = await withTransaction(db, async (tx) => {
+      // Safe without waiting for the disk: the checkpoints move only in the import's last, synchronous commit,
+      // which flushes every batch before it; a batch lost with the server is exported and stored again.
+      await tx.query('SET LOCAL synchronous_commit = off');
+      const n = await records.storeMany(tx, batch.records);
+      await records.quarantineMany(tx, batch.quarantined);
+      return n;
+    });
+    file.stored += stored;
+    file.duplicates += batch.records.length - stored;
+    file.quarantined += batch.quarantined.length;
+    options.onProgress?.({ phase: 'importing', type: output.type, lines: file.stored + file.duplicates + file.quarantined });
+  };
+  // Hands the writer's batch over once its previous one is stored: one batch stored and one filling, per writer.
+  const flush = async (writer: Writer) => {
+    const batch = writer.batch;
+    writer.batch = emptyBatch();
+    writer.chars = 0;
+    await writer.storing;
+    writer.storing = store(batch);
+    writer.storing.catch(() => {}); // awaited by the next flush or at the end
+  };
+
+  const scratch = emptyBatch();
+  try {
+    for await (const line of ndjsonLines(options.client, output.url, requiresAccessToken)) {
+      file.lines++;
+      let value: unknown;
+      let parsed = true;
+      try {
+        value = JSON.parse(line);
+      } catch {
+        parsed = false;
+        scratch.quarantined.push({ practiceId, connector: connector.name, resourceType: output.type, sourceId: null, raw: line, outcome: outcomeOf('structure', `line ${file.lines} of the ${output.type} export file is not valid JSON`) });
+      }
+      if (parsed) classifyResource(value, context, `${output.type}.ndjson line ${file.lines}`, scratch, { text: line });
+      const record = scratch.records.pop();
+      const writer = writers[record ? writerOf(record.sourceId, writers.length) : 0]!;
+      if (record) writer.batch.records.push(record);
+      else writer.batch.quarantined.push(scratch.quarantined.pop()!);
+      scratch.stamps.length = 0;
+      writer.chars += line.length;
+      if (writer.batch.records.length + writer.batch.quarantined.length >= batchSize || writer.chars >= MAX_BATCH_CHARS) await flush(writer);
+    }
+    for (const writer of writers) if (writer.batch.records.length + writer.batch.quarantined.length > 0) await flush(writer);
+    await Promise.all(writers.map((w) => w.storing));
+  } finally {
+    await Promise.allSettled(writers.map((w) => w.storing));
+  }
+  return file;
+}
+
+/** The writer of a resource id (a string hash, so the same id always goes to the same writer). */
+function writerOf(id: string, writers: number): number {
+  if (writers === 1) return 0;
+  let h = 0;
+  for (let i = 0; i < id.length; i++) h = (Math.imul(h, 31) + id.charCodeAt(i)) | 0;
+  return (h >>> 0) % writers;
 }

@@ -15,7 +15,10 @@ const RUN_SCHEMA: JsonSchema = {
   type: ['object', 'null'],
   properties: {
     id: { type: 'string' },
-    status: { enum: ['running', 'succeeded', 'failed'] },
+    status: {
+      enum: ['running', 'succeeded', 'failed', 'interrupted'],
+      description: '`interrupted`: the process running it stopped without finishing (killed, crashed); a run is never shown running once its process is gone.',
+    },
     full: { type: 'boolean' },
     startedAt: { type: 'string', format: 'date-time' },
     finishedAt: { type: ['string', 'null'], format: 'date-time' },
@@ -24,7 +27,7 @@ const RUN_SCHEMA: JsonSchema = {
     stored: { type: 'integer', description: 'New source records stored.' },
     duplicates: { type: 'integer', description: 'Versions read again and recognised as already stored.' },
     quarantined: { type: 'integer' },
-    error: { type: ['string', 'null'], description: 'Why it failed: status and URL (query values redacted) and the OperationOutcome text.' },
+    error: { type: ['string', 'null'], description: 'Why it failed (status and URL with query values redacted, and the OperationOutcome text) or which process stopped without finishing it.' },
   },
 };
 
@@ -40,7 +43,7 @@ const CONNECTOR_SCHEMA: JsonSchema = {
     resourceTypes: { type: 'array', items: { type: 'string' } },
     lastRun: RUN_SCHEMA,
     lastSuccess: RUN_SCHEMA,
-    lastError: RUN_SCHEMA,
+    lastError: { ...RUN_SCHEMA, description: 'The latest failed or interrupted run.' },
     checkpoints: {
       type: 'array',
       items: { type: 'object', properties: { resourceType: { type: 'string' }, position: { type: 'string' }, updatedAt: { type: 'string', format: 'date-time' } } },

@@ -82,7 +82,8 @@ export class FhirClient {
   private readonly baseDelayMs: number;
   private readonly maxDelayMs: number;
   private readonly maxRetryAfterMs: number;
-  private readonly timeoutMs: number;
+  /** Per-request timeout (ms). */
+  readonly timeoutMs: number;
 
   constructor(options: FhirClientOptions) {
     this.baseUrl = options.baseUrl.replace(/\/+$/, '');
@@ -246,9 +247,11 @@ export class FhirClient {
    * Sends a GET or DELETE to `url` (on this server's origin) with the client's auth, retries and 401 re-auth, and
    * returns a 2xx Response unread (for streaming). Used by Bulk Data export.
    * @param options.authenticate - send the bearer token (default true; false for a file that needs none).
+   * @param options.signal - ends the request instead of the per-request timeout (a Bulk file, which may take hours
+   *   to download, is ended by its caller when it stalls).
    * @throws FhirError for a non-2xx answer.
    */
-  async send(url: string, options: { method?: 'GET' | 'DELETE'; headers?: Record<string, string>; authenticate?: boolean } = {}): Promise<Response> {
+  async send(url: string, options: { method?: 'GET' | 'DELETE'; headers?: Record<string, string>; authenticate?: boolean; signal?: AbortSignal } = {}): Promise<Response> {
     if (new URL(url).origin !== this.origin && options.authenticate !== false) {
       throw new FhirError(0, outcomeOf('security', `refusing to send the bearer token to another origin (${new URL(url).origin})`), url);
     }
@@ -259,7 +262,7 @@ export class FhirClient {
       if (authorization) headers.authorization = authorization;
       let res: Response;
       try {
-        res = await this.fetchFn(url, { method: options.method ?? 'GET', headers, signal: AbortSignal.timeout(this.timeoutMs) });
+        res = await this.fetchFn(url, { method: options.method ?? 'GET', headers, signal: options.signal ?? AbortSignal.timeout(this.timeoutMs) });
       } catch (err) {
         const error = new FhirError(0, outcomeOf('transient', 'no response from the FHIR server', (err as Error).name), url);
         if (attempt >= this.maxAttempts) throw error;

@@ -15,13 +15,12 @@
  *   the search has been read to its end. `sort: false` does that from the start; `incremental: false` reads
  *   everything every time (for servers that cannot search a type by `_lastUpdated`).
  */
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import type { Bundle, BundleEntry, OperationOutcome } from '@medplum/fhirtypes';
 import { systemClock, type Clock } from '../../domain/clock.ts';
-import type { SourceRecord } from '../../domain/source-record.ts';
 import { CheckpointRepository } from '../../store/checkpoints.ts';
 import { withTransaction, type Database } from '../../store/database.ts';
-import { ConnectorRunRepository, SourceRecordRepository, type NewQuarantineEntry, type RunCounts } from '../../store/source-records.ts';
+import { ConnectorRunRepository, SourceRecordRepository, type NewQuarantineEntry, type NewSourceRecord, type RunCounts } from '../../store/source-records.ts';
 import type { ConnectorResource, FhirConnectorConfig } from './connector.ts';
 import { FhirError } from './errors.ts';
 import type { FhirClient } from './fhir-client.ts';
@@ -119,7 +118,7 @@ function instantMs(value: unknown): number | undefined {
 
 /** What one page holds: records to store, entries to quarantine, and the lastUpdated instants in page order. */
 export interface ClassifiedPage {
-  records: SourceRecord[];
+  records: NewSourceRecord[];
   quarantined: NewQuarantineEntry[];
   stamps: number[];
 }
@@ -142,7 +141,7 @@ export function classifyPage(bundle: Bundle, context: { practiceId: string; conn
     const entry = value as BundleEntry;
     const mode = entry.search?.mode;
     if (mode === 'include' || mode === 'outcome') return;
-    classifyResource(entry.resource, context, `${where}.resource`, page, mode === undefined);
+    classifyResource(entry.resource, context, `${where}.resource`, page, { skipUnmarkedOutcome: mode === undefined });
   });
   return page;
 }
@@ -150,24 +149,26 @@ export function classifyPage(bundle: Bundle, context: { practiceId: string; conn
 /**
  * Adds one resource (as parsed from a search page or an NDJSON line) to `page`: a source record, or a quarantine
  * entry naming what is wrong. `where` is the FHIRPath-like location quoted in the OperationOutcome.
- * @param skipUnmarkedOutcome - leave out an OperationOutcome (a search page's unmarked outcome entry).
+ * @param options.skipUnmarkedOutcome - leave out an OperationOutcome (a search page's unmarked outcome entry).
+ * @param options.text - the resource's JSON text as received (an NDJSON line): stored, hashed and quarantined as is,
+ *   not serialised again. Without it (a resource inside a search Bundle) the body is serialised once.
  */
 export function classifyResource(
   resource: unknown,
   context: { practiceId: string; connector: string; resourceType: string },
   where: string,
   page: ClassifiedPage,
-  skipUnmarkedOutcome = false,
+  options: { skipUnmarkedOutcome?: boolean; text?: string } = {},
 ): void {
   const quarantine = (outcome: OperationOutcome, raw: unknown, sourceId?: string) =>
-    page.quarantined.push({ practiceId: context.practiceId, connector: context.connector, resourceType: context.resourceType, sourceId: sourceId ?? null, raw: rawText(raw), outcome });
+    page.quarantined.push({ practiceId: context.practiceId, connector: context.connector, resourceType: context.resourceType, sourceId: sourceId ?? null, raw: options.text ?? rawText(raw), outcome });
   if (!resource || typeof resource !== 'object' || Array.isArray(resource)) {
     quarantine(issue('structure', where.endsWith('.resource') ? 'the entry has no resource object' : 'the line is not a JSON object', where), resource);
     return;
   }
   const body = resource as Record<string, unknown>;
   const type = body.resourceType;
-  if (type === 'OperationOutcome' && skipUnmarkedOutcome) return;
+  if (type === 'OperationOutcome' && options.skipUnmarkedOutcome) return;
   const id = typeof body.id === 'string' ? body.id : undefined;
   if (typeof type !== 'string' || type === '') {
     quarantine(issue('required', 'the resource has no resourceType', `${where}.resourceType`), body, id);
@@ -190,10 +191,14 @@ export function classifyResource(
     quarantine(issue('value', `the ${type} id is not a valid FHIR id (1-64 letters, digits, "-" and ".")`, `${where}.id`), body);
     return;
   }
-  const text = JSON.stringify(body);
-  const contentHash = createHash('sha256').update(text).digest('hex');
+  const text = options.text ?? JSON.stringify(body);
+  const contentHash = hash('sha256', text);
   const meta = body.meta && typeof body.meta === 'object' ? (body.meta as Record<string, unknown>) : {};
-  const versionId = typeof meta.versionId === 'string' && meta.versionId !== '' && meta.versionId.length <= 200 ? meta.versionId : `sha256:${contentHash.slice(0, 32)}`;
+  // Without a versionId the version is named by the serialised content, the same whichever way the resource came.
+  const versionId =
+    typeof meta.versionId === 'string' && meta.versionId !== '' && meta.versionId.length <= 200
+      ? meta.versionId
+      : `sha256:${(options.text === undefined ? contentHash : hash('sha256', JSON.stringify(body))).slice(0, 32)}`;
   const lastUpdatedMs = instantMs(meta.lastUpdated);
   if (lastUpdatedMs !== undefined) page.stamps.push(lastUpdatedMs);
   page.records.push({
@@ -205,7 +210,7 @@ export function classifyResource(
     versionId,
     lastUpdated: lastUpdatedMs === undefined ? null : new Date(lastUpdatedMs),
     contentHash,
-    body,
+    bodyText: text,
   });
 }
 

@@ -14,9 +14,10 @@ import { Hl7Message } from '@medplum/core';
 import type { Logger } from '../../config/logger.ts';
 import type { Clock } from '../../domain/clock.ts';
 import type { Queryable } from '../../store/database.ts';
-import { Hl7MessageRepository, type NewHl7Message, type StoreResult } from '../../store/hl7-messages.ts';
+import { Hl7MessageRepository } from '../../store/hl7-messages.ts';
 import { buildAck, Hl7ErrorCode, mshField, type AckCode, type AckError } from './ack.ts';
 import { decodeHl7Bytes, Hl7TextError, nodeEncoding, readMsh18, charsetOf, type Hl7Charset } from './hl7-text.ts';
+import { CommitBatcher, type CommitBatcherStats } from './commit-batcher.ts';
 import { encodeFrame, MllpFramer, type FrameResult } from './mllp-framer.ts';
 
 /** The `hl7v2-mllp` connector file, as `connectors/connector.schema.json` describes it. */
@@ -56,8 +57,19 @@ export interface MllpListenerOptions {
   idleTimeoutMs?: number;
   /** Messages queued on one connection before reading from it pauses (default 32). */
   maxQueuedPerConnection?: number;
-  /** Most messages committed in one statement (default 100). Batches form only while a commit is in flight. */
+  /** Most messages committed in one statement (default 100). Batches form only while commits are in flight. */
   maxBatch?: number;
+  /**
+   * Most batches committing at once, each on its own pooled connection (default 2): when a full batch
+   * (`maxBatch`) is waiting, it is inserted while the previous one is being flushed to disk. Keep it below the
+   * pool size.
+   */
+  maxInFlight?: number;
+  /**
+   * Longest a batch waits for the senders of the batch just committed to send again (default 1 ms), so senders
+   * that wait for each ACK share one commit instead of alternating between two; 0 never waits.
+   */
+  gatherMs?: number;
   /** Most connections open at once (default 100); a connection beyond it is closed at once, before any data. */
   maxConnections?: number;
   /** Told after a new (not duplicate) message is committed, e.g. to start processing it without waiting. */
@@ -69,6 +81,8 @@ export interface MllpListener {
   /** The bound port (useful when the connector says 0). */
   readonly port: number;
   readonly host: string;
+  /** What the listener's group commit did so far: batches, messages, most batches committing at once. */
+  commitStats(): CommitBatcherStats;
   /** Stops accepting, lets each connection finish the message it is committing (and send its ACK), then closes every socket. */
   close(): Promise<void>;
 }
@@ -102,11 +116,12 @@ export async function startMllpListener(options: MllpListenerOptions): Promise<M
   const idleTimeoutMs = options.idleTimeoutMs ?? 5 * 60_000;
   const maxQueued = options.maxQueuedPerConnection ?? 32;
   const accepted = new Set(connector.acceptedMessageTypes);
-  const batcher = new CommitBatcher(repository, options.maxBatch ?? 100);
+  const batcher = new CommitBatcher(repository, { maxBatch: options.maxBatch ?? 100, maxInFlight: options.maxInFlight ?? 2, gatherMs: options.gatherMs ?? 1 });
   const connections = new Set<Connection>();
   let closing = false;
 
-  async function handle(item: WorkItem): Promise<Outcome> {
+  /** Decides one message's ACK; `sender` (its connection) keeps that connection's commits in order. */
+  async function handle(item: WorkItem, sender: object): Promise<Outcome> {
     if (item.kind === 'oversize') {
       const charset = safeCharset(item.head, connector.charset);
       return {
@@ -133,10 +148,11 @@ export async function startMllpListener(options: MllpListenerOptions): Promise<M
       };
     }
     const trimmed = text.replace(/^[\r\n ]+/, '');
+    // Only MSH decides the ACK and the stored columns: the other segments are parsed when the message is processed.
     let message: Hl7Message;
     try {
       if (!/^MSH[^\r\n]{5}/.test(trimmed)) throw new Error('no MSH');
-      message = Hl7Message.parse(trimmed);
+      message = Hl7Message.parse(trimmed.slice(0, trimmed.search(/[\r\n]|$/)));
       if (!message.header || message.header.name !== 'MSH') throw new Error('no MSH');
     } catch {
       return { code: 'AR', charset, error: { code: Hl7ErrorCode.segmentSequenceError, location: { segment: 'MSH' }, text: 'not an HL7 v2 message (no MSH segment)' } };
@@ -168,7 +184,7 @@ export async function startMllpListener(options: MllpListenerOptions): Promise<M
         receivedAt: clock.now(),
         raw: trimmed,
         rawBytesCharset: charset,
-      });
+      }, sender);
       logger.info('hl7 message stored', { connector: connector.name, controlId, messageType, messageId: stored.id, duplicate: stored.duplicate });
       if (!stored.duplicate) options.onStored?.();
       return { code: 'AA', message, charset };
@@ -210,6 +226,7 @@ export async function startMllpListener(options: MllpListenerOptions): Promise<M
         this.stopped = true;
         this.queue.length = 0;
         connections.delete(this);
+        batcher.forget(this);
       });
     }
 
@@ -253,7 +270,7 @@ export async function startMllpListener(options: MllpListenerOptions): Promise<M
           // Every queued message is handled at once (their commits share a batch); ACKs still go out in order,
           // each only once its own commit has returned.
           const pending = this.queue.splice(0, this.queue.length).map((item) =>
-            handle(item).catch((error: unknown): Outcome => {
+            handle(item, this).catch((error: unknown): Outcome => {
               logger.error('hl7 message handling failed', { connector: connector.name, error: (error as Error).message });
               return { code: 'AR', charset: connector.charset, error: { code: Hl7ErrorCode.applicationInternalError } };
             }),
@@ -355,6 +372,7 @@ export async function startMllpListener(options: MllpListenerOptions): Promise<M
   return {
     port: address.port,
     host: address.address,
+    commitStats: () => batcher.stats(),
     close() {
       closed ??= (async () => {
         closing = true;
@@ -409,52 +427,4 @@ function controlIdFromHead(bytes: Buffer, charset: Hl7Charset): string | undefin
   // fields[k] = MSH-(k+1); MSH-10 is fields[9]. A truncated last field is not trusted.
   if (fields.length <= 10) return undefined;
   return fields[9] || undefined;
-}
-
-/**
- * Commits messages from every connection of a listener: one statement for all that arrived while the previous
- * one was committing (so no delay is added when traffic is light). A batch that fails is retried one message
- * at a time, so one bad row cannot fail the others.
- */
-class CommitBatcher {
-  private readonly repository: Hl7MessageRepository;
-  private readonly maxBatch: number;
-  private pending: Array<{ message: NewHl7Message; resolve: (result: StoreResult) => void; reject: (error: unknown) => void }> = [];
-  private flushing = false;
-
-  constructor(repository: Hl7MessageRepository, maxBatch: number) {
-    this.repository = repository;
-    this.maxBatch = Math.max(1, maxBatch);
-  }
-
-  /** Resolves once the message is committed (or recognised as already stored). */
-  store(message: NewHl7Message): Promise<StoreResult> {
-    return new Promise((resolve, reject) => {
-      this.pending.push({ message, resolve, reject });
-      if (!this.flushing) void this.flush();
-    });
-  }
-
-  private async flush(): Promise<void> {
-    this.flushing = true;
-    try {
-      while (this.pending.length > 0) {
-        const batch = this.pending.splice(0, this.maxBatch);
-        try {
-          const results = await this.repository.storeMany(batch.map((entry) => entry.message));
-          batch.forEach((entry, i) => entry.resolve(results[i]));
-        } catch (error) {
-          if (batch.length === 1) {
-            batch[0].reject(error);
-            continue;
-          }
-          for (const entry of batch) {
-            await this.repository.store(entry.message).then(entry.resolve, entry.reject);
-          }
-        }
-      }
-    } finally {
-      this.flushing = false;
-    }
-  }
 }

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { generateKeyPairSync } from 'node:crypto';
+import { createHash, generateKeyPairSync } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import type { Invoice } from '@medplum/fhirtypes';
 import { importBulkExport, ndjsonLines } from '../../../src/connectors/fhir/bulk-export.ts';
@@ -12,6 +12,7 @@ import { CheckpointRepository } from '../../../src/store/checkpoints.ts';
 import { PracticeRepository } from '../../../src/store/practices.ts';
 import { ConnectorRunRepository, SourceRecordRepository } from '../../../src/store/source-records.ts';
 import { describeOnEachDatabase } from '../../support/databases.ts';
+import { runChild, urlOf } from './child-process.ts';
 import { startSandboxEhr, type SandboxEhr } from '../../../src/sandbox-ehr/server.ts';
 import { seedPractice, type SeedSummary } from '../../../src/sandbox-ehr/seed.ts';
 
@@ -35,6 +36,57 @@ describe('NDJSON streaming', () => {
     const lines: string[] = [];
     for await (const line of ndjsonLines(client, 'http://ehr.invalid/files/x.ndjson', true)) lines.push(line);
     assert.deepEqual(lines.map((l) => JSON.parse(l)), [{ a: 'Jos\u00e9' }, { b: '\u4e2d\u6587' }, { c: 1 }]);
+  });
+});
+
+describe('NDJSON download time', () => {
+  /** A client whose per-request timeout is 100 ms, fetching a body written by `write` (which may pause), as fetch does: aborting the signal fails the body. */
+  function slowClient(write: (enqueue: (text: string) => void) => Promise<void>) {
+    return new FhirClient({
+      baseUrl: 'http://ehr.invalid/fhir',
+      timeoutMs: 100,
+      fetch: (async (_url: string, init: RequestInit) =>
+        new Response(
+          new ReadableStream({
+            async start(controller) {
+              init.signal!.addEventListener('abort', () => controller.error(init.signal!.reason));
+              await write((text) => controller.enqueue(new TextEncoder().encode(text)));
+              if (!init.signal!.aborted) controller.close();
+            },
+          }),
+        )) as typeof fetch,
+    });
+  }
+  const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+  it('takes as long as the file takes while data keeps coming, and however long the caller takes with each line', async () => {
+    const client = slowClient(async (enqueue) => {
+      for (let i = 0; i < 8; i++) {
+        enqueue(`{"n":${i}}\n`);
+        await pause(40); // 320 ms in all: more than the 100 ms timeout
+      }
+    });
+    const lines: string[] = [];
+    for await (const line of ndjsonLines(client, 'http://ehr.invalid/files/x.ndjson', true)) {
+      lines.push(line);
+      if (lines.length === 2) await pause(250); // storing a batch, say
+    }
+    assert.equal(lines.length, 8);
+  });
+
+  it('fails with a timeout outcome when the server stops sending', async () => {
+    const client = slowClient(async (enqueue) => {
+      enqueue('{"n":1}\n');
+      await pause(1000);
+    });
+    const lines: string[] = [];
+    await assert.rejects(
+      (async () => {
+        for await (const line of ndjsonLines(client, 'http://ehr.invalid/files/x.ndjson', true)) lines.push(line);
+      })(),
+      (e: unknown) => e instanceof FhirError && e.outcome.issue[0]!.code === 'timeout' && /the download stalled: nothing received for 0\.1 s/.test(e.message),
+    );
+    assert.deepEqual(lines, ['{"n":1}']);
   });
 });
 
@@ -115,6 +167,52 @@ describeOnEachDatabase('Bulk Data $export against the sandbox EHR', (db) => {
     assert.equal(again.stored, 0);
     const second = ehr.stats.fhirRequests.filter((r) => r.url.includes('$export')).at(-1)!;
     assert.match(second.url, /_since=2026-/);
+  });
+
+  it('an import killed half-way shows as interrupted, moves no checkpoint, and the next one stores every line exactly once', async () => {
+    const killedConnector = { ...connector, name: 'bulk-killed', resources: [{ type: 'Invoice' }] };
+    const records = new SourceRecordRepository(db().pool, systemClock);
+    const stored = async () => (await records.list(practiceId, { connector: 'bulk-killed', limit: 1000 })).items;
+    const killed = await runChild({ databaseUrl: urlOf(db()), practiceId, connector: killedConnector, env, bulk: { batchSize: 5, killAfterBatch: 2 } });
+    assert.equal(killed.signal, 'SIGKILL', killed.stderr);
+    const before = (await stored()).length;
+    assert.ok(before >= 10 && before < seeded.invoices, `two batches or more of 5 were stored, not all (${before} of ${seeded.invoices})`);
+    assert.equal(await new CheckpointRepository(db().pool, systemClock).get(practiceId, 'bulk-killed', 'Invoice'), undefined);
+    const runs = new ConnectorRunRepository(db().pool, systemClock);
+    const status = await runs.status(practiceId, 'bulk-killed');
+    assert.equal(status.last?.status, 'interrupted');
+    assert.match(status.last?.error ?? '', new RegExp(`^interrupted: process ${killed.pid} on `));
+
+    const again = await importBulkExport({ db: db(), connector: killedConnector, practiceId, client: createFhirClient(killedConnector, { env }), batchSize: 5, sleep: async () => {} });
+    assert.equal(again.stored, seeded.invoices - before);
+    assert.equal(again.duplicates, before);
+    const all = await stored();
+    assert.equal(all.length, seeded.invoices);
+    assert.equal(new Set(all.map((r) => `${r.sourceId}/${r.versionId}`)).size, all.length, 'none twice');
+    assert.deepEqual((await runs.list(practiceId, 'bulk-killed')).map((r) => r.status), ['succeeded', 'interrupted']);
+  });
+
+  it('stores each line as received and hashed as received; a resource\'s versions keep their file order across writers; a repeated version is stored once', async () => {
+    const lines = [
+      '{"resourceType": "Invoice", "id": "ord-1", "meta": {"versionId": "1"}, "status": "draft", "totalNet": {"value": 10.10, "currency": "USD"}}',
+      '{"resourceType":"Invoice","id":"ord-2","meta":{"versionId":"1"},"status":"issued"}',
+      '{"resourceType":"Invoice","id":"ord-1","meta":{"versionId":"2"},"status":"issued"}',
+      '{"resourceType":"Invoice","id":"ord-3","meta":{"versionId":"7"},"status":"issued"}',
+      '{"resourceType":"Invoice","id":"ord-1","meta":{"versionId":"3"},"status":"balanced"}',
+      '{"resourceType":"Invoice","id":"ord-2","meta":{"versionId":"1"},"status":"issued"}',
+    ];
+    ehr.injectBulkLines('Invoice', lines);
+    const ordered = { ...connector, name: 'bulk-order', resources: [{ type: 'Invoice' }] };
+    const summary = await importBulkExport({ db: db(), connector: ordered, practiceId, client: createFhirClient(ordered, { env }), batchSize: 1, writers: 3, sleep: async () => {} });
+    ehr.injectBulkLines('Invoice', []);
+    assert.equal(summary.stored, seeded.invoices + 5);
+    assert.equal(summary.duplicates, 1, 'ord-2 version 1 twice');
+    const records = new SourceRecordRepository(db().pool, systemClock);
+    const versions = await records.versions(practiceId, 'bulk-order', 'Invoice', 'ord-1');
+    assert.deepEqual(versions.map((v) => v.versionId), ['1', '2', '3'], 'stored in file order, ids ascending');
+    assert.equal(versions[0]!.contentHash, createHash('sha256').update(lines[0]!).digest('hex'), 'the hash of the line as received');
+    const { rows } = await db().pool.query<{ value: string }>(`SELECT body -> 'totalNet' ->> 'value' AS value FROM source_records WHERE id = $1`, [versions[0]!.id]);
+    assert.equal(rows[0]!.value, '10.10', 'the body as received, not parsed and serialised again');
   });
 
   it('a Group export of an unknown group fails with the server outcome and is recorded', async () => {

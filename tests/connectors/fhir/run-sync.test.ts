@@ -175,6 +175,18 @@ describeOnEachDatabase('settle sync, connectors check, the fhir.sync job and GET
       assert.equal(missing.status, 404);
       assert.equal(((await missing.json()) as { code: string }).code, 'not_found');
       assert.equal((await get('/connectors', 'wrong')).status, 401);
+
+      // A run whose process died (on another worker: no heartbeat for ten minutes) is never shown running.
+      const { rows } = await db().pool.query<{ id: string }>(
+        `INSERT INTO connector_runs (practice_id, connector, started_at, owner_host, owner_pid, heartbeat_at)
+         VALUES ($1, 'sandbox-ehr', now() - interval '1 hour', 'worker-2.invalid', 4242, now() - interval '10 minutes') RETURNING id::text AS id`,
+        [practiceId],
+      );
+      const dead = (await (await get('/connectors/sandbox-ehr')).json()) as { lastRun: { id: string; status: string; error: string }; lastError: { id: string } };
+      assert.equal(dead.lastRun.id, rows[0]!.id);
+      assert.equal(dead.lastRun.status, 'interrupted');
+      assert.match(dead.lastRun.error, /^interrupted: process 4242 on worker-2\.invalid stopped without finishing this run/);
+      assert.equal(dead.lastError.id, rows[0]!.id);
     } finally {
       server.closeAllConnections();
       await new Promise((resolve) => server.close(resolve));

@@ -1,11 +1,13 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import { hostname } from 'node:os';
 import { before, it } from 'node:test';
 import { ManualClock } from '../../../src/domain/clock.ts';
 import type { SourceRecord } from '../../../src/domain/source-record.ts';
 import { withTransaction } from '../../../src/store/database.ts';
 import { PracticeRepository } from '../../../src/store/practices.ts';
-import { ConnectorRunRepository, SourceRecordRepository } from '../../../src/store/source-records.ts';
+import { ConnectorRunRepository, RUN_HEARTBEAT_MS, SourceRecordRepository } from '../../../src/store/source-records.ts';
 import { describeOnEachDatabase } from '../../support/databases.ts';
 
 function record(practiceId: string, id: string, versionId: string, over: Partial<SourceRecord> = {}): SourceRecord {
@@ -137,12 +139,99 @@ describeOnEachDatabase('source records repository', (db) => {
     const running = await runs.start(practiceId, 'generic-fhir-r4', false);
     const status = await runs.status(practiceId, 'generic-fhir-r4');
     assert.equal(status.last?.id, running);
-    assert.equal(status.last?.status, 'running');
+    assert.equal(status.last?.status, 'running', 'alive: this process runs it (its heartbeat is on the database clock, not the test clock a day behind)');
     assert.equal(status.lastSuccess?.id, ok);
     assert.equal(status.lastSuccess?.stored, 48);
     assert.equal(status.lastSuccess?.fullSync, true);
     assert.deepEqual(status.lastSuccess?.finishedAt, new Date('2026-03-01T15:00:01Z'));
     assert.equal(status.lastFailure?.error, '503 from http://ehr/Invoice');
     assert.deepEqual((await runs.list(practiceId, 'generic-fhir-r4')).map((r) => r.id), [running, bad, ok]);
+    await runs.finish(running, { pages: 0, resources: 0, stored: 0, duplicates: 0, quarantined: 0 });
+  });
+
+  it('marks interrupted the runs whose process is gone, and only those', async () => {
+    const runs = new ConnectorRunRepository(db().pool, clock);
+    const connector = 'owners';
+    const insert = async (owner: { host: string | null; pid: number | null }, heartbeatAgo: string | null) => {
+      const { rows } = await db().pool.query<{ id: string }>(
+        `INSERT INTO connector_runs (practice_id, connector, started_at, owner_host, owner_pid, heartbeat_at)
+         VALUES ($1, $2, now() - $5::interval, $3, $4, now() - $5::interval) RETURNING id::text AS id`,
+        [practiceId, connector, owner.host, owner.pid, heartbeatAgo ?? '0 seconds'],
+      );
+      if (heartbeatAgo === null) await db().pool.query('UPDATE connector_runs SET heartbeat_at = NULL WHERE id = $1', [rows[0]!.id]);
+      return rows[0]!.id;
+    };
+    const exited = spawnSync(process.execPath, ['-e', 'process.exit(0)']).pid;
+    const cases = {
+      // On another host: judged by the heartbeat alone.
+      elsewhereFresh: await insert({ host: 'worker-2.invalid', pid: 4242 }, '10 seconds'),
+      elsewhereSilent: await insert({ host: 'worker-2.invalid', pid: 4242 }, '10 minutes'),
+      // On this host: a process that exited is gone at once, whatever its heartbeat.
+      exitedHere: await insert({ host: hostname(), pid: exited }, '1 second'),
+      // This very process, which is not running that run.
+      thisProcessNotRunning: await insert({ host: hostname(), pid: process.pid }, '1 second'),
+      // Before owners were recorded: judged by the start time.
+      legacyRecent: await insert({ host: null, pid: null }, null),
+    };
+    const legacyOld = await insert({ host: null, pid: null }, '1 hour');
+    await db().pool.query('UPDATE connector_runs SET heartbeat_at = NULL WHERE id = $1', [legacyOld]);
+    const alive = await runs.start(practiceId, connector, false);
+    const byId = new Map((await runs.list(practiceId, connector)).map((r) => [r.id, r]));
+    const statusOf = (id: string) => byId.get(id)?.status;
+    assert.deepEqual(
+      Object.fromEntries(Object.entries(cases).map(([name, id]) => [name, statusOf(id)])),
+      { elsewhereFresh: 'running', elsewhereSilent: 'interrupted', exitedHere: 'interrupted', thisProcessNotRunning: 'interrupted', legacyRecent: 'running' },
+    );
+    assert.equal(statusOf(legacyOld), 'interrupted');
+    assert.equal(statusOf(alive), 'running', 'the run this process is running');
+    assert.match(byId.get(cases.exitedHere)!.error!, new RegExp(`^interrupted: process ${exited} on ${hostname().replace(/\./g, '\\.')} stopped without finishing this run \\(last heartbeat `));
+    assert.match(byId.get(legacyOld)!.error!, /^interrupted: a process of an earlier Settle version stopped/);
+    assert.ok(byId.get(cases.elsewhereSilent)!.finishedAt! < new Date(Date.now() - 9 * 60_000), 'finished when it was last seen alive');
+    const status = await runs.status(practiceId, connector);
+    assert.equal(status.last?.id, alive);
+    assert.equal(status.lastFailure?.status, 'interrupted');
+    assert.equal(await runs.interruptDead(practiceId, connector), 0, 'nothing more to mark');
+    await runs.finish(alive, { pages: 1, resources: 1, stored: 1, duplicates: 0, quarantined: 0 });
+    assert.equal(await runs.interruptDead(practiceId, connector), 0, 'a finished run is not touched');
+    assert.equal((await runs.status(practiceId, connector)).last?.status, 'succeeded');
+  });
+
+  it('a running run proves it is alive every 30 s (on the database clock) until it finishes', async (t) => {
+    t.mock.timers.enable({ apis: ['setInterval'] });
+    const runs = new ConnectorRunRepository(db().pool, clock);
+    const heartbeat = async (id: string) =>
+      (await db().pool.query<{ at: Date }>('SELECT heartbeat_at AS at FROM connector_runs WHERE id = $1', [id])).rows[0]!.at.getTime();
+    const id = await runs.start(practiceId, 'heartbeat', false);
+    const first = await heartbeat(id);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    t.mock.timers.tick(RUN_HEARTBEAT_MS);
+    for (let i = 0; i < 100 && (await heartbeat(id)) === first; i++) await new Promise((resolve) => setTimeout(resolve, 10));
+    const second = await heartbeat(id);
+    assert.ok(second > first, 'the heartbeat moved');
+    await runs.finish(id, { pages: 0, resources: 0, stored: 0, duplicates: 0, quarantined: 0 });
+    t.mock.timers.tick(RUN_HEARTBEAT_MS * 3);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.equal(await heartbeat(id), second, 'no heartbeat once finished');
+  });
+
+  it('stores a body given as JSON text exactly as received, and quarantines several entries in order', async () => {
+    const text = '{"resourceType":"Invoice","id":"as-text","meta":{"versionId":"1"},"totalNet":{"value":12345678901234567890.10}}';
+    const { body: _parsed, ...rest } = record(practiceId, 'as-text', '1');
+    assert.equal(await withTransaction(db(), (tx) => repo.storeMany(tx, [{ ...rest, bodyText: text }])), 1);
+    const { rows } = await db().pool.query<{ value: string }>(
+      `SELECT body -> 'totalNet' ->> 'value' AS value FROM source_records WHERE practice_id = $1 AND source_id = 'as-text'`,
+      [practiceId],
+    );
+    assert.equal(rows[0]!.value, '12345678901234567890.10', 'not rounded by a parse and serialise in between');
+    await assert.rejects(withTransaction(db(), (tx) => repo.storeMany(tx, [{ ...rest, sourceId: 'bad', bodyText: '{"a":1}\u001e{"b":2}' }])), /Invoice\/bad is not JSON text/);
+
+    const outcome = (text: string) => ({ resourceType: 'OperationOutcome' as const, issue: [{ severity: 'error' as const, code: 'invalid' as const, details: { text } }] });
+    const entries = ['first', 'second', 'third'].map((t) => ({ practiceId, connector: 'ordered', resourceType: 'Invoice', raw: t, outcome: outcome(t) }));
+    assert.equal(await withTransaction(db(), (tx) => repo.quarantineMany(tx, entries)), 3);
+    assert.deepEqual((await repo.listQuarantine(practiceId, { connector: 'ordered' })).items.map((q) => [q.raw, q.outcome.issue[0]!.details!.text]), [
+      ['first', 'first'],
+      ['second', 'second'],
+      ['third', 'third'],
+    ]);
   });
 });

@@ -1,21 +1,16 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { after, before, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import type { Invoice } from '@medplum/fhirtypes';
 import { createFhirClient, type FhirConnectorConfig } from '../../../src/connectors/fhir/connector.ts';
 import { SyncFailedError, syncFhirConnector, type SyncOptions, type SyncProgress } from '../../../src/connectors/fhir/sync.ts';
 import { systemClock } from '../../../src/domain/clock.ts';
 import { CheckpointRepository } from '../../../src/store/checkpoints.ts';
-import type { Database } from '../../../src/store/database.ts';
 import { PracticeRepository } from '../../../src/store/practices.ts';
 import { ConnectorRunRepository, SourceRecordRepository } from '../../../src/store/source-records.ts';
 import { describeOnEachDatabase } from '../../support/databases.ts';
+import { runChild, urlOf } from './child-process.ts';
 import { startSandboxEhr, type SandboxEhr } from '../../../src/sandbox-ehr/server.ts';
 import { seedPractice, type SeedSummary } from '../../../src/sandbox-ehr/seed.ts';
-
-const CHILD = fileURLToPath(new URL('./sync-child.ts', import.meta.url));
 
 function connectorFor(ehr: SandboxEhr, name: string, over: Partial<FhirConnectorConfig> = {}): FhirConnectorConfig {
   return {
@@ -31,21 +26,6 @@ function connectorFor(ehr: SandboxEhr, name: string, over: Partial<FhirConnector
     rateLimitPerSecond: 1000,
     ...over,
   };
-}
-
-function urlOf(db: Database): string {
-  const c = db.connection;
-  return c.connectionString ?? `postgresql://${c.user}@${c.host}:${c.port}/${c.database}`;
-}
-
-async function runChild(input: Record<string, unknown>): Promise<{ code: number | null; signal: string | null; lines: Record<string, unknown>[]; stderr: string }> {
-  const child = spawn(process.execPath, [CHILD], { env: { ...process.env, SYNC_CHILD: JSON.stringify(input) }, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d) => (stdout += d));
-  child.stderr.on('data', (d) => (stderr += d));
-  const [code, signal] = (await once(child, 'exit')) as [number | null, string | null];
-  return { code, signal, stderr, lines: stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>) };
 }
 
 describeOnEachDatabase('FHIR incremental sync against the sandbox EHR', (db) => {
@@ -223,7 +203,7 @@ describeOnEachDatabase('FHIR incremental sync against the sandbox EHR', (db) => 
     assert.equal(summary.stored, 5);
   });
 
-  it('a sync killed between pages, or in the middle of one, resumes from its checkpoint with nothing lost or stored twice', async () => {
+  it('a sync killed between pages, or in the middle of one, resumes from its checkpoint with nothing lost or stored twice; the killed runs show as interrupted', async () => {
     const connector = connectorFor(ehr, 'killed', { resources: [{ type: 'Invoice' }], pageSize: 7 });
     const input = { databaseUrl: urlOf(db()), practiceId, connector };
     const killed = await runChild({ ...input, killAfterPage: 2 });
@@ -232,6 +212,11 @@ describeOnEachDatabase('FHIR incremental sync against the sandbox EHR', (db) => 
     const afterKill = await records().list(practiceId, { connector: 'killed', limit: 1000 });
     assert.equal(afterKill.items.length, 14, 'two pages of 7 were committed');
     assert.equal(await checkpoint('killed', 'Invoice'), killed.lines[1]!.checkpoint);
+    const runs = new ConnectorRunRepository(db().pool, systemClock);
+    const afterKillStatus = await runs.status(practiceId, 'killed');
+    assert.equal(afterKillStatus.last?.status, 'interrupted', 'the status never shows the dead run as running');
+    assert.match(afterKillStatus.last?.error ?? '', new RegExp(`^interrupted: process ${killed.pid} on .+ stopped without finishing this run`));
+    assert.equal(afterKillStatus.lastFailure?.id, afterKillStatus.last?.id);
 
     const killedMidPage = await runChild({ ...input, killBeforePage: 3 });
     assert.equal(killedMidPage.signal, 'SIGKILL', killedMidPage.stderr);
@@ -248,8 +233,8 @@ describeOnEachDatabase('FHIR incremental sync against the sandbox EHR', (db) => 
     const current = await ehr.repo.searchResources<Invoice>({ resourceType: 'Invoice' });
     assert.deepEqual(new Set(all.map((r) => r.sourceId)), new Set(current.map((r) => r.id)));
     assert.equal(await checkpoint('killed', 'Invoice'), new Date(await maxLastUpdated('Invoice')).toISOString());
-    // The killed runs stay "running"; the last one succeeded.
-    const runs = await new ConnectorRunRepository(db().pool, systemClock).list(practiceId, 'killed');
-    assert.deepEqual(runs.map((r) => r.status), ['succeeded', 'running', 'running']);
+    // The second killed run was marked interrupted when the next one started (nothing read the status in between).
+    const rows = await db().pool.query<{ status: string }>(`SELECT status FROM connector_runs WHERE practice_id = $1 AND connector = 'killed' ORDER BY id DESC`, [practiceId]);
+    assert.deepEqual(rows.rows.map((r) => r.status), ['succeeded', 'interrupted', 'interrupted']);
   });
 });

@@ -208,6 +208,38 @@ describeOnEachDatabase('MLLP listener', (db) => {
     peer.end();
   });
 
+  it('lets senders that each wait for their ACK share one commit, every AA still after its own commit', async () => {
+    // Without gathering they split into two groups taking turns: about 4 of 8 senders per commit.
+    events.length = 0;
+    const gathering = await startMllpListener({ db: recordingPool(), practiceId, connector: { ...connector, name: 'pm-hl7v2-gather' }, logger: silentLogger(), clock, gatherMs: 500 });
+    const rounds = 10;
+    const peers = Array.from({ length: 8 }, () => new RawPeer(gathering.port, (ack) => events.push(`ack:${readAck(ack).controlId}`)));
+    await Promise.all(
+      peers.map(async (peer, p) => {
+        await peer.connected();
+        for (let i = 0; i < rounds; i++) {
+          peer.socket.write(encodeFrame(dft(`GATHER-${p}-${i}`)));
+          const [ack] = (await peer.waitForAcks(i + 1)).slice(i).map(readAck);
+          assert.deepEqual([ack.code, ack.controlId], ['AA', `GATHER-${p}-${i}`]);
+        }
+        peer.end(); // gone: the last commit does not wait for it
+      }),
+    );
+    const stats = gathering.commitStats();
+    await gathering.close();
+    assert.equal(stats.messages, 8 * rounds);
+    // The first message commits alone (nobody to wait for), then all eight share each commit.
+    assert.ok(stats.batches <= rounds + 2, `${stats.batches} commits for ${stats.messages} messages from 8 senders`);
+    for (let p = 0; p < 8; p++) {
+      for (let i = 0; i < rounds; i++) {
+        const id = `GATHER-${p}-${i}`;
+        assert.ok(events.indexOf(`commit:${id}`) !== -1 && events.indexOf(`commit:${id}`) < events.indexOf(`ack:${id}`), `${id} committed before its AA`);
+      }
+    }
+    const stored = await Promise.all(peers.map((_, p) => repository.findByControlId(practiceId, 'pm-hl7v2-gather', `GATHER-${p}-${rounds - 1}`)));
+    assert.ok(stored.every((found) => found.length === 1));
+  });
+
   it('decodes two messages in one write and end bytes split across writes', async () => {
     const peer = new RawPeer(listener.port);
     await peer.connected();

@@ -24,7 +24,7 @@
  * SDK's types (the current version) and this fake checks them against the published document, so a request
  * that passes both is valid in both.
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 
@@ -32,6 +32,11 @@ import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 export const STRIPE_SPEC_PATH = process.env.STRIPE_SPEC_PATH ?? fileURLToPath(new URL('../../../../shared/vendor-specs/stripe-spec3-2023-09-12.json', import.meta.url));
 export const STRIPE_FIXTURES_PATH =
   process.env.STRIPE_FIXTURES_PATH ?? fileURLToPath(new URL('../../../../shared/vendor-specs/stripe-fixtures3-2023-09-12.json', import.meta.url));
+
+/** Why tests that use the Stripe fake skip, or undefined when the spec is present. */
+export function stripeSpecMissing(): string | undefined {
+  return existsSync(STRIPE_SPEC_PATH) ? undefined : `Stripe spec not found at ${STRIPE_SPEC_PATH} (../shared/vendor-specs is absent): Stripe contract tests skipped`;
+}
 
 /**
  * Parameters newer than the 2023 spec that the fake lets through unvalidated, by `"METHOD /path/template"`.
