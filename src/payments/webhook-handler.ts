@@ -34,6 +34,7 @@ import { allocatePayment, allocationOrder, type AllocatableBalance } from '../do
 import { AuditLog } from '../store/audit.ts';
 import { withTransaction, type Database, type Queryable } from '../store/database.ts';
 import { LedgerRepository, type Balance } from '../store/ledger.ts';
+import type { SourcePosting } from '../store/ledger-batch.ts';
 import {
   isUuid, PaymentRepository, type NewWriteback, type Payment, type PaymentAllocation, type PaymentChange, type PaymentLookup, type PaymentStatus, type StripeIds,
 } from '../store/payments.ts';
@@ -324,17 +325,15 @@ async function postPayment(practiceId: string, ledger: LedgerRepository, payment
   const allocations = allocate(amount.amount, balances);
   const today = await ledger.today(practiceId);
   const byId = new Map(balances.map((b) => [b.id, b]));
-  let entries = 0;
-  for (const allocation of allocations) {
+  const results = await ledger.postSources(practiceId, allocations.map((allocation) => {
     const balance = byId.get(allocation.balanceId)!;
-    const result = await ledger.postSource(
-      practiceId,
-      { connector: PAYMENT_LEDGER_CONNECTOR, resourceType: 'Payment', sourceId: `${payment.id}/${balance.id}`, versionId: '1', lastUpdated: null },
-      { accountId: balance.accountId, guarantorId: balance.guarantorId, patientId: balance.patientId },
-      [{ lineKey: 'payment', kind: 'payment', amount: { amount: allocation.amountMinor, currency: amount.currency }, serviceDate: today, payer: 'patient', serviceCode: null, description: 'Card payment' }],
-    );
-    entries += result.posted + result.reversed;
-  }
+    return {
+      version: { connector: PAYMENT_LEDGER_CONNECTOR, resourceType: 'Payment', sourceId: `${payment.id}/${balance.id}`, versionId: '1', lastUpdated: null },
+      target: { accountId: balance.accountId, guarantorId: balance.guarantorId, patientId: balance.patientId },
+      lines: [{ lineKey: 'payment', kind: 'payment', amount: { amount: allocation.amountMinor, currency: amount.currency }, serviceDate: today, payer: 'patient', serviceCode: null, description: 'Card payment' }],
+    };
+  }));
+  const entries = results.reduce((sum, result) => sum + result.posted + result.reversed, 0);
   const writebackId = `payment-${payment.id}`;
   return {
     outcome: 'payment-posted', paymentId: payment.id, ledgerEntries: entries, balanceIds: allocations.map((a) => a.balanceId), writebacks: [writebackId], allocations,
@@ -371,19 +370,18 @@ async function postReturn(
   split: readonly PaymentAllocation[], currency: string, description: string,
 ): Promise<{ entries: number; balanceIds: string[] }> {
   const today = await ledger.today(practiceId);
-  let entries = 0;
-  const balanceIds: string[] = [];
+  const postings: SourcePosting[] = [];
   for (const part of split) {
     const balance = await ledger.getBalance(part.balanceId);
     if (!balance) throw new Error(`balance ${part.balanceId} of payment ${paymentId} is gone`);
-    const result = await ledger.postSource(
-      practiceId,
-      { connector: PAYMENT_LEDGER_CONNECTOR, resourceType, sourceId: `${paymentId}/${balance.id}/${key}`, versionId: '1', lastUpdated: null },
-      { accountId: balance.accountId, guarantorId: balance.guarantorId, patientId: balance.patientId },
-      [{ lineKey: resourceType === 'Refund' ? 'refund' : 'reversal', kind: 'payment', amount: { amount: -part.amountMinor, currency }, serviceDate: today, payer: 'patient', serviceCode: null, description }],
-    );
-    entries += result.posted + result.reversed;
-    balanceIds.push(balance.id);
+    postings.push({
+      version: { connector: PAYMENT_LEDGER_CONNECTOR, resourceType, sourceId: `${paymentId}/${balance.id}/${key}`, versionId: '1', lastUpdated: null },
+      target: { accountId: balance.accountId, guarantorId: balance.guarantorId, patientId: balance.patientId },
+      lines: [{ lineKey: resourceType === 'Refund' ? 'refund' : 'reversal', kind: 'payment', amount: { amount: -part.amountMinor, currency }, serviceDate: today, payer: 'patient', serviceCode: null, description }],
+    });
   }
+  const results = await ledger.postSources(practiceId, postings);
+  const entries = results.reduce((sum, result) => sum + result.posted + result.reversed, 0);
+  const balanceIds = split.map((part) => part.balanceId);
   return { entries, balanceIds };
 }

@@ -25,7 +25,7 @@ import {
 import type { Money } from '../domain/money.ts';
 import { birthYear, zip3 } from '../domain/safe-harbor.ts';
 import type { Queryable } from './database.ts';
-import { LedgerBatch } from './ledger-batch.ts';
+import { LedgerBatch, type SourcePosting } from './ledger-batch.ts';
 import { LedgerError, toSafe, type PostingResult, type PostingTarget } from './ledger-posting.ts';
 import type { PhiCipher } from './phi-crypto.ts';
 
@@ -323,8 +323,17 @@ export class LedgerRepository {
    *   a line key used twice or an unsafe amount; roll the transaction back (or to a savepoint).
    */
   async postSource(practiceId: string, version: SourceVersion, target: PostingTarget, lines: readonly LedgerLine[]): Promise<PostingResult> {
-    const [result] = await new LedgerBatch(this.#db, this.#clock).postSources(practiceId, [{ version, target, lines }]);
+    const [result] = await this.postSources(practiceId, [{ version, target, lines }]);
     return result!;
+  }
+
+  /**
+   * Posts several distinct sources at once, as {@link postSource} does each (one payment split across its
+   * balances is one call: the batch's statements run once, not once per balance).
+   * @returns one result per posting, in order.
+   */
+  async postSources(practiceId: string, postings: readonly SourcePosting[]): Promise<PostingResult[]> {
+    return new LedgerBatch(this.#db, this.#clock).postSources(practiceId, postings);
   }
 
   async #history(balanceId: string, from: BalanceStatus | null, to: BalanceStatus, holdReason: HoldReason | null, actor: string, note: string | null): Promise<void> {
