@@ -5,40 +5,11 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { cpSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { readAck } from '../../src/connectors/hl7v2/ack.ts';
-import { encodeFrame } from '../../src/connectors/hl7v2/mllp-framer.ts';
 import { ROOT, runCli, waitFor } from '../support/cli.ts';
-
-/** A port nothing listens on right now. */
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const probe = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = probe.address() as { port: number };
-      probe.close(() => resolve(port));
-    });
-  });
-}
-
-/** Sends one message over MLLP and reads its ACK. */
-function sendMllp(port: number, message: string): Promise<ReturnType<typeof readAck>> {
-  return new Promise((resolve, reject) => {
-    const socket = connect(port, '127.0.0.1', () => socket.write(encodeFrame(message)));
-    let received = Buffer.alloc(0);
-    socket.on('data', (chunk) => {
-      received = Buffer.concat([received, chunk]);
-      const end = received.indexOf(0x1c);
-      if (end >= 0) {
-        socket.end();
-        resolve(readAck(received.subarray(1, end).toString('utf8')));
-      }
-    });
-    socket.on('error', reject);
-  });
-}
+import { freePort, sendMllp } from '../support/mllp.ts';
 
 /** The shipped data files with the HL7 listener of connectors/pm-hl7v2.json moved to `port`. */
 function configWithPort(port: number): string {

@@ -19,6 +19,7 @@ import { encodeFrame, MllpFramer } from '../../../src/connectors/hl7v2/mllp-fram
 import { openDatabase, type Database } from '../../../src/store/database.ts';
 import { spawnEngine, waitFor, type EngineProcess } from '../../support/cli.ts';
 import { createTestDatabase } from '../../support/databases.ts';
+import { freePort } from '../../support/mllp.ts';
 
 const onServer = Boolean(process.env.TEST_DATABASE_URL);
 const TOTAL = onServer ? 5000 : 1000;
@@ -37,14 +38,6 @@ function dft(i: number): { controlId: string; text: string } {
     `FT1|1|TX${i}||20260228|20260301|CG|99213^Office visit^CPT|||1|${(i % 500) + 1}.25&USD`,
   ].join('\r');
   return { controlId, text };
-}
-
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
 }
 
 async function canConnect(port: number): Promise<boolean> {
