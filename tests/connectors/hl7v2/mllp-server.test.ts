@@ -209,14 +209,14 @@ describeOnEachDatabase('MLLP listener', (db) => {
   });
 
   it('lets senders that each wait for their ACK share one commit, every AA still after its own commit', async () => {
-    // Without gathering they split into two groups taking turns: about 4 of 8 senders per commit.
+    // Without gathering they split into two groups taking turns: about 4 of 8 senders per commit, 2 commits a round.
     events.length = 0;
     const gathering = await startMllpListener({ db: recordingPool(), practiceId, connector: { ...connector, name: 'pm-hl7v2-gather' }, logger: silentLogger(), clock, gatherMs: 500 });
-    const rounds = 10;
+    const rounds = 20;
     const peers = Array.from({ length: 8 }, () => new RawPeer(gathering.port, (ack) => events.push(`ack:${readAck(ack).controlId}`)));
+    await Promise.all(peers.map((peer) => peer.connected()));
     await Promise.all(
       peers.map(async (peer, p) => {
-        await peer.connected();
         for (let i = 0; i < rounds; i++) {
           peer.socket.write(encodeFrame(dft(`GATHER-${p}-${i}`)));
           const [ack] = (await peer.waitForAcks(i + 1)).slice(i).map(readAck);
@@ -228,8 +228,10 @@ describeOnEachDatabase('MLLP listener', (db) => {
     const stats = gathering.commitStats();
     await gathering.close();
     assert.equal(stats.messages, 8 * rounds);
-    // The first message commits alone (nobody to wait for), then all eight share each commit.
-    assert.ok(stats.batches <= rounds + 2, `${stats.batches} commits for ${stats.messages} messages from 8 senders`);
+    // The first messages commit without waiting (nobody is expected yet); once every sender has been in a commit,
+    // all eight share each one. How many commits that takes depends on how the first sends interleave (a loaded
+    // machine spreads them out), so allow a few: without gathering it is about 2 x rounds.
+    assert.ok(stats.batches <= rounds + 5, `${stats.batches} commits for ${stats.messages} messages from 8 senders`);
     for (let p = 0; p < 8; p++) {
       for (let i = 0; i < rounds; i++) {
         const id = `GATHER-${p}-${i}`;
