@@ -165,11 +165,11 @@ export interface Settings {
   blindIndexKey: string | undefined;
   payLinkKeys: string | undefined;
   stripeSecretKey: string | undefined;
-  /** STRIPE_SECRET_KEYS: `slug=sk_…` pairs, one Stripe account per practice (read with {@link parsePracticeSecrets}). */
-  stripeSecretKeys: string | undefined;
+  /** STRIPE_SECRET_KEYS: practice slug → that practice's own Stripe key (empty when unset). */
+  stripeSecretKeys: ReadonlyMap<string, string>;
   stripeWebhookSecret: string | undefined;
-  /** STRIPE_WEBHOOK_SECRETS: `slug=whsec_…` pairs, one webhook endpoint per practice's Stripe account. */
-  stripeWebhookSecrets: string | undefined;
+  /** STRIPE_WEBHOOK_SECRETS: practice slug → the signing secret of that practice's webhook endpoint (empty when unset). */
+  stripeWebhookSecrets: ReadonlyMap<string, string>;
   /** Twilio credentials: all three TWILIO_* settings, or undefined when none is set. */
   twilio: { accountSid: string; authToken: string; messagingServiceSid: string } | undefined;
   /** SETTLE_EMAIL_BOUNCE_SECRET: authenticates the bounce webhook (absent: it is not configured). */
@@ -233,9 +233,10 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
       }
     }
   }
+  const practiceSecrets = {} as Record<PracticeSecretSetting, ReadonlyMap<string, string>>;
   for (const name of PRACTICE_SECRET_SETTINGS) {
     try {
-      parsePracticeSecrets(name, values[name] as string | undefined);
+      practiceSecrets[name] = parsePracticeSecrets(name, values[name] as string | undefined);
     } catch (error) {
       if (!(error instanceof SettingsError)) throw error;
       problems.push(...error.problems);
@@ -261,9 +262,9 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     blindIndexKey: values.SETTLE_BLIND_INDEX_KEY as string | undefined,
     payLinkKeys: values.SETTLE_PAY_LINK_KEYS as string | undefined,
     stripeSecretKey: values.STRIPE_SECRET_KEY as string | undefined,
-    stripeSecretKeys: values.STRIPE_SECRET_KEYS as string | undefined,
+    stripeSecretKeys: practiceSecrets.STRIPE_SECRET_KEYS,
     stripeWebhookSecret: values.STRIPE_WEBHOOK_SECRET as string | undefined,
-    stripeWebhookSecrets: values.STRIPE_WEBHOOK_SECRETS as string | undefined,
+    stripeWebhookSecrets: practiceSecrets.STRIPE_WEBHOOK_SECRETS,
     demo: values.SETTLE_DEMO as Settings['demo'],
     emailBounceSecret: values.SETTLE_EMAIL_BOUNCE_SECRET as string | undefined,
     twilio: values.TWILIO_ACCOUNT_SID === undefined ? undefined : {
@@ -279,7 +280,9 @@ const PRACTICE_SECRET_PREFIXES = {
   STRIPE_SECRET_KEYS: ['sk_', 'rk_'],
   STRIPE_WEBHOOK_SECRETS: ['whsec_'],
 } as const;
-const PRACTICE_SECRET_SETTINGS = Object.keys(PRACTICE_SECRET_PREFIXES) as (keyof typeof PRACTICE_SECRET_PREFIXES)[];
+/** A per practice secret setting. */
+export type PracticeSecretSetting = keyof typeof PRACTICE_SECRET_PREFIXES;
+const PRACTICE_SECRET_SETTINGS = Object.keys(PRACTICE_SECRET_PREFIXES) as PracticeSecretSetting[];
 const PRACTICE_SLUG = /^[A-Za-z0-9_-]+$/;
 
 /**
@@ -289,7 +292,7 @@ const PRACTICE_SLUG = /^[A-Za-z0-9_-]+$/;
  * @returns practice slug → secret (empty when unset).
  * @throws SettingsError listing every bad entry.
  */
-export function parsePracticeSecrets(variable: keyof typeof PRACTICE_SECRET_PREFIXES, value: string | undefined): Map<string, string> {
+export function parsePracticeSecrets(variable: PracticeSecretSetting, value: string | undefined): Map<string, string> {
   const prefixes: readonly string[] = PRACTICE_SECRET_PREFIXES[variable];
   const secrets = new Map<string, string>();
   const problems: SettingProblem[] = [];

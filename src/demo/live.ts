@@ -228,7 +228,7 @@ export async function prepareLiveDemo(options: { settings: Settings; logger: Log
   if (process.env.SETTLE_SMTP_URL) logger.warn('demo: SETTLE_SMTP_URL ignored (nothing is sent in the demo)');
   delete process.env.SETTLE_SMTP_URL;
   return {
-    settings: { ...settings, configDir: world.configDir, twilio: undefined, stripeSecretKey: undefined, stripeSecretKeys: undefined, stripeWebhookSecret: undefined },
+    settings: { ...settings, configDir: world.configDir, twilio: undefined, stripeSecretKey: undefined, stripeSecretKeys: new Map(), stripeWebhookSecret: undefined },
     extraJobs: [visitsJob, patientsJob, loadJob] as JobDefinition<never>[],
     recurring: [
       ...(loading() ? [{ every: '1 minute', name: DEMO_JOBS.load, data: {} }] : []),

@@ -16,7 +16,6 @@ import type { AnyRoute } from '../api/routes.ts';
 import type { Clock } from '../domain/clock.ts';
 import type { Database } from '../store/database.ts';
 import type { PhiCipher } from '../store/phi-crypto.ts';
-import { parsePracticeSecrets } from '../config/settings.ts';
 import { PracticeRepository } from '../store/practices.ts';
 import type { GatewayFor } from './gateway.ts';
 import { loadPayLinkKeys } from './pay-link-keys.ts';
@@ -60,11 +59,11 @@ export interface PaymentsWiringOptions {
   readonly publicUrl?: string | undefined;
   readonly payLinkKeys?: string | undefined;
   readonly stripeSecretKey?: string | undefined;
-  /** `STRIPE_SECRET_KEYS`: `slug=sk_…[,slug=sk_…]`, one Stripe account per practice (the others use `stripeSecretKey`). */
-  readonly stripeSecretKeys?: string | undefined;
+  /** `STRIPE_SECRET_KEYS`: practice slug → its own Stripe key (the others use `stripeSecretKey`). */
+  readonly stripeSecretKeys?: ReadonlyMap<string, string> | undefined;
   readonly stripeWebhookSecret?: string | undefined;
-  /** `STRIPE_WEBHOOK_SECRETS`: `slug=whsec_…[,slug=whsec_…]`, one endpoint per practice's Stripe account. */
-  readonly stripeWebhookSecrets?: string | undefined;
+  /** `STRIPE_WEBHOOK_SECRETS`: practice slug → the signing secret of its own endpoint. */
+  readonly stripeWebhookSecrets?: ReadonlyMap<string, string> | undefined;
   /** The policy's `planTerms`, when it has them. */
   readonly planTerms?: PlanTerms | undefined;
   /** Default `default` (the practice a fresh install creates). */
@@ -77,11 +76,11 @@ export interface PaymentsWiringOptions {
 
 /**
  * Loads the keys and builds the gateways.
- * @throws PayLinkKeyError on malformed keys; SettingsError on a malformed `STRIPE_SECRET_KEYS` / `STRIPE_WEBHOOK_SECRETS`.
+ * @throws PayLinkKeyError on malformed keys.
  */
 export async function createPaymentsWiring(options: PaymentsWiringOptions): Promise<PaymentsWiring> {
   const keys = await loadPayLinkKeys({ keys: options.payLinkKeys, dataDir: options.dataDir, shared: options.sharedDatabase, logger: options.logger });
-  const secretKeys = parsePracticeSecrets('STRIPE_SECRET_KEYS', options.stripeSecretKeys);
+  const secretKeys = options.stripeSecretKeys ?? new Map<string, string>();
   const sandbox = !options.stripeSecretKey && secretKeys.size === 0;
   const gatewayFor = practiceGateways({
     db: options.db, clock: options.clock, logger: options.logger, baseUrl: options.publicUrl ?? DEFAULT_PAY_BASE_URL,
@@ -90,7 +89,7 @@ export async function createPaymentsWiring(options: PaymentsWiringOptions): Prom
   const webhookSecrets = [...(options.stripeWebhookSecret ? [options.stripeWebhookSecret] : []), ...(sandbox ? [SANDBOX_WEBHOOK_SECRET] : [])];
   if (options.stripeSecretKey && !options.stripeWebhookSecret) options.logger.warn('STRIPE_SECRET_KEY is set but STRIPE_WEBHOOK_SECRET is not: POST /webhooks/stripe answers 500 until it is');
   const practiceWebhookSecrets = new Map<string, readonly string[]>();
-  for (const [slug, secret] of parsePracticeSecrets('STRIPE_WEBHOOK_SECRETS', options.stripeWebhookSecrets)) practiceWebhookSecrets.set(slug, [secret, ...(sandbox ? [SANDBOX_WEBHOOK_SECRET] : [])]);
+  for (const [slug, secret] of options.stripeWebhookSecrets ?? []) practiceWebhookSecrets.set(slug, [secret, ...(sandbox ? [SANDBOX_WEBHOOK_SECRET] : [])]);
   const terms = options.planTerms ?? DEFAULT_PLAN_TERMS;
   return {
     keys, sandbox, gatewayFor, planTerms: () => terms, webhookSecrets, webhookPracticeSlug: options.webhookPracticeSlug ?? 'default', practiceWebhookSecrets,

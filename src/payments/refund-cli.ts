@@ -11,7 +11,7 @@
  * stores it (as the daily job would) and prints it; exit code 1 when it found mismatches.
  */
 import { Command } from 'commander';
-import { parsePracticeSecrets, type Settings } from '../config/settings.ts';
+import type { Settings } from '../config/settings.ts';
 import type { GatewayFor } from './gateway.ts';
 import { systemClock } from '../domain/clock.ts';
 import { formatMoney, MoneyError, parseMoney } from '../domain/money.ts';
@@ -37,7 +37,7 @@ const quietLogger = { info: () => {}, warn: (message: string) => void process.st
 function gatewaysFrom(db: Database, settings: Settings): GatewayFor {
   return practiceGateways({
     db, clock: systemClock, logger: quietLogger, baseUrl: settings.publicUrl ?? DEFAULT_PAY_BASE_URL,
-    secretKey: settings.stripeSecretKey, secretKeys: parsePracticeSecrets('STRIPE_SECRET_KEYS', settings.stripeSecretKeys),
+    secretKey: settings.stripeSecretKey, secretKeys: settings.stripeSecretKeys,
   });
 }
 

@@ -4,6 +4,7 @@ import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createApi } from '../../src/api/app.ts';
 import { EngineMetrics } from '../../src/api/metrics.ts';
+import { parsePracticeSecrets } from '../../src/config/settings.ts';
 import type { ManualClock } from '../../src/domain/clock.ts';
 import { money, type Money } from '../../src/domain/money.ts';
 import { loadMappings } from '../../src/mapping/load.ts';
@@ -80,15 +81,15 @@ export async function startPayApp(
    * Stripe fake): real Checkout instead of the sandbox for the practices they serve.
    */
   stripe?: { secretKey?: string; secretKeys?: string; options: StripeGatewayOptions },
-  /** `STRIPE_WEBHOOK_SECRETS`: per practice webhook endpoints. */
+  /** `STRIPE_WEBHOOK_SECRETS` as set in the environment: per practice webhook endpoints. */
   stripeWebhookSecrets?: string,
 ): Promise<PayApp> {
   const keys = testKeys();
   const wiring = await createPaymentsWiring({
     db, clock, logger: silentLogger, dataDir, sharedDatabase: false, payLinkKeys: `7:${Buffer.from(keys.keys.get(7)!).toString('base64url')}`,
     stripeWebhookSecret: TEST_WEBHOOK_SECRET, webhookPracticeSlug: slug, planTerms: { minimumInstallmentCents: 2500, maximumMonths: 6 },
-    ...(stripe ? { stripeSecretKey: stripe.secretKey, stripeSecretKeys: stripe.secretKeys, stripe: stripe.options } : {}),
-    ...(stripeWebhookSecrets ? { stripeWebhookSecrets } : {}),
+    ...(stripe ? { stripeSecretKey: stripe.secretKey, stripeSecretKeys: parsePracticeSecrets('STRIPE_SECRET_KEYS', stripe.secretKeys), stripe: stripe.options } : {}),
+    stripeWebhookSecrets: parsePracticeSecrets('STRIPE_WEBHOOK_SECRETS', stripeWebhookSecrets),
   });
   const api = createApi({
     configDir: ROOT, cipher, mappings: loadMappings(ROOT), db, clock, logger: silentLogger, metrics: new EngineMetrics(), version: 'test',

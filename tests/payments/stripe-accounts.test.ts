@@ -35,7 +35,8 @@ describe('STRIPE_SECRET_KEYS', () => {
   };
 
   it('reads slug=sk_… pairs', () => {
-    assert.equal(loadSettings({ STRIPE_SECRET_KEYS: 'north=sk_test_n,south=rk_live_s' }).stripeSecretKeys, 'north=sk_test_n,south=rk_live_s');
+    assert.deepEqual(loadSettings({ STRIPE_SECRET_KEYS: 'north=sk_test_n,south=rk_live_s' }).stripeSecretKeys, new Map([['north', 'sk_test_n'], ['south', 'rk_live_s']]));
+    assert.deepEqual(loadSettings({}).stripeSecretKeys, new Map());
   });
 
   it('names the variable and the bad entry, never a secret', () => {
