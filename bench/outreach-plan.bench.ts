@@ -14,7 +14,7 @@ import { readFileSync } from 'node:fs';
 import { silentLogger } from '../src/config/logger.ts';
 import { ManualClock } from '../src/domain/clock.ts';
 import { parsePolicy } from '../src/domain/policy.ts';
-import { payLinkKeyRing } from '../src/payments/pay-link.ts';
+import { payLinkKeyRing } from '../src/domain/pay-link.ts';
 import { planPractice } from '../src/outreach/run.ts';
 import { PhiCipher } from '../src/store/phi-crypto.ts';
 import { PracticeRepository } from '../src/store/practices.ts';

@@ -11,12 +11,12 @@ import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import type { PaymentReconciliation } from '@medplum/fhirtypes';
 import { ManualClock } from '../src/domain/clock.ts';
-import { WritebackDelivery } from '../src/payments/writeback-delivery.ts';
-import { renderPaymentReconciliation } from '../src/payments/writeback-render-fhir.ts';
+import { WritebackDelivery } from '../src/writeback/delivery.ts';
+import { renderPaymentReconciliation } from '../src/writeback/render-fhir.ts';
 import { startSandboxEhr } from '../src/sandbox-ehr/server.ts';
 import { PaymentRepository } from '../src/store/payments.ts';
 import { createTestDatabase } from '../tests/support/databases.ts';
-import { deliveryDeps, fhirConnector, seedHousehold } from '../tests/payments/writeback-fixtures.ts';
+import { deliveryDeps, fhirConnector, seedHousehold } from '../tests/writeback/fixtures.ts';
 
 const COUNT = Number(process.env.BENCH_WRITEBACKS ?? 2000);
 const CONCURRENCY = 16;
@@ -85,7 +85,7 @@ try {
   await payments.releaseWriteback(warm[0]!.id, clock.now());
   const sample = renderPaymentReconciliation({ row: warm[0]!, balances: [], connector: 'ehr', identifierSystem: 'urn:settle:warmup' });
   await fetch(`${ehr.baseUrl}/PaymentReconciliation`, { method: 'POST', headers: { 'content-type': 'application/fhir+json', 'if-none-exist': 'identifier=urn:settle:warmup|w' }, body: JSON.stringify(sample) });
-  (await import('../src/payments/writeback-validate.ts')).writebackIssues(sample);
+  (await import('../src/writeback/validate.ts')).writebackIssues(sample);
 
   const started = performance.now();
   const report = await delivery.deliverDue();

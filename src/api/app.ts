@@ -22,7 +22,7 @@ import { dashboardRouter } from '../dashboard/router.ts';
 import { analyticsRoutes } from '../analytics/routes.ts';
 import { auditRoutes } from './audit-routes.ts';
 import { paymentRoutes, paymentsRouter, type PaymentsWiring } from '../payments/pay-wiring.ts';
-import { writebackRoutes } from '../payments/writeback-routes.ts';
+import { writebackRoutes } from '../writeback/routes.ts';
 import { paymentAdminRoutes } from '../payments/payment-routes.ts';
 import type { MappingRegistry } from '../mapping/load.ts';
 import type { PhiCipher } from '../store/phi-crypto.ts';

@@ -19,7 +19,7 @@ import { systemClock, type Clock } from '../domain/clock.ts';
 import { INGEST_JOBS } from '../ingest/process.ts';
 import { scheduleConnectorSyncs } from '../connectors/fhir/run-sync.ts';
 import { registerStageJobs, scheduleRecurringJobs } from '../scheduler/jobs.ts';
-import { WRITEBACK_DELIVER_JOB } from '../payments/writeback-delivery.ts';
+import { WRITEBACK_DELIVER_JOB } from '../writeback/delivery.ts';
 import { JobRegistry, Scheduler, type JobDefinition } from '../scheduler/scheduler.ts';
 import { openDatabase, waitForDatabase, type Database } from '../store/database.ts';
 import { currentVersion, latestVersion, migrate, type MigrationResult } from '../store/migrate.ts';
@@ -29,7 +29,7 @@ import { PracticeRepository } from '../store/practices.ts';
 import { AuditLog } from '../store/audit.ts';
 import { createPaymentsWiring } from '../payments/pay-wiring.ts';
 import { buildChannels, closeChannels } from '../outreach/channels.ts';
-import type { PlanTerms } from '../payments/plan.ts';
+import type { PlanTerms } from '../domain/payment-plan.ts';
 
 /**
  * Which parts run in this process: `start` everything; `serve` the API; `worker` jobs; `listen` the MLLP

@@ -16,7 +16,7 @@ import { runImportCsv } from '../ingest/csv-import.ts';
 import { loadMappings } from '../mapping/load.ts';
 import { runMappingsTest } from '../mapping/try.ts';
 import { KeyringError, loadKeyring, PhiCipher } from '../store/phi-crypto.ts';
-import { PayLinkKeyError } from '../payments/pay-link.ts';
+import { PayLinkKeyError } from '../domain/pay-link.ts';
 import { formatProblem, DataFilesError } from '../config/data-files.ts';
 import { createLogger, type Logger } from '../config/logger.ts';
 import { loadSettings, SETTING_SPECS, SettingsError, type Settings } from '../config/settings.ts';
@@ -30,7 +30,7 @@ import { DEFAULT_PRACTICE, prepareDatabase, startEngine, type EngineMode } from 
 import { auditCommand } from './audit-command.ts';
 import { analyticsCommand } from './analytics-command.ts';
 import { payLinkCommand } from '../payments/pay-commands.ts';
-import { writebacksCommand } from '../payments/writeback-cli.ts';
+import { writebacksCommand } from '../writeback/cli.ts';
 import { paymentsCommand } from '../payments/refund-cli.ts';
 import { agencyCommand } from '../outreach/agency-command.ts';
 import { emailCommand } from '../outreach/email-command.ts';

@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import type { Logger } from 'winston';
 import type { Clock } from '../domain/clock.ts';
 import { money } from '../domain/money.ts';
-import { offeredPlans } from '../payments/plan.ts';
+import { offeredPlans } from '../domain/payment-plan.ts';
 import { DEFAULT_PLAN_TERMS } from '../payments/pay-wiring.ts';
 import { proposePlan } from '../payments/plan-service.ts';
 import { startCheckout } from '../payments/start-checkout.ts';

@@ -8,7 +8,7 @@ import type { DataFile } from '../config/data-files.ts';
 import type { SourceRecord } from '../domain/source-record.ts';
 import type { CompiledMapping, MappingIssue } from '../mapping/compile.ts';
 import type { MappingRegistry } from '../mapping/load.ts';
-import { fhirValidator } from './fhir-validation.ts';
+import { fhirValidator } from '../mapping/fhir-validation.ts';
 
 /** The OperationOutcome of a record no single mapping accepts. */
 export function unmappedOutcome(record: Pick<SourceRecord, 'connector' | 'transport' | 'resourceType'>, candidates: readonly string[]): OperationOutcome {

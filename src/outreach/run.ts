@@ -33,9 +33,9 @@ import type { HolidayResolver } from '../domain/outreach-holidays.ts';
 import type { BalanceStatus, MessageChannel, OutreachBalance } from '../domain/outreach.ts';
 import { recipientTimeZone, type Policy } from '../domain/policy.ts';
 import type { Practice } from '../domain/practice.ts';
-import type { PayLinkKeyRing } from '../payments/pay-link.ts';
-import { issuePayLink, payLinkToken, payLinkUrl } from '../payments/pay-link.ts';
-import { DEFAULT_PAY_BASE_URL, PAY_LINK_REUSE_MARGIN_MS, PAY_LINK_TTL_SECONDS } from '../payments/pay-link-service.ts';
+import type { PayLinkKeyRing } from '../domain/pay-link.ts';
+import { issuePayLink, payLinkToken, payLinkUrl } from '../domain/pay-link.ts';
+import { DEFAULT_PAY_BASE_URL, PAY_LINK_REUSE_MARGIN_MS, PAY_LINK_TTL_SECONDS } from '../store/guarantor-pay-links.ts';
 import { withTransaction, type Database } from '../store/database.ts';
 import { LedgerRepository } from '../store/ledger.ts';
 import { OutreachPlanningReader, PlanningPayLinks, PlanningWrites, type PlanningBalance, type PlanningContact, type PlanningContactRules } from '../store/outreach-planning.ts';
@@ -307,7 +307,7 @@ function emptyResult(practiceId: string): PlanPracticeResult {
 
 /**
  * Finds or issues the pay links of a page's guarantors into `run.links`, by the rule of `payLinkForGuarantor`
- * (src/payments/pay-link-service.ts: reuse a link signed with the current key, not revoked and valid for at least
+ * (src/store/guarantor-pay-links.ts: reuse a link signed with the current key, not revoked and valid for at least
  * another week, else issue one valid 30 days), in two statements for the page rather than two per guarantor.
  * A failure is logged with ids only; those balances wait for the next run.
  */

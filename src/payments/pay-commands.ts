@@ -7,7 +7,7 @@ import type { Settings } from '../config/settings.ts';
 import { systemClock } from '../domain/clock.ts';
 import type { Database } from '../store/database.ts';
 import { loadPayLinkKeys } from './pay-link-keys.ts';
-import { payLinkForGuarantor } from './pay-link-service.ts';
+import { payLinkForGuarantor } from '../store/guarantor-pay-links.ts';
 
 /** What the command needs from main.ts. */
 export interface PayLinkCommandDependencies {

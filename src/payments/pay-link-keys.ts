@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, open, readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Logger } from 'winston';
-import { parsePayLinkKeys, PayLinkKeyError, type PayLinkKeyRing } from './pay-link.ts';
+import { parsePayLinkKeys, PayLinkKeyError, type PayLinkKeyRing } from '../domain/pay-link.ts';
 
 /** Options of {@link loadPayLinkKeys}. */
 export interface PayLinkKeyOptions {

@@ -9,7 +9,7 @@
  */
 import { DateTime } from 'luxon';
 import { displayMoney, money, MoneyError, parseMoney } from '../domain/money.ts';
-import { offeredPlans, type PlanOffer, type PlanTerms } from './plan.ts';
+import { offeredPlans, type PlanOffer, type PlanTerms } from '../domain/payment-plan.ts';
 
 export type PayPageLocale = 'en' | 'es';
 

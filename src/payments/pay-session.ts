@@ -7,7 +7,7 @@
  * open sessions (they last minutes), never the links.
  */
 import { createHmac, timingSafeEqual } from 'node:crypto';
-import type { PayLinkKeyRing } from './pay-link.ts';
+import type { PayLinkKeyRing } from '../domain/pay-link.ts';
 
 /** The cookie's name. */
 export const PAY_SESSION_COOKIE = 'settle_pay';

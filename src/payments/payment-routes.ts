@@ -20,7 +20,7 @@ import type { PhiCipher } from '../store/phi-crypto.ts';
 import { planState, PlanRepository, type Plan } from '../store/plans.ts';
 import type { GatewayFor, PaymentGateway } from './gateway.ts';
 import { payOffPlan, PayoffError } from './plan-jobs.ts';
-import { planRemainingCents } from './plan-state.ts';
+import { planRemainingCents } from '../domain/payment-plan-state.ts';
 import { reconcileDay, ReconcileDateError, storedReconciliation } from './reconcile-job.ts';
 import { isIdempotencyKey, refundsOfPayment, RefundError, startRefund, type RefundReason, type RefundRecord } from './refund-service.ts';
 

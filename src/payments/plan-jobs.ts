@@ -10,7 +10,7 @@
  * is charged twice.
  *
  * The plan's state follows Stripe's synchronous answer to the off-session charge (the state machine in
- * `plan-state.ts`); the ledger follows the webhook (`payment_intent.succeeded` posts the installment's payment
+ * `src/domain/payment-plan-state.ts`); the ledger follows the webhook (`payment_intent.succeeded` posts the installment's payment
  * once, like every payment). A failed charge is retried +1, +3, +7 days after the first failure;
  * `authentication_required` also sends the patient an on-session pay link (a message in the outbox); after the
  * last failure the plan defaults and its balances go back to `open`, so the cadence picks them up again.
@@ -28,8 +28,8 @@ import { planState, PlanRepository, type ClaimedInstallment, type Plan } from '.
 import type { JobDefinition } from '../scheduler/scheduler.ts';
 import { installmentChargeParams } from './checkout.ts';
 import type { GatewayFor, InstallmentChargeResult, PaymentGateway } from './gateway.ts';
-import { localDate } from './plan.ts';
-import { applyPlanEvent, planRemainingCents, type PlanEffect } from './plan-state.ts';
+import { localDate } from '../domain/payment-plan.ts';
+import { applyPlanEvent, planRemainingCents, type PlanEffect } from '../domain/payment-plan-state.ts';
 
 /** Job names of the plans stage. */
 export const PLAN_JOBS = { chargeDue: 'plans.charge-due' } as const;

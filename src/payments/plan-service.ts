@@ -12,8 +12,8 @@ import { LedgerRepository } from '../store/ledger.ts';
 import { PhiCipher } from '../store/phi-crypto.ts';
 import { planState, PlanRepository } from '../store/plans.ts';
 import { isUuid } from '../store/payments.ts';
-import { DEFAULT_RETRY_OFFSETS_DAYS, localDate, PlanError, planSchedule, type PlanOffer } from './plan.ts';
-import { applyPlanEvent, planRemainingCents, startPlan } from './plan-state.ts';
+import { DEFAULT_RETRY_OFFSETS_DAYS, localDate, PlanError, planSchedule, type PlanOffer } from '../domain/payment-plan.ts';
+import { applyPlanEvent, planRemainingCents, startPlan } from '../domain/payment-plan-state.ts';
 
 /** Why a plan cannot be proposed (the pay page shows the offers again). */
 export class PlanProposalError extends Error {

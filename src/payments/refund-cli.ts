@@ -17,7 +17,7 @@ import { systemClock } from '../domain/clock.ts';
 import { formatMoney, MoneyError, parseMoney } from '../domain/money.ts';
 import type { Database } from '../store/database.ts';
 import { PaymentRepository } from '../store/payments.ts';
-import { DEFAULT_PAY_BASE_URL } from './pay-link-service.ts';
+import { DEFAULT_PAY_BASE_URL } from '../store/guarantor-pay-links.ts';
 import { reconcileDay, ReconcileDateError, type DailyReconciliation } from './reconcile-job.ts';
 import { isIdempotencyKey, RefundError, startRefund, type RefundReason } from './refund-service.ts';
 import { practiceGateways } from './practice-gateways.ts';

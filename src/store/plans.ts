@@ -7,8 +7,8 @@
  * pass the transaction client with `on(tx)`. Every row belongs to a practice and every read is scoped by it.
  */
 import type { Clock } from '../domain/clock.ts';
-import { chargeInstant, type Installment, type PlanOffer } from '../payments/plan.ts';
-import type { InstallmentStatus, PlanState, PlanStatus } from '../payments/plan-state.ts';
+import { chargeInstant, type Installment, type PlanOffer } from '../domain/payment-plan.ts';
+import type { InstallmentStatus, PlanState, PlanStatus } from '../domain/payment-plan-state.ts';
 import type { Queryable } from './database.ts';
 import { isUuid } from './payments.ts';
 

@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { ManualClock } from '../../src/domain/clock.ts';
 import type { SourceRecord } from '../../src/domain/source-record.ts';
 import { importCsv, runImportCsv } from '../../src/ingest/csv-import.ts';
-import { fhirValidator } from '../../src/ingest/fhir-validation.ts';
+import { fhirValidator } from '../../src/mapping/fhir-validation.ts';
 import { ledgerRoutes } from '../../src/ingest/ledger-routes.ts';
 import { ApiError } from '../../src/api/problem.ts';
 import type { AnyRoute } from '../../src/api/routes.ts';

@@ -19,7 +19,7 @@ import { ManualClock } from '../../src/domain/clock.ts';
 import type { LedgerLine } from '../../src/domain/ledger.ts';
 import { parseMoney } from '../../src/domain/money.ts';
 import { parsePolicy } from '../../src/domain/policy.ts';
-import { payLinkKeyRing } from '../../src/payments/pay-link.ts';
+import { payLinkKeyRing } from '../../src/domain/pay-link.ts';
 import { AGENCY_CSV_COLUMNS } from '../../src/outreach/agency.ts';
 import { outreachRoutes } from '../../src/outreach/routes.ts';
 import { planPractice } from '../../src/outreach/run.ts';

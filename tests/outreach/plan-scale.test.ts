@@ -16,7 +16,7 @@ import type { LedgerLine } from '../../src/domain/ledger.ts';
 import { parseMoney } from '../../src/domain/money.ts';
 import type { BalanceStatus, OutreachBalance } from '../../src/domain/outreach.ts';
 import { parsePolicy } from '../../src/domain/policy.ts';
-import { payLinkKeyRing } from '../../src/payments/pay-link.ts';
+import { payLinkKeyRing } from '../../src/domain/pay-link.ts';
 import { planOutreach } from '../../src/outreach/plan.ts';
 import { planPractice, type PlanPracticeResult } from '../../src/outreach/run.ts';
 import { withTransaction, type Database } from '../../src/store/database.ts';

@@ -11,7 +11,7 @@ import { silentLogger } from '../../src/config/logger.ts';
 import { ManualClock } from '../../src/domain/clock.ts';
 import { parseMoney } from '../../src/domain/money.ts';
 import { parsePolicy, PolicyError } from '../../src/domain/policy.ts';
-import { payLinkKeyRing } from '../../src/payments/pay-link.ts';
+import { payLinkKeyRing } from '../../src/domain/pay-link.ts';
 import { outreachPlanJob } from '../../src/outreach/run.ts';
 import { withTransaction } from '../../src/store/database.ts';
 import { LedgerRepository } from '../../src/store/ledger.ts';

@@ -11,7 +11,7 @@ import { ManualClock } from '../../src/domain/clock.ts';
 import type { LedgerLine } from '../../src/domain/ledger.ts';
 import { parseMoney } from '../../src/domain/money.ts';
 import { parsePolicy } from '../../src/domain/policy.ts';
-import { decodePayLink, payLinkKeyRing } from '../../src/payments/pay-link.ts';
+import { decodePayLink, payLinkKeyRing } from '../../src/domain/pay-link.ts';
 import { outreachPlanJob, planPractice } from '../../src/outreach/run.ts';
 import { maskRecipient, outreachRoutes } from '../../src/outreach/routes.ts';
 import { ApiKeyRepository } from '../../src/store/api-keys.ts';

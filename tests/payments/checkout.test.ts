@@ -5,7 +5,7 @@ import type Stripe from 'stripe';
 import { ManualClock } from '../../src/domain/clock.ts';
 import { money } from '../../src/domain/money.ts';
 import { assertOpaqueId, checkoutSessionParams, CheckoutParamsError, installmentChargeParams, refundParams } from '../../src/payments/checkout.ts';
-import { offeredPlans, planSchedule } from '../../src/payments/plan.ts';
+import { offeredPlans, planSchedule } from '../../src/domain/payment-plan.ts';
 import { startStripeFake, type StripeFake } from '../support/stripe-fake/server.ts';
 import { stripeSpecMissing } from '../support/stripe-fake/spec.ts';
 

@@ -9,7 +9,7 @@ import { after, afterEach, before, test } from 'node:test';
 import { ManualClock } from '../../src/domain/clock.ts';
 import { money } from '../../src/domain/money.ts';
 import { checkoutSessionParams } from '../../src/payments/checkout.ts';
-import { chargeInstant, offeredPlans } from '../../src/payments/plan.ts';
+import { chargeInstant, offeredPlans } from '../../src/domain/payment-plan.ts';
 import { chargeDueInstallments, payOffPlan, PLAN_JOBS, planInstallmentsJob, type PlanJobDeps } from '../../src/payments/plan-jobs.ts';
 import { proposePlan, PlanProposalError } from '../../src/payments/plan-service.ts';
 import { SandboxGateway } from '../../src/payments/sandbox-gateway.ts';

@@ -18,7 +18,7 @@ import { money } from '../../src/domain/money.ts';
 import { loadMappings } from '../../src/mapping/load.ts';
 import { checkoutSessionParams } from '../../src/payments/checkout.ts';
 import { createPaymentsWiring } from '../../src/payments/pay-wiring.ts';
-import { offeredPlans } from '../../src/payments/plan.ts';
+import { offeredPlans } from '../../src/domain/payment-plan.ts';
 import { proposePlan } from '../../src/payments/plan-service.ts';
 import { ApiKeyRepository } from '../../src/store/api-keys.ts';
 import { AuditLog } from '../../src/store/audit.ts';

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, it } from 'node:test';
 import { validateResource } from '@medplum/core';
 import type { AuditEvent as FhirAuditEvent, Bundle } from '@medplum/fhirtypes';
-import { loadBaseDefinitions } from '../../src/ingest/fhir-validation.ts';
+import { loadBaseDefinitions } from '../../src/mapping/fhir-validation.ts';
 import { AuditLog } from '../../src/store/audit.ts';
 import { ManualClock } from '../../src/domain/clock.ts';
 import { startTestApi, type TestApi } from '../support/api.ts';

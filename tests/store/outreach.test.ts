@@ -10,7 +10,7 @@ import { planPractice } from '../../src/outreach/run.ts';
 import { withTransaction } from '../../src/store/database.ts';
 import { LedgerRepository } from '../../src/store/ledger.ts';
 import { OutreachRepository } from '../../src/store/outreach.ts';
-import { payLinkKeyRing } from '../../src/payments/pay-link.ts';
+import { payLinkKeyRing } from '../../src/domain/pay-link.ts';
 import { OutreachDeliveryStore } from '../../src/store/outreach-delivery.ts';
 import { PhiCipher } from '../../src/store/phi-crypto.ts';
 import { PracticeRepository } from '../../src/store/practices.ts';

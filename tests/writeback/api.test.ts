@@ -5,11 +5,11 @@
 import assert from 'node:assert/strict';
 import { it } from 'node:test';
 import { ManualClock } from '../../src/domain/clock.ts';
-import { WritebackDelivery } from '../../src/payments/writeback-delivery.ts';
+import { WritebackDelivery } from '../../src/writeback/delivery.ts';
 import { startSandboxEhr } from '../../src/sandbox-ehr/server.ts';
 import { startTestApi } from '../support/api.ts';
 import { describeOnEachDatabase } from '../support/databases.ts';
-import { deliveryDeps, fhirConnector, paidPayment, seedHousehold } from './writeback-fixtures.ts';
+import { deliveryDeps, fhirConnector, paidPayment, seedHousehold } from './fixtures.ts';
 
 describeOnEachDatabase('write-backs in the API', (db) => {
   const clock = new ManualClock(new Date('2026-06-01T15:00:00Z'));

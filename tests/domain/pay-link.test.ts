@@ -5,7 +5,7 @@ import { ManualClock } from '../../src/domain/clock.ts';
 import {
   decodePayLink, issuePayLink, PAY_LINK_TOKEN_LENGTH, parsePayLinkKeys, payLinkKeyRing, PayLinkKeyError, payLinkUrl, verifyPayLink,
   type PayLinkRecord,
-} from '../../src/payments/pay-link.ts';
+} from '../../src/domain/pay-link.ts';
 
 const key1 = Buffer.alloc(32, 1);
 const key2 = Buffer.alloc(32, 2);

@@ -15,8 +15,8 @@ import { loadMappings } from '../mapping/load.ts';
 import { AuditLog } from '../store/audit.ts';
 import type { Database } from '../store/database.ts';
 import { PaymentRepository, type WritebackStatus } from '../store/payments.ts';
-import { WritebackDelivery } from './writeback-delivery.ts';
-import { writebackView } from './writeback-routes.ts';
+import { WritebackDelivery } from './delivery.ts';
+import { writebackView } from './routes.ts';
 
 /** What the `writebacks` command needs from `settle` (as `hl7Command`). */
 export interface WritebacksCommandDependencies {

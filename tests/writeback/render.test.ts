@@ -10,12 +10,12 @@ import { describe, it } from 'node:test';
 import { Hl7Message } from '@medplum/core';
 import type { StructureDefinition } from '@medplum/fhirtypes';
 import { loadDataFiles } from '../../src/config/data-files.ts';
-import { renderVendorBasic } from '../../src/payments/writeback-render-basic.ts';
-import { renderPaymentReconciliation, type WritebackDocument } from '../../src/payments/writeback-render-fhir.ts';
-import { MAX_CONTROL_ID, renderDftP03 } from '../../src/payments/writeback-render-hl7.ts';
-import { writebackIssues } from '../../src/payments/writeback-validate.ts';
+import { renderVendorBasic } from '../../src/writeback/render-basic.ts';
+import { renderPaymentReconciliation, type WritebackDocument } from '../../src/writeback/render-fhir.ts';
+import { MAX_CONTROL_ID, renderDftP03 } from '../../src/writeback/render-hl7.ts';
+import { writebackIssues } from '../../src/writeback/validate.ts';
 import { hl7ControlId, type WritebackKind, type WritebackRow } from '../../src/store/payments.ts';
-import { repoFiles, repoMappings } from './writeback-fixtures.ts';
+import { repoFiles, repoMappings } from './fixtures.ts';
 
 const profiles = repoFiles.profiles.map((p) => p.data as unknown as StructureDefinition);
 const PAYMENT = '0b7c2f0e-3c1a-4a55-9d7e-6f1f2a3b4c5d';

@@ -9,7 +9,7 @@
  * - `authentication_required` also asks the patient to pay that installment on-session (a pay link).
  * - Paying off early settles exactly the unpaid remainder and cancels what was scheduled.
  */
-import { DEFAULT_RETRY_OFFSETS_DAYS, onInstallmentFailure, PlanError, type Installment } from './plan.ts';
+import { DEFAULT_RETRY_OFFSETS_DAYS, onInstallmentFailure, PlanError, type Installment } from './payment-plan.ts';
 
 export type InstallmentStatus = 'scheduled' | 'retrying' | 'paid' | 'cancelled';
 

@@ -12,7 +12,7 @@
 import type { Basic, Extension } from '@medplum/fhirtypes';
 import type { CompiledMapping } from '../mapping/compile.ts';
 import type { Money } from '../domain/money.ts';
-import { renderPaymentReconciliation, signed, type WritebackDocument } from './writeback-render-fhir.ts';
+import { renderPaymentReconciliation, signed, type WritebackDocument } from './render-fhir.ts';
 
 /** Base of Oracle Health's extension URLs. */
 export const ORACLE_EXTENSION_BASE = 'https://fhir-ehr.cerner.com/r4/StructureDefinition';

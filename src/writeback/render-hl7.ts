@@ -19,7 +19,7 @@ import { hl7Timestamp } from '../connectors/hl7v2/ack.ts';
 import { escapeHl7 } from '../connectors/hl7v2/hl7-text.ts';
 import { formatMoney } from '../domain/money.ts';
 import type { WritebackKind } from '../store/payments.ts';
-import { signOf, type WritebackDocument } from './writeback-render-fhir.ts';
+import { signOf, type WritebackDocument } from './render-fhir.ts';
 
 /** Header values and the transaction code of the receiving system (the connector's `writeBack`). */
 export interface DftOptions {

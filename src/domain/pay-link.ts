@@ -23,7 +23,7 @@
  * GSM-7 characters of one SMS segment for the message text.
  */
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import type { Clock } from '../domain/clock.ts';
+import type { Clock } from './clock.ts';
 
 /** Length of a pay-link token in characters. */
 export const PAY_LINK_TOKEN_LENGTH = 32;

@@ -10,11 +10,11 @@ import type { ManualClock } from '../../src/domain/clock.ts';
 import { money } from '../../src/domain/money.ts';
 import { loadMappings } from '../../src/mapping/load.ts';
 import { handleStripeEvent } from '../../src/payments/webhook-handler.ts';
-import type { WritebackDeliveryDeps } from '../../src/payments/writeback-delivery.ts';
+import type { WritebackDeliveryDeps } from '../../src/writeback/delivery.ts';
 import type { Database } from '../../src/store/database.ts';
 import { PaymentRepository, type Payment } from '../../src/store/payments.ts';
 import { ROOT } from '../support/cli.ts';
-import { cipher, pendingPayment, refundEvent, sandboxCheckoutEvents, seedHousehold, silentLogger, type Household } from './webhook-fixtures.ts';
+import { cipher, pendingPayment, refundEvent, sandboxCheckoutEvents, seedHousehold, silentLogger, type Household } from '../payments/webhook-fixtures.ts';
 
 export { seedHousehold, silentLogger, type Household };
 

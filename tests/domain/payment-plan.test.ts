@@ -4,7 +4,7 @@ import fc from 'fast-check';
 import { readFileSync } from 'node:fs';
 import {
   chargeInstant, localDate, offeredPlans, onInstallmentFailure, payoffAmountCents, planSchedule, PlanError, splitInstallments, type PlanTerms,
-} from '../../src/payments/plan.ts';
+} from '../../src/domain/payment-plan.ts';
 
 const terms: PlanTerms = { minimumInstallmentCents: 2500, maximumMonths: 12 };
 

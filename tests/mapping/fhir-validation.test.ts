@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import type { SourceRecord } from '../../src/domain/source-record.ts';
-import { fhirValidator } from '../../src/ingest/fhir-validation.ts';
+import { fhirValidator } from '../../src/mapping/fhir-validation.ts';
 
 const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
 const example = (file: string) => JSON.parse(readFileSync(`${repoRoot}node_modules/hl7.fhir.r4.examples/${file}`, 'utf8'));

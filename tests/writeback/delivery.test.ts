@@ -7,13 +7,13 @@ import assert from 'node:assert/strict';
 import { it } from 'node:test';
 import type { PaymentReconciliation } from '@medplum/fhirtypes';
 import { ManualClock } from '../../src/domain/clock.ts';
-import { WRITEBACK_DELIVER_JOB, WritebackDelivery, writebackDeliverJob } from '../../src/payments/writeback-delivery.ts';
-import { WritebackConfigError } from '../../src/payments/writeback-target.ts';
+import { WRITEBACK_DELIVER_JOB, WritebackDelivery, writebackDeliverJob } from '../../src/writeback/delivery.ts';
+import { WritebackConfigError } from '../../src/writeback/target.ts';
 import { startSandboxEhr, type SandboxEhr } from '../../src/sandbox-ehr/server.ts';
 import { PaymentRepository } from '../../src/store/payments.ts';
 import { StaffTaskRepository } from '../../src/store/staff-tasks.ts';
 import { describeOnEachDatabase } from '../support/databases.ts';
-import { deliveryDeps, fhirConnector, paidPayment, refund, repoMappings, seedHousehold } from './writeback-fixtures.ts';
+import { deliveryDeps, fhirConnector, paidPayment, refund, repoMappings, seedHousehold } from './fixtures.ts';
 
 const MINUTE = 60_000;
 
