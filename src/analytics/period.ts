@@ -3,7 +3,7 @@
  * inclusive. With neither given: the twelve calendar months up to and including today's.
  */
 import { DateTime } from 'luxon';
-import type { Clock } from '../domain/clock.ts';
+import { type Clock, localDate } from '../domain/clock.ts';
 
 /** A period that cannot be used; `path` names the query parameter (`?from`). */
 export class PeriodError extends Error {
@@ -38,7 +38,7 @@ export function resolvePeriod(asked: { from?: string; to?: string }, clock: Cloc
       throw new PeriodError(`?${key}`, `must be a date as YYYY-MM-DD (got "${value}")`);
     }
   }
-  const today = DateTime.fromJSDate(clock.now(), { zone: timeZone }).toISODate()!;
+  const today = localDate(clock.now(), timeZone);
   const to = asked.to ?? (asked.from && asked.from > today ? asked.from : today);
   const from = asked.from ?? defaultPeriod(to).from;
   if (from > to) throw new PeriodError('?from', `must be on or before to (${from} is after ${to})`);

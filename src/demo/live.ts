@@ -18,7 +18,7 @@ import { DateTime } from 'luxon';
 import type { Logger } from 'winston';
 import { loadDataFiles } from '../config/data-files.ts';
 import type { Settings } from '../config/settings.ts';
-import { systemClock, type Clock } from '../domain/clock.ts';
+import { systemClock, type Clock, localDate } from '../domain/clock.ts';
 import { SandboxGateway } from '../payments/sandbox-gateway.ts';
 import type { JobDefinition } from '../scheduler/scheduler.ts';
 import { issueApiKey } from '../store/api-keys.ts';
@@ -190,7 +190,7 @@ export async function prepareLiveDemo(options: { settings: Settings; logger: Log
     async run() {
       if (!live) return;
       const { rows } = await live.db.pool.query<{ n: string }>('SELECT count(*)::text AS n FROM hl7_messages WHERE practice_id = $1', [live.practiceId]);
-      const today = DateTime.fromJSDate(clock.now(), { zone: DEMO_PRACTICE.timeZone }).toISODate()!;
+      const today = localDate(clock.now(), DEMO_PRACTICE.timeZone);
       const visits = visitsOn(state.seed, today, Number(rows[0]!.n) + 1, LIVE_DEMO.visitsPerMinute);
       await sendVisits({ ...world.mllp, logger }, visits);
     },

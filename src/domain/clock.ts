@@ -2,6 +2,7 @@
  * Time, injected. Stage logic never reads `Date.now()` itself, so cadences, aging, quiet hours and plans
  * can be tested and demonstrated across months in seconds.
  */
+import { DateTime } from 'luxon';
 
 /** A source of the current time. */
 export interface Clock {
@@ -28,4 +29,13 @@ export class ManualClock implements Clock {
   set(to: Date): void {
     this.current = to.getTime();
   }
+}
+
+/**
+ * The calendar date (`YYYY-MM-DD`) of an instant in a time zone: "today" for a practice is `localDate(clock.now(),
+ * practice.timeZone)`.
+ * @param timeZone an IANA zone (`America/New_York`); absent: UTC.
+ */
+export function localDate(at: Date, timeZone: string | null | undefined): string {
+  return DateTime.fromJSDate(at, { zone: timeZone ?? 'UTC' }).toISODate()!;
 }

@@ -8,6 +8,7 @@
  * Pure: the instant is passed in; no I/O.
  */
 import { DateTime } from 'luxon';
+import { localDate as dateIn } from './clock.ts';
 import { builtInHolidays, type HolidayResolver } from './outreach-holidays.ts';
 import { isMessageChannel, type Channel, type OutreachBalance } from './outreach.ts';
 import { balanceStopReason, cadenceDay, finalNoticeSent, recipientTimeZone, stepConditionFailures, type Policy, type PolicyStep, type QuietHours } from './policy.ts';
@@ -226,7 +227,7 @@ function localDate(at: Date, zone: string): string {
   const key = `${at.getTime()} ${zone}`;
   let date = localDates.get(key);
   if (date === undefined) {
-    date = DateTime.fromJSDate(at, { zone }).toISODate()!;
+    date = dateIn(at, zone);
     remember(localDates, key, date);
   }
   return date;

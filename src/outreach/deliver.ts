@@ -14,9 +14,8 @@
  *
  * Logs carry ids, states and provider codes only.
  */
-import { DateTime } from 'luxon';
 import type { Logger } from '../config/logger.ts';
-import type { Clock } from '../domain/clock.ts';
+import { type Clock, localDate } from '../domain/clock.ts';
 import type { PostalAddress } from '../domain/contact.ts';
 import { nextAllowedInstant } from '../domain/outreach-guards.ts';
 import type { MessageChannel, OptOut } from '../domain/outreach.ts';
@@ -340,7 +339,7 @@ async function nextChannel(
     }
     const template = selectTemplate(deps.templates ?? defaultTemplates, row.template, channel, row.language);
     if (!template) continue;
-    const today = DateTime.fromJSDate(now, { zone: practice.timeZone }).toISODate()!;
+    const today = localDate(now, practice.timeZone);
     const statementDate = await outreach.cadenceStart(row.practiceId, row.balanceId, today);
     const rendered = renderMessage(template, {
       practiceName: practice.name,

@@ -15,7 +15,7 @@ import { mkdir, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DateTime } from 'luxon';
 import type { Logger } from '../config/logger.ts';
-import type { Clock } from '../domain/clock.ts';
+import { type Clock, localDate } from '../domain/clock.ts';
 import { withTransaction, type Database } from '../store/database.ts';
 import { LedgerRepository } from '../store/ledger.ts';
 import { OutreachDeliveryStore } from '../store/outreach-delivery.ts';
@@ -72,7 +72,7 @@ export async function runPrintBatch(options: PrintBatchOptions): Promise<PrintBa
   const { db, cipher, clock, logger } = options;
   const practice = await new PracticeRepository(db.pool).findById(options.practiceId);
   if (!practice) throw new Error(`no practice ${options.practiceId}`);
-  const date = options.date ?? DateTime.fromJSDate(clock.now(), { zone: practice.timeZone }).toISODate()!;
+  const date = options.date ?? localDate(clock.now(), practice.timeZone);
   const day = DateTime.fromISO(date, { zone: practice.timeZone });
   if (!/^\d{4}-\d{2}-\d{2}$/.test(date) || !day.isValid) throw new Error(`the batch date "${date}" is not a YYYY-MM-DD date`);
   const until = day.plus({ days: 1 }).startOf('day').toJSDate();

@@ -24,9 +24,8 @@
  *   `balance-status` stop is not recorded, so a lifted hold resumes where it stopped).
  * - defer: record nothing; the result reports when it may go (the next hourly run retries).
  */
-import { DateTime } from 'luxon';
 import type { Logger } from '../config/logger.ts';
-import type { Clock } from '../domain/clock.ts';
+import { type Clock, localDate } from '../domain/clock.ts';
 import type { PostalAddress } from '../domain/contact.ts';
 import { outreachEligible } from '../domain/ledger.ts';
 import type { HolidayResolver } from '../domain/outreach-holidays.ts';
@@ -105,7 +104,7 @@ export async function planPractice(options: PlanPracticeOptions): Promise<PlanPr
   if (!practice) throw new Error(`no practice ${practiceId}`);
   const now = clock.now();
   const zone = recipientTimeZone({ timeZone: practice.timeZone }, policy, practice.timeZone);
-  const today = DateTime.fromJSDate(now, { zone }).toISODate()!;
+  const today = localDate(now, zone);
   const threshold = await new LedgerRepository(db.pool, cipher, clock).smallBalanceThreshold(practiceId);
   const reader = new OutreachPlanningReader(db.pool, cipher);
   const result = { ...emptyResult(practiceId), balances: await reader.eligibleCount(practiceId, threshold) };

@@ -14,11 +14,12 @@
  * route answers 2xx only after everything is durable and Stripe's retries change nothing.
  *
  * On the embedded database every statement is a round trip through one single-threaded session, so the handler
- * keeps them few: a retry is one read before any transaction, the event id is claimed and its payment looked up
- * and locked in one statement (`claimEvent`), the payment's change and its write-back ride on the statement that
- * marks the event processed (`finishEvent`), a balance is read in one
- * statement, and a change that would change nothing (the second event of a payment carrying the ids already
- * recorded) is not sent.
+ * keeps them few: a retry is one read before any transaction; the event id is claimed and its payment looked up
+ * and locked in one statement (`claimEvent`), which also reads the balances a pending payment is for and the
+ * practice's time zone; the payment's change, its write-back and its audit event ride on the statement that
+ * marks the event processed (`finishEvent`); and a change that would change nothing (the second event of a
+ * payment carrying the ids already recorded) is not sent. A posted payment is BEGIN, claim, the ledger's
+ * posting statements, finish, COMMIT.
  *
  * Ledger entries are keyed like any other source record (connector `settle`): resource type `Payment` with
  * source id `<payment id>/<balance id>`, `Refund` with `<payment id>/<balance id>/<cumulative refunded>`,
@@ -27,16 +28,16 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'winston';
-import type { Clock } from '../domain/clock.ts';
+import { type Clock, localDate } from '../domain/clock.ts';
 import type { BalanceStatus } from '../domain/ledger.ts';
 import type { Money } from '../domain/money.ts';
 import { allocatePayment, allocationOrder, type AllocatableBalance } from '../domain/payment-allocation.ts';
-import { AuditLog } from '../store/audit.ts';
+import type { NewAuditEvent } from '../store/audit.ts';
 import { withTransaction, type Database, type Queryable } from '../store/database.ts';
 import { LedgerRepository, type Balance } from '../store/ledger.ts';
 import type { SourcePosting } from '../store/ledger-batch.ts';
 import {
-  isUuid, PaymentRepository, type NewWriteback, type Payment, type PaymentAllocation, type PaymentChange, type PaymentLookup, type PaymentStatus, type StripeIds,
+  isUuid, PaymentRepository, type NewWriteback, type PayableBalance, type Payment, type PaymentAllocation, type PaymentChange, type PaymentLookup, type PaymentStatus, type StripeIds,
 } from '../store/payments.ts';
 import { PhiCipher } from '../store/phi-crypto.ts';
 import { applyPlanCheckout, type PlanCheckoutOutcome } from './plan-service.ts';
@@ -142,19 +143,19 @@ export async function handleStripeEvent(deps: StripeEventHandlerDeps, event: Str
   const handled = await new PaymentRepository(deps.db.pool, deps.clock).getEvent(deps.practiceId, event.id, account);
   const result = handled ? duplicate : await withTransaction(deps.db, async (tx) => {
     const payments = new PaymentRepository(tx, deps.clock);
-    const { claimed, payment } = await payments.claimEvent(deps.practiceId, ref, lookupOf(command));
+    const { claimed, payment, balances, timeZone } = await payments.claimEvent(deps.practiceId, ref, lookupOf(command));
     if (!claimed) return duplicate;
     const ledger = new LedgerRepository(tx, deps.cipher ?? unusedCipher(), deps.clock);
-    const { effects, ...applied } = await apply(deps, ledger, command, tx, payment);
+    // The date of what is posted: today in the practice's time zone (as LedgerRepository.today reads it).
+    const today = localDate(deps.clock.now(), timeZone);
+    const { effects = {}, ...applied } = await apply({ deps, ledger, tx, today, balances }, command, payment);
     const done: HandleResult = { eventId: event.id, type: event.type, ledgerEntries: 0, writebacks: [], balanceIds: [], ...applied };
-    await payments.finishEvent(deps.practiceId, ref, done.outcome, effects);
-    // Money moving (or failing to) is audited with what it changed, in the same transaction.
-    if (AUDITED_OUTCOMES.has(done.outcome)) {
-      await new AuditLog(deps.db, deps.clock).append({
-        practiceId: deps.practiceId, actor: STRIPE_ACTOR, action: `payment.${done.outcome}`, entityType: 'payment', entityId: done.paymentId ?? null,
-        detail: { eventId: event.id, type: event.type, ledgerEntries: done.ledgerEntries, writebacks: done.writebacks, balanceIds: done.balanceIds },
-      }, tx);
-    }
+    // Money moving (or failing to) is audited with what it changed, in the statement that marks the event processed.
+    const audit: NewAuditEvent | undefined = AUDITED_OUTCOMES.has(done.outcome) ? {
+      practiceId: deps.practiceId, actor: STRIPE_ACTOR, action: `payment.${done.outcome}`, entityType: 'payment', entityId: done.paymentId ?? null,
+      detail: { eventId: event.id, type: event.type, ledgerEntries: done.ledgerEntries, writebacks: done.writebacks, balanceIds: done.balanceIds },
+    } : undefined;
+    await payments.finishEvent(deps.practiceId, ref, done.outcome, { ...effects, ...(audit ? { audit } : {}) });
     return done;
   });
   const log = result.outcome === 'currency-mismatch' ? deps.logger.warn.bind(deps.logger) : deps.logger.info.bind(deps.logger);
@@ -203,7 +204,19 @@ function recordIds(payment: Payment, ids: StripeIds): Effects {
   return changes ? { payment: { id: payment.id, change: { stripe: ids } } } : {};
 }
 
-async function apply(deps: StripeEventHandlerDeps, ledger: LedgerRepository, command: StripeEventCommand, tx: Queryable, payment: Payment | undefined): Promise<Applied> {
+/** What handling one event works with, inside its transaction. */
+interface Handling {
+  readonly deps: StripeEventHandlerDeps;
+  readonly ledger: LedgerRepository;
+  readonly tx: Queryable;
+  /** The date posted entries carry: today in the practice's time zone. */
+  readonly today: string;
+  /** The balances a pending (or failed) payment is for, read with it. */
+  readonly balances: readonly PayableBalance[];
+}
+
+async function apply(handling: Handling, command: StripeEventCommand, payment: Payment | undefined): Promise<Applied> {
+  const { deps, ledger, tx } = handling;
   const practiceId = deps.practiceId;
   switch (command.kind) {
     case 'ignored':
@@ -216,7 +229,7 @@ async function apply(deps: StripeEventHandlerDeps, ledger: LedgerRepository, com
         // An async payment method: the money has not moved yet; `async_payment_succeeded` follows.
         return { outcome: 'noop', paymentId: payment.id, effects: recordIds(payment, stripeIds(command)) };
       }
-      const posted = await postPayment(practiceId, ledger, payment, command.amount ?? payment.amount, stripeIds(command));
+      const posted = await postPayment(handling, payment, command.amount ?? payment.amount, stripeIds(command));
       // A plan's first installment (or its early payoff) paid through Checkout: installments carry their number
       // and are recorded by the sweep that charged them, from Stripe's synchronous answer.
       if (command.refs.planId && command.refs.installment === undefined && isUuid(command.refs.planId) && (posted.outcome === 'payment-posted' || posted.outcome === 'payment-already-posted')) {
@@ -243,7 +256,7 @@ async function apply(deps: StripeEventHandlerDeps, ledger: LedgerRepository, com
       const delta = Math.min(cumulative - payment.refundedMinor, room);
       if (payment.allocations.length === 0 || delta <= 0) return { outcome: 'noop', paymentId: payment.id };
       const split = returnSplit(payment.allocations, payment.refundedMinor + payment.reversedMinor, delta);
-      const posted = await postReturn(practiceId, ledger, 'Refund', payment.id, String(cumulative), split, payment.amount.currency, 'Card refund');
+      const posted = await postReturn(handling, 'Refund', payment.id, String(cumulative), split, payment.amount.currency, 'Card refund');
       const refundedMinor = payment.refundedMinor + delta;
       const change: PaymentChange = { refundedMinor, status: payment.status === 'disputed' ? 'disputed' : settledStatus(payment, refundedMinor), stripe: { charge: command.charge } };
       const writebackId = `refund-${payment.id}-${cumulative}`;
@@ -276,7 +289,7 @@ async function apply(deps: StripeEventHandlerDeps, ledger: LedgerRepository, com
         if (command.amount.currency !== payment.amount.currency) return { outcome: 'currency-mismatch', paymentId: payment.id };
         if (delta > 0 && payment.allocations.length > 0) {
           split = returnSplit(payment.allocations, payment.refundedMinor + payment.reversedMinor, delta);
-          posted = await postReturn(practiceId, ledger, 'DisputeReversal', payment.id, command.dispute, split, payment.amount.currency, 'Card dispute lost');
+          posted = await postReturn(handling, 'DisputeReversal', payment.id, command.dispute, split, payment.amount.currency, 'Card dispute lost');
           reversedMinor += delta;
           const writebackId = `reversal-${payment.id}-${command.dispute}`;
           queued.push({ practiceId, paymentId: payment.id, kind: 'reversal', writebackId, amount: { amount: delta, currency: payment.amount.currency }, allocations: split });
@@ -311,19 +324,15 @@ function stripeIds(command: Extract<StripeEventCommand, { kind: 'checkout-comple
 }
 
 /** Marks a payment succeeded, posts it to its balances and queues its write-back (once per payment). */
-async function postPayment(practiceId: string, ledger: LedgerRepository, payment: Payment, amount: Money, ids: StripeIds): Promise<Applied> {
+async function postPayment(handling: Handling, payment: Payment, amount: Money, ids: StripeIds): Promise<Applied> {
+  const { deps: { practiceId }, ledger, today } = handling;
   if (payment.status !== 'pending' && payment.status !== 'failed') {
     return { outcome: 'payment-already-posted', paymentId: payment.id, effects: recordIds(payment, ids) };
   }
   if (amount.currency !== payment.amount.currency) return { outcome: 'currency-mismatch', paymentId: payment.id };
-  const balances: Balance[] = [];
-  for (const id of payment.balanceIds) {
-    const balance = await ledger.getBalance(id);
-    if (balance && balance.practiceId === practiceId && balance.patientAmount.currency === amount.currency) balances.push(balance);
-  }
+  const balances = handling.balances.filter((b) => b.practiceId === practiceId && b.patientAmount.currency === amount.currency);
   if (balances.length === 0) throw new Error(`payment ${payment.id} names no balance of its practice in ${amount.currency}`);
   const allocations = allocate(amount.amount, balances);
-  const today = await ledger.today(practiceId);
   const byId = new Map(balances.map((b) => [b.id, b]));
   const results = await ledger.postSources(practiceId, allocations.map((allocation) => {
     const balance = byId.get(allocation.balanceId)!;
@@ -349,7 +358,7 @@ async function postPayment(practiceId: string, ledger: LedgerRepository, payment
  * what is owed now (the balance changed after checkout) is never refused: the excess stays on the oldest
  * balance as a credit for staff to refund or apply.
  */
-function allocate(amountMinor: number, balances: readonly Balance[]): PaymentAllocation[] {
+function allocate(amountMinor: number, balances: readonly PayableBalance[]): PaymentAllocation[] {
   const allocatable: AllocatableBalance[] = balances.map((b) => ({ balanceId: b.id, openCents: b.patientAmount.amount, oldestServiceDate: b.oldestOpenDate ?? '9999-12-31' }));
   const owed = allocatable.reduce((sum, b) => sum + Math.max(0, b.openCents), 0);
   const split = owed > 0 ? allocatePayment(Math.min(amountMinor, owed), allocatable) : [];
@@ -366,10 +375,9 @@ function allocate(amountMinor: number, balances: readonly Balance[]): PaymentAll
 
 /** Posts a refund or dispute reversal: a negative payment line per balance (the balance goes back up). */
 async function postReturn(
-  practiceId: string, ledger: LedgerRepository, resourceType: 'Refund' | 'DisputeReversal', paymentId: string, key: string,
+  { deps: { practiceId }, ledger, today }: Handling, resourceType: 'Refund' | 'DisputeReversal', paymentId: string, key: string,
   split: readonly PaymentAllocation[], currency: string, description: string,
 ): Promise<{ entries: number; balanceIds: string[] }> {
-  const today = await ledger.today(practiceId);
   const postings: SourcePosting[] = [];
   for (const part of split) {
     const balance = await ledger.getBalance(part.balanceId);

@@ -2,11 +2,15 @@
  * The audit trail: append-only (the database refuses UPDATE, DELETE and TRUNCATE), and each event of a
  * practice carries the SHA-256 of the one before it, so an event altered or removed behind Settle's back
  * breaks the chain.
+ *
+ * An append is one statement ({@link auditAppendSql}): the upsert of the practice's head row locks it (so
+ * appends of one practice form a line, not a tree), takes the event's id from the sequence under that lock (ids
+ * follow the chain), and hashes the canonical event text (made here) after the head's hash in SQL; the event is
+ * inserted from what the upsert returns. {@link AuditLog.check} recomputes the same hash in Node.
  */
 import { createHash } from 'node:crypto';
-import type pg from 'pg';
 import type { Clock } from '../domain/clock.ts';
-import { withTransaction, type Database } from './database.ts';
+import { withTransaction, type Database, type Queryable } from './database.ts';
 
 /** Something that happened, by whom, to what. Details carry ids, never PHI. */
 export interface NewAuditEvent {
@@ -57,8 +61,9 @@ function canonical(value: unknown): string {
   return JSON.stringify(value);
 }
 
-function chainHash(prevHash: string, event: Omit<AuditEvent, 'id' | 'prevHash' | 'hash'>): string {
-  const body = canonical({
+/** The text an event's hash covers (after its predecessor's hash and a newline). */
+function chainBody(event: Omit<AuditEvent, 'id' | 'prevHash' | 'hash'>): string {
+  return canonical({
     practiceId: event.practiceId,
     occurredAt: event.occurredAt.toISOString(),
     actor: event.actor,
@@ -67,7 +72,45 @@ function chainHash(prevHash: string, event: Omit<AuditEvent, 'id' | 'prevHash' |
     entityId: event.entityId,
     detail: event.detail,
   });
-  return createHash('sha256').update(prevHash).update('\n').update(body).digest('hex');
+}
+
+/** SHA-256 of the previous hash, a newline and the event's text, in hex (as {@link auditAppendSql} computes it in SQL). */
+function chainHash(prevHash: string, event: Omit<AuditEvent, 'id' | 'prevHash' | 'hash'>): string {
+  return createHash('sha256').update(prevHash).update('\n').update(chainBody(event)).digest('hex');
+}
+
+/** The hex SHA-256 of `<prev>\n<body>` in SQL, as {@link chainHash} computes it. */
+const sqlChainHash = (prev: string, body: string) => `encode(sha256(convert_to(${prev} || chr(10) || ${body}, 'UTF8')), 'hex')`;
+
+/**
+ * The CTEs `audit_head` and `audit_event` that append an event at `occurredAt` (see the module comment), with
+ * their values numbered from `$<first>`: `WITH <sql> SELECT * FROM audit_event` appends it on its own, and a
+ * caller may add them to the statement that writes what the event records (one round trip for both).
+ */
+export function auditAppendSql(event: NewAuditEvent, occurredAt: Date, first: number): { sql: string; values: unknown[] } {
+  const full = {
+    practiceId: event.practiceId, occurredAt, actor: event.actor, action: event.action, entityType: event.entityType,
+    entityId: event.entityId ?? null, detail: event.detail ?? {},
+  };
+  const [practice, at, actor, action, entityType, entityId, detail, body] = Array.from({ length: 8 }, (_, i) => `$${first + i}`);
+  // The head is moved under its row lock (a first event inserts it, chaining to the newest stored event if a
+  // chain was begun before heads existed); prev_hash keeps the hash it replaced, the new event's link.
+  const sql = `audit_head AS (
+      INSERT INTO audit_heads AS h (practice_id, last_event_id, last_hash, prev_hash, events, updated_at)
+      SELECT ${practice}::uuid, nextval('audit_events_id_seq'), ${sqlChainHash('g.prev', `${body}::text`)}, g.prev, 1, ${at}::timestamptz
+      FROM (SELECT coalesce((SELECT hash FROM audit_events WHERE practice_id = ${practice}::uuid ORDER BY id DESC LIMIT 1), '${GENESIS}') AS prev) g
+      ON CONFLICT (practice_id) DO UPDATE SET last_event_id = nextval('audit_events_id_seq'), last_hash = ${sqlChainHash('h.last_hash', `${body}::text`)},
+        prev_hash = h.last_hash, events = h.events + 1, updated_at = excluded.updated_at
+      RETURNING last_event_id, last_hash, prev_hash),
+    audit_event AS (
+      INSERT INTO audit_events (id, practice_id, occurred_at, actor, action, entity_type, entity_id, detail, prev_hash, hash)
+      SELECT last_event_id, ${practice}::uuid, ${at}::timestamptz, ${actor}::text, ${action}::text, ${entityType}::text, ${entityId}::text, ${detail}::jsonb, prev_hash, last_hash
+      FROM audit_head
+      RETURNING *)`;
+  return {
+    sql,
+    values: [full.practiceId, occurredAt, full.actor, full.action, full.entityType, full.entityId, JSON.stringify(full.detail), chainBody(full)],
+  };
 }
 
 interface AuditRow {
@@ -108,42 +151,13 @@ export class AuditLog {
   }
 
   /**
-   * Appends an event. Pass the caller's transaction so the event commits (or not) with what it records.
+   * Appends an event: one statement. Pass the caller's transaction so the event commits (or not) with what it
+   * records.
    */
-  async append(event: NewAuditEvent, tx?: pg.PoolClient): Promise<AuditEvent> {
-    if (!tx) return withTransaction(this.db, (own) => this.append(event, own));
-    // One writer per practice at a time keeps the chain a line, not a tree.
-    await tx.query("SELECT pg_advisory_xact_lock(hashtext('settle.audit:' || $1))", [event.practiceId]);
-    // Chain to the recorded head (so an event appended after the newest ones were deleted shows the gap), else
-    // to the newest stored event (a chain begun before the head existed).
-    const last = await tx.query<{ hash: string }>(
-      `SELECT coalesce((SELECT last_hash FROM audit_heads WHERE practice_id = $1),
-                       (SELECT hash FROM audit_events WHERE practice_id = $1 ORDER BY id DESC LIMIT 1)) AS hash`,
-      [event.practiceId],
-    );
-    const prevHash = last.rows[0]?.hash ?? GENESIS;
-    const full = {
-      practiceId: event.practiceId,
-      occurredAt: this.clock.now(),
-      actor: event.actor,
-      action: event.action,
-      entityType: event.entityType,
-      entityId: event.entityId ?? null,
-      detail: event.detail ?? {},
-    };
-    const hash = chainHash(prevHash, full);
-    const { rows } = await tx.query<AuditRow>(
-      `INSERT INTO audit_events (practice_id, occurred_at, actor, action, entity_type, entity_id, detail, prev_hash, hash)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING *`,
-      [full.practiceId, full.occurredAt, full.actor, full.action, full.entityType, full.entityId, JSON.stringify(full.detail), prevHash, hash],
-    );
-    await tx.query(
-      `INSERT INTO audit_heads (practice_id, last_event_id, last_hash, events, updated_at) VALUES ($1, $2, $3, 1, $4)
-       ON CONFLICT (practice_id) DO UPDATE SET last_event_id = excluded.last_event_id, last_hash = excluded.last_hash,
-         events = audit_heads.events + 1, updated_at = excluded.updated_at`,
-      [full.practiceId, rows[0].id, hash, full.occurredAt],
-    );
-    return toEvent(rows[0]);
+  async append(event: NewAuditEvent, tx?: Queryable): Promise<AuditEvent> {
+    const append = auditAppendSql(event, this.clock.now(), 1);
+    const { rows } = await (tx ?? this.db.pool).query<AuditRow>(`WITH ${append.sql} SELECT * FROM audit_event`, append.values);
+    return toEvent(rows[0]!);
   }
 
   /**
@@ -156,7 +170,8 @@ export class AuditLog {
     const fingerprints: Record<string, string> = {};
     for (const f of files) fingerprints[f.file] = createHash('sha256').update(canonical(f.data)).digest('hex');
     return withTransaction(this.db, async (tx) => {
-      await tx.query("SELECT pg_advisory_xact_lock(hashtext('settle.audit:' || $1))", [practiceId]);
+      // Processes starting at once take turns: each reads the last configuration recorded by the one before.
+      await tx.query("SELECT pg_advisory_xact_lock(hashtext('settle.audit.config:' || $1))", [practiceId]);
       const { rows } = await tx.query<{ detail: { files?: Record<string, string> } }>(
         "SELECT detail FROM audit_events WHERE practice_id = $1 AND action = 'config.change' ORDER BY id DESC LIMIT 1",
         [practiceId],

@@ -1,8 +1,8 @@
 /**
  * The ledger's posting rules, the one implementation for one source record ({@link LedgerRepository.postSource}
  * posts a batch of one) and for batches: the ledger lines of a batch of source record versions inserted
- * together and each touched balance recomputed once, as if the records were posted one after another in batch
- * order. Sources and balances are locked sorted, after the parties (`ledger-parties.ts`), so concurrent batches
+ * together and each touched balance recomputed once (a balance or source the batch creates is inserted with its
+ * final values instead), as if the records were posted one after another in batch order. Sources and balances are locked sorted, after the parties (`ledger-parties.ts`), so concurrent batches
  * on a server wait for each other instead of deadlocking. Writes run in the caller's transaction.
  */
 import type { Clock } from '../domain/clock.ts';
@@ -58,43 +58,64 @@ export class LedgerBatch {
     for (const posting of postings) checkLines(posting.lines);
     const now = this.#clock.now();
     const versions = postings.map((p) => p.version);
+    // A source seen for the first time is inserted with this version already (nothing to compare it with, so it
+    // posts): only sources that existed before have their version advanced afterwards (#recordVersions).
     const { rows: sources } = await this.#db.query<{ n: string; version_id: string; last_updated: Date | null; inserted: boolean; seen: boolean }>(
-      `WITH k AS (SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[]) WITH ORDINALITY AS k (connector, resource_type, source_id, version_id, n)),
+      `WITH k AS (SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[])
+                    WITH ORDINALITY AS k (connector, resource_type, source_id, version_id, last_updated, n)),
        s AS (
          INSERT INTO ledger_sources (practice_id, connector, resource_type, source_id, version_id, last_updated, updated_at)
-         SELECT $1, connector, resource_type, source_id, '', NULL, $6 FROM k ORDER BY connector, resource_type, source_id
+         SELECT $1, connector, resource_type, source_id, version_id, last_updated, $7 FROM k ORDER BY connector, resource_type, source_id
          ON CONFLICT (practice_id, connector, resource_type, source_id) DO UPDATE SET updated_at = ledger_sources.updated_at
          RETURNING connector, resource_type, source_id, version_id, last_updated, (xmax = 0) AS inserted)
        SELECT k.n::text AS n, s.version_id, s.last_updated, s.inserted,
               EXISTS (SELECT 1 FROM ledger_source_versions v WHERE v.practice_id = $1 AND v.connector = k.connector AND v.resource_type = k.resource_type
                       AND v.source_id = k.source_id AND v.version_id = k.version_id) AS seen
        FROM k JOIN s USING (connector, resource_type, source_id)`,
-      [practiceId, versions.map((v) => v.connector), versions.map((v) => v.resourceType), versions.map((v) => v.sourceId), versions.map((v) => v.versionId), now],
+      [
+        practiceId, versions.map((v) => v.connector), versions.map((v) => v.resourceType), versions.map((v) => v.sourceId), versions.map((v) => v.versionId),
+        versions.map((v) => v.lastUpdated), now,
+      ],
     );
     const previous = new Array<(typeof sources)[number]>(postings.length);
     for (const row of sources) previous[Number(row.n) - 1] = row;
     const outcome = postings.map((p, n): PostingResult['outcome'] | 'post' => {
       const prior = previous[n]!;
+      if (prior.inserted) return 'post';
       if (prior.seen) return 'duplicate';
-      if (prior.version_id !== '' && compareVersions(p.version, { versionId: prior.version_id, lastUpdated: prior.last_updated }) < 0) return 'stale';
+      if (compareVersions(p.version, { versionId: prior.version_id, lastUpdated: prior.last_updated }) < 0) return 'stale';
       return 'post';
     });
     const active = await this.#activeEntries(practiceId, postings.filter((_, n) => outcome[n] === 'post' && !previous[n]!.inserted).map((p) => p.version));
     const plans = postings.map((p, n): PostingPlan | null =>
       outcome[n] === 'post' ? planPosting(active.get(sourceKey(p.version)) ?? [], p.lines, p.target.accountId, p.target.guarantorId) : null,
     );
-    const balanceIds = await this.#ensureBalances(practiceId, postings, plans);
+    const { balanceIds, created } = await this.#ensureBalances(practiceId, postings, plans);
     const touched = postings.map(() => new Set<string>());
     await this.#reverse(postings, plans, now, touched);
-    await this.#insertLines(practiceId, postings, plans, balanceIds, now, touched);
+    plans.forEach((plan, n) => {
+      if (plan && plan.post.length > 0) touched[n]!.add(balanceIds[n]!);
+    });
     const results = postings.map((_, n): PostingResult => {
       const plan = plans[n];
       if (!plan) return { outcome: outcome[n] as 'duplicate' | 'stale', posted: 0, reversed: 0, balanceIds: [] };
       const changed = plan.post.length + plan.reverse.length > 0;
       return { outcome: changed ? 'posted' : 'unchanged', posted: plan.post.length, reversed: plan.reverse.length, balanceIds: [...touched[n]!] };
     });
-    await this.#recordVersions(practiceId, postings, results, now);
-    await this.#recompute(postings, touched, now);
+    // One statement writes the lines and the versions and reads what the touched balances' entries now sum to.
+    const notes = new Map<string, string>();
+    touched.forEach((ids, n) => {
+      for (const id of ids) if (!created.has(id)) notes.set(id, versionNote(postings[n]!.version));
+    });
+    const recompute = [...notes.keys()].sort();
+    const statement = new Statement();
+    const versionCtes = this.#versionsCte(statement, practiceId, postings, results, previous.map((p) => p.inserted), now);
+    const lines = this.#linesCte(statement, practiceId, postings, plans, balanceIds, now);
+    const ctes = [...versionCtes, ...(lines ? [`lines AS (${lines})`] : [])];
+    if (ctes.length === 0 && recompute.length === 0) return results;
+    const sums = recompute.length === 0 ? 'SELECT NULL::uuid AS id WHERE false' : this.#sumsQuery(statement, recompute, lines !== null);
+    const { rows } = await this.#db.query<SumsRow>(`${ctes.length ? `WITH ${ctes.join(',\n')}\n` : ''}${sums}`, statement.params);
+    await this.#recompute(rows, recompute, notes, now);
     return results;
   }
 
@@ -126,12 +147,18 @@ export class LedgerBatch {
   }
 
   /**
-   * Creates or locks the balance each posting posts to, once per (guarantor, account), recording the creation.
-   * @returns per posting, its balance id (undefined when it posts no new line).
+   * Creates or locks the balance each posting posts to, once per (guarantor, account). A balance created here is
+   * inserted with what this batch's lines make it (amounts, oldest open date, automatic status: {@link balanceState}),
+   * its creation and any automatic status change recorded, so it needs no recomputing.
+   * @returns per posting, its balance id (undefined when it posts no new line), and the balances created.
    * @throws LedgerError (`currency-mismatch`) when a posting's lines are not all in its balance's currency.
    */
-  async #ensureBalances(practiceId: string, postings: readonly SourcePosting[], plans: readonly (PostingPlan | null)[]): Promise<(string | undefined)[]> {
-    const wanted = new Map<string, { target: PostingTarget; currency: string }>();
+  async #ensureBalances(
+    practiceId: string,
+    postings: readonly SourcePosting[],
+    plans: readonly (PostingPlan | null)[],
+  ): Promise<{ balanceIds: (string | undefined)[]; created: Set<string> }> {
+    const wanted = new Map<string, { target: PostingTarget; currency: string; sums: Map<string, EffectSum>; note: string }>();
     const balanceKey = (t: PostingTarget) => `${t.guarantorId}/${t.accountId}`;
     postings.forEach((p, n) => {
       const plan = plans[n];
@@ -139,39 +166,62 @@ export class LedgerBatch {
       const currencies = new Set(plan.post.map((l) => l.amount.currency));
       if (currencies.size > 1) throw new LedgerError('currency-mismatch', `one record has lines in ${[...currencies].join(' and ')}: mixed currencies are an error`);
       const currency = [...currencies][0]!;
-      const earlier = wanted.get(balanceKey(p.target));
-      if (earlier && earlier.currency !== currency) {
-        throw new LedgerError('currency-mismatch', `the balance is in ${earlier.currency}; a ${currency} amount cannot be added (mixed currencies are an error, never converted)`);
+      const balance = wanted.get(balanceKey(p.target)) ?? { target: p.target, currency, sums: new Map<string, EffectSum>(), note: '' };
+      if (balance.currency !== currency) {
+        throw new LedgerError('currency-mismatch', `the balance is in ${balance.currency}; a ${currency} amount cannot be added (mixed currencies are an error, never converted)`);
       }
-      if (!earlier) wanted.set(balanceKey(p.target), { target: p.target, currency });
+      wanted.set(balanceKey(p.target), balance);
+      balance.note = versionNote(p.version);
+      for (const line of plan.post) {
+        const key = `${line.serviceDate}/${line.payer}`;
+        const sum = balance.sums.get(key) ?? { serviceDate: line.serviceDate, payer: line.payer, effect: 0 };
+        sum.effect += balanceEffect(line.kind, line.amount.amount);
+        balance.sums.set(key, sum);
+      }
     });
-    if (wanted.size === 0) return postings.map(() => undefined);
-    const list = [...wanted.values()];
+    if (wanted.size === 0) return { balanceIds: postings.map(() => undefined), created: new Set() };
+    const states = new Map([...wanted].map(([key, b]) => [key, balanceState('open', [...b.sums.values()])]));
+    const list = [...wanted].map(([key, b]) => ({ ...b, state: states.get(key)! }));
+    const column = <T>(pick: (b: (typeof list)[number]) => T) => list.map(pick);
     const { rows } = await this.#db.query<{ id: string; guarantor_id: string; account_id: string; currency: string; inserted: boolean }>(
-      `INSERT INTO balances (practice_id, guarantor_id, account_id, patient_id, currency, status_changed_at, created_at, updated_at)
-       SELECT $1, b.g, b.a, b.p, b.c, $6, $6, $6 FROM unnest($2::uuid[], $3::uuid[], $4::uuid[], $5::text[]) AS b (g, a, p, c) ORDER BY b.g, b.a
+      `INSERT INTO balances (practice_id, guarantor_id, account_id, patient_id, currency, patient_amount_minor, insurance_amount_minor, oldest_open_date, status,
+         status_changed_at, created_at, updated_at)
+       SELECT $1, b.g, b.a, b.p, b.c, b.patient, b.insurance, b.oldest, b.status, $10, $10, $10
+       FROM unnest($2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::bigint[], $7::bigint[], $8::date[], $9::text[])
+         AS b (g, a, p, c, patient, insurance, oldest, status) ORDER BY b.g, b.a
        ON CONFLICT (practice_id, guarantor_id, account_id) DO UPDATE SET updated_at = balances.updated_at
        RETURNING id, guarantor_id, account_id, currency, (xmax = 0) AS inserted`,
-      [practiceId, list.map((b) => b.target.guarantorId), list.map((b) => b.target.accountId), list.map((b) => b.target.patientId), list.map((b) => b.currency), this.#clock.now()],
+      [
+        practiceId, column((b) => b.target.guarantorId), column((b) => b.target.accountId), column((b) => b.target.patientId), column((b) => b.currency),
+        column((b) => b.state.patient), column((b) => b.state.insurance), column((b) => b.state.oldest), column((b) => b.state.next), this.#clock.now(),
+      ],
     );
     const ids = new Map<string, string>();
+    const history: { id: string; from: BalanceStatus | null; to: BalanceStatus; note: string }[] = [];
     for (const row of rows) {
       const key = `${row.guarantor_id}/${row.account_id}`;
-      const currency = wanted.get(key)!.currency;
-      if (row.currency !== currency) {
-        throw new LedgerError('currency-mismatch', `the balance is in ${row.currency}; a ${currency} amount cannot be added (mixed currencies are an error, never converted)`);
+      const balance = wanted.get(key)!;
+      if (row.currency !== balance.currency) {
+        throw new LedgerError('currency-mismatch', `the balance is in ${row.currency}; a ${balance.currency} amount cannot be added (mixed currencies are an error, never converted)`);
       }
       ids.set(key, row.id);
+      if (!row.inserted) continue;
+      const { next } = states.get(key)!;
+      history.push({ id: row.id, from: null, to: 'open', note: 'balance created' });
+      if (next !== 'open') history.push({ id: row.id, from: 'open', to: next, note: balance.note });
     }
-    const created = rows.filter((r) => r.inserted).map((r) => r.id);
-    if (created.length > 0) {
+    if (history.length > 0) {
       await this.#db.query(
         `INSERT INTO balance_status_history (balance_id, from_status, to_status, hold_reason, actor, note, occurred_at)
-         SELECT id, NULL, 'open', NULL, 'system:ingest', 'balance created', $2 FROM unnest($1::uuid[]) WITH ORDINALITY AS b (id, n) ORDER BY n`,
-        [created, this.#clock.now()],
+         SELECT id, from_status, to_status, NULL, 'system:ingest', note, $5
+         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS h (id, from_status, to_status, note, n) ORDER BY n`,
+        [history.map((h) => h.id), history.map((h) => h.from), history.map((h) => h.to), history.map((h) => h.note), this.#clock.now()],
       );
     }
-    return postings.map((p, n) => (plans[n]?.post.length ? ids.get(balanceKey(p.target)) : undefined));
+    return {
+      balanceIds: postings.map((p, n) => (plans[n]?.post.length ? ids.get(balanceKey(p.target)) : undefined)),
+      created: new Set(history.map((h) => h.id)),
+    };
   }
 
   async #reverse(postings: readonly SourcePosting[], plans: readonly (PostingPlan | null)[], now: Date, touched: Set<string>[]): Promise<void> {
@@ -200,14 +250,18 @@ export class LedgerBatch {
     for (const row of rows) touched[ownerOf.get(row.reverses_entry_id)!]!.add(row.balance_id);
   }
 
-  async #insertLines(
+  /**
+   * The INSERT of the batch's new ledger lines (null when there are none), returning what a balance recompute
+   * reads: the statement's other parts cannot see these rows in the table.
+   */
+  #linesCte(
+    statement: Statement,
     practiceId: string,
     postings: readonly SourcePosting[],
     plans: readonly (PostingPlan | null)[],
     balanceIds: readonly (string | undefined)[],
     now: Date,
-    touched: Set<string>[],
-  ): Promise<void> {
+  ): string | null {
     // Per posting once (its balance, target and version), per line only the line: less to send and parse.
     const owners: { posting: SourcePosting; balanceId: string }[] = [];
     const lines: { owner: number; line: LedgerLine }[] = [];
@@ -215,82 +269,82 @@ export class LedgerBatch {
       if (!plan || plan.post.length === 0) return;
       owners.push({ posting: postings[n]!, balanceId: balanceIds[n]! });
       for (const line of plan.post) lines.push({ owner: owners.length, line });
-      touched[n]!.add(balanceIds[n]!);
     });
-    if (lines.length === 0) return;
-    const line = <T>(pick: (l: LedgerLine) => T) => lines.map((l) => pick(l.line));
-    const owner = <T>(pick: (o: (typeof owners)[number]) => T) => owners.map(pick);
-    await this.#db.query(
-      `INSERT INTO ledger_entries (practice_id, balance_id, account_id, guarantor_id, patient_id, kind, amount_minor, effect_minor, currency,
+    if (lines.length === 0) return null;
+    // Thousands of lines per batch: their columns go as array literals built here ({@link arrayLiteral}), several
+    // times cheaper than the driver's general array conversion.
+    const line = (pick: (l: LedgerLine) => string | number | null) => statement.param(arrayLiteral(lines.map((l) => pick(l.line))));
+    const owner = <T>(pick: (o: (typeof owners)[number]) => T) => statement.param(owners.map(pick));
+    return `INSERT INTO ledger_entries (practice_id, balance_id, account_id, guarantor_id, patient_id, kind, amount_minor, effect_minor, currency,
          service_date, payer, service_code, description, line_key, source_connector, source_resource_type, source_id, source_version, posted_at)
-       SELECT $1, p.balance_id, p.account_id, p.guarantor_id, p.patient_id, l.kind, l.amount, l.effect, l.currency, l.service_date::date, l.payer,
-         l.service_code, l.description, l.line_key, p.connector, p.resource_type, p.source_id, p.version, $2
-       FROM unnest($3::int[], $4::text[], $5::bigint[], $6::bigint[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[])
+       SELECT ${statement.param(practiceId)}, p.balance_id, p.account_id, p.guarantor_id, p.patient_id, l.kind, l.amount, l.effect, l.currency, l.service_date::date, l.payer,
+         l.service_code, l.description, l.line_key, p.connector, p.resource_type, p.source_id, p.version, ${statement.param(now)}
+       FROM unnest(${statement.param(arrayLiteral(lines.map((l) => l.owner)))}::int[], ${line((l) => l.kind)}::text[], ${line((l) => l.amount.amount)}::bigint[],
+         ${line((l) => balanceEffect(l.kind, l.amount.amount))}::bigint[], ${line((l) => l.amount.currency)}::text[], ${line((l) => l.serviceDate)}::text[],
+         ${line((l) => l.payer)}::text[], ${line((l) => l.serviceCode)}::text[], ${line((l) => l.description)}::text[], ${line((l) => l.lineKey)}::text[])
          WITH ORDINALITY AS l (owner, kind, amount, effect, currency, service_date, payer, service_code, description, line_key, n)
-       JOIN unnest($13::uuid[], $14::uuid[], $15::uuid[], $16::uuid[], $17::text[], $18::text[], $19::text[], $20::text[])
+       JOIN unnest(${owner((o) => o.balanceId)}::uuid[], ${owner((o) => o.posting.target.accountId)}::uuid[], ${owner((o) => o.posting.target.guarantorId)}::uuid[],
+         ${owner((o) => o.posting.target.patientId)}::uuid[], ${owner((o) => o.posting.version.connector)}::text[], ${owner((o) => o.posting.version.resourceType)}::text[],
+         ${owner((o) => o.posting.version.sourceId)}::text[], ${owner((o) => o.posting.version.versionId)}::text[])
          WITH ORDINALITY AS p (balance_id, account_id, guarantor_id, patient_id, connector, resource_type, source_id, version, n) ON p.n = l.owner
-       ORDER BY l.n`,
-      [
-        practiceId, now,
-        lines.map((l) => l.owner), line((l) => l.kind), line((l) => l.amount.amount), line((l) => balanceEffect(l.kind, l.amount.amount)), line((l) => l.amount.currency),
-        line((l) => l.serviceDate), line((l) => l.payer), line((l) => l.serviceCode), line((l) => l.description), line((l) => l.lineKey),
-        owner((o) => o.balanceId), owner((o) => o.posting.target.accountId), owner((o) => o.posting.target.guarantorId), owner((o) => o.posting.target.patientId),
-        owner((o) => o.posting.version.connector), owner((o) => o.posting.version.resourceType), owner((o) => o.posting.version.sourceId), owner((o) => o.posting.version.versionId),
-      ],
-    );
+       ORDER BY l.n
+       RETURNING balance_id, service_date, payer, effect_minor`;
   }
 
-  /** Records each version's outcome; the source's current version advances unless the version was stale. */
-  async #recordVersions(practiceId: string, postings: readonly SourcePosting[], results: readonly PostingResult[], now: Date): Promise<void> {
-    const recorded = postings.map((p, n) => ({ version: p.version, outcome: results[n]!.outcome })).filter((r) => r.outcome !== 'duplicate');
-    if (recorded.length === 0) return;
-    const column = <T>(pick: (r: (typeof recorded)[number]) => T) => recorded.map(pick);
-    await this.#db.query(
-      `WITH r AS (SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::text[])
-                    AS r (connector, resource_type, source_id, version_id, last_updated, outcome)),
-       v AS (
+  /**
+   * The CTEs that record each version's outcome and advance its source's current version, unless the version was
+   * stale (or the source was `inserted` by this batch, with its version already). None when there is nothing to
+   * record.
+   */
+  #versionsCte(statement: Statement, practiceId: string, postings: readonly SourcePosting[], results: readonly PostingResult[], inserted: readonly boolean[], now: Date): string[] {
+    const recorded = postings.map((p, n) => ({ version: p.version, outcome: results[n]!.outcome, advance: !inserted[n] && results[n]!.outcome !== 'stale' })).filter((r) => r.outcome !== 'duplicate');
+    if (recorded.length === 0) return [];
+    const column = <T>(pick: (r: (typeof recorded)[number]) => T) => statement.param(recorded.map(pick));
+    const practice = statement.param(practiceId);
+    const at = statement.param(now);
+    return [
+      `versions AS (SELECT * FROM unnest(${column((r) => r.version.connector)}::text[], ${column((r) => r.version.resourceType)}::text[], ${column((r) => r.version.sourceId)}::text[],
+         ${column((r) => r.version.versionId)}::text[], ${column((r) => r.version.lastUpdated)}::timestamptz[], ${column((r) => r.outcome)}::text[], ${column((r) => r.advance)}::boolean[])
+         AS r (connector, resource_type, source_id, version_id, last_updated, outcome, advance))`,
+      `recorded AS (
          INSERT INTO ledger_source_versions (practice_id, connector, resource_type, source_id, version_id, last_updated, outcome, received_at)
-         SELECT $1, connector, resource_type, source_id, version_id, last_updated, outcome, $8 FROM r ON CONFLICT DO NOTHING)
-       UPDATE ledger_sources s SET version_id = r.version_id, last_updated = r.last_updated, updated_at = $8
-       FROM r WHERE r.outcome <> 'stale' AND s.practice_id = $1 AND s.connector = r.connector AND s.resource_type = r.resource_type AND s.source_id = r.source_id`,
-      [
-        practiceId, column((r) => r.version.connector), column((r) => r.version.resourceType), column((r) => r.version.sourceId),
-        column((r) => r.version.versionId), column((r) => r.version.lastUpdated), column((r) => r.outcome), now,
-      ],
-    );
+         SELECT ${practice}, connector, resource_type, source_id, version_id, last_updated, outcome, ${at} FROM versions ON CONFLICT DO NOTHING)`,
+      `advanced AS (
+         UPDATE ledger_sources s SET version_id = r.version_id, last_updated = r.last_updated, updated_at = ${at}
+         FROM versions r WHERE r.advance AND s.practice_id = ${practice} AND s.connector = r.connector AND s.resource_type = r.resource_type AND s.source_id = r.source_id)`,
+    ];
   }
 
-  /** Recomputes each touched balance once from its entries (amounts, aging, automatic status and its history). */
-  async #recompute(postings: readonly SourcePosting[], touched: readonly Set<string>[], now: Date): Promise<void> {
-    const notes = new Map<string, string>();
-    touched.forEach((ids, n) => {
-      const v = postings[n]!.version;
-      for (const id of ids) notes.set(id, `${v.connector}/${v.resourceType}/${v.sourceId} version ${v.versionId}`);
-    });
-    if (notes.size === 0) return;
-    const ids = [...notes.keys()].sort();
-    const { rows } = await this.#db.query<{ id: string; status: BalanceStatus; service_date: string | null; payer: PayerKind | null; effect: string | null }>(
-      `SELECT b.id, b.status, e.service_date::text AS service_date, e.payer, e.effect::text AS effect
+  /**
+   * What each balance to recompute is now: its status and its entries' effects per service date and payer,
+   * those in the table plus this statement's new `lines` (when `withLines`).
+   */
+  #sumsQuery(statement: Statement, ids: readonly string[], withLines: boolean): string {
+    const entries = withLines
+      ? `SELECT service_date, payer, effect_minor FROM ledger_entries WHERE balance_id = b.id
+         UNION ALL SELECT service_date, payer, effect_minor FROM lines WHERE lines.balance_id = b.id`
+      : 'SELECT service_date, payer, effect_minor FROM ledger_entries WHERE balance_id = b.id';
+    return `SELECT b.id, b.status, e.service_date::text AS service_date, e.payer, e.effect::text AS effect
        FROM balances b
-       LEFT JOIN LATERAL (SELECT service_date, payer, sum(effect_minor) AS effect FROM ledger_entries WHERE balance_id = b.id GROUP BY service_date, payer) e ON true
-       WHERE b.id = ANY($1::uuid[])`,
-      [ids],
-    );
-    const sums = new Map<string, { status: BalanceStatus; patient: number; insurance: number; items: { date: string; effect: number }[] }>();
+       LEFT JOIN LATERAL (SELECT service_date, payer, sum(effect_minor) AS effect FROM (${entries}) x GROUP BY service_date, payer) e ON true
+       WHERE b.id = ANY(${statement.param(ids)}::uuid[])`;
+  }
+
+  /**
+   * Updates each recomputed balance from its entries' sums (amounts, aging, automatic status and its history):
+   * every touched balance except those this batch created (inserted with what its lines make them).
+   */
+  async #recompute(rows: readonly SumsRow[], ids: readonly string[], notes: ReadonlyMap<string, string>, now: Date): Promise<void> {
+    if (ids.length === 0) return;
+    const sums = new Map<string, { status: BalanceStatus; sums: EffectSum[] }>();
     for (const row of rows) {
-      const sum = sums.get(row.id) ?? { status: row.status, patient: 0, insurance: 0, items: [] };
-      sums.set(row.id, sum);
-      if (row.effect === null || row.service_date === null) continue;
-      const effect = toSafe(row.effect);
-      if (row.payer === 'patient') {
-        sum.patient += effect;
-        sum.items.push({ date: row.service_date, effect });
-      } else sum.insurance += effect;
+      const balance = sums.get(row.id) ?? { status: row.status, sums: [] };
+      sums.set(row.id, balance);
+      if (row.effect !== null && row.service_date !== null && row.payer !== null) balance.sums.push({ serviceDate: row.service_date, payer: row.payer, effect: toSafe(row.effect) });
     }
     const updates = ids.map((id) => {
-      const sum = sums.get(id)!;
-      if (!Number.isSafeInteger(sum.patient) || !Number.isSafeInteger(sum.insurance)) throw new MoneyError('out-of-range', 'balance beyond the safe integer range');
-      return { id, ...sum, oldest: ageItems(sum.items, '9999-12-31').oldestOpenDate, next: automaticStatus(sum.status, sum.patient), note: notes.get(id)! };
+      const { status, sums: effects } = sums.get(id)!;
+      return { id, status, ...balanceState(status, effects), note: notes.get(id)! };
     });
     const column = <T>(pick: (u: (typeof updates)[number]) => T) => updates.map(pick);
     await this.#db.query(
@@ -305,6 +359,70 @@ export class LedgerBatch {
       [column((u) => u.id), column((u) => u.patient), column((u) => u.insurance), column((u) => u.oldest), column((u) => u.next), column((u) => u.status), column((u) => u.note), now],
     );
   }
+}
+
+/** A row of {@link LedgerBatch}'s sums query: a balance's status and one (service date, payer) sum of its entries. */
+interface SumsRow {
+  id: string;
+  status: BalanceStatus;
+  service_date: string | null;
+  payer: PayerKind | null;
+  effect: string | null;
+}
+
+/** The parameters of one statement built in parts: each part adds its values and writes their `$n`. */
+class Statement {
+  readonly params: unknown[] = [];
+  /** @returns the placeholder of `value`. */
+  param(value: unknown): string {
+    this.params.push(value);
+    return `$${this.params.length}`;
+  }
+}
+
+/** The effects of a balance's entries summed per service date and payer. */
+interface EffectSum {
+  serviceDate: string;
+  payer: PayerKind;
+  effect: number;
+}
+
+/**
+ * What a balance's entries make it: the patient and insurance amounts, the oldest open date (patient items aged
+ * per service date) and the status it moves to by itself from `status`.
+ * @throws MoneyError (`out-of-range`) beyond the safe integer range.
+ */
+function balanceState(status: BalanceStatus, sums: readonly EffectSum[]): { patient: number; insurance: number; oldest: string | null; next: BalanceStatus } {
+  let patient = 0;
+  let insurance = 0;
+  const items: { date: string; effect: number }[] = [];
+  for (const sum of sums) {
+    if (sum.payer === 'patient') {
+      patient += sum.effect;
+      items.push({ date: sum.serviceDate, effect: sum.effect });
+    } else insurance += sum.effect;
+  }
+  if (!Number.isSafeInteger(patient) || !Number.isSafeInteger(insurance)) throw new MoneyError('out-of-range', 'balance beyond the safe integer range');
+  return { patient, insurance, oldest: ageItems(items, '9999-12-31').oldestOpenDate, next: automaticStatus(status, patient) };
+}
+
+/** How a balance's status history names the source record version that changed it. */
+const versionNote = (v: SourceVersion): string => `${v.connector}/${v.resourceType}/${v.sourceId} version ${v.versionId}`;
+
+/**
+ * A PostgreSQL array literal of these values (for a `$n::type[]` parameter): numbers as they are, strings quoted
+ * with `"` and `\` escaped, null as NULL. The driver's conversion does the same for any value, element by element.
+ */
+function arrayLiteral(values: readonly (string | number | null)[]): string {
+  let literal = '{';
+  for (let i = 0; i < values.length; i++) {
+    const value = values[i];
+    if (i > 0) literal += ',';
+    if (value === null || value === undefined) literal += 'NULL';
+    else if (typeof value === 'number') literal += value;
+    else literal += `"${/["\\]/.test(value) ? value.replace(/["\\]/g, '\\$&') : value}"`;
+  }
+  return `${literal}}`;
 }
 
 /** @throws LedgerError (`invalid-line`) for a line key used twice in one record or an unsafe amount. */

@@ -102,7 +102,8 @@ export class LedgerParties {
 
   /**
    * Locks (creating when missing) each account, then applies the records' names, patients and guarantors in
-   * order (a value given replaces the stored one), writing each changed account once.
+   * order (a value given replaces the stored one), writing each changed account once. An account created here is
+   * inserted with what the records give it, so only accounts that existed before are updated.
    * @returns per record, its account after its own upsert.
    */
   async #upsertAccounts(
@@ -111,34 +112,51 @@ export class LedgerParties {
     patientIds: readonly (string | null)[],
     guarantorIds: readonly (string | null)[],
   ): Promise<({ id: string; patientId: string | null; guarantorId: string | null } | null)[]> {
-    const identifiers = new Map<string, PersonIdentifier>();
-    for (const input of inputs) if (input.account) identifiers.set(keyOf(input.account.identifier), input.account.identifier);
-    if (identifiers.size === 0) return inputs.map(() => null);
+    type Fields = { patientId: string | null; guarantorId: string | null; name: string | null };
+    /** Applies record n's values to an account; @returns whether anything changed. */
+    const apply = (account: Fields, n: number): boolean => {
+      const given: Fields = { name: inputs[n]!.account!.name, patientId: patientIds[n] ?? null, guarantorId: guarantorIds[n] ?? null };
+      let changed = false;
+      for (const field of ['name', 'patientId', 'guarantorId'] as const) {
+        if (given[field] !== null && given[field] !== account[field]) {
+          account[field] = given[field];
+          changed = true;
+        }
+      }
+      return changed;
+    };
+    const created = new Map<string, { identifier: PersonIdentifier } & Fields>();
+    inputs.forEach((input, n) => {
+      if (!input.account) return;
+      const key = keyOf(input.account.identifier);
+      const account = created.get(key) ?? { identifier: input.account.identifier, patientId: null, guarantorId: null, name: null };
+      created.set(key, account);
+      apply(account, n);
+    });
+    if (created.size === 0) return inputs.map(() => null);
     const now = this.#clock.now();
-    const list = [...identifiers.values()];
-    const { rows } = await this.#db.query<{ id: string; identifier_system: string; identifier_value: string; patient_id: string | null; guarantor_id: string | null; name: string | null }>(
-      `INSERT INTO ledger_accounts (practice_id, identifier_system, identifier_value, created_at, updated_at)
-       SELECT $1, a.s, a.v, $4, $4 FROM unnest($2::text[], $3::text[]) AS a (s, v) ORDER BY a.s, a.v
+    const list = [...created.values()];
+    const { rows } = await this.#db.query<{ id: string; identifier_system: string; identifier_value: string; patient_id: string | null; guarantor_id: string | null; name: string | null; inserted: boolean }>(
+      `INSERT INTO ledger_accounts (practice_id, identifier_system, identifier_value, patient_id, guarantor_id, name, created_at, updated_at)
+       SELECT $1, a.s, a.v, a.p, a.g, a.n, $7, $7 FROM unnest($2::text[], $3::text[], $4::uuid[], $5::uuid[], $6::text[]) AS a (s, v, p, g, n) ORDER BY a.s, a.v
        ON CONFLICT (practice_id, identifier_system, identifier_value) DO UPDATE SET updated_at = ledger_accounts.updated_at
-       RETURNING id, identifier_system, identifier_value, patient_id, guarantor_id, name`,
-      [practiceId, list.map((i) => i.system), list.map((i) => i.value), now],
+       RETURNING id, identifier_system, identifier_value, patient_id, guarantor_id, name, (xmax = 0) AS inserted`,
+      [practiceId, list.map((a) => a.identifier.system), list.map((a) => a.identifier.value), list.map((a) => a.patientId), list.map((a) => a.guarantorId), list.map((a) => a.name), now],
     );
-    const state = new Map(rows.map((r) => [keyOf({ system: r.identifier_system, value: r.identifier_value }), { id: r.id, patientId: r.patient_id, guarantorId: r.guarantor_id, name: r.name, changed: false }]));
+    // Replayed record by record from what each account was before this batch (nothing, when it was just created).
+    const state = new Map(
+      rows.map((r) => [
+        keyOf({ system: r.identifier_system, value: r.identifier_value }),
+        { id: r.id, inserted: r.inserted, changed: false, ...(r.inserted ? { patientId: null, guarantorId: null, name: null } : { patientId: r.patient_id, guarantorId: r.guarantor_id, name: r.name }) },
+      ]),
+    );
     const seen = inputs.map((input, n) => {
       if (!input.account) return null;
       const account = state.get(keyOf(input.account.identifier))!;
-      const apply = <K extends 'patientId' | 'guarantorId' | 'name'>(field: K, value: string | null) => {
-        if (value !== null && value !== account[field]) {
-          account[field] = value;
-          account.changed = true;
-        }
-      };
-      apply('name', input.account.name);
-      apply('patientId', patientIds[n] ?? null);
-      apply('guarantorId', guarantorIds[n] ?? null);
+      if (apply(account, n)) account.changed = true;
       return { id: account.id, patientId: account.patientId, guarantorId: account.guarantorId };
     });
-    const changed = [...state.values()].filter((a) => a.changed);
+    const changed = [...state.values()].filter((a) => a.changed && !a.inserted);
     if (changed.length > 0) {
       await this.#db.query(
         `UPDATE ledger_accounts a SET patient_id = u.patient_id, guarantor_id = u.guarantor_id, name = u.name, updated_at = $5

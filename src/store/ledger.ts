@@ -7,7 +7,7 @@
  * Posting follows the one set of rules in `ledger-batch.ts`.
  */
 import { DateTime } from 'luxon';
-import type { Clock } from '../domain/clock.ts';
+import { type Clock, localDate } from '../domain/clock.ts';
 import { CONTACT_FIELDS, type ContactField, type PersonContact, type PersonIdentifier } from '../domain/contact.ts';
 import {
   ageItems,
@@ -388,7 +388,7 @@ export class LedgerRepository {
   }
 
   #todayIn(timeZone: string | null): string {
-    return DateTime.fromJSDate(this.#clock.now(), { zone: timeZone ?? 'UTC' }).toISODate()!;
+    return localDate(this.#clock.now(), timeZone);
   }
 
   // ---- reading ------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@
 import { createHash } from 'node:crypto';
 import type { Clock } from '../domain/clock.ts';
 import type { Money } from '../domain/money.ts';
+import { auditAppendSql, type NewAuditEvent } from './audit.ts';
 import type { Queryable } from './database.ts';
 
 export type PaymentStatus = 'pending' | 'succeeded' | 'failed' | 'refunded' | 'partially_refunded' | 'disputed';
@@ -107,6 +108,31 @@ export interface NewWriteback {
   writebackId: string;
   amount: Money;
   allocations: readonly PaymentAllocation[];
+}
+
+/** A balance a payment is for, as splitting the payment across its balances needs it (see {@link PaymentRepository.claimEvent}). */
+export interface PayableBalance {
+  id: string;
+  practiceId: string;
+  accountId: string;
+  guarantorId: string;
+  patientId: string | null;
+  /** What the patient (guarantor) owes now. */
+  patientAmount: Money;
+  oldestOpenDate: string | null;
+}
+
+interface PayableRow {
+  id: string; practice_id: string; account_id: string; guarantor_id: string; patient_id: string | null; currency: string; patient_amount_minor: string;
+  oldest_open_date: string | null;
+}
+
+/** A balance a payment is for. */
+function toPayable(r: PayableRow): PayableBalance {
+  return {
+    id: r.id, practiceId: r.practice_id, accountId: r.account_id, guarantorId: r.guarantor_id, patientId: r.patient_id,
+    patientAmount: { amount: safe(r.patient_amount_minor), currency: r.currency }, oldestOpenDate: r.oldest_open_date,
+  };
 }
 
 /** A payment lookup by Settle's id, else by payment intent, else by charge (see {@link PaymentRepository.findForUpdate}). */
@@ -286,29 +312,39 @@ export class PaymentRepository {
 
   /**
    * {@link recordEvent} and, when the event is new, {@link findForUpdate} of the payment it refers to, in one
-   * statement (one round trip of the handling transaction). A duplicate locks nothing.
+   * statement (one round trip of the handling transaction), with what posting a pending (or failed) payment
+   * needs: the balances it is for (in its order, as they stand; the ledger locks them when it posts) and the
+   * practice's time zone (for the date of what is posted). A duplicate locks nothing.
    */
-  async claimEvent(practiceId: string, event: { id: string; type: string; account?: string }, refs: PaymentLookup = {}): Promise<{ claimed: boolean; payment?: Payment }> {
+  async claimEvent(
+    practiceId: string, event: { id: string; type: string; account?: string }, refs: PaymentLookup = {},
+  ): Promise<{ claimed: boolean; payment?: Payment; balances: PayableBalance[]; timeZone: string | null }> {
     const lookup = paymentLookupSql(refs, 6, 'EXISTS (SELECT 1 FROM claimed)');
     // The lookup runs only when the insert claimed the event: a duplicate locks no payment.
-    const { rows } = await this.#db.query<PaymentRow & { claimed: boolean }>(
+    const { rows } = await this.#db.query<PaymentRow & { claimed: boolean; practice_time_zone: string | null; payable: PayableRow[] | null }>(
       `WITH claimed AS (
          INSERT INTO stripe_events (practice_id, account, event_id, type, received_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING 1),
        found AS (${lookup.sql})
-       SELECT found.*, EXISTS (SELECT 1 FROM claimed) AS claimed FROM (SELECT 1) one LEFT JOIN found ON true`,
+       SELECT found.*, EXISTS (SELECT 1 FROM claimed) AS claimed, (SELECT time_zone FROM practices WHERE id = $1) AS practice_time_zone,
+         CASE WHEN found.status IN ('pending', 'failed') THEN (
+           SELECT json_agg(json_build_object('id', b.id, 'practice_id', b.practice_id, 'account_id', b.account_id, 'guarantor_id', b.guarantor_id,
+             'patient_id', b.patient_id, 'currency', b.currency, 'patient_amount_minor', b.patient_amount_minor::text, 'oldest_open_date', b.oldest_open_date::text) ORDER BY u.n)
+           FROM unnest(found.balance_ids) WITH ORDINALITY AS u (id, n) JOIN balances b ON b.id = u.id) END AS payable
+       FROM (SELECT 1) one LEFT JOIN found ON true`,
       [practiceId, event.account ?? '', event.id, event.type, this.#clock.now(), ...lookup.values],
     );
     const row = rows[0]!;
-    return row.id === null ? { claimed: row.claimed } : { claimed: row.claimed, payment: toPayment(row) };
+    const found = { claimed: row.claimed, balances: (row.payable ?? []).map(toPayable), timeZone: row.practice_time_zone };
+    return row.id === null ? found : { ...found, payment: toPayment(row) };
   }
 
   /**
    * Marks an event processed, with what was done, and in the same statement applies what handling it decided
-   * to write last: a change to its payment and the write-backs it queued.
+   * to write last: a change to its payment, the write-backs it queued and the audit event recording it.
    */
   async finishEvent(
     practiceId: string, event: { id: string; account?: string }, outcome: string,
-    effects: { payment?: { id: string; change: PaymentChange }; writebacks?: readonly NewWriteback[] } = {},
+    effects: { payment?: { id: string; change: PaymentChange }; writebacks?: readonly NewWriteback[]; audit?: NewAuditEvent } = {},
   ): Promise<void> {
     const now = this.#clock.now();
     const values: unknown[] = [practiceId, event.account ?? '', event.id, outcome, now];
@@ -322,6 +358,11 @@ export class PaymentRepository {
       const insert = writebackInsertSql(effects.writebacks, now, values.length + 1);
       ctes.push(`queued AS (${insert.sql})`);
       values.push(...insert.values);
+    }
+    if (effects.audit) {
+      const append = auditAppendSql(effects.audit, now, values.length + 1);
+      ctes.push(append.sql);
+      values.push(...append.values);
     }
     await this.#db.query(
       `${ctes.length > 0 ? `WITH ${ctes.join(', ')} ` : ''}UPDATE stripe_events SET outcome = $4, processed_at = $5 WHERE practice_id = $1 AND account = $2 AND event_id = $3`,

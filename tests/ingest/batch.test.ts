@@ -158,6 +158,7 @@ describeOnEachDatabase('ingest of pending source records in batches', (db) => {
     };
     const batched = await dump(practiceId);
     assert.deepEqual(batched, await dump(otherPractice));
+    assert.deepEqual(batched.accounts.map((a) => a.patient), ['pe-3', 'pe-2', 'pe-1'], 'an account created by a batch is stored with the patient its latest record names');
     assert.equal(batched.balances.reduce((s, b) => s + Number(b.owed), 0), 105 * 78 - 210 - 630 + 700 + 555);
   });
 });

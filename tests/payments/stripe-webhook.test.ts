@@ -118,12 +118,4 @@ describe('Stripe webhook verification', () => {
       { numRuns: 400 },
     );
   });
-
-  it('handles a burst quickly enough for the 500 events/s target', () => {
-    const header = signStripePayload(payload, T, secret);
-    const started = performance.now();
-    for (let i = 0; i < 5000; i++) verifyStripeWebhook(payload, header, { secrets: [secret, newSecret], clock: clockAt(T) });
-    const perSecond = 5000 / ((performance.now() - started) / 1000);
-    assert.ok(perSecond > 1000, `${Math.round(perSecond)}/s (issue 7 target: 500 events/s end to end)`);
-  });
 });

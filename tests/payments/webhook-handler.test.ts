@@ -5,6 +5,7 @@ import { ManualClock } from '../../src/domain/clock.ts';
 import { money } from '../../src/domain/money.ts';
 import { StripeEventError } from '../../src/payments/stripe-events.ts';
 import { handleStripeEvent, returnSplit, type StripeEventHandlerDeps } from '../../src/payments/webhook-handler.ts';
+import { AuditLog } from '../../src/store/audit.ts';
 import { LedgerRepository } from '../../src/store/ledger.ts';
 import { PaymentRepository } from '../../src/store/payments.ts';
 import { describeOnEachDatabase } from '../support/databases.ts';
@@ -94,6 +95,49 @@ describeOnEachDatabase('handleStripeEvent', (db) => {
     } finally {
       query.mock.restore();
     }
+  });
+
+  it('posts a payment with one claim and one finish around the ledger\'s posting: balances, date and audit event ride on them', async () => {
+    const { household, deps: d } = await fresh();
+    const [succeeded, completed] = sandboxCheckoutEvents(clock, await pendingPayment(db(), clock, household, money(2_000, 'USD')));
+    const query = mock.method(pg.Client.prototype, 'query');
+    const sent = () => query.mock.calls.map((c) => String(typeof c.arguments[0] === 'string' ? c.arguments[0] : (c.arguments[0] as { text: string }).text).trim());
+    let first: string[], second: string[];
+    try {
+      assert.equal((await handleStripeEvent(d, succeeded!)).outcome, 'payment-posted');
+      first = sent();
+      query.mock.resetCalls();
+      assert.equal((await handleStripeEvent(d, completed!)).outcome, 'payment-already-posted');
+      second = sent();
+    } finally {
+      query.mock.restore();
+    }
+    // The retry check, BEGIN, the claim, then only the ledger's posting statements, the finish and COMMIT.
+    assert.match(first[0]!, /^SELECT .* FROM stripe_events/);
+    assert.deepEqual([first[1], first.at(-1)], ['BEGIN', 'COMMIT']);
+    assert.match(first[2]!, /^WITH claimed AS/);
+    assert.match(first.at(-2)!, /INSERT INTO audit_events[\s\S]*UPDATE stripe_events/, 'the audit event is written with the event marked processed');
+    const posting = first.slice(3, -2);
+    assert.ok(posting.length > 0 && posting.every((sql) => !/practices|audit_|pg_advisory|stripe_events|payments/.test(sql)), posting.join('\n'));
+    // The ledger: its source, its balance, the lines with their version and the balance's new sums, the balance.
+    assert.equal(posting.length, 4, posting.join('\n'));
+    assert.match(posting[2]!, /INSERT INTO ledger_source_versions[\s\S]*INSERT INTO ledger_entries[\s\S]*FROM balances b/);
+    assert.equal(second.length, 5, second.join('\n'));
+  });
+
+  it('posts payments of one guarantor arriving at once, each once, and keeps the audit chain one line', async () => {
+    const { household, deps: d } = await fresh();
+    const pending = await Promise.all([1_000, 2_000, 3_000].map((amount) => pendingPayment(db(), clock, household, money(amount, 'USD'))));
+    const results = await Promise.all(pending.flatMap((p) => sandboxCheckoutEvents(clock, p)).map((event) => handleStripeEvent(d, event)));
+    assert.deepEqual(results.map((r) => r.outcome).sort(), [...Array(3).fill('payment-already-posted'), ...Array(3).fill('payment-posted')]);
+    assert.equal((await ledger().getBalance(household.olderBalanceId))?.patientAmount.amount, 4_000, 'all $60 on the older balance');
+    for (const id of [household.olderBalanceId, household.newerBalanceId]) {
+      const check = await ledger().verifyBalance(id);
+      assert.equal(check.stored, check.fromEntries);
+    }
+    const chain = await new AuditLog(db(), clock).check(household.practiceId);
+    assert.equal(chain.broken, undefined);
+    assert.equal(chain.events, 3);
   });
 
   it('finds the payment an event names by Settle\'s id before its payment intent, and by its charge last', async () => {

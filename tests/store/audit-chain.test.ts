@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, it } from 'node:test';
+import { describe, it, mock } from 'node:test';
+import pg from 'pg';
 import { ManualClock } from '../../src/domain/clock.ts';
 import { AuditLog, type AuditEvent } from '../../src/store/audit.ts';
 import { openDatabase, type Database } from '../../src/store/database.ts';
@@ -90,6 +91,33 @@ describeOnEachDatabase('The audit chain', (db) => {
     const next = await audit.recordConfiguration(practiceId, [{ file: 'policies/default.json', data: { steps: [1, 2, 3], name: 'default' } }]);
     assert.deepEqual([next?.detail.added, next?.detail.changed, next?.detail.removed], [[], ['policies/default.json'], ['mappings/a.json']]);
     assert.equal((await audit.check(practiceId)).broken, undefined);
+  });
+
+  it('keeps appends made at once one line, from a practice\'s first event on (ids in chain order)', async () => {
+    n += 1;
+    const practiceId = (await new PracticeRepository(db().pool).create({ slug: `audit-${n}`, name: 'Audit Clinic' })).id;
+    const audit = new AuditLog(db(), clock);
+    const events = await Promise.all(Array.from({ length: 8 }, (_, i) => audit.append({ practiceId, actor: 'system', action: 'balance.view', entityType: 'balance', detail: { i } })));
+    const newest = String(Math.max(...events.map((e) => Number(e.id))));
+    assert.deepEqual(await audit.check(practiceId), { events: 8, lastEventId: newest });
+    const more = await Promise.all(Array.from({ length: 4 }, () => audit.append({ practiceId, actor: 'system', action: 'balance.view', entityType: 'balance' })));
+    assert.deepEqual(await audit.check(practiceId), { events: 12, lastEventId: String(Math.max(...more.map((e) => Number(e.id)))) });
+  });
+
+  it('appends in one statement, its hash made in SQL over any text as the check recomputes it in Node', async () => {
+    const { practiceId, audit } = await practiceWithEvents();
+    const query = mock.method(pg.Client.prototype, 'query');
+    let event: AuditEvent;
+    try {
+      event = await audit.append({
+        practiceId, actor: 'apikey:ü', action: 'balance.view', entityType: 'balance', entityId: 'ça-1',
+        detail: { note: 'Ünïcode — 🦷 "quoted"\nnew line \\ tab\t', nested: { b: [1, 'é', null], a: true } },
+      });
+      assert.equal(query.mock.callCount(), 1);
+    } finally {
+      query.mock.restore();
+    }
+    assert.deepEqual(await audit.check(practiceId), { events: 6, lastEventId: event.id });
   });
 
   it('keeps each practice its own chain', async () => {

@@ -126,6 +126,46 @@ describeOnEachDatabase('LedgerRepository', (db) => {
     assert.deepEqual(history.map((h) => [h.fromStatus, h.toStatus, h.actor]), [[null, 'open', 'system:ingest'], ['open', 'paid', 'system:ingest'], ['paid', 'open', 'system:ingest']]);
   });
 
+  it('a balance a batch creates is what posting its records one by one makes it: amounts, oldest open date, status and history', async () => {
+    const account = (value: string) => ledger.ensureAccount(practiceId, { identifier: { system: 'urn:acct', value }, patientId: target.patientId });
+    const records = (prefix: string): [SourceVersion, LedgerLine[]][] => [
+      [v(`${prefix}-1`, '1'), [line('c1', 'charge', '30.00', '2026-01-05'), line('c2', 'charge', '12.50', '2026-01-20'), line('i', 'charge', '80.00', '2026-01-05', { payer: 'insurance' })]],
+      [v(`${prefix}-2`, '1'), [line('p', 'payment', '30.00', '2026-02-01'), line('a', 'adjustment', '2.50', '2026-01-20')]],
+      [v(`${prefix}-3`, '1'), [line('p', 'payment', '10.00', '2026-02-03')]],
+    ];
+    const paidOff = { ...target, accountId: await account('A-paid-batch') };
+    const owing = { ...target, accountId: await account('A-owing-batch') };
+    const [paidResult, , , owingResult] = await withTransaction(db(), (tx) =>
+      ledger.on(tx).postSources(practiceId, [
+        ...records('bp').map(([version, lines]) => ({ version, target: paidOff, lines })),
+        ...records('bo').slice(0, 2).map(([version, lines]) => ({ version, target: owing, lines })),
+      ]),
+    );
+    const oneByOne = { ...target, accountId: await account('A-paid-single') };
+    let single = '';
+    for (const [version, lines] of records('sp')) single = (await post(version, lines, oneByOne)).balanceIds[0]!;
+    const state = async (id: string) => {
+      const { id: _id, accountId: _a, statusChangedAt: _s, updatedAt: _u, ...balance } = (await ledger.getBalance(id))!;
+      return { balance, history: (await ledger.statusHistory(id)).map((h) => [h.fromStatus, h.toStatus, h.note?.replace(/\/(bp|sp)-/, '/x-') ?? null]) };
+    };
+    const batched = await state(paidResult!.balanceIds[0]!);
+    assert.deepEqual(batched, await state(single));
+    assert.equal(batched.balance.status, 'paid');
+    assert.deepEqual(batched.history, [[null, 'open', 'balance created'], ['open', 'paid', 'ehr/Invoice/x-3 version 1']]);
+    assert.deepEqual(batched.balance.insuranceAmount, { amount: 8000, currency: 'USD' });
+    const owingBalance = (await ledger.getBalance(owingResult!.balanceIds[0]!))!;
+    assert.deepEqual([owingBalance.patientAmount.amount, owingBalance.oldestOpenDate, owingBalance.status], [1000, '2026-01-20', 'open']);
+    assert.deepEqual(await ledger.verifyBalance(owingBalance.id), { stored: 1000, fromEntries: 1000 });
+  });
+
+  it('stores line texts exactly as given: quotes, backslashes, commas, braces, NULL-like text and empty strings', async () => {
+    const texts = ['say "hi"', 'C:\\temp\\x', 'a, b {c}', 'NULL', '', ' padded ', 'ünïcode ✓'];
+    const lines = texts.map((text, i) => line(`k${i}-${text}`, 'charge', '1.00', '2026-02-01', { description: text, serviceCode: i % 2 ? null : text }));
+    await post(v('inv-texts', '1'), lines);
+    const entries = await ledger.entriesOfSource(practiceId, { connector: 'ehr', resourceType: 'Invoice', sourceId: 'inv-texts' });
+    assert.deepEqual(entries.map((e) => [e.lineKey, e.description, e.serviceCode]), texts.map((text, i) => [`k${i}-${text}`, text, i % 2 ? null : text]));
+  });
+
   it('holds need a reason; status changes record who and why; the small-balance threshold stops outreach', async () => {
     const [balance] = (await ledger.listBalances(practiceId, { minAmount: 10000 })).balances;
     assert.ok(balance);
