@@ -2,9 +2,10 @@
  * MLLP round trips: messages/s with the AA sent only after the durable commit, on 1 and 8 connections, side by
  * side with @medplum/hl7's Hl7Server answering without storing anything. The database is the PostgreSQL server
  * (BENCH_DATABASE_URL, else TEST_DATABASE_URL), or embedded PGlite when neither is set. Each line also says how
- * many messages shared a commit; the line just before the one-connection result measures what one durable commit
- * of one row costs on this database, which bounds one connection (a sender that waits for each ACK pays one commit
- * per message).
+ * many messages shared a commit, how long a commit took, and what share of the run some commit was under way (the
+ * rest is the listener, its senders and the loopback: what a faster database cannot win back); the line just
+ * before the one-connection result measures what one durable commit of one row costs on this database, which
+ * bounds one connection (a sender that waits for each ACK pays one commit per message).
  * Also: parse throughput of a ~1.8 KB DFT^P03 with 5 FT1 (decode by MSH-18 + parse + exact FT1-11 amounts)
  * against plain Hl7Message.parse; conversion of that message into its 5 source records; and the MLLP sender's
  * send-and-wait rate to Hl7Server against @medplum/hl7's own Hl7Client.sendAndWait.
@@ -124,11 +125,15 @@ for (const connections of [1, 8]) {
   const ours = await rate(listener.port, connections, `run${connections}`);
   const after = listener.commitStats();
   const theirs = await rate(peerPort, connections, `run${connections}`);
-  const perCommit = (after.messages - before.messages) / (after.batches - before.batches);
+  const batches = after.batches - before.batches;
+  const perCommit = (after.messages - before.messages) / batches;
+  // Where the time went: the database (some batch committing) or the rest (listener, senders, loopback).
+  const committing = after.committingMs - before.committingMs;
+  const spent = `; a commit ${(committing / batches).toFixed(2)} ms, some commit under way ${((committing / 1000) * ours / (after.messages - before.messages) * 100).toFixed(0)} % of the time`;
   // A sender waiting for each ACK pays one commit per message: one connection cannot beat 1 / commit latency.
   const bound = connections === 1 ? `; bound: at most ${(1000 / commitMs).toFixed(0)} msg/s at ${commitMs.toFixed(3)} ms a commit, 0.5x needs ${(theirs / 2).toFixed(0)}` : '';
   console.log(
-    `mllp round trip, AA after durable commit (${where}, ${connections} connection${connections > 1 ? 's' : ''}): ${ours.toFixed(0)} msg/s (${(ours / theirs).toFixed(2)}x vs @medplum/hl7 Hl7Server storing nothing at ${theirs.toFixed(0)} msg/s; ${perCommit.toFixed(1)} messages per commit${bound})`,
+    `mllp round trip, AA after durable commit (${where}, ${connections} connection${connections > 1 ? 's' : ''}): ${ours.toFixed(0)} msg/s (${(ours / theirs).toFixed(2)}x vs @medplum/hl7 Hl7Server storing nothing at ${theirs.toFixed(0)} msg/s; ${perCommit.toFixed(1)} messages per commit${spent}${bound})`,
   );
 }
 await listener.close();

@@ -32,6 +32,8 @@ export interface CommitBatcherStats {
   peakInFlight: number;
   /** Batches that started when `gatherMs` ran out rather than when every expected sender was back. */
   gatherTimeouts: number;
+  /** Milliseconds during which at least one batch was committing (what the database took; the rest is the listener and its senders). */
+  committingMs: number;
 }
 
 interface Entry {
@@ -54,7 +56,9 @@ export class CommitBatcher {
   private readonly expected = new Set<object>();
   private gatherTimer: NodeJS.Timeout | undefined;
   private inFlight = 0;
-  private readonly counters: CommitBatcherStats = { batches: 0, messages: 0, peakInFlight: 0, gatherTimeouts: 0 };
+  /** When the batches now in flight started committing (the first of them, if several overlap). */
+  private committingSince = 0;
+  private readonly counters: CommitBatcherStats = { batches: 0, messages: 0, peakInFlight: 0, gatherTimeouts: 0, committingMs: 0 };
 
   /**
    * @param store where batches are committed.
@@ -89,7 +93,8 @@ export class CommitBatcher {
 
   /** A snapshot of the counters. */
   stats(): CommitBatcherStats {
-    return { ...this.counters };
+    const committing = this.inFlight > 0 ? performance.now() - this.committingSince : 0;
+    return { ...this.counters, committingMs: this.counters.committingMs + committing };
   }
 
   private startBatches(): void {
@@ -113,10 +118,10 @@ export class CommitBatcher {
       this.gatherTimer = undefined;
       this.expected.clear();
       this.take(batch);
-      this.inFlight++;
+      if (this.inFlight++ === 0) this.committingSince = performance.now();
       this.counters.peakInFlight = Math.max(this.counters.peakInFlight, this.inFlight);
       void this.commit(batch).finally(() => {
-        this.inFlight--;
+        if (--this.inFlight === 0) this.counters.committingMs += performance.now() - this.committingSince;
         const queued = new Set(this.pending.map((entry) => entry.sender));
         for (const entry of batch) {
           this.busy.delete(entry.sender);

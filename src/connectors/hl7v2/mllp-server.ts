@@ -11,9 +11,10 @@ import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
 import { Hl7Message } from '@medplum/core';
+import type pg from 'pg';
 import type { Logger } from '../../config/logger.ts';
 import type { Clock } from '../../domain/clock.ts';
-import type { Queryable } from '../../store/database.ts';
+import type { Database, Queryable } from '../../store/database.ts';
 import { Hl7MessageRepository } from '../../store/hl7-messages.ts';
 import { buildAck, Hl7ErrorCode, mshField, type AckCode, type AckError } from './ack.ts';
 import { decodeHl7Bytes, Hl7TextError, nodeEncoding, readMsh18, charsetOf, type Hl7Charset } from './hl7-text.ts';
@@ -44,8 +45,11 @@ export function asHl7v2MllpConnector(data: Record<string, unknown>): Hl7v2MllpCo
 
 /** Options of {@link startMllpListener}. */
 export interface MllpListenerOptions {
-  /** Where messages are committed: the database pool (each insert commits on its own). */
-  db: { pool: Queryable } | Queryable;
+  /**
+   * Where messages are committed: the database (each insert commits on its own on its pool), or a Queryable that
+   * commits each statement. On a PostgreSQL server the listener's statements are prepared once per connection.
+   */
+  db: Pick<Database, 'kind' | 'pool'> | Queryable;
   /** The practice every message of this connector belongs to (resolve `connector.practice` by slug). */
   practiceId: string;
   connector: Hl7v2MllpConnector;
@@ -110,7 +114,7 @@ interface Outcome {
 export async function startMllpListener(options: MllpListenerOptions): Promise<MllpListener> {
   const { connector, logger, clock, practiceId } = options;
   const secureContext = connector.tls ? tlsOptions(connector) : undefined;
-  const queryable: Queryable = 'pool' in options.db ? options.db.pool : options.db;
+  const queryable: Queryable = !('pool' in options.db) ? options.db : options.db.kind === 'server' ? preparedOnEachConnection(options.db.pool) : options.db.pool;
   const repository = new Hl7MessageRepository(queryable);
   const maxMessageBytes = options.maxMessageBytes ?? 1024 * 1024;
   const idleTimeoutMs = options.idleTimeoutMs ?? 5 * 60_000;
@@ -407,6 +411,23 @@ function tlsOptions(connector: Hl7v2MllpConnector): tls.TlsOptions {
     throw new Error(`connector ${connector.name}: the TLS certificate and key cannot be used: ${(error as Error).message}`);
   }
   return options;
+}
+
+/**
+ * A pool whose statements are prepared once on each of its connections (pg named statements), so the PostgreSQL
+ * server neither parses nor plans the insert of every batch again. Only for a server: the embedded database
+ * already prepares every statement once, and its connections share one session, where two connections
+ * preparing the same name would collide.
+ */
+function preparedOnEachConnection(pool: pg.Pool): Queryable {
+  const names = new Map<string, string>();
+  return {
+    query<R extends pg.QueryResultRow>(text: string, values?: unknown[]) {
+      let name = names.get(text);
+      if (name === undefined) names.set(text, (name = `settle_mllp_${names.size + 1}`));
+      return pool.query<R>({ name, text, values });
+    },
+  };
 }
 
 /** The charset of a payload by MSH-18, or the connector's when it declares none or an unsupported one. */

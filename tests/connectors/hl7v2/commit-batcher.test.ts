@@ -59,7 +59,8 @@ describe('commit batcher', () => {
     assert.deepEqual(batches[1], ['B1', 'C1', 'A2'], 'the waiting senders and the returning one share a commit');
     await commitNext();
     assert.deepEqual((await Promise.all([...rest, again])).map((r) => r.id), ['B1', 'C1', 'A2']);
-    assert.deepEqual(batcher.stats(), { batches: 2, messages: 4, peakInFlight: 1, gatherTimeouts: 0 });
+    const { committingMs: _ms, ...counts } = batcher.stats();
+    assert.deepEqual(counts, { batches: 2, messages: 4, peakInFlight: 1, gatherTimeouts: 0 });
   });
 
   it('waits at most gatherMs for a sender that does not send again, and not at all once it is gone', async () => {
@@ -115,7 +116,28 @@ describe('commit batcher', () => {
     assert.equal(open.length, 2);
     while (open.length > 0) await commitNext();
     assert.equal((await Promise.all(results)).length, 7);
-    assert.deepEqual(batcher.stats(), { batches: 4, messages: 7, peakInFlight: 2, gatherTimeouts: 0 });
+    const { committingMs: _ms, ...counts } = batcher.stats();
+    assert.deepEqual(counts, { batches: 4, messages: 7, peakInFlight: 2, gatherTimeouts: 0 });
+  });
+
+  it('counts the time during which batches commit: overlapping batches once, idle time not at all', async () => {
+    const { store, commitNext } = heldStore();
+    const batcher = new CommitBatcher(store, { maxBatch: 1, maxInFlight: 2, gatherMs: 0 });
+    const started = performance.now();
+    const first = batcher.store(message('A1'), {});
+    await sleep(30);
+    const second = batcher.store(message('B1'), {}); // a full batch (maxBatch 1): commits beside A1
+    await sleep(30);
+    assert.ok(batcher.stats().committingMs >= 55, `${batcher.stats().committingMs} ms while A1 is still committing`);
+    await commitNext();
+    await sleep(30);
+    await commitNext();
+    await Promise.all([first, second]);
+    const span = performance.now() - started;
+    const { committingMs } = batcher.stats();
+    assert.ok(committingMs >= 85 && committingMs <= span, `${committingMs} ms committing in a ${span} ms span (A1 and B1 overlapped for 30 ms)`);
+    await sleep(30);
+    assert.equal(batcher.stats().committingMs, committingMs, 'nothing committing: the count stands still');
   });
 
   it('retries a failed batch one message at a time, so one bad row fails only its own message', async () => {

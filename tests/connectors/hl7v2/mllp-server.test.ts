@@ -8,6 +8,7 @@ import { Hl7Message } from '@medplum/core';
 import { Hl7Client } from '@medplum/hl7';
 import { Client as NodeHl7Client, Message as NodeHl7Message } from 'node-hl7-client';
 import { PassThrough } from 'node:stream';
+import pg from 'pg';
 import { createLogger, silentLogger } from '../../../src/config/logger.ts';
 import { ManualClock } from '../../../src/domain/clock.ts';
 import { readAck } from '../../../src/connectors/hl7v2/ack.ts';
@@ -115,7 +116,7 @@ class RawPeer {
   }
 }
 
-describeOnEachDatabase('MLLP listener', (db) => {
+describeOnEachDatabase('MLLP listener', (db, engine) => {
   const clock = new ManualClock(new Date('2026-03-01T15:30:00Z'));
   let practiceId = '';
   let listener: MllpListener;
@@ -446,6 +447,29 @@ describeOnEachDatabase('MLLP listener', (db) => {
     } finally {
       peer.end();
       await failing.close();
+    }
+  });
+
+  it('on a database, stores each message once through its pool; on a PostgreSQL server with statements prepared once per connection', async () => {
+    const pool = new pg.Pool({ ...db().connection, max: 1 }); // one session, so its prepared statements can be listed
+    const onDatabase = await startMllpListener({ db: { kind: db().kind, pool }, practiceId, connector: { ...connector, name: 'pm-hl7v2-pool' }, logger: silentLogger(), clock });
+    try {
+      const peer = new RawPeer(onDatabase.port);
+      await peer.connected();
+      for (const [i, id] of ['POOL1', 'POOL1', 'POOL2'].entries()) {
+        peer.socket.write(encodeFrame(dft(id)));
+        await peer.waitForAcks(i + 1);
+      }
+      assert.deepEqual(peer.acks.map((a) => [readAck(a).code, readAck(a).controlId]), [['AA', 'POOL1'], ['AA', 'POOL1'], ['AA', 'POOL2']]);
+      peer.end();
+      for (const id of ['POOL1', 'POOL2']) assert.equal((await repository.findByControlId(practiceId, 'pm-hl7v2-pool', id)).length, 1);
+      if (engine === 'postgres') {
+        const { rows } = await pool.query<{ name: string; statement: string }>("SELECT name, statement FROM pg_prepared_statements WHERE name LIKE 'settle_mllp_%' ORDER BY name");
+        assert.deepEqual(rows.map((r) => [r.name, /^\s*(\w+)/.exec(r.statement)?.[1]]), [['settle_mllp_1', 'INSERT'], ['settle_mllp_2', 'SELECT']], 'the insert, and the lookup of a duplicate');
+      }
+    } finally {
+      await onDatabase.close();
+      await pool.end();
     }
   });
 
