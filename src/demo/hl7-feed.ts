@@ -4,7 +4,7 @@
  * the patient portion is what is left, as in a real practice. Patients are fictitious (555-01xx phones,
  * example.com emails) and deterministic for a seed, like the sandbox EHR's.
  *
- * The messages go to Settle's MLLP listener over a real socket (see `sendVisits`), through the same store,
+ * The messages go to Settle's MLLP listener over real sockets (see `sendVisits`), through the same store,
  * ACK and processing as a real feed.
  */
 import type { Logger } from 'winston';
@@ -95,11 +95,22 @@ export function visitsOn(seed: number, serviceDate: string, firstNumber: number,
   return visits;
 }
 
+/** Connections visits are sent on at once: the listener commits the messages that arrive together in one batch. */
+const SEND_CONNECTIONS = 4;
+
 /**
- * Sends visits to an MLLP listener, one at a time, each acknowledged before the next.
+ * Sends visits to an MLLP listener over up to {@link SEND_CONNECTIONS} connections at once (the visits dealt
+ * among them in turn), each visit acknowledged before the next on its connection.
  * @returns how many were accepted (AA); the others are counted in `refused` with their reasons in the log.
  */
 export async function sendVisits(target: { host: string; port: number; logger: Logger }, visits: readonly DemoVisit[]): Promise<{ accepted: number; refused: number }> {
+  const lanes = Math.min(SEND_CONNECTIONS, visits.length);
+  const outcomes = await Promise.all(Array.from({ length: lanes }, (_, lane) => sendInTurn(target, visits.filter((_, i) => i % lanes === lane))));
+  return { accepted: outcomes.reduce((n, o) => n + o.accepted, 0), refused: outcomes.reduce((n, o) => n + o.refused, 0) };
+}
+
+/** Sends visits on one connection, one at a time, each acknowledged before the next. */
+async function sendInTurn(target: { host: string; port: number; logger: Logger }, visits: readonly DemoVisit[]): Promise<{ accepted: number; refused: number }> {
   const sender = new MllpSender({ host: target.host, port: target.port, logger: target.logger, ackTimeoutMs: 30_000 });
   let accepted = 0;
   let refused = 0;

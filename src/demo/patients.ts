@@ -16,7 +16,7 @@ import { startCheckout } from '../payments/start-checkout.ts';
 import type { SandboxGateway } from '../payments/sandbox-gateway.ts';
 import { withTransaction, type Database } from '../store/database.ts';
 import { LedgerRepository } from '../store/ledger.ts';
-import { OutreachRepository } from '../store/outreach.ts';
+import { OutreachRepository, type NewContactRule } from '../store/outreach.ts';
 import type { PhiCipher } from '../store/phi-crypto.ts';
 import { StaffTaskRepository } from '../store/staff-tasks.ts';
 import type { StepTimings } from './timings.ts';
@@ -58,6 +58,38 @@ function chance(seed: number, label: string): number {
   return createHash('sha256').update(`${seed}:${label}`).digest().readUInt32BE(0) / 2 ** 32;
 }
 
+/** What answering needs of a balance. */
+interface AnsweringBalance {
+  id: string;
+  guarantorId: string;
+  status: string;
+  cents: number;
+  currency: string;
+}
+
+/**
+ * The balances named, and every balance of their guarantors (each guarantor's in id order), in one statement.
+ */
+async function guarantorBalances(db: Database, practiceId: string, balanceIds: readonly string[]): Promise<{ byId: Map<string, AnsweringBalance>; byGuarantor: Map<string, AnsweringBalance[]> }> {
+  const byId = new Map<string, AnsweringBalance>();
+  const byGuarantor = new Map<string, AnsweringBalance[]>();
+  if (balanceIds.length === 0) return { byId, byGuarantor };
+  const { rows } = await db.pool.query<{ id: string; guarantor_id: string; status: string; cents: string; currency: string }>(
+    `SELECT id, guarantor_id, status, patient_amount_minor::text AS cents, currency FROM balances
+      WHERE practice_id = $1 AND guarantor_id IN (SELECT guarantor_id FROM balances WHERE practice_id = $1 AND id = ANY($2::uuid[]))
+      ORDER BY guarantor_id, id`,
+    [practiceId, balanceIds],
+  );
+  for (const row of rows) {
+    const balance = { id: row.id, guarantorId: row.guarantor_id, status: row.status, cents: Number(row.cents), currency: row.currency };
+    byId.set(balance.id, balance);
+    const list = byGuarantor.get(balance.guarantorId);
+    if (list) list.push(balance);
+    else byGuarantor.set(balance.guarantorId, [balance]);
+  }
+  return { byId, byGuarantor };
+}
+
 /**
  * Lets the patients answer the messages written to the outbox after `afterSeq`.
  * @returns what they did and the last outbox seq looked at (pass it next time).
@@ -80,19 +112,22 @@ export async function answerMessages(
   // Answered in an order that is the same every run (the planner's order follows random ids).
   rows.sort((a, b) => (a.label < b.label ? -1 : a.label > b.label ? 1 : 0));
   const responses: PatientResponses = { messages: rows.length, paidInFull: 0, plans: 0, disputes: 0, collectedCents: 0 };
-  const ledger = new LedgerRepository(db.pool, deps.cipher, deps.clock);
-  const answered = new Set<string>();
-  for (const row of rows) {
+  const answering = rows.flatMap((row) => {
     const roll = chance(deps.seed, `answer:${row.label}`);
     const pays = roll < RESPONSE_RATES[row.channel];
     const disputes = !pays && roll > 1 - DISPUTE_RATE;
-    if (!pays && !disputes) continue;
-    const balance = await timed('demo: answers (balance read)', () => ledger.getBalance(row.balance_id));
+    return pays || disputes ? [{ row, disputes }] : [];
+  });
+  // Each answer changes only its own guarantor's balances, and a guarantor answers once, so the balances of
+  // every guarantor who answers are read once, up front, as they stand.
+  const balances = await timed('demo: answers (balances read)', () => guarantorBalances(db, practiceId, answering.map(({ row }) => row.balance_id)));
+  const ledger = new LedgerRepository(db.pool, deps.cipher, deps.clock);
+  const answered = new Set<string>();
+  for (const { row, disputes } of answering) {
+    const balance = balances.byId.get(row.balance_id);
     if (!balance || balance.status !== 'open' || answered.has(balance.guarantorId)) continue;
     answered.add(balance.guarantorId);
-    const open = (await timed('demo: answers (balance read)', () => ledger.listBalances(practiceId, { guarantorId: balance.guarantorId, limit: 50 }))).balances.filter(
-      (b) => b.status === 'open' && b.patientAmount.amount > 0 && b.patientAmount.currency === balance.patientAmount.currency,
-    );
+    const open = balances.byGuarantor.get(balance.guarantorId)!.filter((b) => b.status === 'open' && b.cents > 0 && b.currency === balance.currency);
     if (open.length === 0) continue;
     if (disputes) {
       await withTransaction(db, async (tx) => {
@@ -102,8 +137,8 @@ export async function answerMessages(
       responses.disputes++;
       continue;
     }
-    const total = open.reduce((sum, b) => sum + b.patientAmount.amount, 0);
-    const currency = balance.patientAmount.currency;
+    const total = open.reduce((sum, b) => sum + b.cents, 0);
+    const currency = balance.currency;
     const offers = offeredPlans(total, DEFAULT_PLAN_TERMS);
     let plan: { planId: string } | undefined;
     let cents = total;
@@ -146,17 +181,15 @@ export async function recordRegistrationConsents(deps: { db: Database; clock: Cl
   // live engine's other work (on the embedded database's single connection) waits only briefly.
   for (let i = 0; i < registered.length; i += CONSENTS_PER_TRANSACTION) {
     consents += await withTransaction(db, async (tx) => {
-      let recorded = 0;
+      const forms: NewContactRule[] = [];
       for (const { id } of registered.slice(i, i + CONSENTS_PER_TRANSACTION)) {
         const contact = await ledger.on(tx).getGuarantorContact(id);
         const at = deps.clock.now();
         for (const [channel, address] of [['sms', contact?.phones?.[0]], ['email', contact?.email]] as const) {
-          if (!address) continue;
-          await outreach.on(tx).recordConsent(practiceId, { channel, address, source: DEMO_CONSENT_SOURCE, at });
-          recorded++;
+          if (address) forms.push({ channel, address, source: DEMO_CONSENT_SOURCE, at });
         }
       }
-      return recorded;
+      return (await outreach.on(tx).recordConsents(practiceId, forms)).length;
     });
   }
   return { guarantors: rows.length, consents };

@@ -163,16 +163,26 @@ export const noSendDayGuard: Guard = (context) => {
   const { policy, channel, now } = context;
   if (!isInstant(channel) || policy.noSendDays.length === 0) return allow('no-send-day');
   const zone = zoneOf(context);
-  const holidays = context.holidays ?? builtInHolidays;
+  if (context.holidays !== undefined && context.holidays !== builtInHolidays) return noSendDayVerdict(policy.noSendDays, now, zone, context.holidays);
+  // With the built-in calendars the verdict depends only on the days, the instant and the zone: once per run and zone.
+  const key = `${policy.noSendDays.join(',')} ${now.getTime()} ${zone}`;
+  let verdict = noSendVerdicts.get(key);
+  if (verdict === undefined) remember(noSendVerdicts, key, (verdict = noSendDayVerdict(policy.noSendDays, now, zone, builtInHolidays)));
+  return { ...verdict };
+};
+
+const noSendVerdicts = new Map<string, GuardVerdict>();
+
+function noSendDayVerdict(noSendDays: string[], now: Date, zone: string, holidays: HolidayResolver): GuardVerdict {
   const today = DateTime.fromJSDate(now, { zone });
-  const unknown = policy.noSendDays.filter((d) => d.startsWith('holidays:') && holidays(d.slice(9), today.toISODate()!) === undefined);
+  const unknown = noSendDays.filter((d) => d.startsWith('holidays:') && holidays(d.slice(9), today.toISODate()!) === undefined);
   const note = unknown.length > 0 ? `unknown holiday calendar ${unknown.join(', ')} not applied` : undefined;
-  const why = noSendReason(policy.noSendDays, today, holidays);
+  const why = noSendReason(noSendDays, today, holidays);
   if (why === null) return allow('no-send-day', note);
   let day = today.startOf('day');
-  for (let i = 0; i < 366 && noSendReason(policy.noSendDays, day, holidays) !== null; i++) day = day.plus({ days: 1 }).startOf('day');
+  for (let i = 0; i < 366 && noSendReason(noSendDays, day, holidays) !== null; i++) day = day.plus({ days: 1 }).startOf('day');
   return { rule: 'no-send-day', verdict: 'defer', until: day.toJSDate(), reason: `${today.toISODate()} in ${zone} is a no-send day (${why})` };
-};
+}
 
 const WEEKDAYS = ['monday', 'tuesday', 'wednesday', 'thursday', 'friday', 'saturday', 'sunday'];
 
@@ -266,14 +276,18 @@ export const quietHoursGuard: Guard = (context) => {
   const zone = zoneOf(context);
   const until = nextAllowedInstant(policy.quietHours, now, zone);
   if (until.getTime() === now.getTime()) return allow('quiet-hours');
-  const local = DateTime.fromJSDate(now, { zone }).toFormat('HH:mm');
-  return {
-    rule: 'quiet-hours',
-    verdict: 'defer',
-    until,
-    reason: `${local} in ${zone} is inside quiet hours ${policy.quietHours.start}–${policy.quietHours.end}; waits until ${DateTime.fromJSDate(until, { zone }).toFormat("yyyy-MM-dd HH:mm ZZZZ")}`,
-  };
+  // Planning defers every text of a run made at night for the same reason: it is written once per instant and zone.
+  const key = `${policy.quietHours.start} ${policy.quietHours.end} ${now.getTime()} ${zone}`;
+  let reason = quietReasons.get(key);
+  if (reason === undefined) {
+    const local = DateTime.fromJSDate(now, { zone }).toFormat('HH:mm');
+    reason = `${local} in ${zone} is inside quiet hours ${policy.quietHours.start}–${policy.quietHours.end}; waits until ${DateTime.fromJSDate(until, { zone }).toFormat('yyyy-MM-dd HH:mm ZZZZ')}`;
+    remember(quietReasons, key, reason);
+  }
+  return { rule: 'quiet-hours', verdict: 'defer', until, reason };
 };
+
+const quietReasons = new Map<string, string>();
 
 /** Attempts that count against caps: sent or failed messages (not suppressed ones, not the agency hand-off). */
 function countedAttempts(balance: OutreachBalance, now: Date) {

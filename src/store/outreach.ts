@@ -182,11 +182,20 @@ export class OutreachRepository {
 
   /** Records a consent. @returns its id. */
   async recordConsent(practiceId: string, consent: NewContactRule): Promise<string> {
+    return (await this.recordConsents(practiceId, [consent]))[0]!;
+  }
+
+  /** Records consents in one statement (a front desk's day of registration forms). @returns their ids, in order. */
+  async recordConsents(practiceId: string, consents: readonly NewContactRule[]): Promise<string[]> {
+    if (consents.length === 0) return [];
     const { rows } = await this.#db.query<{ id: string }>(
-      'INSERT INTO contact_consents (practice_id, channel, address_index, source, recorded_at) VALUES ($1, $2, $3, $4, $5) RETURNING id',
-      [practiceId, consent.channel, this.#index(consent.channel, consent.address), consent.source, consent.at],
+      `INSERT INTO contact_consents (practice_id, channel, address_index, source, recorded_at)
+       SELECT $1, c.channel, c.address_index, c.source, c.recorded_at
+       FROM unnest($2::text[], $3::text[], $4::text[], $5::timestamptz[]) WITH ORDINALITY AS c (channel, address_index, source, recorded_at, n)
+       ORDER BY c.n RETURNING id`,
+      [practiceId, consents.map((c) => c.channel), consents.map((c) => this.#index(c.channel, c.address)), consents.map((c) => c.source), consents.map((c) => c.at)],
     );
-    return rows[0]!.id;
+    return rows.map((r) => r.id);
   }
 
   /** Revokes every consent in force for a channel and address at `at`. @returns how many. */

@@ -8,14 +8,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { killEngines, ROOT, spawnEngine, waitFor } from '../support/cli.ts';
+import { demoStaffKey, FRESH_ENV } from './fresh-machine.ts';
 
-/** Nothing real: the embedded database, no keys, no Stripe, no Twilio, no mail server. */
-const FRESH_ENV = {
-  DATABASE_URL: undefined, SETTLE_ENCRYPTION_KEYS: undefined, SETTLE_BLIND_INDEX_KEY: undefined, SETTLE_PAY_LINK_KEYS: undefined,
-  STRIPE_SECRET_KEY: undefined, STRIPE_WEBHOOK_SECRET: undefined, SETTLE_SMTP_URL: undefined,
-  TWILIO_ACCOUNT_SID: undefined, TWILIO_AUTH_TOKEN: undefined, TWILIO_MESSAGING_SERVICE_SID: undefined,
-  SETTLE_DEMO: 'auto', SETTLE_LOG_LEVEL: 'warn',
-};
 const dirs: string[] = [];
 after(() => {
   killEngines();
@@ -29,15 +23,15 @@ function tempDir(prefix: string): string {
 const cookieOf = (response: Response, name: string) => /^[^=]+=([^;]*)/.exec(response.headers.getSetCookie().find((c) => c.startsWith(`${name}=`)) ?? '')?.[1];
 
 describe('npm start on a fresh machine', () => {
-  it('opens with the demo practice: within 2 minutes the printed staff key signs in to a populated dashboard', async () => {
-    const started = Date.now();
+  it('opens with the demo practice: the printed staff key signs in to a populated dashboard', async () => {
     const dataDir = tempDir('settle-live-demo-');
     const engine = spawnEngine('start', { ...FRESH_ENV, SETTLE_DATA_DIR: dataDir, SETTLE_CONFIG_DIR: ROOT });
     let key = '';
+    // A failure guard, not a speed target: how fast the dashboard is populated is measured by bench/demo.bench.ts.
     await waitFor(async () => {
-      key = /DEMO ready: open \S+ and sign in with this staff key[^\n]*\n\s*\n\s*(settle_\S+)/.exec(engine.output())?.[1] ?? '';
+      key = demoStaffKey(engine.output()) ?? '';
       return key !== '';
-    }, 120_000, 'the staff key', engine.output);
+    }, 300_000, 'the staff key', engine.output);
     const url = await engine.url;
     assert.match(engine.output(), /DEMO: .*\(demo\).*Nothing is sent to anyone/);
 
@@ -70,7 +64,6 @@ describe('npm start on a fresh machine', () => {
     assert.ok((await balances('paid')).length > 0, 'paid balances (sandbox payments)');
     const outbox = (await (await fetch(`${url}/outbox`, { headers: auth })).json()) as { messages: unknown[] };
     assert.ok(outbox.messages.length > 0, 'messages in the outbox');
-    assert.ok(Date.now() - started <= 120_000, `populated within 2 minutes (took ${Math.round((Date.now() - started) / 1000)} s)`);
 
     engine.child.kill('SIGTERM');
     assert.equal(await engine.exited, 0);

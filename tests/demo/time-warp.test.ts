@@ -15,6 +15,9 @@ import { openDatabase } from '../../src/store/database.ts';
 import { ROOT } from '../support/cli.ts';
 
 const NOW = new Date('2026-06-15T16:00:00Z');
+const DAYS = 5;
+const VISITS_PER_DAY = 3;
+const BACKLOG_VISIT_DAYS = 3;
 const dirs: string[] = [];
 after(() => {
   for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
@@ -25,7 +28,7 @@ async function demo(seed: number): Promise<{ summary: DemoSummary; dataDir: stri
   dirs.push(dataDir);
   const settings = loadSettings({ SETTLE_DATA_DIR: dataDir, SETTLE_CONFIG_DIR: ROOT, SETTLE_PORT: '0' });
   const logger = createLogger({ level: 'error', stream: process.stderr });
-  const summary = await runDemoDays({ settings, logger, days: 5, patients: 60, visitsPerDay: 3, seed, backlogVisitDays: 3, now: NOW, print: () => {} });
+  const summary = await runDemoDays({ settings, logger, days: DAYS, patients: 60, visitsPerDay: VISITS_PER_DAY, seed, backlogVisitDays: BACKLOG_VISIT_DAYS, now: NOW, print: () => {} });
   return { summary, dataDir };
 }
 
@@ -43,6 +46,8 @@ describe('settle demo: five fast-forwarded days of the demo practice', () => {
     try {
       const practice = (await db.pool.query<{ id: string; name: string }>('SELECT id, name FROM practices WHERE slug = $1', [DEMO_PRACTICE.slug])).rows[0]!;
       assert.match(practice.name, /\(demo\)/);
+      const visits = (await db.pool.query<{ n: number }>('SELECT count(*)::int AS n FROM hl7_messages WHERE practice_id = $1', [practice.id])).rows[0]!.n;
+      assert.equal(visits, (BACKLOG_VISIT_DAYS + DAYS - 1) * VISITS_PER_DAY, 'every visit the practice-management system sent (over several connections at once) is stored once');
       const states = (await db.pool.query<{ state: string; n: number }>('SELECT state, count(*)::int AS n FROM outbox WHERE practice_id = $1 GROUP BY state', [practice.id])).rows;
       assert.ok(states.length > 0);
       for (const { state } of states) assert.ok(!['sent', 'delivered', 'sending'].includes(state), `nothing left the machine (outbox state ${state})`);

@@ -65,6 +65,23 @@ describeOnEachDatabase('OutreachRepository', (db) => {
     assert.deepEqual(await store.listOptOuts(otherPracticeId), []);
   });
 
+  it('records a day of registration consents at once, each found by its own address', async () => {
+    const at = new Date('2026-04-05T00:00:00Z');
+    assert.deepEqual(await store.recordConsents(practiceId, []), []);
+    const ids = await store.recordConsents(practiceId, [
+      { channel: 'sms', address: '(508) 555-0101', source: 'registration', at },
+      { channel: 'email', address: 'lee@example.com', source: 'registration', at },
+      { channel: 'sms', address: '508-555-0102', source: 'registration', at },
+    ]);
+    assert.equal(new Set(ids).size, 3);
+    const { rows } = await db().pool.query<{ id: string; channel: string }>('SELECT id, channel FROM contact_consents WHERE id = ANY($1::uuid[])', [ids]);
+    assert.deepEqual(ids.map((id) => rows.find((r) => r.id === id)?.channel), ['sms', 'email', 'sms'], 'ids in the order given');
+    const first = await store.contactRules(practiceId, { sms: '508.555.0101', email: 'lee@example.com' });
+    const registration = (c: { source: string }) => c.source === 'registration'; // the earlier test left a channel-wide email consent
+    assert.deepEqual(first.consents.filter(registration).map((c) => [c.channel, c.address]), [['sms', '508.555.0101'], ['email', 'lee@example.com']]);
+    assert.deepEqual((await store.contactRules(practiceId, { sms: '5085550102' })).consents.filter(registration).map((c) => c.channel), ['sms']);
+  });
+
   it('encrypts outbox recipients, and refuses a second attempt of one step on one channel', async () => {
     const outboxId = await store.addToOutbox({ practiceId, balanceId, channel: 'sms', recipient: '617-555-0134', body: 'hi', language: 'en', template: 't' });
     const { rows } = await db().pool.query('SELECT recipient_enc FROM outbox WHERE id = $1', [outboxId]);
