@@ -177,7 +177,7 @@ export class SourceRecordRepository {
     const column = <K extends keyof NewSourceRecord>(key: K) => records.map((r) => r[key]);
     const result = await tx.query(
       `INSERT INTO source_records (practice_id, connector, transport, resource_type, source_id, version_id, last_updated, content_hash, body, received_at)
-       SELECT r.practice_id, r.connector, r.transport, r.resource_type, r.source_id, r.version_id, r.last_updated, r.content_hash, b.body::jsonb, $10
+       SELECT r.practice_id, r.connector, r.transport, r.resource_type, r.source_id, r.version_id, r.last_updated, r.content_hash, b.body::json, $10
        FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::text[]) WITH ORDINALITY
          AS r (practice_id, connector, transport, resource_type, source_id, version_id, last_updated, content_hash, n)
        JOIN string_to_table($9::text, E'\\x1e') WITH ORDINALITY AS b (body, n) USING (n)

@@ -200,12 +200,14 @@ describeOnEachDatabase('Bulk Data $export against the sandbox EHR', (db) => {
       '{"resourceType":"Invoice","id":"ord-3","meta":{"versionId":"7"},"status":"issued"}',
       '{"resourceType":"Invoice","id":"ord-1","meta":{"versionId":"3"},"status":"balanced"}',
       '{"resourceType":"Invoice","id":"ord-2","meta":{"versionId":"1"},"status":"issued"}',
+      // JSON that JavaScript reads but jsonb refused, failing the whole batch (and so the import) with it.
+      '{"resourceType":"Invoice","id":"ord-4","meta":{"versionId":"1"},"note":[{"text":"nul \\u0000, lone \\ud800"}]}',
     ];
     ehr.injectBulkLines('Invoice', lines);
     const ordered = { ...connector, name: 'bulk-order', resources: [{ type: 'Invoice' }] };
     const summary = await importBulkExport({ db: db(), connector: ordered, practiceId, client: createFhirClient(ordered, { env }), batchSize: 1, writers: 3, sleep: async () => {} });
     ehr.injectBulkLines('Invoice', []);
-    assert.equal(summary.stored, seeded.invoices + 5);
+    assert.equal(summary.stored, seeded.invoices + 6);
     assert.equal(summary.duplicates, 1, 'ord-2 version 1 twice');
     const records = new SourceRecordRepository(db().pool, systemClock);
     const versions = await records.versions(practiceId, 'bulk-order', 'Invoice', 'ord-1');
@@ -213,6 +215,9 @@ describeOnEachDatabase('Bulk Data $export against the sandbox EHR', (db) => {
     assert.equal(versions[0]!.contentHash, createHash('sha256').update(lines[0]!).digest('hex'), 'the hash of the line as received');
     const { rows } = await db().pool.query<{ value: string }>(`SELECT body -> 'totalNet' ->> 'value' AS value FROM source_records WHERE id = $1`, [versions[0]!.id]);
     assert.equal(rows[0]!.value, '10.10', 'the body as received, not parsed and serialised again');
+    const [escapes] = await records.versions(practiceId, 'bulk-order', 'Invoice', 'ord-4');
+    assert.equal((escapes!.body as Invoice).note![0]!.text, 'nul \u0000, lone \ud800');
+    assert.equal(escapes!.contentHash, createHash('sha256').update(lines.at(-1)!).digest('hex'));
   });
 
   it('a Group export of an unknown group fails with the server outcome and is recorded', async () => {
