@@ -1,8 +1,10 @@
 /**
  * HL7 messages → source records (the `hl7.process` job): each stored HL7 message with status `received` (oldest
- * first) becomes source records (`toSourceRecords`). In one transaction per message the records are stored
- * (`pending`) and the message is marked `processed`; or, when any part of it cannot be converted, nothing is
- * stored and the message is marked `failed` with every problem, located (`FT1[2]-11 invalid_value: …`).
+ * first) becomes source records (`toSourceRecords`). A batch of messages is handled in one transaction: the
+ * records of every message that converts are stored (`pending`) and it is marked `processed`; a message any part
+ * of which cannot be converted stores nothing and is marked `failed` with every problem, located
+ * (`FT1[2]-11 invalid_value: …`). When the batch's transaction fails, each message is tried in a transaction of
+ * its own, so one message that cannot be stored holds back no other.
  * All or nothing: a DFT whose second FT1 is bad stores none of its FT1s, so after the sender's correction
  * (or `settle hl7 reprocess`) the message posts whole. Reprocessing a message (set back to `received`) stores
  * nothing twice (source records are keyed by connector, type, source id and version) and puts its
@@ -52,65 +54,100 @@ function locationOf(problem: Hl7ConversionProblem): string {
   return `${at.segment}${at.occurrence === undefined ? '' : `[${at.occurrence}]`}${at.field === undefined ? '' : `-${at.field}`} `;
 }
 
+/** A message with what its conversion gave: its records, or the problems that fail it. */
+interface Converted {
+  message: Hl7MessageRecord;
+  records: SourceRecord[];
+  problems: Hl7ConversionProblem[];
+}
+
+/** What one transaction did with its messages. */
+interface Settled {
+  processed: Converted[];
+  failed: Converted[];
+  skipped: number;
+  stored: number;
+  requeued: number;
+}
+
 /**
- * Turns received HL7 messages (oldest first, up to `limit`) into source records: one transaction per message
- * stores its records and marks it processed, or marks it failed with its located problems and stores nothing.
+ * Turns received HL7 messages (oldest first, up to `limit`) into source records in one transaction (see the
+ * module comment), or one transaction per message when that fails.
  */
 export async function processHl7Messages(options: ProcessHl7Options): Promise<Hl7ProcessCounts> {
   const { db, clock, logger } = options;
   const counts: Hl7ProcessCounts = { messages: 0, processed: 0, failed: 0, recordsStored: 0, recordsRequeued: 0, skipped: 0, errors: 0 };
   const messages = await new Hl7MessageRepository(db.pool).pending(options.limit ?? DEFAULT_BATCH_SIZE);
   counts.messages = messages.length;
-  for (const message of messages) {
-    // Conversion is pure: done before the transaction, which stays short.
-    let records: SourceRecord[];
-    let problems: Hl7ConversionProblem[];
-    try {
-      ({ records, problems } = toSourceRecords(message, { defaultCurrency: options.defaultCurrency }));
-    } catch (error) {
-      records = [];
-      problems = [{ code: 'unparseable', message: `conversion failed (${(error as Error).name})` }];
-    }
-    try {
-      const outcome = await withTransaction(db, async (tx) => {
-        if (!(await claimHl7Message(tx, message))) return { kind: 'skipped' as const };
-        const repository = new Hl7MessageRepository(tx);
-        const now = clock.now();
-        if (problems.length > 0) {
-          await repository.markFailed(message.practiceId, message.id, describeHl7Problems(problems), now);
-          return { kind: 'failed' as const };
-        }
-        const stored = await new SourceRecordRepository(tx, clock).storeMany(tx, records);
-        const requeued = stored < records.length ? await requeueQuarantined(tx, records, now) : 0;
-        await repository.markProcessed(message.practiceId, message.id, now);
-        return { kind: 'processed' as const, stored, requeued };
-      });
-      if (outcome.kind === 'skipped') {
-        counts.skipped++;
-      } else if (outcome.kind === 'failed') {
-        counts.failed++;
-        logger.warn('hl7 message failed conversion', {
-          practiceId: message.practiceId,
-          messageId: message.id,
-          connector: message.connector,
-          messageType: message.messageType,
-          problems: problems.map((p) => `${locationOf(p)}${p.code}`.trim()),
-        });
-      } else {
-        counts.processed++;
-        counts.recordsStored += outcome.stored;
-        counts.recordsRequeued += outcome.requeued;
-      }
-    } catch (error) {
-      counts.errors++;
-      logger.error('hl7 message processing failed; left received for the next run', {
+  if (messages.length === 0) return counts;
+  // Conversion is pure: done before the transaction, which stays short.
+  const converted = messages.map((message) => convert(message, options.defaultCurrency));
+  const tally = (settled: Settled) => {
+    counts.processed += settled.processed.length;
+    counts.failed += settled.failed.length;
+    counts.skipped += settled.skipped;
+    counts.recordsStored += settled.stored;
+    counts.recordsRequeued += settled.requeued;
+    for (const { message, problems } of settled.failed) {
+      logger.warn('hl7 message failed conversion', {
         practiceId: message.practiceId,
         messageId: message.id,
-        error: (error as Error).name,
-        code: (error as { code?: string }).code,
+        connector: message.connector,
+        messageType: message.messageType,
+        problems: problems.map((p) => `${locationOf(p)}${p.code}`.trim()),
       });
     }
+  };
+  try {
+    tally(await withTransaction(db, (tx) => settle(tx, converted, clock.now(), clock)));
+    return counts;
+  } catch (error) {
+    if (converted.length === 1) return recordError(counts, logger, converted[0]!.message, error);
   }
+  for (const one of converted) {
+    try {
+      tally(await withTransaction(db, (tx) => settle(tx, [one], clock.now(), clock)));
+    } catch (error) {
+      recordError(counts, logger, one.message, error);
+    }
+  }
+  return counts;
+}
+
+function convert(message: Hl7MessageRecord, defaultCurrency: string | undefined): Converted {
+  try {
+    return { message, ...toSourceRecords(message, { defaultCurrency }) };
+  } catch (error) {
+    return { message, records: [], problems: [{ code: 'unparseable', message: `conversion failed (${(error as Error).name})` }] };
+  }
+}
+
+/** Locks the messages still `received`, stores the records of those that convert and marks each processed or failed. */
+async function settle(tx: Queryable, converted: readonly Converted[], now: Date, clock: ProcessDependencies['clock']): Promise<Settled> {
+  const repository = new Hl7MessageRepository(tx);
+  const claimed = await repository.claimReceived(converted.map((c) => c.message));
+  const mine = converted.filter((c) => claimed.has(c.message.id));
+  const failed = mine.filter((c) => c.problems.length > 0);
+  const processed = mine.filter((c) => c.problems.length === 0);
+  const records = processed.flatMap((c) => c.records);
+  const stored = await new SourceRecordRepository(tx, clock).storeMany(tx, records);
+  const requeued = stored < records.length ? await requeueQuarantined(tx, records, now) : 0;
+  await repository.settle(
+    mine.map(({ message, problems }) => ({ practiceId: message.practiceId, id: message.id, error: problems.length > 0 ? describeHl7Problems(problems) : null })),
+    now,
+  );
+  return { processed, failed, skipped: converted.length - mine.length, stored, requeued };
+}
+
+/** A message whose transaction threw stays `received` for the next run. */
+function recordError(counts: Hl7ProcessCounts, logger: ProcessDependencies['logger'], message: Hl7MessageRecord, error: unknown): Hl7ProcessCounts {
+  counts.errors++;
+  logger.error('hl7 message processing failed; left received for the next run', {
+    practiceId: message.practiceId,
+    messageId: message.id,
+    error: (error as Error).name,
+    code: (error as { code?: string }).code,
+  });
   return counts;
 }
 
@@ -123,12 +160,6 @@ export async function drainHl7Messages(options: Omit<ProcessHl7Options, 'limit'>
     (c) => c.processed + c.failed,
     { messages: 0, processed: 0, failed: 0, recordsStored: 0, recordsRequeued: 0, skipped: 0, errors: 0 },
   );
-}
-
-/** Locks a message for this transaction; false when another run holds it or it is no longer `received`. */
-async function claimHl7Message(tx: Queryable, message: Pick<Hl7MessageRecord, 'practiceId' | 'id'>): Promise<boolean> {
-  const { rows } = await tx.query<{ status: string }>('SELECT status FROM hl7_messages WHERE practice_id = $1 AND id = $2 FOR UPDATE SKIP LOCKED', [message.practiceId, message.id]);
-  return rows[0]?.status === 'received';
 }
 
 /**

@@ -200,19 +200,40 @@ export class Hl7MessageRepository {
     return rows.map(toRecord);
   }
 
+  /**
+   * Locks received messages for the caller's transaction, skipping those another run holds.
+   * @returns the ids of those locked and still `received`.
+   */
+  async claimReceived(messages: readonly Pick<Hl7MessageRecord, 'practiceId' | 'id'>[]): Promise<Set<string>> {
+    if (messages.length === 0) return new Set();
+    const { rows } = await this.db.query<{ id: string }>(
+      `SELECT m.id FROM hl7_messages m JOIN unnest($1::uuid[], $2::uuid[]) AS k (practice_id, id) ON m.practice_id = k.practice_id AND m.id = k.id
+       WHERE m.status = 'received' ORDER BY m.id FOR UPDATE OF m SKIP LOCKED`,
+      [messages.map((m) => m.practiceId), messages.map((m) => m.id)],
+    );
+    return new Set(rows.map((r) => r.id));
+  }
+
   /** Marks a message processed (clearing any earlier error). */
   async markProcessed(practiceId: string, id: string, at: Date): Promise<void> {
-    await this.db.query(
-      `UPDATE hl7_messages SET status = 'processed', error = NULL, status_changed_at = $3 WHERE practice_id = $1 AND id = $2`,
-      [practiceId, id, at],
-    );
+    await this.settle([{ practiceId, id, error: null }], at);
   }
 
   /** Marks a message failed with the reason (an id-only diagnostic, never message content). */
   async markFailed(practiceId: string, id: string, error: string, at: Date): Promise<void> {
+    await this.settle([{ practiceId, id, error }], at);
+  }
+
+  /**
+   * Marks messages handled in one statement: `processed` (clearing any earlier error) where `error` is null,
+   * else `failed` with that reason (an id-only diagnostic, never message content).
+   */
+  async settle(outcomes: readonly { practiceId: string; id: string; error: string | null }[], at: Date): Promise<void> {
+    if (outcomes.length === 0) return;
     await this.db.query(
-      `UPDATE hl7_messages SET status = 'failed', error = $3, status_changed_at = $4 WHERE practice_id = $1 AND id = $2`,
-      [practiceId, id, error, at],
+      `UPDATE hl7_messages m SET status = CASE WHEN o.error IS NULL THEN 'processed' ELSE 'failed' END, error = o.error, status_changed_at = $4
+       FROM unnest($1::uuid[], $2::uuid[], $3::text[]) AS o (practice_id, id, error) WHERE m.practice_id = o.practice_id AND m.id = o.id`,
+      [outcomes.map((o) => o.practiceId), outcomes.map((o) => o.id), outcomes.map((o) => o.error), at],
     );
   }
 

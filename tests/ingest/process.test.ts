@@ -221,6 +221,23 @@ describeOnEachDatabase('HL7 messages → source records → ledger', (db) => {
     for (let i = 0; i < 4; i++) assert.equal((await balanceOfAccount(`ACCT-C${i}`)).patientAmount.amount, 11445);
   });
 
+  it('a message the database refuses to store holds back no other: the rest of its batch is stored, it stays received', async () => {
+    for (const name of ['B0', 'BOOM', 'B2']) await storeMessage(dft(`DFT-${name}`, `ACCT-${name}`), 'DFT^P03', `DFT-${name}`);
+    await db().pool.query(`CREATE FUNCTION refuse_boom() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN IF NEW.body::text LIKE '%ACCT-BOOM%' THEN RAISE EXCEPTION 'refused by the test'; END IF; RETURN NEW; END $$`);
+    await db().pool.query('CREATE TRIGGER refuse_boom BEFORE INSERT ON source_records FOR EACH ROW EXECUTE FUNCTION refuse_boom()');
+    try {
+      const run = await processHl7Messages({ ...deps(), limit: 10 });
+      assert.deepEqual([run.messages, run.processed, run.errors, run.recordsStored], [3, 2, 1, 6]);
+    } finally {
+      await db().pool.query('DROP TRIGGER refuse_boom ON source_records; DROP FUNCTION refuse_boom()');
+    }
+    const left = await new Hl7MessageRepository(db().pool).pending(10);
+    assert.deepEqual(left.map((m) => m.controlId), ['DFT-BOOM'], 'left received for the next run');
+    const retried = await processHl7Messages({ ...deps(), limit: 10 });
+    assert.deepEqual([retried.processed, retried.recordsStored], [1, 3]);
+  });
+
   it('the jobs drain every batch, bounded per run', async () => {
     for (let i = 0; i < 5; i++) await storeMessage(dft(`DFT-J${i}`, `ACCT-J${i}`), 'DFT^P03', `DFT-J${i}`);
     const bounded = await drainHl7Messages({ ...deps(), batchSize: 2, maxBatches: 2 });
