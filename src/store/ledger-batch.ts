@@ -320,14 +320,15 @@ export class LedgerBatch {
    * those in the table plus this statement's new `lines` (when `withLines`).
    */
   #sumsQuery(statement: Statement, ids: readonly string[], withLines: boolean): string {
-    const entries = withLines
-      ? `SELECT service_date, payer, effect_minor FROM ledger_entries WHERE balance_id = b.id
-         UNION ALL SELECT service_date, payer, effect_minor FROM lines WHERE lines.balance_id = b.id`
-      : 'SELECT service_date, payer, effect_minor FROM ledger_entries WHERE balance_id = b.id';
-    return `SELECT b.id, b.status, e.service_date::text AS service_date, e.payer, e.effect::text AS effect
-       FROM balances b
-       LEFT JOIN LATERAL (SELECT service_date, payer, sum(effect_minor) AS effect FROM (${entries}) x GROUP BY service_date, payer) e ON true
-       WHERE b.id = ANY(${statement.param(ids)}::uuid[])`;
+    // Grouped once over all the balances' entries: a per-balance subquery would scan `lines` once per balance.
+    const balances = statement.param(ids);
+    const entries = `SELECT balance_id, service_date, payer, effect_minor FROM ledger_entries WHERE balance_id = ANY(${balances}::uuid[])${
+      withLines ? ' UNION ALL SELECT balance_id, service_date, payer, effect_minor FROM lines' : ''
+    }`;
+    return `SELECT b.id, b.status, x.service_date::text AS service_date, x.payer, sum(x.effect_minor)::text AS effect
+       FROM balances b LEFT JOIN (${entries}) x ON x.balance_id = b.id
+       WHERE b.id = ANY(${balances}::uuid[])
+       GROUP BY b.id, b.status, x.service_date, x.payer`;
   }
 
   /**

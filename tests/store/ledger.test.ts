@@ -202,7 +202,7 @@ describeOnEachDatabase('LedgerRepository', (db) => {
     await assert.rejects(db().pool.query('DELETE FROM ledger_entries'), /append-only/);
   });
 
-  it('refuses an entry whose practice, guarantor or account is not its balance’s, or a second reversal (0022)', async () => {
+  it('refuses an entry whose practice, guarantor or account is not its balance’s, or a reversal of no entry of its balance, or a second reversal (0022, 0027)', async () => {
     const [entry] = await ledger.entriesOfSource(practiceId, { connector: 'ehr', resourceType: 'Invoice', sourceId: 'inv-1' });
     const other = await ledger.ensureAccount(practiceId, { identifier: { system: 'urn:acct', value: 'A-other' } });
     const copy = (column: 'account_id' | 'guarantor_id' | 'practice_id', value: string) =>
@@ -229,6 +229,26 @@ describeOnEachDatabase('LedgerRepository', (db) => {
       /ledger_entries_reverses_key/,
       'an entry is reversed at most once',
     );
+    const reverse = (reverses: string, balanceOf: string) =>
+      db().pool.query(
+        `INSERT INTO ledger_entries (practice_id, balance_id, account_id, guarantor_id, patient_id, kind, amount_minor, effect_minor, currency, service_date, payer,
+           line_key, source_connector, source_resource_type, source_id, source_version, reverses_entry_id, posted_at)
+         SELECT practice_id, balance_id, account_id, guarantor_id, patient_id, kind, 1, 1, currency, service_date, payer, 'x', 'test', 'Invoice', 'x', '1', $1, now()
+         FROM ledger_entries WHERE id = $2`,
+        [reverses, balanceOf],
+      );
+    await assert.rejects(reverse(randomUUID(), entry!.id), (e: { code?: string; message: string }) => e.code === '23503' && /ledger_entries_reverses_entry_id_fkey/.test(e.message), 'a reversal of no entry');
+    const { rows: [elsewhere] } = await db().pool.query<{ id: string }>('SELECT id FROM ledger_entries WHERE balance_id <> $1 LIMIT 1', [entry!.balanceId]);
+    await assert.rejects(reverse(elsewhere!.id, entry!.id), /ledger_entries_reverses_entry_id_fkey/, 'a reversal of another balance’s entry');
+  });
+
+  it('never deletes a balance or moves it to another practice, guarantor or account (0027)', async () => {
+    const [entry] = await ledger.entriesOfSource(practiceId, { connector: 'ehr', resourceType: 'Invoice', sourceId: 'inv-1' });
+    const other = await ledger.ensureAccount(practiceId, { identifier: { system: 'urn:acct', value: 'A-moved' } });
+    await assert.rejects(db().pool.query('DELETE FROM balances WHERE id = $1', [entry!.balanceId]), /never deleted/);
+    await assert.rejects(db().pool.query('UPDATE balances SET account_id = $2 WHERE id = $1', [entry!.balanceId, other]), /keep their practice, guarantor and account/);
+    await db().pool.query('UPDATE balances SET account_id = account_id, updated_at = updated_at WHERE id = $1', [entry!.balanceId]);
+    assert.equal((await db().pool.query('SELECT 1 FROM balances WHERE id = $1', [entry!.balanceId])).rowCount, 1);
   });
 
   it('keeps one posting per version under concurrent re-delivery', async () => {
