@@ -215,16 +215,34 @@ const minuteOfDay = (local: DateTime) => local.hour * 60 + local.minute;
  * else the next local `quiet.end` (on a DST change day, luxon moves a non-existent local time forward).
  */
 export function nextAllowedInstant(quiet: QuietHours, now: Date, zone: string): Date {
-  // Planning asks this for every balance at the run's one instant: the answer is remembered per window, instant and zone.
-  const key = `${quiet.start} ${quiet.end} ${now.getTime()} ${zone}`;
-  const known = allowedInstants.get(key);
-  if (known !== undefined) return known === now.getTime() ? now : new Date(known);
-  const at = findAllowedInstant(quiet, now, zone);
-  remember(allowedInstants, key, at.getTime());
-  return at;
+  const { until } = quietAnswer(quiet, now, zone);
+  return until === now.getTime() ? now : new Date(until);
 }
 
-const allowedInstants = new Map<string, number>();
+/** Quiet hours for one window, instant and zone: when sending may start, and why it waits (null when it need not). */
+interface QuietAnswer {
+  until: number;
+  reason: string | null;
+}
+
+/**
+ * Planning asks for every balance at the run's one instant (and defers every text of a run made at night for the
+ * same reason): the answer is worked out once per window, instant and zone.
+ */
+function quietAnswer(quiet: QuietHours, now: Date, zone: string): QuietAnswer {
+  const key = `${quiet.start} ${quiet.end} ${now.getTime()} ${zone}`;
+  let answer = quietAnswers.get(key);
+  if (answer === undefined) {
+    const until = findAllowedInstant(quiet, now, zone);
+    const reason = until.getTime() === now.getTime()
+      ? null
+      : `${DateTime.fromJSDate(now, { zone }).toFormat('HH:mm')} in ${zone} is inside quiet hours ${quiet.start}–${quiet.end}; waits until ${DateTime.fromJSDate(until, { zone }).toFormat('yyyy-MM-dd HH:mm ZZZZ')}`;
+    remember(quietAnswers, key, (answer = { until: until.getTime(), reason }));
+  }
+  return answer;
+}
+
+const quietAnswers = new Map<string, QuietAnswer>();
 const localDates = new Map<string, string>();
 
 function remember<V>(cache: Map<string, V>, key: string, value: V): void {
@@ -274,20 +292,10 @@ export const quietHoursGuard: Guard = (context) => {
   const { policy, channel, now } = context;
   if (!isInstant(channel)) return allow('quiet-hours', `${channel} is not subject to quiet hours`);
   const zone = zoneOf(context);
-  const until = nextAllowedInstant(policy.quietHours, now, zone);
-  if (until.getTime() === now.getTime()) return allow('quiet-hours');
-  // Planning defers every text of a run made at night for the same reason: it is written once per instant and zone.
-  const key = `${policy.quietHours.start} ${policy.quietHours.end} ${now.getTime()} ${zone}`;
-  let reason = quietReasons.get(key);
-  if (reason === undefined) {
-    const local = DateTime.fromJSDate(now, { zone }).toFormat('HH:mm');
-    reason = `${local} in ${zone} is inside quiet hours ${policy.quietHours.start}–${policy.quietHours.end}; waits until ${DateTime.fromJSDate(until, { zone }).toFormat('yyyy-MM-dd HH:mm ZZZZ')}`;
-    remember(quietReasons, key, reason);
-  }
-  return { rule: 'quiet-hours', verdict: 'defer', until, reason };
+  const { until, reason } = quietAnswer(policy.quietHours, now, zone);
+  if (reason === null) return allow('quiet-hours');
+  return { rule: 'quiet-hours', verdict: 'defer', until: new Date(until), reason };
 };
-
-const quietReasons = new Map<string, string>();
 
 /** Attempts that count against caps: sent or failed messages (not suppressed ones, not the agency hand-off). */
 function countedAttempts(balance: OutreachBalance, now: Date) {
