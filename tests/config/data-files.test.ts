@@ -258,7 +258,7 @@ describe('runConfigCheck', () => {
   it('reports a profile whose differential cannot be built into a snapshot', () => {
     const lines: string[] = [];
     const invoice = example('fhir-profiles/settle-invoice.json');
-    const differential = { element: [...invoice.differential.element, { id: 'Invoice.price', path: 'Invoice.price', min: 1 }] };
+    const differential = { element: [...(invoice.differential as { element: unknown[] }).element, { id: 'Invoice.price', path: 'Invoice.price', min: 1 }] };
     const dir = configDir({ ...Object.fromEntries(examples.map((path) => [path, example(path)])), 'fhir-profiles/settle-invoice.json': { ...invoice, differential } });
     assert.equal(runConfigCheck(dir, (line) => lines.push(line)), 1);
     assert.deepEqual(lines, [
