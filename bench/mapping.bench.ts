@@ -5,7 +5,8 @@
  *  - end to end: store BENCH_INGEST_RECORDS (default 1000) Invoice source records, then ingest them as the
  *    `ingest.pending` job does (batches claimed, mapped and posted with set-based statements, one transaction
  *    per batch of its default size: 250 on the server, 100 embedded), on the PostgreSQL server
- *    (BENCH_DATABASE_URL, else TEST_DATABASE_URL; 4 workers) and on embedded PGlite (1 worker).
+ *    (BENCH_DATABASE_URL, else TEST_DATABASE_URL; 4 workers) and on embedded PGlite (1 worker); on the server also
+ *    with each Invoice validated against `fhir-profiles/` as the engine's ingest job does (Medplum's validator).
  * Prints `name: value unit (ratio vs peer)`.
  */
 import { createHash, randomBytes } from 'node:crypto';
@@ -16,6 +17,7 @@ import { ManualClock } from '../src/domain/clock.ts';
 import { balanceEffect, type EntryKind } from '../src/domain/ledger.ts';
 import { sumMoney, type Money } from '../src/domain/money.ts';
 import type { SourceRecord } from '../src/domain/source-record.ts';
+import { loadDataFiles } from '../src/config/data-files.ts';
 import { silentLogger } from '../src/config/logger.ts';
 import { drainPendingSourceRecords } from '../src/ingest/pending-batch.ts';
 import { compileMapping } from '../src/mapping/compile.ts';
@@ -119,7 +121,7 @@ console.log(`mapping invoice (10 line items), evalFhirPath on strings: ${peer.to
  * (`drainPendingSourceRecords`: claim a batch, map, post in one transaction per batch). @returns records/s
  * from the first store to the last post.
  */
-async function endToEnd(engine: 'pglite' | 'postgres', count: number, workers: number): Promise<number> {
+async function endToEnd(engine: 'pglite' | 'postgres', count: number, workers: number, profiles?: readonly Record<string, unknown>[]): Promise<number> {
   const handle = await createTestDatabase(engine, workers + 2);
   const practiceId = (await new PracticeRepository(handle.db.pool).create({ slug: 'bench', name: 'Bench', timeZone: 'America/New_York' })).id;
   const cipher = new PhiCipher({ encryptionKeys: [{ id: 'k', key: randomBytes(32) }], blindIndexKey: randomBytes(32) });
@@ -131,7 +133,7 @@ async function endToEnd(engine: 'pglite' | 'postgres', count: number, workers: n
   }
   const runs = await Promise.all(
     Array.from({ length: workers }, () =>
-      drainPendingSourceRecords({ db: handle.db, clock, logger: silentLogger(), cipher, mappings: new MappingRegistry([mapping]), maxBatches: Number.MAX_SAFE_INTEGER }),
+      drainPendingSourceRecords({ db: handle.db, clock, logger: silentLogger(), cipher, mappings: new MappingRegistry([mapping]), maxBatches: Number.MAX_SAFE_INTEGER, ...(profiles ? { profiles } : {}) }),
     ),
   );
   const perSecond = count / ((performance.now() - started) / 1000);
@@ -148,6 +150,9 @@ if (serverUrl) {
   process.env.TEST_DATABASE_URL = serverUrl;
   const server = await endToEnd('postgres', ingestRecords, 4);
   console.log(`ingest end to end (${ingestRecords} Invoices: store source, map, post ledger; PostgreSQL server, 4 workers): ${server.toFixed(0)} records/s (${(server / embedded).toFixed(2)}x vs embedded PGlite)`);
+  // As the engine runs it: each Invoice is also validated with Medplum against fhir-profiles/ (settle-invoice).
+  const validated = await endToEnd('postgres', ingestRecords, 4, loadDataFiles(root).profiles.map((p) => p.data));
+  console.log(`ingest end to end with validation against fhir-profiles/ (${ingestRecords} Invoices; PostgreSQL server, 4 workers): ${validated.toFixed(0)} records/s (${(validated / server).toFixed(2)}x vs without validation)`);
 } else {
   console.log('ingest end to end (PostgreSQL server): skipped (set BENCH_DATABASE_URL)');
 }
