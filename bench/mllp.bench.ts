@@ -5,7 +5,9 @@
  * many messages shared a commit, how long a commit took, and what share of the run some commit was under way (the
  * rest is the listener, its senders and the loopback: what a faster database cannot win back); the line just
  * before the one-connection result measures what one durable commit of one row costs on this database, which
- * bounds one connection (a sender that waits for each ACK pays one commit per message).
+ * bounds one connection (a sender that waits for each ACK pays one commit per message). After the 8-connection
+ * line, the same listener with a store that answers every insert at once (nothing stored, never used outside this
+ * benchmark) shows what the listener's own work allows: the gap between the two is the commit.
  * Also: parse throughput of a ~1.8 KB DFT^P03 with 5 FT1 (decode by MSH-18 + parse + exact FT1-11 amounts)
  * against plain Hl7Message.parse; conversion of that message into its 5 source records; and the MLLP sender's
  * send-and-wait rate to Hl7Server against @medplum/hl7's own Hl7Client.sendAndWait.
@@ -14,13 +16,15 @@ import net from 'node:net';
 import { once } from 'node:events';
 import { Hl7Message } from '@medplum/core';
 import { Hl7Client, Hl7Server, type Hl7MessageEvent } from '@medplum/hl7';
+import type pg from 'pg';
 import { silentLogger } from '../src/config/logger.ts';
 import { systemClock } from '../src/domain/clock.ts';
 import { decodeHl7Bytes, parseMoneyField } from '../src/connectors/hl7v2/hl7-text.ts';
 import { encodeFrame, MllpFramer } from '../src/connectors/hl7v2/mllp-framer.ts';
 import { MllpSender } from '../src/connectors/hl7v2/mllp-sender.ts';
-import { startMllpListener } from '../src/connectors/hl7v2/mllp-server.ts';
+import { startMllpListener, type Hl7v2MllpConnector } from '../src/connectors/hl7v2/mllp-server.ts';
 import { toSourceRecords } from '../src/connectors/hl7v2/to-source-records.ts';
+import type { Queryable } from '../src/store/database.ts';
 import { PracticeRepository } from '../src/store/practices.ts';
 import { createTestDatabase } from '../tests/support/databases.ts';
 
@@ -72,20 +76,15 @@ if (serverUrl) process.env.TEST_DATABASE_URL = serverUrl;
 const engine = serverUrl ? 'postgres' : 'pglite';
 const handle = await createTestDatabase(engine, 10);
 const practice = await new PracticeRepository(handle.db.pool).ensure({ slug: 'bench', name: 'Bench' });
-const listener = await startMllpListener({
-  db: handle.db,
-  practiceId: practice.id,
-  connector: {
-    name: 'bench-mllp',
-    transport: 'hl7v2-mllp',
-    listen: { host: '127.0.0.1', port: 0 },
-    acceptedMessageTypes: ['DFT^P03'],
-    charset: 'UTF-8',
-    retentionDays: 30,
-  },
-  logger: silentLogger(),
-  clock: systemClock,
-});
+const listenerConnector: Hl7v2MllpConnector = {
+  name: 'bench-mllp',
+  transport: 'hl7v2-mllp',
+  listen: { host: '127.0.0.1', port: 0 },
+  acceptedMessageTypes: ['DFT^P03'],
+  charset: 'UTF-8',
+  retentionDays: 30,
+};
+const listener = await startMllpListener({ db: handle.db, practiceId: practice.id, connector: listenerConnector, logger: silentLogger(), clock: systemClock });
 const peer = new Hl7Server((connection) => {
   connection.addEventListener('message', (event: Hl7MessageEvent) => connection.send(event.message.buildAck()));
 });
@@ -137,6 +136,21 @@ for (const connections of [1, 8]) {
   );
 }
 await listener.close();
+
+// The listener's own ceiling: the same listener, each batch's insert answered at once (nothing is stored).
+{
+  const instant: Queryable = {
+    query: async <R extends pg.QueryResultRow>() => ({ rows: [] as R[], rowCount: 0, command: 'INSERT', oid: 0, fields: [] }),
+  };
+  const alone = await startMllpListener({ db: instant, practiceId: practice.id, connector: { ...listenerConnector, name: 'bench-mllp-alone' }, logger: silentLogger(), clock: systemClock });
+  await rate(alone.port, 8, 'alone-warm');
+  const ours = await rate(alone.port, 8, 'alone');
+  const theirs = await rate(peerPort, 8, 'alone');
+  console.log(
+    `mllp round trip, the listener alone (8 connections, each insert answered at once, nothing stored): ${ours.toFixed(0)} msg/s (${(ours / theirs).toFixed(2)}x vs @medplum/hl7 Hl7Server storing nothing at ${theirs.toFixed(0)} msg/s)`,
+  );
+  await alone.close();
+}
 
 // The write-back sender: one connection, send-and-wait, against @medplum/hl7's client doing the same.
 {

@@ -1,6 +1,7 @@
 /**
  * Inbound HL7v2 messages repository: the durable record an AA is only sent after.
  */
+import { randomUUID } from 'node:crypto';
 import type { Queryable } from './database.ts';
 
 /** Where a stored message is in its processing. */
@@ -72,6 +73,25 @@ interface KeyRow {
   sending_facility: string;
 }
 
+/** The unique key that makes a re-sent control id one row. */
+const SENDER_KEY = 'hl7_messages_sender_control_id_key';
+
+/** The columns a new message fills after its id, in the order of {@link INSERT_ROWS}'s arrays $2 to $10. */
+const INSERT_COLUMNS = ['practiceId', 'connector', 'controlId', 'sendingApplication', 'sendingFacility', 'messageType', 'receivedAt', 'raw', 'rawBytesCharset'] as const;
+
+const INSERT_ROWS = `(id, practice_id, connector, control_id, sending_application, sending_facility, message_type, received_at, raw, raw_bytes_charset)
+  SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::timestamptz[], $9::text[], $10::text[])`;
+
+/**
+ * A new message id: a UUID version 7 (RFC 9562), its first 48 bits the receive time in milliseconds and the rest
+ * random, so new rows go to the right-hand end of the primary key's index instead of a random page of it.
+ */
+function timeOrderedId(at: Date): string {
+  const ms = at.getTime().toString(16).padStart(12, '0');
+  // randomUUID's version 4 text after its version digit is random bits and the same variant bits as version 7.
+  return `${ms.slice(0, 8)}-${ms.slice(8)}-7${randomUUID().slice(15)}`;
+}
+
 function rowKey(row: KeyRow): string {
   return JSON.stringify([row.practice_id, row.connector, row.sending_application, row.sending_facility, row.control_id]);
 }
@@ -107,8 +127,8 @@ export class Hl7MessageRepository {
 
   /**
    * Stores a message with status `received`, once: a message whose control id was already stored for the same
-   * practice, connector and sender (MSH-3, MSH-4) is recognised and not stored again. When this runs on a pool
-   * the row is committed when the promise resolves.
+   * practice, connector and sender (MSH-3, MSH-4) is recognised and not stored again. Runs on a pool, as
+   * {@link storeMany} does: the row is committed when the promise resolves.
    */
   async store(message: NewHl7Message): Promise<StoreResult> {
     return (await this.storeMany([message]))[0];
@@ -117,30 +137,24 @@ export class Hl7MessageRepository {
   /**
    * Stores several messages in one statement (one commit on a pool), each once, as {@link store} does.
    * Two messages of the batch with the same key are one row: the first is new, the second a duplicate.
+   * Runs on a pool (each statement its own transaction), never inside a transaction: a batch is one plain INSERT,
+   * and only a batch holding a control id already stored (a re-sent message: rare) fails it and goes again with
+   * ON CONFLICT DO NOTHING, which would cost a speculative insertion and one more WAL record per row every time.
    * @returns one result per message, in order.
    */
   async storeMany(messages: readonly NewHl7Message[]): Promise<StoreResult[]> {
     if (messages.length === 0) return [];
-    const column = <K extends keyof NewHl7Message>(key: K) => messages.map((m) => m[key]);
-    const inserted = await this.db.query<KeyRow>(
-      `INSERT INTO hl7_messages (practice_id, connector, control_id, sending_application, sending_facility, message_type, received_at, raw, raw_bytes_charset)
-       SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::text[], $9::text[])
-       ON CONFLICT ON CONSTRAINT hl7_messages_sender_control_id_key DO NOTHING
-       RETURNING ${KEY_COLUMNS}`,
-      [
-        column('practiceId'),
-        column('connector'),
-        column('controlId'),
-        column('sendingApplication'),
-        column('sendingFacility'),
-        column('messageType'),
-        column('receivedAt'),
-        column('raw'),
-        column('rawBytesCharset'),
-      ],
-    );
-    const fresh = new Map(inserted.rows.map((row) => [rowKey(row), row.id]));
-    const missing = messages.filter((m) => !fresh.has(messageKey(m)));
+    const ids = messages.map((m) => timeOrderedId(m.receivedAt));
+    const values = [ids, ...INSERT_COLUMNS.map((key) => messages.map((m) => m[key]))];
+    try {
+      await this.db.query(`INSERT INTO hl7_messages ${INSERT_ROWS}`, values);
+      return ids.map((id) => ({ id, duplicate: false }));
+    } catch (error) {
+      if ((error as { constraint?: string }).constraint !== SENDER_KEY) throw error;
+    }
+    const inserted = await this.db.query<{ id: string }>(`INSERT INTO hl7_messages ${INSERT_ROWS} ON CONFLICT ON CONSTRAINT ${SENDER_KEY} DO NOTHING RETURNING id`, values);
+    const fresh = new Set(inserted.rows.map((row) => row.id));
+    const missing = messages.filter((_, i) => !fresh.has(ids[i]));
     const existing = new Map<string, string>();
     if (missing.length > 0) {
       const found = await this.db.query<KeyRow>(
@@ -159,15 +173,10 @@ export class Hl7MessageRepository {
       );
       for (const row of found.rows) existing.set(rowKey(row), row.id);
     }
-    return messages.map((m) => {
-      const key = messageKey(m);
-      const id = fresh.get(key);
-      if (id !== undefined) {
-        fresh.delete(key); // a second copy in the same batch is a duplicate
-        existing.set(key, id);
-        return { id, duplicate: false };
-      }
-      const earlier = existing.get(key);
+    return messages.map((m, i) => {
+      if (fresh.has(ids[i])) return { id: ids[i], duplicate: false };
+      // A copy of a row stored earlier, or of one stored by this batch (whose id the lookup above found).
+      const earlier = existing.get(messageKey(m));
       if (earlier === undefined) throw new Error('hl7 message conflicted on its control id but the earlier row is gone');
       return { id: earlier, duplicate: true };
     });

@@ -14,7 +14,7 @@
  *
  * Order: a sender's messages are committed in the order they were given: a message is not put in a batch while
  * an earlier message of the same sender is in one that has not committed yet. Duplicates across concurrent
- * batches are safe: PostgreSQL makes the second insert of a key wait for the first one's commit (ON CONFLICT),
+ * batches are safe: PostgreSQL makes the second insert of a key wait for the first one's commit (the unique key),
  * so a duplicate is only reported once the row it duplicates is committed.
  */
 import type { Hl7MessageRepository, NewHl7Message, StoreResult } from '../../store/hl7-messages.ts';

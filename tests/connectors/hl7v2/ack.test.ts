@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { Hl7Message } from '@medplum/core';
-import { buildAck, hl7Timestamp, Hl7ErrorCode, readAck } from '../../../src/connectors/hl7v2/ack.ts';
+import { buildAck, hl7Timestamp, Hl7ErrorCode, newControlId, readAck } from '../../../src/connectors/hl7v2/ack.ts';
 
 const now = new Date('2026-03-01T15:04:05.678Z');
 const dft = Hl7Message.parse('MSH|^~\\&|PMS|CLINIC|SETTLE|SETTLEFAC|20260301150000||DFT^P03^DFT_P03|MSG0001|P|2.5.1||||||8859/1\rEVN|P03|20260301');
@@ -37,6 +37,15 @@ describe('ACK builder', () => {
     const text = buildAck({ code: 'AA', message: odd, now, ackControlId: 'A' });
     assert.equal(text.split('\r')[0], 'MSH#*~!@#RAPP#RFAC#APP#FAC#20260301150405.678+0000##ACK*A04*ACK#A#P#2.5');
     assert.equal(text.split('\r')[1], 'MSA#AA#C9');
+  });
+
+  it('gives each ACK a fresh 20-character hex control id, every digit random', () => {
+    const ids = Array.from({ length: 2000 }, newControlId);
+    assert.ok(ids.every((id) => /^[0-9a-f]{20}$/.test(id)));
+    assert.equal(new Set(ids).size, ids.length);
+    // No position is fixed (a UUID's version and variant digits are left out): each takes many values.
+    for (let i = 0; i < 20; i++) assert.ok(new Set(ids.map((id) => id[i])).size >= 12, `digit ${i} varies`);
+    assert.equal(readAck(buildAck({ code: 'AA', message: dft, now })).code, 'AA');
   });
 
   it('formats HL7 timestamps in UTC', () => {

@@ -55,6 +55,39 @@ describeOnEachDatabase('hl7 message store', (db) => {
     assert.deepEqual(await repo.storeMany([]), []);
   });
 
+  it('gives new rows time-ordered ids (UUID version 7, receive time first) that find them', async () => {
+    const practice = await new PracticeRepository(db().pool).ensure({ slug: 'store-ids', name: 'Ids' });
+    const repo = new Hl7MessageRepository(db().pool);
+    const later = new Date(receivedAt.getTime() + 1);
+    const results = await repo.storeMany([message(practice.id, { controlId: 'T2', receivedAt: later }), message(practice.id, { controlId: 'T1' })]);
+    for (const [i, at] of [later, receivedAt].entries()) {
+      const id = results[i].id;
+      assert.match(id, /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+      assert.equal(parseInt(id.slice(0, 8) + id.slice(9, 13), 16), at.getTime());
+      assert.equal((await repo.findById(practice.id, id))?.controlId, `T${2 - i}`);
+    }
+    assert.ok(results[1].id < results[0].id, 'ordered by receive time');
+  });
+
+  it('keeps every message tied to an existing practice, checked once per insert', async () => {
+    const practices = new PracticeRepository(db().pool);
+    const practice = await practices.ensure({ slug: 'store-fk', name: 'Fk' });
+    const repo = new Hl7MessageRepository(db().pool);
+    const unknown = '00000000-0000-4000-8000-00000000abcd';
+    await assert.rejects(repo.storeMany([message(practice.id, { controlId: 'K1' }), message(unknown, { controlId: 'K2' })]), (error: { code?: string; constraint?: string }) => {
+      assert.deepEqual([error.code, error.constraint], ['23503', 'hl7_messages_practice_id_fkey']);
+      return true;
+    });
+    assert.equal((await repo.findByControlId(practice.id, 'pm-hl7v2', 'K1')).length, 0, 'the whole batch is refused');
+    const stored = await repo.store(message(practice.id, { controlId: 'K1' }));
+    await assert.rejects(db().pool.query('UPDATE hl7_messages SET practice_id = $1 WHERE id = $2', [unknown, stored.id]), /keeps its practice/);
+    await assert.rejects(db().pool.query('DELETE FROM practices WHERE id = $1', [practice.id]), /still has hl7 messages/);
+    await assert.rejects(db().pool.query('UPDATE practices SET id = $1 WHERE id = $2', [unknown, practice.id]), /still has hl7 messages/);
+    await db().pool.query("UPDATE practices SET name = 'Fk renamed' WHERE id = $1", [practice.id]);
+    const empty = await practices.ensure({ slug: 'store-fk-empty', name: 'Empty' });
+    assert.equal((await db().pool.query('DELETE FROM practices WHERE id = $1', [empty.id])).rowCount, 1, 'a practice without messages is not held');
+  });
+
   it('records processing outcomes and counts by status', async () => {
     const practice = await new PracticeRepository(db().pool).ensure({ slug: 'store-c', name: 'C' });
     const repo = new Hl7MessageRepository(db().pool);

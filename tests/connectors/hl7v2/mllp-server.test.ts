@@ -133,7 +133,7 @@ describeOnEachDatabase('MLLP listener', (db, engine) => {
       async query(text: string, values?: unknown[]) {
         const result = await db().pool.query(text, values);
         if (text.includes('INSERT INTO hl7_messages')) {
-          for (const controlId of values?.[2] as string[]) events.push(`commit:${controlId}`);
+          for (const controlId of values?.[3] as string[]) events.push(`commit:${controlId}`); // $1 ids, $2 practices, $3 connectors, $4 control ids
         }
         return result;
       },
@@ -465,7 +465,7 @@ describeOnEachDatabase('MLLP listener', (db, engine) => {
       for (const id of ['POOL1', 'POOL2']) assert.equal((await repository.findByControlId(practiceId, 'pm-hl7v2-pool', id)).length, 1);
       if (engine === 'postgres') {
         const { rows } = await pool.query<{ name: string; statement: string }>("SELECT name, statement FROM pg_prepared_statements WHERE name LIKE 'settle_mllp_%' ORDER BY name");
-        assert.deepEqual(rows.map((r) => [r.name, /^\s*(\w+)/.exec(r.statement)?.[1]]), [['settle_mllp_1', 'INSERT'], ['settle_mllp_2', 'SELECT']], 'the insert, and the lookup of a duplicate');
+        assert.deepEqual(rows.map((r) => [r.name, /^\s*(\w+)/.exec(r.statement)?.[1]]), [['settle_mllp_1', 'INSERT'], ['settle_mllp_2', 'INSERT'], ['settle_mllp_3', 'SELECT']], 'the insert, the insert of a batch holding a duplicate, and the lookup of the earlier row');
       }
     } finally {
       await onDatabase.close();
