@@ -2,6 +2,7 @@
  * The demo's patients: after each reminder some of them pay, in full or with a payment plan, through the sandbox
  * checkout (the same pending payment, Checkout parameters, sandbox events, webhook verification and handler as a
  * real payment), and a few dispute the bill (the balance goes on hold and a staff task opens, as from the pay page).
+ * The checkouts' events are delivered a couple of dozen checkouts at a time, each batch handled in one transaction.
  *
  * Deterministic for a seed: who answers which message depends only on the seed and the outbox row.
  */
@@ -25,6 +26,11 @@ import type { StepTimings } from './timings.ts';
 export const CONSENT_RATE = 0.85;
 /** Registration forms recorded per transaction. */
 const CONSENTS_PER_TRANSACTION = 50;
+/**
+ * Sandbox checkouts whose events are delivered together (one transaction: `SandboxGateway.completeSessions`).
+ * Each patient pays only their own guarantor's balances, so no checkout of a day waits on another's events.
+ */
+const CHECKOUTS_PER_DELIVERY = 25;
 /** Where the demo's consents say they come from. */
 export const DEMO_CONSENT_SOURCE = 'demo: registration form at the front desk (fictitious)';
 
@@ -123,6 +129,13 @@ export async function answerMessages(
   const balances = await timed('demo: answers (balances read)', () => guarantorBalances(db, practiceId, answering.map(({ row }) => row.balance_id)));
   const ledger = new LedgerRepository(db.pool, deps.cipher, deps.clock);
   const answered = new Set<string>();
+  let paid: string[] = [];
+  const deliver = async () => {
+    if (paid.length === 0) return;
+    const sessions = paid;
+    paid = [];
+    await timed('payments: sandbox events', () => deps.gateway.completeSessions(sessions, 'succeeded'));
+  };
   for (const { row, disputes } of answering) {
     const balance = balances.byId.get(row.balance_id);
     if (!balance || balance.status !== 'open' || answered.has(balance.guarantorId)) continue;
@@ -152,11 +165,13 @@ export async function answerMessages(
     const { session } = await timed('payments: checkout', () => startCheckout({ db, clock: deps.clock, gateway: deps.gateway }, {
       practiceId, guarantorId: balance.guarantorId, balanceIds: open.map((b) => b.id), amount, baseUrl: deps.baseUrl, ...(plan ? { plan } : {}),
     }));
-    await timed('payments: sandbox events', () => deps.gateway.completeSession(session.id, 'succeeded'));
+    paid.push(session.id);
+    if (paid.length >= CHECKOUTS_PER_DELIVERY) await deliver();
     if (plan) responses.plans++;
     else responses.paidInFull++;
     responses.collectedCents += cents;
   }
+  await deliver();
   return { responses, lastSeq };
 }
 

@@ -2,7 +2,9 @@
  * The sandbox `PaymentGateway` (no Stripe key configured): sessions, off-session charges and refunds from
  * `sandbox.ts`, whose Stripe-shaped events are signed with the sandbox secret and delivered through
  * `processStripeWebhook`, the same verifier and handler as Stripe's, so the ledger, plans and write-backs
- * change exactly as they would with Stripe. Nothing is charged; every id says `sandbox`.
+ * change exactly as they would with Stripe (several checkouts completed at once, as `settle demo` completes a
+ * simulated day's: the same verifier, then the same handler for all their events in one transaction).
+ * Nothing is charged; every id says `sandbox`.
  *
  * Sessions are kept in this process's memory (the sandbox is a one-machine demo); a session id is derived from
  * its idempotency key, so a repeated request returns the same session.
@@ -17,7 +19,8 @@ import type { StripeRequest } from './checkout.ts';
 import type { CheckoutSessionRef, InstallmentChargeResult, PaymentGateway, RefundRef } from './gateway.ts';
 import type { StripeBalanceTransactionLike } from './reconcile.ts';
 import { completeSandboxSession, createSandboxSession, sandboxCharge, SandboxError, SANDBOX_WEBHOOK_SECRET, signSandboxEvent, type SandboxOutcome, type SandboxSession } from './sandbox.ts';
-import type { StripeEventEnvelope } from './stripe-webhook.ts';
+import { verifyStripeWebhook, type StripeEventEnvelope } from './stripe-webhook.ts';
+import { handleStripeEvents } from './webhook-handler.ts';
 import { processStripeWebhook, type StripeWebhookAck } from './webhook-route.ts';
 
 /** Test payment methods the sandbox honours like Stripe's test mode does. */
@@ -62,6 +65,23 @@ export class SandboxGateway implements PaymentGateway {
     return processStripeWebhook({ db, clock, practiceId, logger, secrets: secret, ...(onWritebacksQueued ? { onWritebacksQueued } : {}) }, Buffer.from(payload), header);
   }
 
+  /**
+   * Delivers several events together: each signed and verified like {@link deliver}, then all handled in one
+   * transaction (`handleStripeEvents`), committed before this returns.
+   * @returns the acknowledgements, in order.
+   */
+  async #deliverAll(events: readonly StripeEventEnvelope[]): Promise<StripeWebhookAck[]> {
+    const secret = this.#deps.webhookSecret ?? SANDBOX_WEBHOOK_SECRET;
+    const { db, clock, practiceId, logger, onWritebacksQueued } = this.#deps;
+    const verified = events.map((event) => {
+      const { payload, header } = signSandboxEvent(event, { clock, secret });
+      return verifyStripeWebhook(payload, header, { secrets: secret, clock });
+    });
+    const results = await handleStripeEvents({ db, clock, practiceId, logger }, verified);
+    if (results.some((result) => result.writebacks.length > 0)) onWritebacksQueued?.();
+    return results.map((result) => ({ received: true, eventId: result.eventId, outcome: result.outcome, duplicate: result.outcome === 'duplicate' }));
+  }
+
   async createCheckoutSession(request: StripeRequest<Stripe.Checkout.SessionCreateParams>): Promise<CheckoutSessionRef> {
     const session = createSandboxSession(request, { clock: this.#deps.clock, baseUrl: this.#deps.baseUrl });
     if (!this.#sessions.has(session.id)) this.#sessions.set(session.id, session);
@@ -84,6 +104,19 @@ export class SandboxGateway implements PaymentGateway {
     const acks: StripeWebhookAck[] = [];
     for (const event of completeSandboxSession(session, { clock: this.#deps.clock, outcome })) acks.push(await this.deliver(event));
     if (outcome === 'succeeded') this.#sessions.delete(id);
+    return acks;
+  }
+
+  /**
+   * Several patients press "Pay" (or a decline button) on their sandbox checkout pages at once: like
+   * {@link completeSession} for each, but their events are delivered together (verified one by one, then
+   * handled in one transaction), in the order of `ids`. Unknown and already completed sessions are skipped.
+   * @returns the webhook acknowledgements, in order.
+   */
+  async completeSessions(ids: readonly string[], outcome: SandboxOutcome = 'succeeded'): Promise<StripeWebhookAck[]> {
+    const sessions = [...new Set(ids)].flatMap((id) => this.#sessions.get(id) ?? []);
+    const acks = await this.#deliverAll(sessions.flatMap((session) => completeSandboxSession(session, { clock: this.#deps.clock, outcome })));
+    if (outcome === 'succeeded') for (const session of sessions) this.#sessions.delete(session.id);
     return acks;
   }
 

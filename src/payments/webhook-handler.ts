@@ -1,5 +1,6 @@
 /**
- * Applies a verified Stripe event to the store, in ONE transaction per event:
+ * Applies a verified Stripe event to the store, in ONE transaction per event (or several events that come
+ * together, like the sandbox's checkouts of a simulated day, in one transaction: `handleStripeEvents`):
  *
  * 1. the event id is inserted into `stripe_events` (ON CONFLICT DO NOTHING): when it was already there the
  *    event is a duplicate and nothing else happens (a concurrent delivery waits on the row lock, then sees it).
@@ -136,34 +137,64 @@ function settledStatus(payment: Payment, refundedMinor: number): PaymentStatus {
 export async function handleStripeEvent(deps: StripeEventHandlerDeps, event: StripeEventEnvelope): Promise<HandleResult> {
   const command = commandForEvent(event);
   const account = typeof event.account === 'string' ? event.account : '';
-  const ref = { id: event.id, type: event.type, account };
-  const duplicate: HandleResult = { outcome: 'duplicate', eventId: event.id, type: event.type, ledgerEntries: 0, writebacks: [], balanceIds: [] };
   // A retry of an event already committed costs one read, and no transaction; a concurrent first delivery is
   // caught inside the transaction, by the event id's insert.
   const handled = await new PaymentRepository(deps.db.pool, deps.clock).getEvent(deps.practiceId, event.id, account);
-  const result = handled ? duplicate : await withTransaction(deps.db, async (tx) => {
-    const payments = new PaymentRepository(tx, deps.clock);
-    const { claimed, payment, balances, timeZone } = await payments.claimEvent(deps.practiceId, ref, lookupOf(command));
-    if (!claimed) return duplicate;
-    const ledger = new LedgerRepository(tx, deps.cipher ?? unusedCipher(), deps.clock);
-    // The date of what is posted: today in the practice's time zone (as LedgerRepository.today reads it).
-    const today = localDate(deps.clock.now(), timeZone);
-    const { effects = {}, ...applied } = await apply({ deps, ledger, tx, today, balances }, command, payment);
-    const done: HandleResult = { eventId: event.id, type: event.type, ledgerEntries: 0, writebacks: [], balanceIds: [], ...applied };
-    // Money moving (or failing to) is audited with what it changed, in the statement that marks the event processed.
-    const audit: NewAuditEvent | undefined = AUDITED_OUTCOMES.has(done.outcome) ? {
-      practiceId: deps.practiceId, actor: STRIPE_ACTOR, action: `payment.${done.outcome}`, entityType: 'payment', entityId: done.paymentId ?? null,
-      detail: { eventId: event.id, type: event.type, ledgerEntries: done.ledgerEntries, writebacks: done.writebacks, balanceIds: done.balanceIds },
-    } : undefined;
-    await payments.finishEvent(deps.practiceId, ref, done.outcome, { ...effects, ...(audit ? { audit } : {}) });
-    return done;
+  const result = handled ? duplicateOf(event) : await withTransaction(deps.db, (tx) => handleInTransaction(deps, tx, event, command));
+  logHandled(deps, result);
+  return result;
+}
+
+/**
+ * Handles several verified events, in order, in ONE transaction: each exactly as {@link handleStripeEvent}
+ * handles it (claimed by its id, so a duplicate changes nothing; applied; marked processed), without the read
+ * before the transaction and with one commit for all. For events that come together and are all new, like the
+ * sandbox's checkouts of one simulated day in `settle demo`: a BEGIN, a COMMIT and a read fewer per event.
+ * Nothing is committed until every event is handled, so a caller acknowledges none before this returns.
+ * @throws StripeEventError when any event lacks what Settle needs (checked before anything is stored); a store
+ *   error (nothing of the batch is stored).
+ */
+export async function handleStripeEvents(deps: StripeEventHandlerDeps, events: readonly StripeEventEnvelope[]): Promise<HandleResult[]> {
+  const commands = events.map((event) => commandForEvent(event));
+  if (events.length === 0) return [];
+  const results = await withTransaction(deps.db, async (tx) => {
+    const out: HandleResult[] = [];
+    for (const [i, event] of events.entries()) out.push(await handleInTransaction(deps, tx, event, commands[i]!));
+    return out;
   });
+  for (const result of results) logHandled(deps, result);
+  return results;
+}
+
+const duplicateOf = (event: StripeEventEnvelope): HandleResult => ({ outcome: 'duplicate', eventId: event.id, type: event.type, ledgerEntries: 0, writebacks: [], balanceIds: [] });
+
+/** Claims, applies and marks processed one event inside the caller's transaction (see the module comment). */
+async function handleInTransaction(deps: StripeEventHandlerDeps, tx: Queryable, event: StripeEventEnvelope, command: StripeEventCommand): Promise<HandleResult> {
+  const account = typeof event.account === 'string' ? event.account : '';
+  const ref = { id: event.id, type: event.type, account };
+  const payments = new PaymentRepository(tx, deps.clock);
+  const { claimed, payment, balances, timeZone } = await payments.claimEvent(deps.practiceId, ref, lookupOf(command));
+  if (!claimed) return duplicateOf(event);
+  const ledger = new LedgerRepository(tx, deps.cipher ?? unusedCipher(), deps.clock);
+  // The date of what is posted: today in the practice's time zone (as LedgerRepository.today reads it).
+  const today = localDate(deps.clock.now(), timeZone);
+  const { effects = {}, ...applied } = await apply({ deps, ledger, tx, today, balances }, command, payment);
+  const done: HandleResult = { eventId: event.id, type: event.type, ledgerEntries: 0, writebacks: [], balanceIds: [], ...applied };
+  // Money moving (or failing to) is audited with what it changed, in the statement that marks the event processed.
+  const audit: NewAuditEvent | undefined = AUDITED_OUTCOMES.has(done.outcome) ? {
+    practiceId: deps.practiceId, actor: STRIPE_ACTOR, action: `payment.${done.outcome}`, entityType: 'payment', entityId: done.paymentId ?? null,
+    detail: { eventId: event.id, type: event.type, ledgerEntries: done.ledgerEntries, writebacks: done.writebacks, balanceIds: done.balanceIds },
+  } : undefined;
+  await payments.finishEvent(deps.practiceId, ref, done.outcome, { ...effects, ...(audit ? { audit } : {}) });
+  return done;
+}
+
+function logHandled(deps: StripeEventHandlerDeps, result: HandleResult): void {
   const log = result.outcome === 'currency-mismatch' ? deps.logger.warn.bind(deps.logger) : deps.logger.info.bind(deps.logger);
   log('stripe event handled', {
     eventId: result.eventId, type: result.type, outcome: result.outcome, paymentId: result.paymentId,
     ledgerEntries: result.ledgerEntries, writebacks: result.writebacks.length,
   });
-  return result;
 }
 
 /** Outcomes that moved money or put a balance on hold: each is an audit event. */

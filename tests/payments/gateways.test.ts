@@ -145,6 +145,28 @@ describeOnEachDatabase('SandboxGateway: the same events through the same webhook
     assert.deepEqual(rows.outbox.map((o) => [o.kind, o.amount]), [['payment', 12_000]]);
   });
 
+  test('sandbox checkouts completed together are delivered in one transaction, each posted once', async () => {
+    const h = await seedHousehold(db(), clock, `sbm-${randomUUID().slice(0, 8)}`);
+    const gateway = new SandboxGateway({ ...deps(), practiceId: h.practiceId });
+    const sessions = [];
+    const payments = [];
+    for (const amount of [4_000, 6_000]) {
+      const payment = await pendingPayment(db(), clock, h, money(amount, 'USD'));
+      payments.push(payment);
+      sessions.push(await gateway.createCheckoutSession(checkoutSessionParams({
+        paymentId: payment.id, guarantorId: h.guarantorId, amount: payment.amount, successUrl: 'http://127.0.0.1:3000/paid', cancelUrl: 'http://127.0.0.1:3000/cancel',
+      })));
+    }
+    const ids = sessions.map((s) => s.id);
+    const acks = await gateway.completeSessions([...ids, ids[0]!, 'cs_sandbox_unknown']);
+    assert.deepEqual(acks.map((a) => a.outcome), ['payment-posted', 'payment-already-posted', 'payment-posted', 'payment-already-posted']);
+    assert.deepEqual(await gateway.completeSessions(ids), [], 'completed sessions are forgotten');
+    for (const [i, payment] of payments.entries()) {
+      const rows = await paymentRows(db(), h.practiceId, payment.id);
+      assert.deepEqual(rows.outbox.map((o) => [o.kind, o.amount]), [['payment', [4_000, 6_000][i]]]);
+    }
+  });
+
   test('a sandbox refund arrives as charge.refunded and posts the refund once', async () => {
     const h = await seedHousehold(db(), clock, `sbr-${randomUUID().slice(0, 8)}`);
     const gateway = new SandboxGateway({ ...deps(), practiceId: h.practiceId });
