@@ -11,6 +11,7 @@
 import { createHash } from 'node:crypto';
 import type { Clock } from '../domain/clock.ts';
 import { withTransaction, type Database, type Queryable } from './database.ts';
+import { SqlParams } from './sql-params.ts';
 
 /** Something that happened, by whom, to what. Details carry ids, never PHI. */
 export interface NewAuditEvent {
@@ -83,16 +84,18 @@ function chainHash(prevHash: string, event: Omit<AuditEvent, 'id' | 'prevHash' |
 const sqlChainHash = (prev: string, body: string) => `encode(sha256(convert_to(${prev} || chr(10) || ${body}, 'UTF8')), 'hex')`;
 
 /**
- * The CTEs `audit_head` and `audit_event` that append an event at `occurredAt` (see the module comment), with
- * their values numbered from `$<first>`: `WITH <sql> SELECT * FROM audit_event` appends it on its own, and a
- * caller may add them to the statement that writes what the event records (one round trip for both).
+ * The CTEs `audit_head` and `audit_event` that append an event at `occurredAt` (see the module comment), their
+ * values added to `params`: `WITH <sql> SELECT * FROM audit_event` appends it on its own, and a caller may add
+ * them to the statement that writes what the event records (one round trip for both).
  */
-export function auditAppendSql(event: NewAuditEvent, occurredAt: Date, first: number): { sql: string; values: unknown[] } {
+export function auditAppendSql(event: NewAuditEvent, occurredAt: Date, params: SqlParams): string {
   const full = {
     practiceId: event.practiceId, occurredAt, actor: event.actor, action: event.action, entityType: event.entityType,
     entityId: event.entityId ?? null, detail: event.detail ?? {},
   };
-  const [practice, at, actor, action, entityType, entityId, detail, body] = Array.from({ length: 8 }, (_, i) => `$${first + i}`);
+  const [practice, at, actor, action, entityType, entityId, detail, body] = [
+    full.practiceId, occurredAt, full.actor, full.action, full.entityType, full.entityId, JSON.stringify(full.detail), chainBody(full),
+  ].map((value) => params.add(value));
   // The head is moved under its row lock (a first event inserts it, chaining to the newest stored event if a
   // chain was begun before heads existed); prev_hash keeps the hash it replaced, the new event's link.
   const sql = `audit_head AS (
@@ -107,10 +110,7 @@ export function auditAppendSql(event: NewAuditEvent, occurredAt: Date, first: nu
       SELECT last_event_id, ${practice}::uuid, ${at}::timestamptz, ${actor}::text, ${action}::text, ${entityType}::text, ${entityId}::text, ${detail}::jsonb, prev_hash, last_hash
       FROM audit_head
       RETURNING *)`;
-  return {
-    sql,
-    values: [full.practiceId, occurredAt, full.actor, full.action, full.entityType, full.entityId, JSON.stringify(full.detail), chainBody(full)],
-  };
+  return sql;
 }
 
 interface AuditRow {
@@ -155,8 +155,9 @@ export class AuditLog {
    * records.
    */
   async append(event: NewAuditEvent, tx?: Queryable): Promise<AuditEvent> {
-    const append = auditAppendSql(event, this.clock.now(), 1);
-    const { rows } = await (tx ?? this.db.pool).query<AuditRow>(`WITH ${append.sql} SELECT * FROM audit_event`, append.values);
+    const params = new SqlParams();
+    const append = auditAppendSql(event, this.clock.now(), params);
+    const { rows } = await (tx ?? this.db.pool).query<AuditRow>(`WITH ${append} SELECT * FROM audit_event`, params.values);
     return toEvent(rows[0]!);
   }
 

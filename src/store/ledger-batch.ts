@@ -22,6 +22,7 @@ import {
 } from '../domain/ledger.ts';
 import { MoneyError } from '../domain/money.ts';
 import type { Queryable } from './database.ts';
+import { SqlParams } from './sql-params.ts';
 import type { LedgerRepository } from './ledger.ts';
 import { LedgerError, toSafe, type PostingResult, type PostingTarget } from './ledger-posting.ts';
 
@@ -108,13 +109,13 @@ export class LedgerBatch {
       for (const id of ids) if (!created.has(id)) notes.set(id, versionNote(postings[n]!.version));
     });
     const recompute = [...notes.keys()].sort();
-    const statement = new Statement();
+    const statement = new SqlParams();
     const versionCtes = this.#versionsCte(statement, practiceId, postings, results, previous.map((p) => p.inserted), now);
     const lines = this.#linesCte(statement, practiceId, postings, plans, balanceIds, now);
     const ctes = [...versionCtes, ...(lines ? [`lines AS (${lines})`] : [])];
     if (ctes.length === 0 && recompute.length === 0) return results;
     const sums = recompute.length === 0 ? 'SELECT NULL::uuid AS id WHERE false' : this.#sumsQuery(statement, recompute, lines !== null);
-    const { rows } = await this.#db.query<SumsRow>(`${ctes.length ? `WITH ${ctes.join(',\n')}\n` : ''}${sums}`, statement.params);
+    const { rows } = await this.#db.query<SumsRow>(`${ctes.length ? `WITH ${ctes.join(',\n')}\n` : ''}${sums}`, statement.values);
     await this.#recompute(rows, recompute, notes, now);
     return results;
   }
@@ -255,7 +256,7 @@ export class LedgerBatch {
    * reads: the statement's other parts cannot see these rows in the table.
    */
   #linesCte(
-    statement: Statement,
+    statement: SqlParams,
     practiceId: string,
     postings: readonly SourcePosting[],
     plans: readonly (PostingPlan | null)[],
@@ -273,13 +274,13 @@ export class LedgerBatch {
     if (lines.length === 0) return null;
     // Thousands of lines per batch: their columns go as array literals built here ({@link arrayLiteral}), several
     // times cheaper than the driver's general array conversion.
-    const line = (pick: (l: LedgerLine) => string | number | null) => statement.param(arrayLiteral(lines.map((l) => pick(l.line))));
-    const owner = <T>(pick: (o: (typeof owners)[number]) => T) => statement.param(owners.map(pick));
+    const line = (pick: (l: LedgerLine) => string | number | null) => statement.add(arrayLiteral(lines.map((l) => pick(l.line))));
+    const owner = <T>(pick: (o: (typeof owners)[number]) => T) => statement.add(owners.map(pick));
     return `INSERT INTO ledger_entries (practice_id, balance_id, account_id, guarantor_id, patient_id, kind, amount_minor, effect_minor, currency,
          service_date, payer, service_code, description, line_key, source_connector, source_resource_type, source_id, source_version, posted_at)
-       SELECT ${statement.param(practiceId)}, p.balance_id, p.account_id, p.guarantor_id, p.patient_id, l.kind, l.amount, l.effect, l.currency, l.service_date::date, l.payer,
-         l.service_code, l.description, l.line_key, p.connector, p.resource_type, p.source_id, p.version, ${statement.param(now)}
-       FROM unnest(${statement.param(arrayLiteral(lines.map((l) => l.owner)))}::int[], ${line((l) => l.kind)}::text[], ${line((l) => l.amount.amount)}::bigint[],
+       SELECT ${statement.add(practiceId)}, p.balance_id, p.account_id, p.guarantor_id, p.patient_id, l.kind, l.amount, l.effect, l.currency, l.service_date::date, l.payer,
+         l.service_code, l.description, l.line_key, p.connector, p.resource_type, p.source_id, p.version, ${statement.add(now)}
+       FROM unnest(${statement.add(arrayLiteral(lines.map((l) => l.owner)))}::int[], ${line((l) => l.kind)}::text[], ${line((l) => l.amount.amount)}::bigint[],
          ${line((l) => balanceEffect(l.kind, l.amount.amount))}::bigint[], ${line((l) => l.amount.currency)}::text[], ${line((l) => l.serviceDate)}::text[],
          ${line((l) => l.payer)}::text[], ${line((l) => l.serviceCode)}::text[], ${line((l) => l.description)}::text[], ${line((l) => l.lineKey)}::text[])
          WITH ORDINALITY AS l (owner, kind, amount, effect, currency, service_date, payer, service_code, description, line_key, n)
@@ -296,12 +297,12 @@ export class LedgerBatch {
    * stale (or the source was `inserted` by this batch, with its version already). None when there is nothing to
    * record.
    */
-  #versionsCte(statement: Statement, practiceId: string, postings: readonly SourcePosting[], results: readonly PostingResult[], inserted: readonly boolean[], now: Date): string[] {
+  #versionsCte(statement: SqlParams, practiceId: string, postings: readonly SourcePosting[], results: readonly PostingResult[], inserted: readonly boolean[], now: Date): string[] {
     const recorded = postings.map((p, n) => ({ version: p.version, outcome: results[n]!.outcome, advance: !inserted[n] && results[n]!.outcome !== 'stale' })).filter((r) => r.outcome !== 'duplicate');
     if (recorded.length === 0) return [];
-    const column = <T>(pick: (r: (typeof recorded)[number]) => T) => statement.param(recorded.map(pick));
-    const practice = statement.param(practiceId);
-    const at = statement.param(now);
+    const column = <T>(pick: (r: (typeof recorded)[number]) => T) => statement.add(recorded.map(pick));
+    const practice = statement.add(practiceId);
+    const at = statement.add(now);
     return [
       `versions AS (SELECT * FROM unnest(${column((r) => r.version.connector)}::text[], ${column((r) => r.version.resourceType)}::text[], ${column((r) => r.version.sourceId)}::text[],
          ${column((r) => r.version.versionId)}::text[], ${column((r) => r.version.lastUpdated)}::timestamptz[], ${column((r) => r.outcome)}::text[], ${column((r) => r.advance)}::boolean[])
@@ -319,9 +320,9 @@ export class LedgerBatch {
    * What each balance to recompute is now: its status and its entries' effects per service date and payer,
    * those in the table plus this statement's new `lines` (when `withLines`).
    */
-  #sumsQuery(statement: Statement, ids: readonly string[], withLines: boolean): string {
+  #sumsQuery(statement: SqlParams, ids: readonly string[], withLines: boolean): string {
     // Grouped once over all the balances' entries: a per-balance subquery would scan `lines` once per balance.
-    const balances = statement.param(ids);
+    const balances = statement.add(ids);
     const entries = `SELECT balance_id, service_date, payer, effect_minor FROM ledger_entries WHERE balance_id = ANY(${balances}::uuid[])${
       withLines ? ' UNION ALL SELECT balance_id, service_date, payer, effect_minor FROM lines' : ''
     }`;
@@ -369,16 +370,6 @@ interface SumsRow {
   service_date: string | null;
   payer: PayerKind | null;
   effect: string | null;
-}
-
-/** The parameters of one statement built in parts: each part adds its values and writes their `$n`. */
-class Statement {
-  readonly params: unknown[] = [];
-  /** @returns the placeholder of `value`. */
-  param(value: unknown): string {
-    this.params.push(value);
-    return `$${this.params.length}`;
-  }
 }
 
 /** The effects of a balance's entries summed per service date and payer. */

@@ -8,6 +8,7 @@ import { createHash } from 'node:crypto';
 import type { Clock } from '../domain/clock.ts';
 import type { Money } from '../domain/money.ts';
 import { auditAppendSql, type NewAuditEvent } from './audit.ts';
+import { SqlParams } from './sql-params.ts';
 import type { Queryable } from './database.ts';
 
 export type PaymentStatus = 'pending' | 'succeeded' | 'failed' | 'refunded' | 'partially_refunded' | 'disputed';
@@ -222,66 +223,57 @@ function toWriteback(r: OutboxRow): WritebackRow {
 }
 
 /**
- * The SET list of a payment change and its values, numbered from `$<first>` (one statement: `update`, or
- * `finishEvent` folding the change into the event's last write).
+ * The SET list of a payment change, its values added to `params` (one statement: `update`, or `finishEvent`
+ * folding the change into the event's last write).
  */
-function paymentChangeSql(change: PaymentChange, now: Date, first: number): { set: string; values: unknown[] } {
+function paymentChangeSql(change: PaymentChange, now: Date, params: SqlParams): string {
   const s = change.stripe ?? {};
-  const $ = (n: number) => `$${first + n}`;
-  return {
-    set: `status = coalesce(${$(0)}, status),
-         allocations = coalesce(${$(1)}::jsonb, allocations),
-         amount_minor = coalesce(${$(2)}::bigint, amount_minor),
-         refunded_minor = coalesce(${$(3)}::bigint, refunded_minor),
-         reversed_minor = coalesce(${$(4)}::bigint, reversed_minor),
-         failure_code = CASE WHEN ${$(5)}::boolean THEN ${$(6)}::text ELSE failure_code END,
-         stripe_checkout_session_id = coalesce(${$(7)}, stripe_checkout_session_id),
-         stripe_payment_intent_id = coalesce(${$(8)}, stripe_payment_intent_id),
-         stripe_charge_id = coalesce(${$(9)}, stripe_charge_id),
-         stripe_customer_id = coalesce(${$(10)}, stripe_customer_id),
-         stripe_dispute_id = coalesce(${$(11)}, stripe_dispute_id),
-         succeeded_at = CASE WHEN ${$(12)}::boolean THEN ${$(13)}::timestamptz ELSE succeeded_at END,
-         updated_at = ${$(13)}::timestamptz`,
-    values: [
-      change.status ?? null, change.allocations ? JSON.stringify(change.allocations) : null, change.amount?.amount ?? null,
-      change.refundedMinor ?? null, change.reversedMinor ?? null, change.failureCode !== undefined, change.failureCode ?? null,
-      s.checkoutSession ?? null, s.paymentIntent ?? null, s.charge ?? null, s.customer ?? null, s.dispute ?? null,
-      change.succeeded === true, now,
-    ],
-  };
+  const at = params.add(now);
+  const $ = (value: unknown) => params.add(value);
+  return `status = coalesce(${$(change.status ?? null)}, status),
+         allocations = coalesce(${$(change.allocations ? JSON.stringify(change.allocations) : null)}::jsonb, allocations),
+         amount_minor = coalesce(${$(change.amount?.amount ?? null)}::bigint, amount_minor),
+         refunded_minor = coalesce(${$(change.refundedMinor ?? null)}::bigint, refunded_minor),
+         reversed_minor = coalesce(${$(change.reversedMinor ?? null)}::bigint, reversed_minor),
+         failure_code = CASE WHEN ${$(change.failureCode !== undefined)}::boolean THEN ${$(change.failureCode ?? null)}::text ELSE failure_code END,
+         stripe_checkout_session_id = coalesce(${$(s.checkoutSession ?? null)}, stripe_checkout_session_id),
+         stripe_payment_intent_id = coalesce(${$(s.paymentIntent ?? null)}, stripe_payment_intent_id),
+         stripe_charge_id = coalesce(${$(s.charge ?? null)}, stripe_charge_id),
+         stripe_customer_id = coalesce(${$(s.customer ?? null)}, stripe_customer_id),
+         stripe_dispute_id = coalesce(${$(s.dispute ?? null)}, stripe_dispute_id),
+         succeeded_at = CASE WHEN ${$(change.succeeded === true)}::boolean THEN ${at}::timestamptz ELSE succeeded_at END,
+         updated_at = ${at}::timestamptz`;
 }
 
-/** An INSERT of write-backs (due now, idempotent on the write-back id) and its values, numbered from `$<first>`. */
-function writebackInsertSql(rows: readonly NewWriteback[], now: Date, first: number): { sql: string; values: unknown[] } {
-  const values: unknown[] = [now];
+/** An INSERT of write-backs (due now, idempotent on the write-back id), its values added to `params`. */
+function writebackInsertSql(rows: readonly NewWriteback[], now: Date, params: SqlParams): string {
+  const at = params.add(now);
   const tuples = rows.map((r) => {
-    const at = first + values.length;
-    values.push(r.practiceId, r.paymentId, r.kind, r.writebackId, hl7ControlId(r.practiceId, r.writebackId), r.amount.amount, r.amount.currency, JSON.stringify(r.allocations));
-    return `($${at}::uuid, $${at + 1}::uuid, $${at + 2}, $${at + 3}, $${at + 4}, $${at + 5}::bigint, $${at + 6}, $${at + 7}::jsonb, $${first}::timestamptz, $${first}::timestamptz, $${first}::timestamptz)`;
+    const [practice, payment, kind, writebackId, controlId, amount, currency, allocations] = [
+      r.practiceId, r.paymentId, r.kind, r.writebackId, hl7ControlId(r.practiceId, r.writebackId), r.amount.amount, r.amount.currency, JSON.stringify(r.allocations),
+    ].map((value) => params.add(value));
+    return `(${practice}::uuid, ${payment}::uuid, ${kind}, ${writebackId}, ${controlId}, ${amount}::bigint, ${currency}, ${allocations}::jsonb, ${at}::timestamptz, ${at}::timestamptz, ${at}::timestamptz)`;
   });
-  return {
-    sql: `INSERT INTO writeback_outbox (practice_id, payment_id, kind, writeback_id, control_id, amount_minor, currency, allocations, next_attempt_at, created_at, updated_at)
-       VALUES ${tuples.join(', ')} ON CONFLICT (practice_id, writeback_id) DO NOTHING`,
-    values,
-  };
+  return `INSERT INTO writeback_outbox (practice_id, payment_id, kind, writeback_id, control_id, amount_minor, currency, allocations, next_attempt_at, created_at, updated_at)
+       VALUES ${tuples.join(', ')} ON CONFLICT (practice_id, writeback_id) DO NOTHING`;
 }
 
 /**
- * The SELECT of the payment a lookup finds, locked for update (its values numbered from `$<first>`, the practice
- * id `$1`): by Settle's id when it is a uuid, else by payment intent, else by charge; the oldest of equals. Each
- * arm is one index probe. `onlyIf` is a condition the lookup runs under at all.
+ * The SELECT of the payment a lookup finds, locked for update, its values added to `params` (`practice` is the
+ * placeholder of the practice id): by Settle's id when it is a uuid, else by payment intent, else by charge; the
+ * oldest of equals. Each arm is one index probe. `onlyIf` is a condition the lookup runs under at all.
  */
-function paymentLookupSql(refs: PaymentLookup, first: number, onlyIf = 'true'): { sql: string; values: unknown[] } {
-  return {
-    sql: `SELECT ${PAYMENT_COLUMNS} FROM payments WHERE practice_id = $1 AND id = (
+function paymentLookupSql(refs: PaymentLookup, params: SqlParams, practice: string, onlyIf = 'true'): string {
+  const id = params.add(isUuid(refs.paymentId) ? refs.paymentId : null);
+  const intent = params.add(refs.paymentIntent || null);
+  const charge = params.add(refs.charge || null);
+  return `SELECT ${PAYMENT_COLUMNS} FROM payments WHERE practice_id = ${practice} AND id = (
             SELECT c.id FROM (
-              SELECT id, 1 AS rank, created_at FROM payments WHERE practice_id = $1 AND id = $${first}::uuid
-              UNION ALL SELECT id, 2, created_at FROM payments WHERE practice_id = $1 AND stripe_payment_intent_id = $${first + 1}::text
-              UNION ALL SELECT id, 3, created_at FROM payments WHERE practice_id = $1 AND stripe_charge_id = $${first + 2}::text
+              SELECT id, 1 AS rank, created_at FROM payments WHERE practice_id = ${practice} AND id = ${id}::uuid
+              UNION ALL SELECT id, 2, created_at FROM payments WHERE practice_id = ${practice} AND stripe_payment_intent_id = ${intent}::text
+              UNION ALL SELECT id, 3, created_at FROM payments WHERE practice_id = ${practice} AND stripe_charge_id = ${charge}::text
             ) c WHERE ${onlyIf} ORDER BY c.rank, c.created_at LIMIT 1)
-          FOR UPDATE`,
-    values: [isUuid(refs.paymentId) ? refs.paymentId : null, refs.paymentIntent || null, refs.charge || null],
-  };
+          FOR UPDATE`;
 }
 
 /** Reads and writes payments, handled Stripe events and the write-back outbox. */
@@ -319,19 +311,21 @@ export class PaymentRepository {
   async claimEvent(
     practiceId: string, event: { id: string; type: string; account?: string }, refs: PaymentLookup = {},
   ): Promise<{ claimed: boolean; payment?: Payment; balances: PayableBalance[]; timeZone: string | null }> {
-    const lookup = paymentLookupSql(refs, 6, 'EXISTS (SELECT 1 FROM claimed)');
+    const params = new SqlParams();
+    const [practice, account, id, type, now] = [practiceId, event.account ?? '', event.id, event.type, this.#clock.now()].map((value) => params.add(value));
+    const lookup = paymentLookupSql(refs, params, practice, 'EXISTS (SELECT 1 FROM claimed)');
     // The lookup runs only when the insert claimed the event: a duplicate locks no payment.
     const { rows } = await this.#db.query<PaymentRow & { claimed: boolean; practice_time_zone: string | null; payable: PayableRow[] | null }>(
       `WITH claimed AS (
-         INSERT INTO stripe_events (practice_id, account, event_id, type, received_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING 1),
-       found AS (${lookup.sql})
-       SELECT found.*, EXISTS (SELECT 1 FROM claimed) AS claimed, (SELECT time_zone FROM practices WHERE id = $1) AS practice_time_zone,
+         INSERT INTO stripe_events (practice_id, account, event_id, type, received_at) VALUES (${practice}, ${account}, ${id}, ${type}, ${now}) ON CONFLICT DO NOTHING RETURNING 1),
+       found AS (${lookup})
+       SELECT found.*, EXISTS (SELECT 1 FROM claimed) AS claimed, (SELECT time_zone FROM practices WHERE id = ${practice}) AS practice_time_zone,
          CASE WHEN found.status IN ('pending', 'failed') THEN (
            SELECT json_agg(json_build_object('id', b.id, 'practice_id', b.practice_id, 'account_id', b.account_id, 'guarantor_id', b.guarantor_id,
              'patient_id', b.patient_id, 'currency', b.currency, 'patient_amount_minor', b.patient_amount_minor::text, 'oldest_open_date', b.oldest_open_date::text) ORDER BY u.n)
            FROM unnest(found.balance_ids) WITH ORDINALITY AS u (id, n) JOIN balances b ON b.id = u.id) END AS payable
        FROM (SELECT 1) one LEFT JOIN found ON true`,
-      [practiceId, event.account ?? '', event.id, event.type, this.#clock.now(), ...lookup.values],
+      params.values,
     );
     const row = rows[0]!;
     const found = { claimed: row.claimed, balances: (row.payable ?? []).map(toPayable), timeZone: row.practice_time_zone };
@@ -347,26 +341,18 @@ export class PaymentRepository {
     effects: { payment?: { id: string; change: PaymentChange }; writebacks?: readonly NewWriteback[]; audit?: NewAuditEvent } = {},
   ): Promise<void> {
     const now = this.#clock.now();
-    const values: unknown[] = [practiceId, event.account ?? '', event.id, outcome, now];
+    const params = new SqlParams();
+    const [practice, account, id, result, at] = [practiceId, event.account ?? '', event.id, outcome, now].map((value) => params.add(value));
     const ctes: string[] = [];
     if (effects.payment) {
-      const change = paymentChangeSql(effects.payment.change, now, values.length + 2);
-      ctes.push(`paid AS (UPDATE payments SET ${change.set} WHERE practice_id = $1 AND id = $${values.length + 1})`);
-      values.push(effects.payment.id, ...change.values);
+      const paymentId = params.add(effects.payment.id);
+      ctes.push(`paid AS (UPDATE payments SET ${paymentChangeSql(effects.payment.change, now, params)} WHERE practice_id = ${practice} AND id = ${paymentId})`);
     }
-    if (effects.writebacks && effects.writebacks.length > 0) {
-      const insert = writebackInsertSql(effects.writebacks, now, values.length + 1);
-      ctes.push(`queued AS (${insert.sql})`);
-      values.push(...insert.values);
-    }
-    if (effects.audit) {
-      const append = auditAppendSql(effects.audit, now, values.length + 1);
-      ctes.push(append.sql);
-      values.push(...append.values);
-    }
+    if (effects.writebacks && effects.writebacks.length > 0) ctes.push(`queued AS (${writebackInsertSql(effects.writebacks, now, params)})`);
+    if (effects.audit) ctes.push(auditAppendSql(effects.audit, now, params));
     await this.#db.query(
-      `${ctes.length > 0 ? `WITH ${ctes.join(', ')} ` : ''}UPDATE stripe_events SET outcome = $4, processed_at = $5 WHERE practice_id = $1 AND account = $2 AND event_id = $3`,
-      values,
+      `${ctes.length > 0 ? `WITH ${ctes.join(', ')} ` : ''}UPDATE stripe_events SET outcome = ${result}, processed_at = ${at} WHERE practice_id = ${practice} AND account = ${account} AND event_id = ${id}`,
+      params.values,
     );
   }
 
@@ -406,15 +392,17 @@ export class PaymentRepository {
    * uuid, else by payment intent, else by charge (as {@link claimEvent} finds it).
    */
   async findForUpdate(practiceId: string, refs: PaymentLookup): Promise<Payment | undefined> {
-    const lookup = paymentLookupSql(refs, 2);
-    const { rows } = await this.#db.query<PaymentRow>(lookup.sql, [practiceId, ...lookup.values]);
+    const params = new SqlParams();
+    const practice = params.add(practiceId);
+    const { rows } = await this.#db.query<PaymentRow>(paymentLookupSql(refs, params, practice), params.values);
     return rows[0] && toPayment(rows[0]);
   }
 
   /** Updates a payment's status, money figures and Stripe ids (only the fields given). */
   async update(practiceId: string, id: string, change: PaymentChange): Promise<void> {
-    const sql = paymentChangeSql(change, this.#clock.now(), 3);
-    await this.#db.query(`UPDATE payments SET ${sql.set} WHERE practice_id = $1 AND id = $2`, [practiceId, id, ...sql.values]);
+    const params = new SqlParams();
+    const [practice, payment] = [practiceId, id].map((value) => params.add(value));
+    await this.#db.query(`UPDATE payments SET ${paymentChangeSql(change, this.#clock.now(), params)} WHERE practice_id = ${practice} AND id = ${payment}`, params.values);
   }
 
   // ---- write-back outbox --------------------------------------------------------------------------------
@@ -424,8 +412,8 @@ export class PaymentRepository {
    * @returns false when a row with this write-back id already existed.
    */
   async enqueueWriteback(row: NewWriteback): Promise<boolean> {
-    const insert = writebackInsertSql([row], this.#clock.now(), 1);
-    const { rowCount } = await this.#db.query(insert.sql, insert.values);
+    const params = new SqlParams();
+    const { rowCount } = await this.#db.query(writebackInsertSql([row], this.#clock.now(), params), params.values);
     return rowCount === 1;
   }
 
