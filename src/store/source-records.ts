@@ -69,7 +69,8 @@ interface RecordRow {
   version_id: string;
   last_updated: Date | null;
   content_hash: string;
-  body: unknown;
+  /** The JSON text as received (a text column: parsed here, once). */
+  body: string;
   received_at: Date;
   status: SourceRecordStatus;
   ingested_at: Date | null;
@@ -89,7 +90,7 @@ function toRecord(row: RecordRow): StoredSourceRecord {
     versionId: row.version_id,
     lastUpdated: row.last_updated,
     contentHash: row.content_hash,
-    body: row.body,
+    body: JSON.parse(row.body),
     receivedAt: row.received_at,
     status: row.status,
     ingestedAt: row.ingested_at,
@@ -139,7 +140,8 @@ const RECORD_SEPARATOR = '\x1e';
 
 /**
  * A record to store: a {@link SourceRecord} with its body parsed (`body`, serialised here), or with its body as the
- * JSON text received (`bodyText`, an NDJSON line, say: stored as is, nothing parsed or serialised again).
+ * JSON text received (`bodyText`, an NDJSON line, say: stored as is, nothing parsed or serialised again). A
+ * `bodyText` must be JSON the caller has parsed: the database stores it as text, without checking it again.
  */
 export type NewSourceRecord = Omit<SourceRecord, 'body'> & ({ body: unknown; bodyText?: undefined } | { bodyText: string; body?: undefined });
 
@@ -169,7 +171,7 @@ export class SourceRecordRepository {
    * Stores records with status `pending`, each version once: a record whose (practice, connector, resource type,
    * source id, version id) is already stored — earlier, or earlier in the same batch — is skipped. One statement
    * whatever the batch size: the bodies travel as one text parameter (JSON texts separated by U+001E, which valid
-   * JSON never contains) and the other columns as arrays.
+   * JSON never contains) and the other columns as arrays. Bodies are stored as text, exactly as given.
    * @returns how many were new.
    */
   async storeMany(tx: Queryable, records: readonly NewSourceRecord[]): Promise<number> {
@@ -177,7 +179,7 @@ export class SourceRecordRepository {
     const column = <K extends keyof NewSourceRecord>(key: K) => records.map((r) => r[key]);
     const result = await tx.query(
       `INSERT INTO source_records (practice_id, connector, transport, resource_type, source_id, version_id, last_updated, content_hash, body, received_at)
-       SELECT r.practice_id, r.connector, r.transport, r.resource_type, r.source_id, r.version_id, r.last_updated, r.content_hash, b.body::json, $10
+       SELECT r.practice_id, r.connector, r.transport, r.resource_type, r.source_id, r.version_id, r.last_updated, r.content_hash, b.body, $10
        FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::text[]) WITH ORDINALITY
          AS r (practice_id, connector, transport, resource_type, source_id, version_id, last_updated, content_hash, n)
        JOIN string_to_table($9::text, E'\\x1e') WITH ORDINALITY AS b (body, n) USING (n)

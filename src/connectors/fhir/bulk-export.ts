@@ -157,7 +157,7 @@ export interface BulkImportOptions {
   types?: readonly string[];
   /** Export everything (no `_since`); default: since the oldest checkpoint of the types, when all have one. */
   full?: boolean;
-  /** Lines per stored batch (one transaction); default 500. */
+  /** Lines per stored batch (one transaction), unless the batch reaches 1 MiB of JSON first; default 1,000. */
   batchSize?: number;
   /**
    * Batches stored at once, each on its own connection, while the next lines are parsed; default 2 on a
@@ -246,7 +246,7 @@ const emptyBatch = (): ClassifiedPage => ({ records: [], quarantined: [], stamps
 async function importFile(options: BulkImportOptions, clock: Clock, output: BulkManifest['output'][number], requiresAccessToken: boolean): Promise<FileSummary> {
   const { db, practiceId, connector } = options;
   const records = new SourceRecordRepository(db.pool, clock);
-  const batchSize = Math.max(1, options.batchSize ?? 500);
+  const batchSize = Math.max(1, options.batchSize ?? 1000);
   const writers: Writer[] = Array.from({ length: Math.max(1, options.writers ?? (db.kind === 'server' ? 2 : 1)) }, () => ({ batch: emptyBatch(), chars: 0, storing: Promise.resolve() }));
   const file: FileSummary = { type: output.type, lines: 0, stored: 0, duplicates: 0, quarantined: 0 };
   const context = { practiceId, connector: connector.name, resourceType: output.type };

@@ -59,6 +59,17 @@ describeOnEachDatabase('source records repository', (db) => {
     assert.equal(await repo.get(practiceId, 'not-an-id'), undefined);
   });
 
+  it('refuses a content hash that is not 64 lowercase hex digits', async () => {
+    for (const contentHash of ['A'.repeat(64), 'a'.repeat(63), 'a'.repeat(65), `${'a'.repeat(63)}g`, `${'a'.repeat(63)}\n`]) {
+      await assert.rejects(
+        withTransaction(db(), (tx) => repo.storeMany(tx, [record(practiceId, 'hash-check', '1', { connector: 'hash-check', contentHash })])),
+        (error: { constraint?: string }) => error.constraint === 'source_records_content_hash_check',
+        JSON.stringify(contentHash),
+      );
+    }
+    assert.equal(await withTransaction(db(), (tx) => repo.storeMany(tx, [record(practiceId, 'hash-check', '1', { connector: 'hash-check', contentHash: '0123456789abcdef'.repeat(4) })])), 1);
+  });
+
   it('rolls back with its transaction', async () => {
     await assert.rejects(
       withTransaction(db(), async (tx) => {
@@ -219,10 +230,12 @@ describeOnEachDatabase('source records repository', (db) => {
     const { body: _parsed, ...rest } = record(practiceId, 'as-text', '1');
     assert.equal(await withTransaction(db(), (tx) => repo.storeMany(tx, [{ ...rest, bodyText: text }])), 1);
     const { rows } = await db().pool.query<{ value: string }>(
-      `SELECT body -> 'totalNet' ->> 'value' AS value FROM source_records WHERE practice_id = $1 AND source_id = 'as-text'`,
+      `SELECT body::json -> 'totalNet' ->> 'value' AS value FROM source_records WHERE practice_id = $1 AND source_id = 'as-text'`,
       [practiceId],
     );
     assert.equal(rows[0]!.value, '12345678901234567890.10', 'not rounded by a parse and serialise in between');
+    const [stored] = await repo.versions(practiceId, 'generic-fhir-r4', 'Invoice', 'as-text');
+    assert.equal((stored!.body as { id: string }).id, 'as-text', 'read back parsed');
     await assert.rejects(withTransaction(db(), (tx) => repo.storeMany(tx, [{ ...rest, sourceId: 'bad', bodyText: '{"a":1}\u001e{"b":2}' }])), /Invoice\/bad is not JSON text/);
 
     const outcome = (text: string) => ({ resourceType: 'OperationOutcome' as const, issue: [{ severity: 'error' as const, code: 'invalid' as const, details: { text } }] });
