@@ -55,10 +55,8 @@ async function run(engine: 'pglite' | 'postgres'): Promise<void> {
     }
     const all = [...deliveries, ...deliveries]; // every event, then Stripe's retry of every event
     const outcomes = new Map<string, number>();
-    // One endpoint, as the route keeps it: deliveries in flight together are handled in shared transactions.
-    const endpoint = { db, clock, practiceId, logger: silentLogger, cipher, secrets: SECRET };
     const deliver = async ({ payload, header }: { payload: Buffer; header: string }) => {
-      const ack = await processStripeWebhook(endpoint, payload, header);
+      const ack = await processStripeWebhook({ db, clock, practiceId, logger: silentLogger, cipher, secrets: SECRET }, payload, header);
       outcomes.set(ack.outcome, (outcomes.get(ack.outcome) ?? 0) + 1);
     };
     const started = performance.now();

@@ -1,7 +1,6 @@
 /**
  * `POST /webhooks/stripe`: the raw body's signature is verified, the event is handled and committed
- * (events arriving together share one transaction: `webhook-batcher.ts`), and only then is 200 sent, so Stripe
- * retries anything not durable.
+ * (`handleStripeEvent`: one transaction), and only then is 200 sent, so Stripe retries anything not durable.
  *
  * The body MUST reach this handler as the raw bytes (a Buffer): mount `express.raw({ type: 'application/json' })`
  * on this path before the app's JSON parser; re-serialised JSON does not verify.
@@ -17,8 +16,7 @@ import { ApiError, sendProblem } from '../api/problem.ts';
 import type { RouteSpec } from '../api/routes.ts';
 import { StripeEventError } from './stripe-events.ts';
 import { verifyStripeWebhook, WebhookVerificationError } from './stripe-webhook.ts';
-import { stripeEventBatcher } from './webhook-batcher.ts';
-import type { HandleResult, StripeEventHandlerDeps } from './webhook-handler.ts';
+import { handleStripeEvent, type HandleResult, type StripeEventHandlerDeps } from './webhook-handler.ts';
 
 export const STRIPE_WEBHOOK_PATH = '/webhooks/stripe';
 /** The webhook endpoint of one practice's Stripe account (its slug), verified with that practice's secret. */
@@ -70,7 +68,7 @@ export async function processStripeWebhook(deps: StripeWebhookRouteDeps, rawBody
   }
   let result: HandleResult;
   try {
-    result = await stripeEventBatcher(deps).handle(event);
+    result = await handleStripeEvent(deps, event);
   } catch (error) {
     if (error instanceof StripeEventError) throw new ApiError(400, 'invalid_event', error.message);
     throw error;
