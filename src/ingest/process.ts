@@ -12,6 +12,7 @@
 import type { JobDefinition } from '../scheduler/scheduler.ts';
 import type { BatchOptions, ProcessDependencies } from './drain.ts';
 import { drainHl7Messages } from './hl7-process.ts';
+import { validatorFor } from './mapping-choice.ts';
 import { drainPendingSourceRecords, type IngestPendingOptions } from './pending-batch.ts';
 
 /** Job names, so the registration, the schedule and enqueuers (listener, sync) agree. */
@@ -43,10 +44,16 @@ export function hl7ProcessJob(
   };
 }
 
-/** The `ingest.pending` job: pending source records → ledger. Data: `{}`. */
+/**
+ * The `ingest.pending` job: pending source records → ledger. Data: `{}`. Its FHIR validator is built here, when the
+ * engine defines its jobs: loading the R4 definitions takes about a second of the event loop, which the first run
+ * would otherwise take from the listeners and the API.
+ * @throws ProfileError when a profile's differential cannot be built into a snapshot.
+ */
 export function ingestJob(
   deps: ProcessDependencies & BatchOptions & Pick<IngestPendingOptions, 'cipher' | 'mappings' | 'profiles' | 'connectors'>,
 ): JobDefinition<Record<string, never>> {
+  validatorFor(deps.profiles);
   return {
     name: INGEST_JOBS.ingestPending,
     concurrency: 1,

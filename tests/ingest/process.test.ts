@@ -10,6 +10,7 @@ import { drainHl7Messages, processHl7Messages } from '../../src/ingest/hl7-proce
 import { drainPendingSourceRecords, ingestPendingSourceRecords } from '../../src/ingest/pending-batch.ts';
 import { hl7ProcessJob, INGEST_JOBS, ingestJob } from '../../src/ingest/process.ts';
 import { compileMapping } from '../../src/mapping/compile.ts';
+import { ProfileError } from '../../src/mapping/fhir-profiles.ts';
 import { loadMappings, MappingRegistry } from '../../src/mapping/load.ts';
 import { withTransaction } from '../../src/store/database.ts';
 import { Hl7MessageAdmin, Hl7MessageRepository } from '../../src/store/hl7-messages.ts';
@@ -47,6 +48,14 @@ function adtA05(controlId: string): string {
     'PID|1||MRN-A05^^^RIVERSIDE^MR||Doe^Jane||19800131|F|||||||||ACCT-A05^^^RIVERSIDE^AN',
   ].join('\r');
 }
+
+it('builds the ingest job\'s FHIR validator when the job is defined, not on its first run', () => {
+  const invoiceProfile = JSON.parse(readFileSync(`${repoRoot}fhir-profiles/settle-invoice.json`, 'utf8')) as Record<string, unknown>;
+  const unbuildable = { ...invoiceProfile, differential: { element: [{ id: 'Invoice.price', path: 'Invoice.price', min: 1 }] } };
+  const deps = { db: undefined as never, clock: new ManualClock(new Date('2026-03-01T00:00:00Z')), logger, cipher, mappings };
+  assert.throws(() => ingestJob({ ...deps, profiles: [unbuildable] }), ProfileError, 'the engine start fails, not each minute\'s run');
+  assert.doesNotThrow(() => ingestJob({ ...deps, profiles: [] }));
+});
 
 describeOnEachDatabase('HL7 messages → source records → ledger', (db) => {
   const clock = new ManualClock(new Date('2026-03-02T15:00:00Z'));
