@@ -21,7 +21,7 @@ import type { StripeBalanceTransactionLike } from './reconcile.ts';
 import { completeSandboxSession, createSandboxSession, sandboxCharge, SandboxError, SANDBOX_WEBHOOK_SECRET, signSandboxEvent, type SandboxOutcome, type SandboxSession } from './sandbox.ts';
 import { verifyStripeWebhook, type StripeEventEnvelope } from './stripe-webhook.ts';
 import { handleStripeEvents } from './webhook-handler.ts';
-import { processStripeWebhook, type StripeWebhookAck } from './webhook-route.ts';
+import { processStripeWebhook, webhookAck, type StripeWebhookAck } from './webhook-route.ts';
 
 /** Test payment methods the sandbox honours like Stripe's test mode does. */
 const TEST_METHODS: Record<string, SandboxOutcome> = {
@@ -59,7 +59,7 @@ export class SandboxGateway implements PaymentGateway {
 
   /** Signs an event with the sandbox secret and hands it to the webhook processing (verify, handle once, commit). */
   async deliver(event: StripeEventEnvelope): Promise<StripeWebhookAck> {
-    const secret = this.#deps.webhookSecret ?? SANDBOX_WEBHOOK_SECRET;
+    const secret = this.#secret;
     const { payload, header } = signSandboxEvent(event, { clock: this.#deps.clock, secret });
     const { db, clock, practiceId, logger, onWritebacksQueued } = this.#deps;
     return processStripeWebhook({ db, clock, practiceId, logger, secrets: secret, ...(onWritebacksQueued ? { onWritebacksQueued } : {}) }, Buffer.from(payload), header);
@@ -71,7 +71,7 @@ export class SandboxGateway implements PaymentGateway {
    * @returns the acknowledgements, in order.
    */
   async #deliverAll(events: readonly StripeEventEnvelope[]): Promise<StripeWebhookAck[]> {
-    const secret = this.#deps.webhookSecret ?? SANDBOX_WEBHOOK_SECRET;
+    const secret = this.#secret;
     const { db, clock, practiceId, logger, onWritebacksQueued } = this.#deps;
     const verified = events.map((event) => {
       const { payload, header } = signSandboxEvent(event, { clock, secret });
@@ -79,7 +79,12 @@ export class SandboxGateway implements PaymentGateway {
     });
     const results = await handleStripeEvents({ db, clock, practiceId, logger }, verified);
     if (results.some((result) => result.writebacks.length > 0)) onWritebacksQueued?.();
-    return results.map((result) => ({ received: true, eventId: result.eventId, outcome: result.outcome, duplicate: result.outcome === 'duplicate' }));
+    return results.map(webhookAck);
+  }
+
+  /** The secret sandbox events are signed and verified with. */
+  get #secret(): string {
+    return this.#deps.webhookSecret ?? SANDBOX_WEBHOOK_SECRET;
   }
 
   async createCheckoutSession(request: StripeRequest<Stripe.Checkout.SessionCreateParams>): Promise<CheckoutSessionRef> {

@@ -74,6 +74,11 @@ export async function processStripeWebhook(deps: StripeWebhookRouteDeps, rawBody
     throw error;
   }
   if (result.writebacks.length > 0) deps.onWritebacksQueued?.();
+  return webhookAck(result);
+}
+
+/** The acknowledgement of a handled event, as the webhook answers it. */
+export function webhookAck(result: HandleResult): StripeWebhookAck {
   return { received: true, eventId: result.eventId, outcome: result.outcome, duplicate: result.outcome === 'duplicate' };
 }
 
