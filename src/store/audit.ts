@@ -98,7 +98,7 @@ export function auditAppendSql(event: NewAuditEvent, occurredAt: Date, params: S
   ].map((value) => params.add(value));
   // The head is moved under its row lock (a first event inserts it, chaining to the newest stored event if a
   // chain was begun before heads existed); prev_hash keeps the hash it replaced, the new event's link.
-  const sql = `audit_head AS (
+  return `audit_head AS (
       INSERT INTO audit_heads AS h (practice_id, last_event_id, last_hash, prev_hash, events, updated_at)
       SELECT ${practice}::uuid, nextval('audit_events_id_seq'), ${sqlChainHash('g.prev', `${body}::text`)}, g.prev, 1, ${at}::timestamptz
       FROM (SELECT coalesce((SELECT hash FROM audit_events WHERE practice_id = ${practice}::uuid ORDER BY id DESC LIMIT 1), '${GENESIS}') AS prev) g
@@ -110,7 +110,6 @@ export function auditAppendSql(event: NewAuditEvent, occurredAt: Date, params: S
       SELECT last_event_id, ${practice}::uuid, ${at}::timestamptz, ${actor}::text, ${action}::text, ${entityType}::text, ${entityId}::text, ${detail}::jsonb, prev_hash, last_hash
       FROM audit_head
       RETURNING *)`;
-  return sql;
 }
 
 interface AuditRow {
