@@ -18,6 +18,7 @@ import type { SandboxGateway } from '../payments/sandbox-gateway.ts';
 import { withTransaction, type Database } from '../store/database.ts';
 import { LedgerRepository } from '../store/ledger.ts';
 import { OutreachRepository, type NewContactRule } from '../store/outreach.ts';
+import { OutreachPlanningReader } from '../store/outreach-planning.ts';
 import type { PhiCipher } from '../store/phi-crypto.ts';
 import { StaffTaskRepository } from '../store/staff-tasks.ts';
 import type { StepTimings } from './timings.ts';
@@ -182,7 +183,6 @@ export async function answerMessages(
  */
 export async function recordRegistrationConsents(deps: { db: Database; clock: Clock; cipher: PhiCipher; practiceId: string; seed: number }, since: Date): Promise<{ guarantors: number; consents: number }> {
   const { db, practiceId } = deps;
-  const ledger = new LedgerRepository(db.pool, deps.cipher, deps.clock);
   const outreach = new OutreachRepository(db.pool, deps.cipher, deps.clock);
   const { rows } = await db.pool.query<{ id: string; label: string }>(
     `SELECT g.id, coalesce(p.identifier_system || '|' || p.identifier_value, g.identifier_value, g.id::text) AS label
@@ -192,14 +192,15 @@ export async function recordRegistrationConsents(deps: { db: Database; clock: Cl
   );
   let consents = 0;
   const registered = rows.filter(({ label }) => chance(deps.seed, `consent:${label}`) < CONSENT_RATE);
+  const contacts = await new OutreachPlanningReader(db.pool, deps.cipher).guarantorContacts(registered.map(({ id }) => id));
   // One transaction per few dozen forms: one commit each instead of one per statement, short enough that the
   // live engine's other work (on the embedded database's single connection) waits only briefly.
   for (let i = 0; i < registered.length; i += CONSENTS_PER_TRANSACTION) {
     consents += await withTransaction(db, async (tx) => {
       const forms: NewContactRule[] = [];
+      const at = deps.clock.now();
       for (const { id } of registered.slice(i, i + CONSENTS_PER_TRANSACTION)) {
-        const contact = await ledger.on(tx).getGuarantorContact(id);
-        const at = deps.clock.now();
+        const contact = contacts.get(id);
         for (const [channel, address] of [['sms', contact?.phones?.[0]], ['email', contact?.email]] as const) {
           if (address) forms.push({ channel, address, source: DEMO_CONSENT_SOURCE, at });
         }

@@ -16,6 +16,7 @@
  */
 import { createServer, type Server, type Socket } from 'node:net';
 import { PGlite } from '@electric-sql/pglite';
+import { openPglite } from './pglite-template.ts';
 import { PGLiteSocketHandler, type PGLiteSocketHandlerOptions } from '@electric-sql/pglite-socket';
 
 interface QueuedMessage {
@@ -268,7 +269,7 @@ export interface EmbeddedServer {
  * @param cachedStatements - prepared statements shared at once (see {@link StatementCache}).
  */
 export async function startEmbeddedServer(dataDir: string, maxConnections: number, cachedStatements = CACHED_STATEMENTS): Promise<EmbeddedServer> {
-  const db = await PGlite.create(dataDir);
+  const db = await openPglite(dataDir);
   const scheduler = new SessionScheduler(db, new StatementCache(cachedStatements));
   const handlers = new Set<PGLiteSocketHandler>();
   const server: Server = createServer((socket: Socket) => {

@@ -184,17 +184,7 @@ export class OutreachPlanningReader {
    * contact has no language, the patient's language. Only the fields planning uses are decrypted (never the birth date).
    */
   async contacts(balances: readonly Pick<PlanningBalance, 'id' | 'guarantorId' | 'patientId'>[]): Promise<Map<string, PlanningContact>> {
-    const guarantorIds = [...new Set(balances.map((b) => b.guarantorId))];
-    const cols = PLANNING_FIELDS.map((f) => ENC_COLUMNS[f]);
-    const { rows: guarantors } = await this.#db.query<Record<string, string | null>>(
-      `SELECT g.id, g.self_patient_id, ${cols.map((c) => `g.${c}`).join(', ')}, ${cols.map((c) => `p.${c} AS p_${c}`).join(', ')}
-       FROM guarantors g LEFT JOIN patients p ON p.id = g.self_patient_id WHERE g.id = ANY($1::uuid[])`,
-      [guarantorIds],
-    );
-    const contactOf = new Map<string, PersonContact>();
-    for (const row of guarantors) {
-      contactOf.set(row.id!, row.self_patient_id ? this.#read('patients', row, 'p_') : this.#read('guarantors', row, ''));
-    }
+    const contactOf = await this.guarantorContacts(balances.map((b) => b.guarantorId));
     // The patient's own language matters only when the guarantor's contact names none.
     const patientIds = [...new Set(balances.flatMap((b) => (b.patientId && contactOf.get(b.guarantorId)?.language == null ? [b.patientId] : [])))];
     const { rows: patients } = patientIds.length === 0 ? { rows: [] } : await this.#db.query<{ id: string; language_enc: string | null }>(
@@ -203,6 +193,20 @@ export class OutreachPlanningReader {
     );
     const languageOf = new Map(patients.map((p) => [p.id, p.language_enc ? (JSON.parse(this.#cipher.decrypt(p.language_enc, 'patients.language')) as string) : undefined]));
     return new Map(balances.map((b) => [b.id, { contact: contactOf.get(b.guarantorId), patientLanguage: b.patientId ? languageOf.get(b.patientId) : undefined }]));
+  }
+
+  /**
+   * Guarantors' contacts by guarantor id (the patient's own, for a patient who is their own guarantor), in one
+   * query; only the fields planning uses are decrypted (never the birth date).
+   */
+  async guarantorContacts(guarantorIds: readonly string[]): Promise<Map<string, PersonContact>> {
+    const cols = PLANNING_FIELDS.map((f) => ENC_COLUMNS[f]);
+    const { rows } = await this.#db.query<Record<string, string | null>>(
+      `SELECT g.id, g.self_patient_id, ${cols.map((c) => `g.${c}`).join(', ')}, ${cols.map((c) => `p.${c} AS p_${c}`).join(', ')}
+       FROM guarantors g LEFT JOIN patients p ON p.id = g.self_patient_id WHERE g.id = ANY($1::uuid[])`,
+      [[...new Set(guarantorIds)]],
+    );
+    return new Map(rows.map((row) => [row.id!, row.self_patient_id ? this.#read('patients', row, 'p_') : this.#read('guarantors', row, '')]));
   }
 
   #read(table: string, row: Record<string, string | null>, prefix: string): PersonContact {

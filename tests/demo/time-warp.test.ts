@@ -10,6 +10,7 @@ import { after, describe, it } from 'node:test';
 import { createLogger } from '../../src/config/logger.ts';
 import { loadSettings } from '../../src/config/settings.ts';
 import { runDemoDays, type DemoSummary } from '../../src/demo/time-warp.ts';
+import { DEMO_CONSENT_SOURCE } from '../../src/demo/patients.ts';
 import { DEMO_PRACTICE } from '../../src/demo/world.ts';
 import { openDatabase } from '../../src/store/database.ts';
 import { ROOT } from '../support/cli.ts';
@@ -48,6 +49,12 @@ describe('settle demo: five fast-forwarded days of the demo practice', () => {
       assert.match(practice.name, /\(demo\)/);
       const visits = (await db.pool.query<{ n: number }>('SELECT count(*)::int AS n FROM hl7_messages WHERE practice_id = $1', [practice.id])).rows[0]!.n;
       assert.equal(visits, (BACKLOG_VISIT_DAYS + DAYS - 1) * VISITS_PER_DAY, 'every visit the practice-management system sent (over several connections at once) is stored once');
+      const registrations = (await db.pool.query<{ channel: string; n: number }>(
+        `SELECT channel, count(*)::int AS n FROM contact_consents WHERE practice_id = $1 AND source = $2 GROUP BY channel ORDER BY channel`,
+        [practice.id, DEMO_CONSENT_SOURCE],
+      )).rows;
+      assert.deepEqual(registrations.map((r) => r.channel), ['email', 'sms'], 'registration forms gave text and email consents');
+      assert.ok((summary.messages.sms ?? 0) > 0, 'texts went to the outbox (they need a recorded consent)');
       const states = (await db.pool.query<{ state: string; n: number }>('SELECT state, count(*)::int AS n FROM outbox WHERE practice_id = $1 GROUP BY state', [practice.id])).rows;
       assert.ok(states.length > 0);
       for (const { state } of states) assert.ok(!['sent', 'delivered', 'sending'].includes(state), `nothing left the machine (outbox state ${state})`);

@@ -12,6 +12,7 @@ import { LedgerRepository } from '../../src/store/ledger.ts';
 import { OutreachRepository } from '../../src/store/outreach.ts';
 import { payLinkKeyRing } from '../../src/domain/pay-link.ts';
 import { OutreachDeliveryStore } from '../../src/store/outreach-delivery.ts';
+import { PlanningWrites } from '../../src/store/outreach-planning.ts';
 import { PhiCipher } from '../../src/store/phi-crypto.ts';
 import { PracticeRepository } from '../../src/store/practices.ts';
 import { describeOnEachDatabase } from '../support/databases.ts';
@@ -109,5 +110,39 @@ describeOnEachDatabase('OutreachRepository', (db) => {
     assert.equal(results.reduce((n, r) => n + r.suppressed.length, 0), 1, 'one email suppression');
     assert.equal(results.flatMap((r) => r.suppressed)[0]!.rule, 'opt-out');
     assert.equal((await outbox.list(practiceId, { balanceId })).length, 1);
+  });
+  it('keeps each balance\'s attempted steps when a day of attempts is written in one statement', async () => {
+    const ledger = new LedgerRepository(db().pool, cipher, clock);
+    const balances: string[] = [];
+    for (const n of [1, 2, 3]) {
+      const patientId = await ledger.upsertPatient(practiceId, { system: 'urn:mrn', value: `A${n}` });
+      const guarantorId = await ledger.ensureGuarantor(practiceId, { selfPatientId: patientId });
+      const accountId = await ledger.ensureAccount(practiceId, { identifier: { system: 'urn:acct', value: `A${n}` }, patientId });
+      const posted = await withTransaction(db(), (tx) => ledger.on(tx).postSource(practiceId, { connector: 'ehr', resourceType: 'Invoice', sourceId: `a${n}`, versionId: '1', lastUpdated: null },
+        { accountId, guarantorId, patientId }, [{ lineKey: 'c', kind: 'charge', amount: parseMoney('30.00', 'USD'), serviceDate: '2026-04-01', payer: 'patient', serviceCode: null, description: null }]));
+      balances.push(posted.balanceIds[0]!);
+    }
+    const [a, b, c] = balances as [string, string, string];
+    await db().pool.query(
+      `INSERT INTO outreach_balances (balance_id, practice_id, first_statement_date, created_at) SELECT id, $2, '2026-04-01', now() FROM unnest($1::uuid[]) AS id`,
+      [balances, practiceId],
+    );
+    const attempted = async () => {
+      const { rows } = await db().pool.query<{ balance_id: string; attempted: string[] }>('SELECT balance_id, attempted FROM outreach_balances WHERE balance_id = ANY($1::uuid[])', [balances]);
+      return Object.fromEntries(balances.map((id) => [id, [...(rows.find((r) => r.balance_id === id)?.attempted ?? [])].sort()]));
+    };
+    const write = async (rows: [string, string, 'sms' | 'email' | 'letter', 'sent' | 'suppressed' | 'planned' | 'deferred' | 'failed'][]) => {
+      const writes = new PlanningWrites(cipher, clock);
+      const ids = rows.map(([balanceId, stepId, channel, status]) => writes.attempt({ practiceId, balanceId, stepId, channel, plannedAt: clock.now(), status }));
+      await withTransaction(db(), (tx) => writes.flush(tx));
+      return ids;
+    };
+    await write([[a, 'day-0', 'sms', 'sent'], [a, 'day-0', 'email', 'suppressed'], [b, 'day-0', 'sms', 'deferred'], [b, 'day-7', 'sms', 'planned'], [b, 'day-30', 'letter', 'sent'], [c, 'day-0', 'email', 'failed']]);
+    assert.deepEqual(await attempted(), { [a]: ['day-0 email', 'day-0 sms'], [b]: ['day-30 letter'], [c]: ['day-0 email'] }, 'counted statuses only (not planned or deferred)');
+    const [later] = await write([[a, 'day-30', 'letter', 'sent'], [b, 'day-0', 'email', 'sent']]);
+    assert.deepEqual(await attempted(), { [a]: ['day-0 email', 'day-0 sms', 'day-30 letter'], [b]: ['day-0 email', 'day-30 letter'], [c]: ['day-0 email'] }, 'added to what each held, once');
+    await db().pool.query(`UPDATE outreach_attempts SET status = 'deferred' WHERE id = $1`, [later]);
+    await db().pool.query(`DELETE FROM outreach_attempts WHERE balance_id = $1`, [c]);
+    assert.deepEqual(await attempted(), { [a]: ['day-0 email', 'day-0 sms'], [b]: ['day-0 email', 'day-30 letter'], [c]: [] }, 'updates and deletes still recompute');
   });
 });
