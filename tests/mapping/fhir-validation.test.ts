@@ -22,4 +22,8 @@ describe('fhirValidator', () => {
     assert.ok(issues.every((i) => i.code === 'invalid-resource' && i.path === '/source' && !i.message.includes('48 EUR')));
     assert.ok(issues.some((i) => i.message.startsWith('Invoice.totalGross.value')));
   });
+  it('quarantines a resource Medplum\'s validator throws on (a `_primitive` that is not an object) instead of failing', () => {
+    const issues = validate(record({ ...example('Invoice-example.json'), _id: 'x' }));
+    assert.deepEqual(issues.map((i) => i.message), ['the resource cannot be validated (malformed JSON for FHIR)']);
+  });
 });
