@@ -22,7 +22,7 @@ import {
 } from '../domain/ledger.ts';
 import { MoneyError } from '../domain/money.ts';
 import type { Queryable } from './database.ts';
-import { SqlParams } from './sql-params.ts';
+import { arrayLiteral, SqlParams } from './sql-params.ts';
 import type { LedgerRepository } from './ledger.ts';
 import { LedgerError, toSafe, type PostingResult, type PostingTarget } from './ledger-posting.ts';
 
@@ -59,6 +59,7 @@ export class LedgerBatch {
     for (const posting of postings) checkLines(posting.lines);
     const now = this.#clock.now();
     const versions = postings.map((p) => p.version);
+    const column = (pick: (v: SourceVersion) => string | null) => arrayLiteral(versions.map(pick));
     // A source seen for the first time is inserted with this version already (nothing to compare it with, so it
     // posts): only sources that existed before have their version advanced afterwards (#recordVersions).
     const { rows: sources } = await this.#db.query<{ n: string; version_id: string; last_updated: Date | null; inserted: boolean; seen: boolean }>(
@@ -74,8 +75,7 @@ export class LedgerBatch {
                       AND v.source_id = k.source_id AND v.version_id = k.version_id) AS seen
        FROM k JOIN s USING (connector, resource_type, source_id)`,
       [
-        practiceId, versions.map((v) => v.connector), versions.map((v) => v.resourceType), versions.map((v) => v.sourceId), versions.map((v) => v.versionId),
-        versions.map((v) => v.lastUpdated), now,
+        practiceId, column((v) => v.connector), column((v) => v.resourceType), column((v) => v.sourceId), column((v) => v.versionId), column(timestamp), now,
       ],
     );
     const previous = new Array<(typeof sources)[number]>(postings.length);
@@ -133,7 +133,7 @@ export class LedgerBatch {
        JOIN ledger_entries e ON e.practice_id = $1 AND e.source_connector = k.connector AND e.source_resource_type = k.resource_type AND e.source_id = k.source_id
        WHERE e.reverses_entry_id IS NULL AND NOT EXISTS (SELECT 1 FROM ledger_entries r WHERE r.reverses_entry_id = e.id)
        ORDER BY e.seq`,
-      [practiceId, versions.map((v) => v.connector), versions.map((v) => v.resourceType), versions.map((v) => v.sourceId)],
+      [practiceId, arrayLiteral(versions.map((v) => v.connector)), arrayLiteral(versions.map((v) => v.resourceType)), arrayLiteral(versions.map((v) => v.sourceId))],
     );
     for (const r of rows) {
       const key = sourceKey({ connector: r.connector, resourceType: r.resource_type, sourceId: r.source_id });
@@ -183,7 +183,7 @@ export class LedgerBatch {
     if (wanted.size === 0) return { balanceIds: postings.map(() => undefined), created: new Set() };
     const states = new Map([...wanted].map(([key, b]) => [key, balanceState('open', [...b.sums.values()])]));
     const list = [...wanted].map(([key, b]) => ({ ...b, state: states.get(key)! }));
-    const column = <T>(pick: (b: (typeof list)[number]) => T) => list.map(pick);
+    const column = (pick: (b: (typeof list)[number]) => string | number | null) => arrayLiteral(list.map(pick));
     const { rows } = await this.#db.query<{ id: string; guarantor_id: string; account_id: string; currency: string; inserted: boolean }>(
       `INSERT INTO balances (practice_id, guarantor_id, account_id, patient_id, currency, patient_amount_minor, insurance_amount_minor, oldest_open_date, status,
          status_changed_at, created_at, updated_at)
@@ -216,7 +216,7 @@ export class LedgerBatch {
         `INSERT INTO balance_status_history (balance_id, from_status, to_status, hold_reason, actor, note, occurred_at)
          SELECT id, from_status, to_status, NULL, 'system:ingest', note, $5
          FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS h (id, from_status, to_status, note, n) ORDER BY n`,
-        [history.map((h) => h.id), history.map((h) => h.from), history.map((h) => h.to), history.map((h) => h.note), this.#clock.now()],
+        [arrayLiteral(history.map((h) => h.id)), arrayLiteral(history.map((h) => h.from)), arrayLiteral(history.map((h) => h.to)), arrayLiteral(history.map((h) => h.note)), this.#clock.now()],
       );
     }
     return {
@@ -245,7 +245,7 @@ export class LedgerBatch {
          e.service_date, e.payer, e.service_code, e.description, e.line_key, e.source_connector, e.source_resource_type, e.source_id, r.version, e.id, $3
        FROM unnest($1::uuid[], $2::text[]) AS r (id, version) JOIN ledger_entries e ON e.id = r.id
        ORDER BY e.seq RETURNING reverses_entry_id, balance_id`,
-      [ids, versions, now],
+      [arrayLiteral(ids), arrayLiteral(versions), now],
     );
     const ownerOf = new Map(ids.map((id, i) => [id, owners[i]!]));
     for (const row of rows) touched[ownerOf.get(row.reverses_entry_id)!]!.add(row.balance_id);
@@ -275,7 +275,7 @@ export class LedgerBatch {
     // Thousands of lines per batch: their columns go as array literals built here ({@link arrayLiteral}), several
     // times cheaper than the driver's general array conversion.
     const line = (pick: (l: LedgerLine) => string | number | null) => statement.add(arrayLiteral(lines.map((l) => pick(l.line))));
-    const owner = <T>(pick: (o: (typeof owners)[number]) => T) => statement.add(owners.map(pick));
+    const owner = (pick: (o: (typeof owners)[number]) => string | null) => statement.add(arrayLiteral(owners.map(pick)));
     return `INSERT INTO ledger_entries (practice_id, balance_id, account_id, guarantor_id, patient_id, kind, amount_minor, effect_minor, currency,
          service_date, payer, service_code, description, line_key, source_connector, source_resource_type, source_id, source_version, posted_at)
        SELECT ${statement.add(practiceId)}, p.balance_id, p.account_id, p.guarantor_id, p.patient_id, l.kind, l.amount, l.effect, l.currency, l.service_date::date, l.payer,
@@ -300,12 +300,12 @@ export class LedgerBatch {
   #versionsCte(statement: SqlParams, practiceId: string, postings: readonly SourcePosting[], results: readonly PostingResult[], inserted: readonly boolean[], now: Date): string[] {
     const recorded = postings.map((p, n) => ({ version: p.version, outcome: results[n]!.outcome, advance: !inserted[n] && results[n]!.outcome !== 'stale' })).filter((r) => r.outcome !== 'duplicate');
     if (recorded.length === 0) return [];
-    const column = <T>(pick: (r: (typeof recorded)[number]) => T) => statement.add(recorded.map(pick));
+    const column = (pick: (r: (typeof recorded)[number]) => string | boolean | null) => statement.add(arrayLiteral(recorded.map(pick)));
     const practice = statement.add(practiceId);
     const at = statement.add(now);
     return [
       `versions AS (SELECT * FROM unnest(${column((r) => r.version.connector)}::text[], ${column((r) => r.version.resourceType)}::text[], ${column((r) => r.version.sourceId)}::text[],
-         ${column((r) => r.version.versionId)}::text[], ${column((r) => r.version.lastUpdated)}::timestamptz[], ${column((r) => r.outcome)}::text[], ${column((r) => r.advance)}::boolean[])
+         ${column((r) => r.version.versionId)}::text[], ${column((r) => timestamp(r.version))}::timestamptz[], ${column((r) => r.outcome)}::text[], ${column((r) => r.advance)}::boolean[])
          AS r (connector, resource_type, source_id, version_id, last_updated, outcome, advance))`,
       `recorded AS (
          INSERT INTO ledger_source_versions (practice_id, connector, resource_type, source_id, version_id, last_updated, outcome, received_at)
@@ -322,7 +322,7 @@ export class LedgerBatch {
    */
   #sumsQuery(statement: SqlParams, ids: readonly string[], withLines: boolean): string {
     // Grouped once over all the balances' entries: a per-balance subquery would scan `lines` once per balance.
-    const balances = statement.add(ids);
+    const balances = statement.add(arrayLiteral(ids));
     const entries = `SELECT balance_id, service_date, payer, effect_minor FROM ledger_entries WHERE balance_id = ANY(${balances}::uuid[])${
       withLines ? ' UNION ALL SELECT balance_id, service_date, payer, effect_minor FROM lines' : ''
     }`;
@@ -348,7 +348,7 @@ export class LedgerBatch {
       const { status, sums: effects } = sums.get(id)!;
       return { id, status, ...balanceState(status, effects), note: notes.get(id)! };
     });
-    const column = <T>(pick: (u: (typeof updates)[number]) => T) => updates.map(pick);
+    const column = (pick: (u: (typeof updates)[number]) => string | number | null) => arrayLiteral(updates.map(pick));
     await this.#db.query(
       `WITH u AS (SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::date[], $5::text[], $6::text[], $7::text[])
                     WITH ORDINALITY AS u (id, patient, insurance, oldest, next, current, note, n)),
@@ -398,24 +398,11 @@ function balanceState(status: BalanceStatus, sums: readonly EffectSum[]): { pati
   return { patient, insurance, oldest: ageItems(items, '9999-12-31').oldestOpenDate, next: automaticStatus(status, patient) };
 }
 
+/** A version's lastUpdated as an array literal element (ISO 8601, read by timestamptz), or null. */
+const timestamp = (v: SourceVersion): string | null => v.lastUpdated?.toISOString() ?? null;
+
 /** How a balance's status history names the source record version that changed it. */
 const versionNote = (v: SourceVersion): string => `${v.connector}/${v.resourceType}/${v.sourceId} version ${v.versionId}`;
-
-/**
- * A PostgreSQL array literal of these values (for a `$n::type[]` parameter): numbers as they are, strings quoted
- * with `"` and `\` escaped, null as NULL. The driver's conversion does the same for any value, element by element.
- */
-function arrayLiteral(values: readonly (string | number | null)[]): string {
-  let literal = '{';
-  for (let i = 0; i < values.length; i++) {
-    const value = values[i];
-    if (i > 0) literal += ',';
-    if (value === null || value === undefined) literal += 'NULL';
-    else if (typeof value === 'number') literal += value;
-    else literal += `"${/["\\]/.test(value) ? value.replace(/["\\]/g, '\\$&') : value}"`;
-  }
-  return `${literal}}`;
-}
 
 /** @throws LedgerError (`invalid-line`) for a line key used twice in one record or an unsafe amount. */
 function checkLines(lines: readonly LedgerLine[]): void {

@@ -10,6 +10,7 @@ import type { PersonContact, PersonIdentifier } from '../domain/contact.ts';
 import type { Queryable } from './database.ts';
 import { LedgerRepository } from './ledger.ts';
 import type { PhiCipher } from './phi-crypto.ts';
+import { arrayLiteral } from './sql-params.ts';
 
 /** Who and what one record names, as its mapping produced them. */
 export interface PartiesInput {
@@ -93,7 +94,7 @@ export class LedgerParties {
        SELECT $1, p.s, p.v, $4, $4 FROM unnest($2::text[], $3::text[]) AS p (s, v) ORDER BY p.s, p.v
        ON CONFLICT (practice_id, identifier_system, identifier_value) ${conflict} DO UPDATE SET updated_at = ${table}.updated_at
        RETURNING id, identifier_system, identifier_value`,
-      [practiceId, list.map((p) => p.identifier.system), list.map((p) => p.identifier.value), this.#clock.now()],
+      [practiceId, arrayLiteral(list.map((p) => p.identifier.system)), arrayLiteral(list.map((p) => p.identifier.value)), this.#clock.now()],
     );
     for (const row of rows) ids.set(keyOf({ system: row.identifier_system, value: row.identifier_value }), row.id);
     await this.#ledger.writeContacts(owner, practiceId, [...wanted].map(([key, person]) => ({ id: ids.get(key)!, contact: person.contact ?? {} })));
@@ -136,12 +137,13 @@ export class LedgerParties {
     if (created.size === 0) return inputs.map(() => null);
     const now = this.#clock.now();
     const list = [...created.values()];
+    const column = (pick: (a: (typeof list)[number]) => string | null) => arrayLiteral(list.map(pick));
     const { rows } = await this.#db.query<{ id: string; identifier_system: string; identifier_value: string; patient_id: string | null; guarantor_id: string | null; name: string | null; inserted: boolean }>(
       `INSERT INTO ledger_accounts (practice_id, identifier_system, identifier_value, patient_id, guarantor_id, name, created_at, updated_at)
        SELECT $1, a.s, a.v, a.p, a.g, a.n, $7, $7 FROM unnest($2::text[], $3::text[], $4::uuid[], $5::uuid[], $6::text[]) AS a (s, v, p, g, n) ORDER BY a.s, a.v
        ON CONFLICT (practice_id, identifier_system, identifier_value) DO UPDATE SET updated_at = ledger_accounts.updated_at
        RETURNING id, identifier_system, identifier_value, patient_id, guarantor_id, name, (xmax = 0) AS inserted`,
-      [practiceId, list.map((a) => a.identifier.system), list.map((a) => a.identifier.value), list.map((a) => a.patientId), list.map((a) => a.guarantorId), list.map((a) => a.name), now],
+      [practiceId, column((a) => a.identifier.system), column((a) => a.identifier.value), column((a) => a.patientId), column((a) => a.guarantorId), column((a) => a.name), now],
     );
     // Replayed record by record from what each account was before this batch (nothing, when it was just created).
     const state = new Map(
@@ -161,7 +163,7 @@ export class LedgerParties {
       await this.#db.query(
         `UPDATE ledger_accounts a SET patient_id = u.patient_id, guarantor_id = u.guarantor_id, name = u.name, updated_at = $5
          FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[]) AS u (id, patient_id, guarantor_id, name) WHERE a.id = u.id`,
-        [changed.map((a) => a.id), changed.map((a) => a.patientId), changed.map((a) => a.guarantorId), changed.map((a) => a.name), now],
+        [arrayLiteral(changed.map((a) => a.id)), arrayLiteral(changed.map((a) => a.patientId)), arrayLiteral(changed.map((a) => a.guarantorId)), arrayLiteral(changed.map((a) => a.name)), now],
       );
     }
     return seen;
@@ -176,7 +178,7 @@ export class LedgerParties {
        SELECT $1, p.id, $3, $3 FROM unnest($2::uuid[]) AS p (id) ORDER BY p.id
        ON CONFLICT (practice_id, self_patient_id) WHERE self_patient_id IS NOT NULL DO UPDATE SET updated_at = guarantors.updated_at
        RETURNING id, self_patient_id`,
-      [practiceId, distinct, this.#clock.now()],
+      [practiceId, arrayLiteral(distinct), this.#clock.now()],
     );
     for (const row of rows) ids.set(row.self_patient_id, row.id);
     return ids;

@@ -13,3 +13,21 @@ export class SqlParams {
     return `$${this.values.length}`;
   }
 }
+
+/**
+ * A PostgreSQL array literal of these values, for a `$n::type[]` parameter: numbers as they are, booleans as t or f,
+ * strings quoted with `"` and `\` escaped, null as NULL. The driver's conversion does the same for any value, element
+ * by element, several times slower: batches of thousands of values (ledger lines, a batch's parties) use this.
+ */
+export function arrayLiteral(values: readonly (string | number | boolean | null)[]): string {
+  let literal = '{';
+  for (let i = 0; i < values.length; i++) {
+    const value = values[i];
+    if (i > 0) literal += ',';
+    if (value === null || value === undefined) literal += 'NULL';
+    else if (typeof value === 'number') literal += value;
+    else if (typeof value === 'boolean') literal += value ? 't' : 'f';
+    else literal += `"${/["\\]/.test(value) ? value.replace(/["\\]/g, '\\$&') : value}"`;
+  }
+  return `${literal}}`;
+}

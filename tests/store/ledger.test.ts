@@ -251,6 +251,65 @@ describeOnEachDatabase('LedgerRepository', (db) => {
     assert.equal((await db().pool.query('SELECT 1 FROM balances WHERE id = $1', [entry!.balanceId])).rowCount, 1);
   });
 
+  it('keeps party, balance, source and history rows tied to what they reference, checked once per statement (0032)', async () => {
+    const unknown = '00000000-0000-4000-8000-00000000abcd';
+    const refused = (table: string, column: string) => (error: { code?: string; constraint?: string }) => {
+      assert.deepEqual([error.code, error.constraint], ['23503', `${table}_${column}_fkey`], `${table}.${column}`);
+      return true;
+    };
+    const run = (sql: string, ...values: unknown[]) => db().pool.query(sql, values);
+    // A statement naming an existing and a missing practice is refused whole.
+    await assert.rejects(
+      run(`INSERT INTO patients (practice_id, identifier_system, identifier_value, created_at, updated_at)
+           SELECT p, 'urn:mrn', 'FK-' || p, now(), now() FROM unnest($1::uuid[]) AS p`, [practiceId, unknown]),
+      refused('patients', 'practice_id'),
+    );
+    assert.equal((await run("SELECT 1 FROM patients WHERE identifier_value LIKE 'FK-%'")).rowCount, 0, 'the whole statement is refused');
+    const guarantor = (practice: string, selfPatient: string) =>
+      run('INSERT INTO guarantors (practice_id, self_patient_id, created_at, updated_at) VALUES ($1, $2, now(), now())', practice, selfPatient);
+    await assert.rejects(guarantor(unknown, target.patientId), refused('guarantors', 'practice_id'));
+    await assert.rejects(guarantor(practiceId, unknown), refused('guarantors', 'self_patient_id'));
+    const account = (practice: string, patient: string | null, payer: string | null) =>
+      run(`INSERT INTO ledger_accounts (practice_id, identifier_system, identifier_value, patient_id, guarantor_id, created_at, updated_at)
+           VALUES ($1, 'urn:acct', 'FK', $2, $3, now(), now())`, practice, patient, payer);
+    await assert.rejects(account(unknown, null, null), refused('ledger_accounts', 'practice_id'));
+    await assert.rejects(account(practiceId, unknown, null), refused('ledger_accounts', 'patient_id'));
+    await assert.rejects(account(practiceId, target.patientId, unknown), refused('ledger_accounts', 'guarantor_id'));
+    const fresh = await ledger.ensureAccount(practiceId, { identifier: { system: 'urn:acct', value: 'A-fk' } });
+    const balance = (practice: string, payer: string, acct: string, patient: string | null) =>
+      run(`INSERT INTO balances (practice_id, guarantor_id, account_id, patient_id, currency, status_changed_at, created_at, updated_at)
+           VALUES ($1, $2, $3, $4, 'USD', now(), now(), now())`, practice, payer, acct, patient);
+    await assert.rejects(balance(unknown, target.guarantorId, fresh, null), refused('balances', 'practice_id'));
+    await assert.rejects(balance(practiceId, unknown, fresh, null), refused('balances', 'guarantor_id'));
+    await assert.rejects(balance(practiceId, target.guarantorId, unknown, null), refused('balances', 'account_id'));
+    await assert.rejects(balance(practiceId, target.guarantorId, fresh, unknown), refused('balances', 'patient_id'));
+    await assert.rejects(run(`INSERT INTO ledger_sources (practice_id, connector, resource_type, source_id, version_id, updated_at) VALUES ($1, 'fk', 'Invoice', 'x', '1', now())`, unknown), refused('ledger_sources', 'practice_id'));
+    await assert.rejects(
+      run(`INSERT INTO ledger_source_versions (practice_id, connector, resource_type, source_id, version_id, outcome, received_at) VALUES ($1, 'fk', 'Invoice', 'x', '1', 'posted', now())`, unknown),
+      refused('ledger_source_versions', 'practice_id'),
+    );
+    await assert.rejects(run(`INSERT INTO balance_status_history (balance_id, to_status, actor, occurred_at) VALUES ($1, 'open', 'test', now())`, randomUUID()), refused('balance_status_history', 'balance_id'));
+    // An update that changes a reference is checked; one to an existing row goes through.
+    await assert.rejects(run('UPDATE ledger_accounts SET patient_id = $1 WHERE id = $2', unknown, fresh), refused('ledger_accounts', 'patient_id'));
+    await assert.rejects(run('UPDATE ledger_accounts SET guarantor_id = $1 WHERE id = $2', unknown, fresh), refused('ledger_accounts', 'guarantor_id'));
+    await run('UPDATE ledger_accounts SET patient_id = $1, guarantor_id = $2 WHERE id = $3', target.patientId, target.guarantorId, fresh);
+    await assert.rejects(run('UPDATE balances SET patient_id = $1 WHERE account_id = $2', unknown, target.accountId), refused('balances', 'patient_id'));
+    await assert.rejects(run('UPDATE guarantors SET self_patient_id = $1 WHERE id = $2', unknown, target.guarantorId), refused('guarantors', 'self_patient_id'));
+    // Rows keep their practice (history entries their balance); parties are kept; a practice with ledger rows stays.
+    const other = (await new PracticeRepository(db().pool).create({ slug: 'ledger-fk-other', name: 'Other', timeZone: 'UTC' })).id;
+    await assert.rejects(run('UPDATE patients SET practice_id = $1 WHERE id = $2', other, target.patientId), /keeps its practice_id/);
+    await assert.rejects(run('UPDATE ledger_sources SET practice_id = $1 WHERE practice_id = $2', other, practiceId), /keeps its practice_id/);
+    await assert.rejects(run('UPDATE balance_status_history SET balance_id = $1 WHERE id = (SELECT min(id) FROM balance_status_history)', randomUUID()), /keeps its balance_id/);
+    await assert.rejects(run('DELETE FROM patients WHERE id = $1', target.patientId), /never deleted/);
+    await assert.rejects(run('DELETE FROM guarantors WHERE id = $1', target.guarantorId), /never deleted/);
+    await assert.rejects(run('DELETE FROM ledger_accounts WHERE id = $1', fresh), /never deleted/);
+    await assert.rejects(run('UPDATE ledger_accounts SET id = $1 WHERE id = $2', randomUUID(), fresh), /keep their id/);
+    await assert.rejects(run('DELETE FROM practices WHERE id = $1', practiceId), (error: { code?: string; message: string }) => error.code === '23503' && /still has patients rows/.test(error.message));
+    await assert.rejects(run('UPDATE practices SET id = $1 WHERE id = $2', unknown, practiceId), /still has patients rows/);
+    await run("UPDATE practices SET name = 'Ledger Test' WHERE id = $1", practiceId);
+    assert.equal((await run('DELETE FROM practices WHERE id = $1', other)).rowCount, 1, 'a practice without ledger rows is not held');
+  });
+
   it('keeps one posting per version under concurrent re-delivery', async () => {
     const lines = [line('c', 'charge', '7.00', '2026-02-25')];
     const results = await Promise.allSettled([post(v('inv-9', '1'), lines), post(v('inv-9', '1'), lines), post(v('inv-9', '1'), lines)]);
