@@ -151,6 +151,25 @@ function bodyText(record: NewSourceRecord): string {
   return text;
 }
 
+/**
+ * The records grouped by practice, connector, transport and resource type, each group in the records' order (one
+ * group, the records themselves, when they all share those four).
+ */
+function sameSourceGroups(records: readonly NewSourceRecord[]): (readonly NewSourceRecord[])[] {
+  if (records.length === 0) return [];
+  const first = records[0]!;
+  const same = (r: NewSourceRecord) => r.practiceId === first.practiceId && r.connector === first.connector && r.transport === first.transport && r.resourceType === first.resourceType;
+  if (records.every(same)) return [records];
+  const groups = new Map<string, NewSourceRecord[]>();
+  for (const r of records) {
+    const key = JSON.stringify([r.practiceId, r.connector, r.transport, r.resourceType]);
+    const group = groups.get(key);
+    if (group) group.push(r);
+    else groups.set(key, [r]);
+  }
+  return [...groups.values()];
+}
+
 function clampLimit(limit: number | undefined): number {
   return Math.max(1, Math.min(1000, Math.trunc(limit ?? 100)));
 }
@@ -169,31 +188,37 @@ export class SourceRecordRepository {
 
   /**
    * Stores records with status `pending`, each version once: a record whose (practice, connector, resource type,
-   * source id, version id) is already stored — earlier, or earlier in the same batch — is skipped. One statement
-   * whatever the batch size: the bodies travel as one text parameter (JSON texts separated by U+001E, which valid
-   * JSON never contains) and the other columns as arrays. Bodies are stored as text, exactly as given.
+   * source id, version id) is already stored — earlier, or earlier in the same batch — is skipped. One statement per
+   * (practice, connector, transport, resource type) in the batch (a connector's batch has one): those four travel
+   * once, as scalars, the bodies as one text parameter (JSON texts separated by U+001E, which valid JSON never
+   * contains) and the other columns as arrays. Bodies are stored as text, exactly as given.
    * @returns how many were new.
    */
   async storeMany(tx: Queryable, records: readonly NewSourceRecord[]): Promise<number> {
-    if (records.length === 0) return 0;
-    const column = <K extends keyof NewSourceRecord>(key: K) => records.map((r) => r[key]);
+    let stored = 0;
+    for (const group of sameSourceGroups(records)) stored += await this.storeGroup(tx, group);
+    return stored;
+  }
+
+  /** Stores records of one practice, connector, transport and resource type, in order (see {@link storeMany}). */
+  private async storeGroup(tx: Queryable, records: readonly NewSourceRecord[]): Promise<number> {
+    const first = records[0]!;
     const result = await tx.query(
       `INSERT INTO source_records (practice_id, connector, transport, resource_type, source_id, version_id, last_updated, content_hash, body, received_at)
-       SELECT r.practice_id, r.connector, r.transport, r.resource_type, r.source_id, r.version_id, r.last_updated, r.content_hash, b.body, $10
-       FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::text[]) WITH ORDINALITY
-         AS r (practice_id, connector, transport, resource_type, source_id, version_id, last_updated, content_hash, n)
-       JOIN string_to_table($9::text, E'\\x1e') WITH ORDINALITY AS b (body, n) USING (n)
+       SELECT $1::uuid, $2::text, $3::text, $4::text, r.source_id, r.version_id, r.last_updated, r.content_hash, r.body, $10
+       FROM unnest($5::text[], $6::text[], $7::timestamptz[], $8::text[], string_to_array($9::text, E'\\x1e')) WITH ORDINALITY
+         AS r (source_id, version_id, last_updated, content_hash, body, n)
        ORDER BY n
        ON CONFLICT ON CONSTRAINT source_records_identity_key DO NOTHING`,
       [
-        column('practiceId'),
-        column('connector'),
-        column('transport'),
-        column('resourceType'),
-        column('sourceId'),
-        column('versionId'),
-        column('lastUpdated'),
-        column('contentHash'),
+        first.practiceId,
+        first.connector,
+        first.transport,
+        first.resourceType,
+        records.map((r) => r.sourceId),
+        records.map((r) => r.versionId),
+        records.map((r) => r.lastUpdated),
+        records.map((r) => r.contentHash),
         records.map(bodyText).join(RECORD_SEPARATOR),
         this.clock.now(),
       ],
