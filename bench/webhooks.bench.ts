@@ -1,13 +1,15 @@
 /**
  * Stripe webhook events handled per second (target ≥ 500/s): each delivery is a raw body whose Stripe-Signature
- * is verified, then handled in one transaction (event id recorded once; the payment posted to the ledger across
- * its balance with its write-back outbox row; each payment a different guarantor's), 8 deliveries in flight as Stripe sends them. Every payment's two
+ * is verified, then handled with the deliveries arriving at the same time, in one set-based transaction per batch
+ * (event id recorded once; the payment posted to the ledger across its balance with its write-back outbox row; each
+ * payment a different guarantor's), 8 deliveries in flight as Stripe sends them. Every payment's two
  * events (`payment_intent.succeeded`, `checkout.session.completed`) arrive, then all of them again (Stripe's
  * retries: duplicates that must change nothing). The peer is the Stripe SDK's own `webhooks.constructEvent`
  * (signature check only, no database) on the same payloads.
  *
  * Runs on embedded PGlite, and on the PostgreSQL server too when BENCH_DATABASE_URL or TEST_DATABASE_URL is set.
  */
+import { readFileSync } from 'node:fs';
 import Stripe from 'stripe';
 import { ManualClock } from '../src/domain/clock.ts';
 import { money } from '../src/domain/money.ts';
@@ -29,6 +31,21 @@ async function inParallel<T>(items: readonly T[], work: (item: T) => Promise<voi
   await Promise.all(Array.from({ length: CONCURRENCY }, async () => {
     while (next < items.length) await work(items[next++]!);
   }));
+}
+
+/** CPU milliseconds (user + system) used so far by each PostgreSQL backend of this database (a local server only). */
+async function backendCpu(db: { pool: { query: (sql: string) => Promise<{ rows: { pid: number }[] }> } }): Promise<Map<number, number>> {
+  const { rows } = await db.pool.query('SELECT pid FROM pg_stat_activity WHERE datname = current_database()');
+  const ticks = new Map<number, number>();
+  for (const { pid } of rows) {
+    try {
+      const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+      ticks.set(pid, (Number(fields[11]) + Number(fields[12])) * 10); // utime + stime, in clock ticks of 10 ms
+    } catch {
+      // not on this machine
+    }
+  }
+  return ticks;
 }
 
 async function run(engine: 'pglite' | 'postgres'): Promise<void> {
@@ -59,18 +76,22 @@ async function run(engine: 'pglite' | 'postgres'): Promise<void> {
       const ack = await processStripeWebhook({ db, clock, practiceId, logger: silentLogger, cipher, secrets: SECRET }, payload, header);
       outcomes.set(ack.outcome, (outcomes.get(ack.outcome) ?? 0) + 1);
     };
+    const backendsStarted = engine === 'postgres' ? await backendCpu(db) : new Map<number, number>();
     const started = performance.now();
     const cpuStarted = process.cpuUsage();
     await inParallel(deliveries, deliver);
     const firstSeconds = (performance.now() - started) / 1000;
     const firstCpu = process.cpuUsage(cpuStarted);
+    let backendMs = 0;
+    if (engine === 'postgres') for (const [pid, ms] of await backendCpu(db)) backendMs += ms - (backendsStarted.get(pid) ?? 0);
     await inParallel(deliveries, deliver);
     const seconds = (performance.now() - started) / 1000;
     const rate = all.length / seconds;
     // This process's CPU time per first delivery (PGlite runs in it; a server's backends do not) tells a change
     // apart from other load on the machine better than the rate does.
     const cpuMs = (firstCpu.user + firstCpu.system) / 1000 / deliveries.length;
-    const phases = `first deliveries ${(deliveries.length / firstSeconds).toFixed(0)}/s using ${cpuMs.toFixed(2)} ms of this process's CPU each, retries ${(deliveries.length / (seconds - firstSeconds)).toFixed(0)}/s`;
+    const backend = engine === 'postgres' ? ` and ${(backendMs / deliveries.length).toFixed(2)} ms of the server's backends` : '';
+    const phases = `first deliveries ${(deliveries.length / firstSeconds).toFixed(0)}/s using ${cpuMs.toFixed(2)} ms of this process's CPU each${backend}, retries ${(deliveries.length / (seconds - firstSeconds)).toFixed(0)}/s`;
     const posted = outcomes.get('payment-posted') ?? 0;
     if (posted !== PAYMENTS || outcomes.get('duplicate') !== deliveries.length) throw new Error(`wrong outcomes: ${JSON.stringify([...outcomes])}`);
     const { rows: [entries] } = await db.pool.query<{ n: string }>("SELECT count(*)::text AS n FROM writeback_outbox WHERE kind = 'payment'");

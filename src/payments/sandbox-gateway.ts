@@ -20,7 +20,7 @@ import type { CheckoutSessionRef, InstallmentChargeResult, PaymentGateway, Refun
 import type { StripeBalanceTransactionLike } from './reconcile.ts';
 import { completeSandboxSession, createSandboxSession, sandboxCharge, SandboxError, SANDBOX_WEBHOOK_SECRET, signSandboxEvent, type SandboxOutcome, type SandboxSession } from './sandbox.ts';
 import { verifyStripeWebhook, type StripeEventEnvelope } from './stripe-webhook.ts';
-import { handleStripeEvents } from './webhook-handler.ts';
+import { handleStripeEvents } from './webhook-batch.ts';
 import { processStripeWebhook, webhookAck, type StripeWebhookAck } from './webhook-route.ts';
 
 /** Test payment methods the sandbox honours like Stripe's test mode does. */
@@ -66,8 +66,8 @@ export class SandboxGateway implements PaymentGateway {
   }
 
   /**
-   * Delivers several events together: each signed and verified like {@link deliver}, then all handled in one
-   * transaction (`handleStripeEvents`), committed before this returns.
+   * Delivers several events together: each signed and verified like {@link deliver}, then all handled as one
+   * batch (`handleStripeEvents`: one set-based transaction), committed before this returns.
    * @returns the acknowledgements, in order.
    */
   async #deliverAll(events: readonly StripeEventEnvelope[]): Promise<StripeWebhookAck[]> {

@@ -1,6 +1,7 @@
 /**
- * Applies a verified Stripe event to the store, in ONE transaction per event (or several events that come
- * together, like the sandbox's checkouts of a simulated day, in one transaction: `handleStripeEvents`):
+ * Applies a verified Stripe event to the store, in ONE transaction per event (events that come together, webhook
+ * deliveries at the same time and the sandbox's checkouts of a simulated day, are handled set-based in one
+ * transaction per batch by `webhook-batch.ts`, with the pieces exported here):
  *
  * 1. the event id is inserted into `stripe_events` (ON CONFLICT DO NOTHING): when it was already there the
  *    event is a duplicate and nothing else happens (a concurrent delivery waits on the row lock, then sees it).
@@ -145,28 +146,8 @@ export async function handleStripeEvent(deps: StripeEventHandlerDeps, event: Str
   return result;
 }
 
-/**
- * Handles several verified events, in order, in ONE transaction: each exactly as {@link handleStripeEvent}
- * handles it (claimed by its id, so a duplicate changes nothing; applied; marked processed), without the read
- * before the transaction and with one commit for all. For events that come together and are all new, like the
- * sandbox's checkouts of one simulated day in `settle demo`: a BEGIN, a COMMIT and a read fewer per event.
- * Nothing is committed until every event is handled, so a caller acknowledges none before this returns.
- * @throws StripeEventError when any event lacks what Settle needs (checked before anything is stored); a store
- *   error (nothing of the batch is stored).
- */
-export async function handleStripeEvents(deps: StripeEventHandlerDeps, events: readonly StripeEventEnvelope[]): Promise<HandleResult[]> {
-  const commands = events.map((event) => commandForEvent(event));
-  if (events.length === 0) return [];
-  const results = await withTransaction(deps.db, async (tx) => {
-    const out: HandleResult[] = [];
-    for (const [i, event] of events.entries()) out.push(await handleInTransaction(deps, tx, event, commands[i]!));
-    return out;
-  });
-  for (const result of results) logHandled(deps, result);
-  return results;
-}
-
-const duplicateOf = (event: StripeEventEnvelope): HandleResult => ({ outcome: 'duplicate', eventId: event.id, type: event.type, ledgerEntries: 0, writebacks: [], balanceIds: [] });
+/** The result of an event handled before. */
+export const duplicateOf = (event: StripeEventEnvelope): HandleResult => ({ outcome: 'duplicate', eventId: event.id, type: event.type, ledgerEntries: 0, writebacks: [], balanceIds: [] });
 
 /** Claims, applies and marks processed one event inside the caller's transaction (see the module comment). */
 async function handleInTransaction(deps: StripeEventHandlerDeps, tx: Queryable, event: StripeEventEnvelope, command: StripeEventCommand): Promise<HandleResult> {
@@ -175,21 +156,31 @@ async function handleInTransaction(deps: StripeEventHandlerDeps, tx: Queryable, 
   const payments = new PaymentRepository(tx, deps.clock);
   const { claimed, payment, balances, timeZone } = await payments.claimEvent(deps.practiceId, ref, lookupOf(command));
   if (!claimed) return duplicateOf(event);
-  const ledger = new LedgerRepository(tx, deps.cipher ?? unusedCipher(), deps.clock);
-  // The date of what is posted: today in the practice's time zone (as LedgerRepository.today reads it).
-  const today = localDate(deps.clock.now(), timeZone);
-  const { effects = {}, ...applied } = await apply({ deps, ledger, tx, today, balances }, command, payment);
-  const done: HandleResult = { eventId: event.id, type: event.type, ledgerEntries: 0, writebacks: [], balanceIds: [], ...applied };
-  // Money moving (or failing to) is audited with what it changed, in the statement that marks the event processed.
-  const audit: NewAuditEvent | undefined = AUDITED_OUTCOMES.has(done.outcome) ? {
-    practiceId: deps.practiceId, actor: STRIPE_ACTOR, action: `payment.${done.outcome}`, entityType: 'payment', entityId: done.paymentId ?? null,
-    detail: { eventId: event.id, type: event.type, ledgerEntries: done.ledgerEntries, writebacks: done.writebacks, balanceIds: done.balanceIds },
-  } : undefined;
+  const { effects = {}, ...applied } = await apply(handlingIn(deps, tx, timeZone, balances), command, payment);
+  const done = resultOf(event, applied);
+  const audit = auditOf(deps.practiceId, done);
   await payments.finishEvent(deps.practiceId, ref, done.outcome, { ...effects, ...(audit ? { audit } : {}) });
   return done;
 }
 
-function logHandled(deps: StripeEventHandlerDeps, result: HandleResult): void {
+/** What handling an event did, from what applying its command decided. */
+export const resultOf = (event: StripeEventEnvelope, applied: Omit<Applied, 'effects'>): HandleResult =>
+  ({ eventId: event.id, type: event.type, ledgerEntries: 0, writebacks: [], balanceIds: [], ...applied });
+
+/**
+ * The audit event of a handled event, when its outcome moved money or put a balance on hold (written with what it
+ * changed, in the statement that marks the event processed).
+ */
+export function auditOf(practiceId: string, done: HandleResult): NewAuditEvent | undefined {
+  if (!AUDITED_OUTCOMES.has(done.outcome)) return undefined;
+  return {
+    practiceId, actor: STRIPE_ACTOR, action: `payment.${done.outcome}`, entityType: 'payment', entityId: done.paymentId ?? null,
+    detail: { eventId: done.eventId, type: done.type, ledgerEntries: done.ledgerEntries, writebacks: done.writebacks, balanceIds: done.balanceIds },
+  };
+}
+
+/** Logs a handled event: ids and counts only. */
+export function logHandled(deps: StripeEventHandlerDeps, result: HandleResult): void {
   const log = result.outcome === 'currency-mismatch' ? deps.logger.warn.bind(deps.logger) : deps.logger.info.bind(deps.logger);
   log('stripe event handled', {
     eventId: result.eventId, type: result.type, outcome: result.outcome, paymentId: result.paymentId,
@@ -201,15 +192,16 @@ function logHandled(deps: StripeEventHandlerDeps, result: HandleResult): void {
 const AUDITED_OUTCOMES: ReadonlySet<HandleOutcome> = new Set(['payment-posted', 'payment-failed', 'refund-posted', 'dispute-opened', 'dispute-won', 'dispute-lost']);
 
 /** What handling writes last, in the statement that marks the event processed (`finishEvent`). */
-interface Effects {
+export interface Effects {
   payment?: { id: string; change: PaymentChange };
   writebacks?: NewWriteback[];
 }
 
-type Applied = Partial<HandleResult> & { outcome: HandleOutcome; effects?: Effects };
+/** What applying an event's command decided: its outcome and what to write last. */
+export type Applied = Partial<HandleResult> & { outcome: HandleOutcome; effects?: Effects };
 
 /** The payment an event refers to (looked up and locked once the event id is claimed); none for events that name none. */
-function lookupOf(command: StripeEventCommand): PaymentLookup | undefined {
+export function lookupOf(command: StripeEventCommand): PaymentLookup | undefined {
   switch (command.kind) {
     case 'ignored':
     case 'checkout-expired':
@@ -236,7 +228,7 @@ function recordIds(payment: Payment, ids: StripeIds): Effects {
 }
 
 /** What handling one event works with, inside its transaction. */
-interface Handling {
+export interface Handling {
   readonly deps: StripeEventHandlerDeps;
   readonly ledger: LedgerRepository;
   readonly tx: Queryable;
@@ -246,7 +238,14 @@ interface Handling {
   readonly balances: readonly PayableBalance[];
 }
 
-async function apply(handling: Handling, command: StripeEventCommand, payment: Payment | undefined): Promise<Applied> {
+/** What handling works with inside `tx`; the date posted is today in the practice's time zone (as LedgerRepository.today reads it). */
+export function handlingIn(deps: StripeEventHandlerDeps, tx: Queryable, timeZone: string | null, balances: readonly PayableBalance[]): Handling {
+  const ledger = new LedgerRepository(tx, deps.cipher ?? unusedCipher(), deps.clock);
+  return { deps, ledger, tx, today: localDate(deps.clock.now(), timeZone), balances };
+}
+
+/** Applies an event's command to the payment it refers to (see the module comment). */
+export async function apply(handling: Handling, command: StripeEventCommand, payment: Payment | undefined): Promise<Applied> {
   const { deps, ledger, tx } = handling;
   const practiceId = deps.practiceId;
   switch (command.kind) {
@@ -263,9 +262,9 @@ async function apply(handling: Handling, command: StripeEventCommand, payment: P
       const posted = await postPayment(handling, payment, command.amount ?? payment.amount, stripeIds(command));
       // A plan's first installment (or its early payoff) paid through Checkout: installments carry their number
       // and are recorded by the sweep that charged them, from Stripe's synchronous answer.
-      if (command.refs.planId && command.refs.installment === undefined && isUuid(command.refs.planId) && (posted.outcome === 'payment-posted' || posted.outcome === 'payment-already-posted')) {
+      if (isPlanCheckout(command) && (posted.outcome === 'payment-posted' || posted.outcome === 'payment-already-posted')) {
         const plan = await applyPlanCheckout(tx, { clock: deps.clock, ledger }, {
-          practiceId, planId: command.refs.planId, paymentId: payment.id, guarantorId: payment.guarantorId,
+          practiceId, planId: command.refs.planId!, paymentId: payment.id, guarantorId: payment.guarantorId,
           ...(command.customer ? { customer: command.customer } : {}),
           ...(command.kind === 'payment-succeeded' && command.paymentMethod ? { paymentMethod: command.paymentMethod } : {}),
         });
@@ -345,7 +344,15 @@ async function apply(handling: Handling, command: StripeEventCommand, payment: P
   }
 }
 
-function stripeIds(command: Extract<StripeEventCommand, { kind: 'checkout-completed' | 'payment-succeeded' }>): StripeIds {
+/**
+ * Whether an event is a plan's first installment (or its early payoff) paid through Checkout, which also moves its
+ * plan: installments carry their number and are recorded by the sweep that charged them.
+ */
+export const isPlanCheckout = (command: StripeEventCommand): boolean =>
+  (command.kind === 'checkout-completed' || command.kind === 'payment-succeeded') && command.refs.installment === undefined && isUuid(command.refs.planId);
+
+/** The Stripe ids a payment event carries, to record on its payment. */
+export function stripeIds(command: Extract<StripeEventCommand, { kind: 'checkout-completed' | 'payment-succeeded' }>): StripeIds {
   const ids: StripeIds = {};
   if (command.kind === 'checkout-completed') ids.checkoutSession = command.checkoutSession;
   if (command.paymentIntent) ids.paymentIntent = command.paymentIntent;
@@ -356,27 +363,40 @@ function stripeIds(command: Extract<StripeEventCommand, { kind: 'checkout-comple
 
 /** Marks a payment succeeded, posts it to its balances and queues its write-back (once per payment). */
 async function postPayment(handling: Handling, payment: Payment, amount: Money, ids: StripeIds): Promise<Applied> {
-  const { deps: { practiceId }, ledger, today } = handling;
+  const { postings, ...planned } = planPayment(handling.deps.practiceId, { payment, amount, ids, balances: handling.balances, today: handling.today });
+  if (postings.length === 0) return planned;
+  const results = await handling.ledger.postSources(handling.deps.practiceId, postings);
+  return { ...planned, ledgerEntries: results.reduce((sum, result) => sum + result.posted + result.reversed, 0) };
+}
+
+/**
+ * What succeeding a payment does, decided without writing anything: a payment still pending (or failed) is split
+ * across the balances it is for (read with it), each part a ledger posting, marked succeeded and queued for
+ * write-back; any other is already posted (its Stripe ids recorded). The ledger postings are the caller's to post.
+ * @throws Error when the payment names no balance of its practice in its currency.
+ */
+export function planPayment(
+  practiceId: string, { payment, amount, ids, balances: payable, today }: { payment: Payment; amount: Money; ids: StripeIds; balances: readonly PayableBalance[]; today: string },
+): Applied & { postings: SourcePosting[] } {
   if (payment.status !== 'pending' && payment.status !== 'failed') {
-    return { outcome: 'payment-already-posted', paymentId: payment.id, effects: recordIds(payment, ids) };
+    return { outcome: 'payment-already-posted', paymentId: payment.id, effects: recordIds(payment, ids), postings: [] };
   }
-  if (amount.currency !== payment.amount.currency) return { outcome: 'currency-mismatch', paymentId: payment.id };
-  const balances = handling.balances.filter((b) => b.practiceId === practiceId && b.patientAmount.currency === amount.currency);
+  if (amount.currency !== payment.amount.currency) return { outcome: 'currency-mismatch', paymentId: payment.id, postings: [] };
+  const balances = payable.filter((b) => b.practiceId === practiceId && b.patientAmount.currency === amount.currency);
   if (balances.length === 0) throw new Error(`payment ${payment.id} names no balance of its practice in ${amount.currency}`);
   const allocations = allocate(amount.amount, balances);
   const byId = new Map(balances.map((b) => [b.id, b]));
-  const results = await ledger.postSources(practiceId, allocations.map((allocation) => {
+  const postings = allocations.map((allocation): SourcePosting => {
     const balance = byId.get(allocation.balanceId)!;
     return {
       version: { connector: PAYMENT_LEDGER_CONNECTOR, resourceType: 'Payment', sourceId: `${payment.id}/${balance.id}`, versionId: '1', lastUpdated: null },
       target: { accountId: balance.accountId, guarantorId: balance.guarantorId, patientId: balance.patientId },
       lines: [{ lineKey: 'payment', kind: 'payment', amount: { amount: allocation.amountMinor, currency: amount.currency }, serviceDate: today, payer: 'patient', serviceCode: null, description: 'Card payment' }],
     };
-  }));
-  const entries = results.reduce((sum, result) => sum + result.posted + result.reversed, 0);
+  });
   const writebackId = `payment-${payment.id}`;
   return {
-    outcome: 'payment-posted', paymentId: payment.id, ledgerEntries: entries, balanceIds: allocations.map((a) => a.balanceId), writebacks: [writebackId], allocations,
+    outcome: 'payment-posted', paymentId: payment.id, balanceIds: allocations.map((a) => a.balanceId), writebacks: [writebackId], allocations, postings,
     effects: {
       payment: { id: payment.id, change: { status: 'succeeded', allocations, amount, stripe: ids, failureCode: null, succeeded: true } },
       writebacks: [{ practiceId, paymentId: payment.id, kind: 'payment', writebackId, amount, allocations }],

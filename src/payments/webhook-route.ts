@@ -1,6 +1,7 @@
 /**
- * `POST /webhooks/stripe`: the raw body's signature is verified, the event is handled and committed
- * (`handleStripeEvent`: one transaction), and only then is 200 sent, so Stripe retries anything not durable.
+ * `POST /webhooks/stripe`: the raw body's signature is verified, the event is handled and committed with the
+ * deliveries arriving at the same time (`gatherStripeEvent`: one set-based transaction per batch), and only then
+ * is 200 sent, so Stripe retries anything not durable.
  *
  * The body MUST reach this handler as the raw bytes (a Buffer): mount `express.raw({ type: 'application/json' })`
  * on this path before the app's JSON parser; re-serialised JSON does not verify.
@@ -16,7 +17,8 @@ import { ApiError, sendProblem } from '../api/problem.ts';
 import type { RouteSpec } from '../api/routes.ts';
 import { StripeEventError } from './stripe-events.ts';
 import { verifyStripeWebhook, WebhookVerificationError } from './stripe-webhook.ts';
-import { handleStripeEvent, type HandleResult, type StripeEventHandlerDeps } from './webhook-handler.ts';
+import { gatherStripeEvent } from './webhook-gather.ts';
+import type { HandleResult, StripeEventHandlerDeps } from './webhook-handler.ts';
 
 export const STRIPE_WEBHOOK_PATH = '/webhooks/stripe';
 /** The webhook endpoint of one practice's Stripe account (its slug), verified with that practice's secret. */
@@ -68,7 +70,7 @@ export async function processStripeWebhook(deps: StripeWebhookRouteDeps, rawBody
   }
   let result: HandleResult;
   try {
-    result = await handleStripeEvent(deps, event);
+    result = await gatherStripeEvent(deps, event);
   } catch (error) {
     if (error instanceof StripeEventError) throw new ApiError(400, 'invalid_event', error.message);
     throw error;

@@ -3,10 +3,11 @@
  * practice carries the SHA-256 of the one before it, so an event altered or removed behind Settle's back
  * breaks the chain.
  *
- * An append is one statement ({@link auditAppendSql}): the upsert of the practice's head row locks it (so
- * appends of one practice form a line, not a tree), takes the event's id from the sequence under that lock (ids
- * follow the chain), and hashes the canonical event text (made here) after the head's hash in SQL; the event is
- * inserted from what the upsert returns. {@link AuditLog.check} recomputes the same hash in Node.
+ * An append of one event or of a segment of several is one statement ({@link auditAppendSql}, calling migration
+ * 0033's `audit_append`): the upsert of the practice's head row locks it (so appends of one practice form a line,
+ * not a tree), each event takes its id from the sequence under that lock (ids follow the chain) and its hash from
+ * the canonical event text (made here) after the previous hash, in SQL, and the head moves to the last one.
+ * {@link AuditLog.check} recomputes the same hash in Node.
  */
 import { createHash } from 'node:crypto';
 import type { Clock } from '../domain/clock.ts';
@@ -80,36 +81,25 @@ function chainHash(prevHash: string, event: Omit<AuditEvent, 'id' | 'prevHash' |
   return createHash('sha256').update(prevHash).update('\n').update(chainBody(event)).digest('hex');
 }
 
-/** The hex SHA-256 of `<prev>\n<body>` in SQL, as {@link chainHash} computes it. */
-const sqlChainHash = (prev: string, body: string) => `encode(sha256(convert_to(${prev} || chr(10) || ${body}, 'UTF8')), 'hex')`;
-
 /**
- * The CTEs `audit_head` and `audit_event` that append an event at `occurredAt` (see the module comment), their
- * values added to `params`: `WITH <sql> SELECT * FROM audit_event` appends it on its own, and a caller may add
- * them to the statement that writes what the event records (one round trip for both).
+ * The CTE `audit_event` that appends these events of one practice, in order, at `occurredAt` (see the module
+ * comment), their values added to `params`: `WITH <sql> SELECT * FROM audit_event` appends them on their own, and a
+ * caller may add it to the statement that writes what the events record (one round trip for both). It is a SELECT
+ * of the migration's `audit_append` function, so it runs only when the statement reads `audit_event`.
+ * @throws Error when the events are not all of one practice, or there are none.
  */
-export function auditAppendSql(event: NewAuditEvent, occurredAt: Date, params: SqlParams): string {
-  const full = {
-    practiceId: event.practiceId, occurredAt, actor: event.actor, action: event.action, entityType: event.entityType,
-    entityId: event.entityId ?? null, detail: event.detail ?? {},
-  };
-  const [practice, at, actor, action, entityType, entityId, detail, body] = [
-    full.practiceId, occurredAt, full.actor, full.action, full.entityType, full.entityId, JSON.stringify(full.detail), chainBody(full),
-  ].map((value) => params.add(value));
-  // The head is moved under its row lock (a first event inserts it, chaining to the newest stored event if a
-  // chain was begun before heads existed); prev_hash keeps the hash it replaced, the new event's link.
-  return `audit_head AS (
-      INSERT INTO audit_heads AS h (practice_id, last_event_id, last_hash, prev_hash, events, updated_at)
-      SELECT ${practice}::uuid, nextval('audit_events_id_seq'), ${sqlChainHash('g.prev', `${body}::text`)}, g.prev, 1, ${at}::timestamptz
-      FROM (SELECT coalesce((SELECT hash FROM audit_events WHERE practice_id = ${practice}::uuid ORDER BY id DESC LIMIT 1), '${GENESIS}') AS prev) g
-      ON CONFLICT (practice_id) DO UPDATE SET last_event_id = nextval('audit_events_id_seq'), last_hash = ${sqlChainHash('h.last_hash', `${body}::text`)},
-        prev_hash = h.last_hash, events = h.events + 1, updated_at = excluded.updated_at
-      RETURNING last_event_id, last_hash, prev_hash),
-    audit_event AS (
-      INSERT INTO audit_events (id, practice_id, occurred_at, actor, action, entity_type, entity_id, detail, prev_hash, hash)
-      SELECT last_event_id, ${practice}::uuid, ${at}::timestamptz, ${actor}::text, ${action}::text, ${entityType}::text, ${entityId}::text, ${detail}::jsonb, prev_hash, last_hash
-      FROM audit_head
-      RETURNING *)`;
+export function auditAppendSql(events: NewAuditEvent | readonly NewAuditEvent[], occurredAt: Date, params: SqlParams): string {
+  const list: readonly NewAuditEvent[] = Array.isArray(events) ? events : [events as NewAuditEvent];
+  const practiceId = list[0]?.practiceId;
+  if (!practiceId || list.some((event) => event.practiceId !== practiceId)) throw new Error('auditAppendSql appends one or more events of one practice');
+  const segment = list.map((event) => {
+    const full = {
+      practiceId, occurredAt, actor: event.actor, action: event.action, entityType: event.entityType, entityId: event.entityId ?? null, detail: event.detail ?? {},
+    };
+    return { actor: full.actor, action: full.action, entityType: full.entityType, entityId: full.entityId, detail: full.detail, body: chainBody(full) };
+  });
+  const [practice, at, appended] = [practiceId, occurredAt, JSON.stringify(segment)].map((value) => params.add(value));
+  return `audit_event AS (SELECT * FROM audit_append(${practice}::uuid, ${at}::timestamptz, ${appended}::jsonb))`;
 }
 
 interface AuditRow {

@@ -1,7 +1,7 @@
 /**
  * Payments, the Stripe events already handled, and the write-back outbox.
  *
- * Writes expect to run inside the caller's transaction (the webhook handler's one transaction per event):
+ * Writes expect to run inside the caller's transaction (the webhook handler's, of one event or of a batch):
  * pass the transaction client with `on(tx)`. Every row belongs to a practice and every read is scoped by it.
  */
 import { createHash } from 'node:crypto';
@@ -223,57 +223,92 @@ function toWriteback(r: OutboxRow): WritebackRow {
 }
 
 /**
- * The SET list of a payment change, its values added to `params` (one statement: `update`, or `finishEvent`
- * folding the change into the event's last write).
+ * The UPDATE of payments that applies these changes (each to its payment, only the fields given), its values added
+ * to `params`: one statement for one change (`update`) or for many (`finishEvents` folding them into the statement
+ * that marks their events processed). One change per payment of the practice. The ids are also given as an array
+ * and the practice in each row, so the payments are found by their primary key (the planner cannot see into the
+ * recordset; with the practice as a constant it scanned all the practice's payments).
  */
-function paymentChangeSql(change: PaymentChange, now: Date, params: SqlParams): string {
-  const s = change.stripe ?? {};
-  const at = params.add(now);
-  const $ = (value: unknown) => params.add(value);
-  return `status = coalesce(${$(change.status ?? null)}, status),
-         allocations = coalesce(${$(change.allocations ? JSON.stringify(change.allocations) : null)}::jsonb, allocations),
-         amount_minor = coalesce(${$(change.amount?.amount ?? null)}::bigint, amount_minor),
-         refunded_minor = coalesce(${$(change.refundedMinor ?? null)}::bigint, refunded_minor),
-         reversed_minor = coalesce(${$(change.reversedMinor ?? null)}::bigint, reversed_minor),
-         failure_code = CASE WHEN ${$(change.failureCode !== undefined)}::boolean THEN ${$(change.failureCode ?? null)}::text ELSE failure_code END,
-         stripe_checkout_session_id = coalesce(${$(s.checkoutSession ?? null)}, stripe_checkout_session_id),
-         stripe_payment_intent_id = coalesce(${$(s.paymentIntent ?? null)}, stripe_payment_intent_id),
-         stripe_charge_id = coalesce(${$(s.charge ?? null)}, stripe_charge_id),
-         stripe_customer_id = coalesce(${$(s.customer ?? null)}, stripe_customer_id),
-         stripe_dispute_id = coalesce(${$(s.dispute ?? null)}, stripe_dispute_id),
-         succeeded_at = CASE WHEN ${$(change.succeeded === true)}::boolean THEN ${at}::timestamptz ELSE succeeded_at END,
-         updated_at = ${at}::timestamptz`;
-}
-
-/** An INSERT of write-backs (due now, idempotent on the write-back id), its values added to `params`. */
-function writebackInsertSql(rows: readonly NewWriteback[], now: Date, params: SqlParams): string {
-  const at = params.add(now);
-  const tuples = rows.map((r) => {
-    const [practice, payment, kind, writebackId, controlId, amount, currency, allocations] = [
-      r.practiceId, r.paymentId, r.kind, r.writebackId, hl7ControlId(r.practiceId, r.writebackId), r.amount.amount, r.amount.currency, JSON.stringify(r.allocations),
-    ].map((value) => params.add(value));
-    return `(${practice}::uuid, ${payment}::uuid, ${kind}, ${writebackId}, ${controlId}, ${amount}::bigint, ${currency}, ${allocations}::jsonb, ${at}::timestamptz, ${at}::timestamptz, ${at}::timestamptz)`;
+function paymentUpdateSql(practiceId: string, changes: readonly { id: string; change: PaymentChange }[], now: Date, params: SqlParams): string {
+  const rows = changes.map(({ id, change }) => {
+    const s = change.stripe ?? {};
+    return {
+      practice_id: practiceId, id, status: change.status ?? null, allocations: change.allocations ?? null, amount_minor: change.amount?.amount ?? null,
+      refunded_minor: change.refundedMinor ?? null, reversed_minor: change.reversedMinor ?? null, set_failure: change.failureCode !== undefined,
+      failure_code: change.failureCode ?? null, checkout_session: s.checkoutSession ?? null, payment_intent: s.paymentIntent ?? null, charge: s.charge ?? null,
+      customer: s.customer ?? null, dispute: s.dispute ?? null, succeeded: change.succeeded === true,
+    };
   });
-  return `INSERT INTO writeback_outbox (practice_id, payment_id, kind, writeback_id, control_id, amount_minor, currency, allocations, next_attempt_at, created_at, updated_at)
-       VALUES ${tuples.join(', ')} ON CONFLICT (practice_id, writeback_id) DO NOTHING`;
+  const at = params.add(now);
+  return `UPDATE payments p SET status = coalesce(c.status, p.status), allocations = coalesce(c.allocations, p.allocations),
+         amount_minor = coalesce(c.amount_minor, p.amount_minor), refunded_minor = coalesce(c.refunded_minor, p.refunded_minor),
+         reversed_minor = coalesce(c.reversed_minor, p.reversed_minor), failure_code = CASE WHEN c.set_failure THEN c.failure_code ELSE p.failure_code END,
+         stripe_checkout_session_id = coalesce(c.checkout_session, p.stripe_checkout_session_id), stripe_payment_intent_id = coalesce(c.payment_intent, p.stripe_payment_intent_id),
+         stripe_charge_id = coalesce(c.charge, p.stripe_charge_id), stripe_customer_id = coalesce(c.customer, p.stripe_customer_id),
+         stripe_dispute_id = coalesce(c.dispute, p.stripe_dispute_id), succeeded_at = CASE WHEN c.succeeded THEN ${at}::timestamptz ELSE p.succeeded_at END,
+         updated_at = ${at}::timestamptz
+       FROM jsonb_to_recordset(${params.add(JSON.stringify(rows))}::jsonb) AS c (practice_id uuid, id uuid, status text, allocations jsonb, amount_minor bigint, refunded_minor bigint,
+         reversed_minor bigint, set_failure boolean, failure_code text, checkout_session text, payment_intent text, charge text, customer text, dispute text, succeeded boolean)
+       WHERE p.id = ANY(${params.add(changes.map((c) => c.id))}::uuid[]) AND p.id = c.id AND p.practice_id = c.practice_id`;
 }
 
 /**
- * The SELECT of the payment a lookup finds, locked for update, its values added to `params` (`practice` is the
- * placeholder of the practice id): by Settle's id when it is a uuid, else by payment intent, else by charge; the
- * oldest of equals. Each arm is one index probe. `onlyIf` is a condition the lookup runs under at all.
+ * An INSERT of write-backs (due now, idempotent on the write-back id), its values added to `params` as one array
+ * per column: the same text for any number of rows (the embedded database prepares each text once).
  */
-function paymentLookupSql(refs: PaymentLookup, params: SqlParams, practice: string, onlyIf = 'true'): string {
-  const id = params.add(isUuid(refs.paymentId) ? refs.paymentId : null);
-  const intent = params.add(refs.paymentIntent || null);
-  const charge = params.add(refs.charge || null);
-  return `SELECT ${PAYMENT_COLUMNS} FROM payments WHERE practice_id = ${practice} AND id = (
-            SELECT c.id FROM (
-              SELECT id, 1 AS rank, created_at FROM payments WHERE practice_id = ${practice} AND id = ${id}::uuid
-              UNION ALL SELECT id, 2, created_at FROM payments WHERE practice_id = ${practice} AND stripe_payment_intent_id = ${intent}::text
-              UNION ALL SELECT id, 3, created_at FROM payments WHERE practice_id = ${practice} AND stripe_charge_id = ${charge}::text
-            ) c WHERE ${onlyIf} ORDER BY c.rank, c.created_at LIMIT 1)
-          FOR UPDATE`;
+function writebackInsertSql(rows: readonly NewWriteback[], now: Date, params: SqlParams): string {
+  const at = params.add(now);
+  const column = (pick: (r: NewWriteback) => unknown) => params.add(rows.map(pick));
+  return `INSERT INTO writeback_outbox (practice_id, payment_id, kind, writeback_id, control_id, amount_minor, currency, allocations, next_attempt_at, created_at, updated_at)
+       SELECT w.practice_id, w.payment_id, w.kind, w.writeback_id, w.control_id, w.amount_minor, w.currency, w.allocations, ${at}::timestamptz, ${at}::timestamptz, ${at}::timestamptz
+       FROM unnest(${column((r) => r.practiceId)}::uuid[], ${column((r) => r.paymentId)}::uuid[], ${column((r) => r.kind)}::text[], ${column((r) => r.writebackId)}::text[],
+         ${column((r) => hl7ControlId(r.practiceId, r.writebackId))}::text[], ${column((r) => r.amount.amount)}::bigint[], ${column((r) => r.amount.currency)}::text[],
+         ${column((r) => JSON.stringify(r.allocations))}::jsonb[]) WITH ORDINALITY
+         AS w (practice_id, payment_id, kind, writeback_id, control_id, amount_minor, currency, allocations, n)
+       ORDER BY w.n ON CONFLICT (practice_id, writeback_id) DO NOTHING`;
+}
+
+/**
+ * The CTE `found`: per lookup row of the relation `lookups` (columns `n`, `payment_id` uuid, `intent`, `charge`),
+ * the payment it finds with its row number `n`: by Settle's id, else by payment intent, else by charge; the oldest
+ * of equals (each arm one index probe). The payments are locked for update in id order, so that concurrent
+ * lookups of several payments wait for each other instead of deadlocking. `practice` is the practice id's placeholder.
+ */
+function paymentsFoundSql(lookups: string, practice: string): string {
+  return `found AS (
+       SELECT r.n, ${PAYMENT_COLUMNS} FROM ${lookups} r
+       JOIN LATERAL (
+         SELECT c.pid FROM (
+           SELECT id AS pid, 1 AS rank, created_at FROM payments WHERE practice_id = ${practice} AND id = r.payment_id
+           UNION ALL SELECT id, 2, created_at FROM payments WHERE practice_id = ${practice} AND stripe_payment_intent_id = r.intent
+           UNION ALL SELECT id, 3, created_at FROM payments WHERE practice_id = ${practice} AND stripe_charge_id = r.charge
+         ) c ORDER BY c.rank, c.created_at LIMIT 1) pick ON true
+       JOIN payments p ON p.id = pick.pid
+       ORDER BY p.id FOR UPDATE OF p)`;
+}
+
+/** A lookup row of {@link paymentsFoundSql}: a payment id only when it is a uuid (ids from metadata are checked before a uuid column). */
+const lookupRow = (refs: PaymentLookup) => ({ payment_id: isUuid(refs.paymentId) ? refs.paymentId : null, intent: refs.paymentIntent || null, charge: refs.charge || null });
+
+/** The key of a Stripe event within a practice: its account and its id. */
+export const eventKey = (event: Omit<StripeEventRef, 'type'>): string => `${event.account ?? ''} ${event.id}`;
+
+/** A Stripe event as its row in `stripe_events` is keyed. */
+export interface StripeEventRef {
+  id: string;
+  type: string;
+  /** The connected account it came from; '' for the platform's own. */
+  account?: string;
+}
+
+/** What {@link PaymentRepository.claimEvents} found for one event. */
+export interface EventClaim {
+  /** False when the event id was already recorded (a duplicate: change nothing). */
+  claimed: boolean;
+  /** The payment the event refers to, locked (only when claimed). */
+  payment?: Payment;
+  /** The balances a pending (or failed) payment is for, in its order, as they stand. */
+  balances: PayableBalance[];
 }
 
 /** Reads and writes payments, handled Stripe events and the write-back outbox. */
@@ -298,62 +333,119 @@ export class PaymentRepository {
    * waits on the row lock and then sees it.
    * @returns false when the event id was already recorded (a duplicate: change nothing).
    */
-  async recordEvent(practiceId: string, event: { id: string; type: string; account?: string }): Promise<boolean> {
+  async recordEvent(practiceId: string, event: StripeEventRef): Promise<boolean> {
     return (await this.claimEvent(practiceId, event)).claimed;
   }
 
-  /**
-   * {@link recordEvent} and, when the event is new, {@link findForUpdate} of the payment it refers to, in one
-   * statement (one round trip of the handling transaction), with what posting a pending (or failed) payment
-   * needs: the balances it is for (in its order, as they stand; the ledger locks them when it posts) and the
-   * practice's time zone (for the date of what is posted). A duplicate locks nothing.
-   */
-  async claimEvent(
-    practiceId: string, event: { id: string; type: string; account?: string }, refs: PaymentLookup = {},
-  ): Promise<{ claimed: boolean; payment?: Payment; balances: PayableBalance[]; timeZone: string | null }> {
-    const params = new SqlParams();
-    const [practice, account, id, type, now] = [practiceId, event.account ?? '', event.id, event.type, this.#clock.now()].map((value) => params.add(value));
-    const lookup = paymentLookupSql(refs, params, practice, 'EXISTS (SELECT 1 FROM claimed)');
-    // The lookup runs only when the insert claimed the event: a duplicate locks no payment.
-    const { rows } = await this.#db.query<PaymentRow & { claimed: boolean; practice_time_zone: string | null; payable: PayableRow[] | null }>(
-      `WITH claimed AS (
-         INSERT INTO stripe_events (practice_id, account, event_id, type, received_at) VALUES (${practice}, ${account}, ${id}, ${type}, ${now}) ON CONFLICT DO NOTHING RETURNING 1),
-       found AS (${lookup})
-       SELECT found.*, EXISTS (SELECT 1 FROM claimed) AS claimed, (SELECT time_zone FROM practices WHERE id = ${practice}) AS practice_time_zone,
-         CASE WHEN found.status IN ('pending', 'failed') THEN (
-           SELECT json_agg(json_build_object('id', b.id, 'practice_id', b.practice_id, 'account_id', b.account_id, 'guarantor_id', b.guarantor_id,
-             'patient_id', b.patient_id, 'currency', b.currency, 'patient_amount_minor', b.patient_amount_minor::text, 'oldest_open_date', b.oldest_open_date::text) ORDER BY u.n)
-           FROM unnest(found.balance_ids) WITH ORDINALITY AS u (id, n) JOIN balances b ON b.id = u.id) END AS payable
-       FROM (SELECT 1) one LEFT JOIN found ON true`,
-      params.values,
-    );
-    const row = rows[0]!;
-    const found = { claimed: row.claimed, balances: (row.payable ?? []).map(toPayable), timeZone: row.practice_time_zone };
-    return row.id === null ? found : { ...found, payment: toPayment(row) };
+  /** {@link claimEvents} of one event. */
+  async claimEvent(practiceId: string, event: StripeEventRef, refs: PaymentLookup = {}): Promise<EventClaim & { timeZone: string | null }> {
+    const { claims, timeZone } = await this.claimEvents(practiceId, [{ event, refs }]);
+    return { ...claims[0]!, timeZone };
   }
 
   /**
-   * Marks an event processed, with what was done, and in the same statement applies what handling it decided
-   * to write last: a change to its payment, the write-backs it queued and the audit event recording it.
+   * Records that these events arrived and, for each one new, finds and locks the payment it refers to (as
+   * {@link findForUpdate}), with what posting a pending (or failed) payment needs: the balances it is for (in its
+   * order, as they stand; the ledger locks them when it posts); and the practice's time zone (for the date of what
+   * is posted). One statement (one round trip of the handling transaction). Run inside the handling transaction:
+   * a concurrent delivery of the same id waits on the row lock and then sees it. Event ids are claimed in sorted
+   * order, all before any payment is locked (in id order), so concurrent claims wait instead of deadlocking. A
+   * duplicate locks nothing. The events must be distinct.
+   * @returns per event, in order, what was found.
    */
+  async claimEvents(
+    practiceId: string, events: readonly { event: StripeEventRef; refs?: PaymentLookup }[],
+  ): Promise<{ claims: EventClaim[]; timeZone: string | null }> {
+    if (events.length === 0) return { claims: [], timeZone: null };
+    const params = new SqlParams();
+    const requests = events.map(({ event, refs = {} }, n) => ({ n, account: event.account ?? '', event_id: event.id, type: event.type, ...lookupRow(refs) }));
+    const [practice, now, request] = [practiceId, this.#clock.now(), JSON.stringify(requests)].map((value) => params.add(value));
+    const { rows } = await this.#db.query<PaymentRow & { request: number; claimed: boolean; practice_time_zone: string | null; payable: PayableRow[] | null }>(
+      `WITH req AS (
+         SELECT * FROM jsonb_to_recordset(${request}::jsonb) AS r (n int, account text, event_id text, type text, payment_id uuid, intent text, charge text)),
+       claimed AS (
+         INSERT INTO stripe_events (practice_id, account, event_id, type, received_at)
+         SELECT ${practice}, account, event_id, type, ${now} FROM req ORDER BY account, event_id ON CONFLICT DO NOTHING RETURNING account, event_id),
+       claims AS (SELECT array_agg(account) AS accounts, array_agg(event_id) AS ids FROM claimed),
+       mine AS (SELECT r.* FROM claims CROSS JOIN LATERAL unnest(claims.accounts, claims.ids) AS c (account, event_id) JOIN req r USING (account, event_id)),
+       ${paymentsFoundSql('mine', practice)}
+       SELECT r.n AS request, (m.n IS NOT NULL) AS claimed, f.*, (SELECT time_zone FROM practices WHERE id = ${practice}) AS practice_time_zone,
+         -- One index probe of the balances per payment (a join here was planned as a scan of all balances per payment).
+         CASE WHEN f.status IN ('pending', 'failed') THEN (
+           SELECT json_agg(json_build_object('id', b.id, 'practice_id', b.practice_id, 'account_id', b.account_id, 'guarantor_id', b.guarantor_id,
+             'patient_id', b.patient_id, 'currency', b.currency, 'patient_amount_minor', b.patient_amount_minor::text, 'oldest_open_date', b.oldest_open_date::text)
+             ORDER BY array_position(f.balance_ids, b.id))
+           FROM balances b WHERE b.id = ANY(f.balance_ids)) END AS payable
+       FROM req r LEFT JOIN mine m ON m.n = r.n LEFT JOIN found f ON f.n = r.n
+       ORDER BY r.n`,
+      params.values,
+    );
+    // The claims (an aggregate of the whole insert) are all made before the lookup locks any payment.
+    const claims = rows.map((row): EventClaim => {
+      const found: EventClaim = { claimed: row.claimed, balances: (row.payable ?? []).map(toPayable) };
+      return row.id === null ? found : { ...found, payment: toPayment(row) };
+    });
+    return { claims, timeZone: rows[0]!.practice_time_zone };
+  }
+
+  /** {@link finishEvents} of one event, with what handling it decided to write last. */
   async finishEvent(
-    practiceId: string, event: { id: string; account?: string }, outcome: string,
+    practiceId: string, event: Omit<StripeEventRef, 'type'>, outcome: string,
     effects: { payment?: { id: string; change: PaymentChange }; writebacks?: readonly NewWriteback[]; audit?: NewAuditEvent } = {},
+  ): Promise<void> {
+    await this.finishEvents(practiceId, [{ ...event, outcome }], {
+      ...(effects.payment ? { payments: [effects.payment] } : {}), ...(effects.writebacks ? { writebacks: effects.writebacks } : {}),
+      ...(effects.audit ? { audit: [effects.audit] } : {}),
+    });
+  }
+
+  /**
+   * Marks events processed, each with what was done, and in the same statement applies what handling them decided
+   * to write last: the changes to their payments (one per payment), the write-backs they queued, the audit events
+   * recording them (appended in order, one chain segment, the practice's audit head locked last) and the release of
+   * claims given back (`released`: events handled again on their own, in a transaction of their own).
+   */
+  async finishEvents(
+    practiceId: string, done: readonly (Omit<StripeEventRef, 'type'> & { outcome: string })[],
+    effects: {
+      payments?: readonly { id: string; change: PaymentChange }[]; writebacks?: readonly NewWriteback[]; audit?: readonly NewAuditEvent[];
+      released?: readonly Omit<StripeEventRef, 'type'>[];
+    } = {},
   ): Promise<void> {
     const now = this.#clock.now();
     const params = new SqlParams();
-    const [practice, account, id, result, at] = [practiceId, event.account ?? '', event.id, outcome, now].map((value) => params.add(value));
+    const [practice, at] = [practiceId, now].map((value) => params.add(value));
+    // Each list as a recordset `d`, and the condition that finds its rows by index (as in paymentUpdateSql).
+    const events = (list: readonly (Omit<StripeEventRef, 'type'> & { outcome?: string })[]) => {
+      const rows = list.map((e) => ({ account: e.account ?? '', event_id: e.id, outcome: e.outcome ?? null }));
+      return `jsonb_to_recordset(${params.add(JSON.stringify(rows))}::jsonb) AS d (account text, event_id text, outcome text)
+         WHERE e.practice_id = ${practice} AND e.account = ANY(${params.add([...new Set(rows.map((r) => r.account))])}::text[])
+           AND e.event_id = ANY(${params.add(rows.map((r) => r.event_id))}::text[]) AND e.account = d.account AND e.event_id = d.event_id`;
+    };
     const ctes: string[] = [];
-    if (effects.payment) {
-      const paymentId = params.add(effects.payment.id);
-      ctes.push(`paid AS (UPDATE payments SET ${paymentChangeSql(effects.payment.change, now, params)} WHERE practice_id = ${practice} AND id = ${paymentId})`);
-    }
+    if (effects.payments && effects.payments.length > 0) ctes.push(`paid AS (${paymentUpdateSql(practiceId, effects.payments, now, params)})`);
     if (effects.writebacks && effects.writebacks.length > 0) ctes.push(`queued AS (${writebackInsertSql(effects.writebacks, now, params)})`);
-    if (effects.audit) ctes.push(auditAppendSql(effects.audit, now, params));
-    await this.#db.query(
-      `${ctes.length > 0 ? `WITH ${ctes.join(', ')} ` : ''}UPDATE stripe_events SET outcome = ${result}, processed_at = ${at} WHERE practice_id = ${practice} AND account = ${account} AND event_id = ${id}`,
-      params.values,
+    if (done.length > 0) {
+      ctes.push(`processed AS (UPDATE stripe_events e SET outcome = d.outcome, processed_at = ${at} FROM ${events(done)})`);
+    }
+    if (effects.released && effects.released.length > 0) {
+      ctes.push(`released AS (DELETE FROM stripe_events e USING ${events(effects.released)})`);
+    }
+    const audited = effects.audit && effects.audit.length > 0;
+    if (audited) ctes.push(auditAppendSql(effects.audit!, now, params));
+    if (ctes.length === 0) return;
+    // The audit CTE is a function call, run when read: the statement reads it (the data-modifying ones always run).
+    await this.#db.query(`WITH ${ctes.join(',\n       ')}\n       SELECT ${audited ? '(SELECT count(*) FROM audit_event)' : '0'} AS audited`, params.values);
+  }
+
+  /** Which of these events were handled before (a retry): one read, before any transaction. */
+  async handledEvents(practiceId: string, events: readonly Omit<StripeEventRef, 'type'>[]): Promise<Set<string>> {
+    if (events.length === 0) return new Set();
+    const { rows } = await this.#db.query<{ account: string; event_id: string }>(
+      `SELECT account, event_id FROM stripe_events WHERE practice_id = $1 AND (account, event_id) IN (SELECT * FROM unnest($2::text[], $3::text[]))`,
+      [practiceId, events.map((e) => e.account ?? ''), events.map((e) => e.id)],
     );
+    return new Set(rows.map((r) => eventKey({ id: r.event_id, account: r.account })));
   }
 
   /** A handled event, or undefined. */
@@ -393,16 +485,19 @@ export class PaymentRepository {
    */
   async findForUpdate(practiceId: string, refs: PaymentLookup): Promise<Payment | undefined> {
     const params = new SqlParams();
-    const practice = params.add(practiceId);
-    const { rows } = await this.#db.query<PaymentRow>(paymentLookupSql(refs, params, practice), params.values);
+    const [practice, lookup] = [practiceId, JSON.stringify([{ n: 0, ...lookupRow(refs) }])].map((value) => params.add(value));
+    const { rows } = await this.#db.query<PaymentRow>(
+      `WITH lookup AS (SELECT * FROM jsonb_to_recordset(${lookup}::jsonb) AS r (n int, payment_id uuid, intent text, charge text)), ${paymentsFoundSql('lookup', practice)}
+       SELECT * FROM found`,
+      params.values,
+    );
     return rows[0] && toPayment(rows[0]);
   }
 
   /** Updates a payment's status, money figures and Stripe ids (only the fields given). */
   async update(practiceId: string, id: string, change: PaymentChange): Promise<void> {
     const params = new SqlParams();
-    const [practice, payment] = [practiceId, id].map((value) => params.add(value));
-    await this.#db.query(`UPDATE payments SET ${paymentChangeSql(change, this.#clock.now(), params)} WHERE practice_id = ${practice} AND id = ${payment}`, params.values);
+    await this.#db.query(paymentUpdateSql(practiceId, [{ id, change }], this.#clock.now(), params), params.values);
   }
 
   // ---- write-back outbox --------------------------------------------------------------------------------

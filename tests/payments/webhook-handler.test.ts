@@ -4,7 +4,7 @@ import pg from 'pg';
 import { ManualClock } from '../../src/domain/clock.ts';
 import { money } from '../../src/domain/money.ts';
 import { StripeEventError } from '../../src/payments/stripe-events.ts';
-import { handleStripeEvent, handleStripeEvents, returnSplit, type StripeEventHandlerDeps } from '../../src/payments/webhook-handler.ts';
+import { handleStripeEvent, returnSplit, type StripeEventHandlerDeps } from '../../src/payments/webhook-handler.ts';
 import { AuditLog } from '../../src/store/audit.ts';
 import { LedgerRepository } from '../../src/store/ledger.ts';
 import { PaymentRepository } from '../../src/store/payments.ts';
@@ -115,61 +115,14 @@ describeOnEachDatabase('handleStripeEvent', (db) => {
     // The retry check, BEGIN, the claim, then only the ledger's posting statements, the finish and COMMIT.
     assert.match(first[0]!, /^SELECT .* FROM stripe_events/);
     assert.deepEqual([first[1], first.at(-1)], ['BEGIN', 'COMMIT']);
-    assert.match(first[2]!, /^WITH claimed AS/);
-    assert.match(first.at(-2)!, /INSERT INTO audit_events[\s\S]*UPDATE stripe_events/, 'the audit event is written with the event marked processed');
+    assert.match(first[2]!, /^WITH req AS[\s\S]*INSERT INTO stripe_events[\s\S]*FOR UPDATE/);
+    assert.match(first.at(-2)!, /UPDATE stripe_events[\s\S]*audit_append/, 'the audit event is written with the event marked processed');
     const posting = first.slice(3, -2);
     assert.ok(posting.length > 0 && posting.every((sql) => !/practices|audit_|pg_advisory|stripe_events|payments/.test(sql)), posting.join('\n'));
     // The ledger: its source, its balance, the lines with their version and the balance's new sums, the balance.
     assert.equal(posting.length, 4, posting.join('\n'));
     assert.match(posting[2]!, /INSERT INTO ledger_source_versions[\s\S]*INSERT INTO ledger_entries[\s\S]*FROM balances b/);
     assert.equal(second.length, 5, second.join('\n'));
-  });
-
-  it('handles events that come together in one transaction, each as alone: duplicates change nothing', async () => {
-    const { household, deps: d } = await fresh();
-    const pending = await Promise.all([1_000, 2_000].map((amount) => pendingPayment(db(), clock, household, money(amount, 'USD'))));
-    const events = pending.flatMap((p) => sandboxCheckoutEvents(clock, p));
-    const query = mock.method(pg.Client.prototype, 'query');
-    let sent: string[];
-    let results;
-    try {
-      results = await handleStripeEvents(d, [...events, events[0]!]);
-      sent = query.mock.calls.map((c) => String(typeof c.arguments[0] === 'string' ? c.arguments[0] : (c.arguments[0] as { text: string }).text).trim());
-    } finally {
-      query.mock.restore();
-    }
-    assert.deepEqual(results.map((r) => r.outcome), ['payment-posted', 'payment-already-posted', 'payment-posted', 'payment-already-posted', 'duplicate']);
-    // One transaction, and no read of the event ids before it (each claim finds a duplicate).
-    assert.deepEqual([sent[0], sent.at(-1), sent.filter((sql) => sql === 'BEGIN' || sql === 'COMMIT').length], ['BEGIN', 'COMMIT', 2]);
-    assert.equal(sent.filter((sql) => /^SELECT .* FROM stripe_events/.test(sql)).length, 0, sent.join('\n'));
-    for (const [i, p] of pending.entries()) {
-      const rows = await paymentRows(db(), household.practiceId, p.id);
-      assert.deepEqual(rows.outbox, [{ kind: 'payment', writeback_id: `payment-${p.id}`, amount: [1_000, 2_000][i] }]);
-    }
-    assert.deepEqual((await handleStripeEvents(d, events)).map((r) => r.outcome), Array(4).fill('duplicate'));
-    assert.deepEqual(await handleStripeEvents(d, []), []);
-  });
-
-  it('stores nothing of a batch when one of its events fails, or when one lacks what Settle needs', async () => {
-    const { household, deps: d } = await fresh();
-    const payment = await pendingPayment(db(), clock, household, money(1_500, 'USD'));
-    const events = sandboxCheckoutEvents(clock, payment);
-    await assert.rejects(handleStripeEvents(d, [...events, stripeEvent('charge.refunded', { id: 'ch_1' })]), StripeEventError);
-    const original = PaymentRepository.prototype.finishEvent;
-    let calls = 0;
-    const finish = mock.method(PaymentRepository.prototype, 'finishEvent', function (this: PaymentRepository, ...args: Parameters<PaymentRepository['finishEvent']>) {
-      // The second event's finish fails, after the first one's has run in the same transaction.
-      if (++calls === 2) throw new Error('the database went away');
-      return original.apply(this, args);
-    });
-    try {
-      await assert.rejects(handleStripeEvents(d, events), /the database went away/);
-    } finally {
-      finish.mock.restore();
-    }
-    for (const event of events) assert.equal(await payments().getEvent(household.practiceId, event.id), undefined);
-    assert.equal((await payments().get(household.practiceId, payment.id))?.status, 'pending');
-    assert.deepEqual((await handleStripeEvents(d, events)).map((r) => r.outcome), ['payment-posted', 'payment-already-posted']);
   });
 
   it('posts payments of one guarantor arriving at once, each once, and keeps the audit chain one line', async () => {
