@@ -58,8 +58,13 @@ export function dueDateOf(statementDate: string): string {
 
 /** Balances read and planned per page. */
 const PAGE_SIZE = 1000;
-/** Balances acted on in one transaction (each under its own lock, all held until the commit). */
+/**
+ * Balances acted on in one transaction (each under its own lock, all held until the commit). On a server several
+ * batches run at once, so they stay small; the embedded database runs one transaction at a time anyway, where
+ * each batch's fixed statements (lock, re-reads, writes, BEGIN/COMMIT) are what bigger batches save.
+ */
 const BATCH_SIZE = 50;
+const EMBEDDED_BATCH_SIZE = 250;
 
 /** What planning needs. */
 export interface PlanPracticeOptions {
@@ -111,6 +116,7 @@ export async function planPractice(options: PlanPracticeOptions): Promise<PlanPr
   const run: Run = { options, practice, now, today, threshold, result, links: new Map() };
   const concurrency = db.kind === 'embedded' ? 1 : Math.max(1, options.concurrency ?? Math.min(8, (db.pool.options.max ?? 10) - 2));
   const pageSize = Math.max(1, options.pageSize ?? PAGE_SIZE);
+  const batchSize = db.kind === 'embedded' ? EMBEDDED_BATCH_SIZE : BATCH_SIZE;
   const pageAfter = (cursor: string | null) => reader.candidates(practiceId, { threshold, today, cadence: policy, cursor, limit: pageSize });
   let cursor: string | null = null;
   let prefetched: Promise<PlanningBalance[]> | undefined;
@@ -129,7 +135,7 @@ export async function planPractice(options: PlanPracticeOptions): Promise<PlanPr
     const prepared = await preparePage(run, reader, page);
     await fetchPayLinks(run, [...new Set(prepared.filter(needsPayLink).map((p) => p.balance.guarantorId))]);
     const batches: Prepared[][] = [];
-    for (let i = 0; i < prepared.length; i += BATCH_SIZE) batches.push(prepared.slice(i, i + BATCH_SIZE));
+    for (let i = 0; i < prepared.length; i += batchSize) batches.push(prepared.slice(i, i + batchSize));
     await forEachLimited(batches, concurrency, (batch) => actOnBatch(run, batch));
     if (page.length < pageSize) break;
   }
