@@ -300,6 +300,7 @@ export async function apply(handling: Handling, command: StripeEventCommand, pay
       if (!payment) return { outcome: 'unknown-payment' };
       const effects: Effects = { payment: { id: payment.id, change: { status: 'disputed', stripe: { dispute: command.dispute, charge: command.charge } } } };
       const balanceIds: string[] = [];
+      await ledger.lockBalances(payment.allocations.map((a) => a.balanceId));
       for (const { balanceId } of payment.allocations) {
         await ledger.setStatus(balanceId, { status: 'disputed', actor: STRIPE_ACTOR, note: `Stripe dispute ${command.dispute} on payment ${payment.id}` });
         balanceIds.push(balanceId);
@@ -314,6 +315,7 @@ export async function apply(handling: Handling, command: StripeEventCommand, pay
       const queued: NewWriteback[] = [];
       let split: PaymentAllocation[] = [];
       let reversedMinor = payment.reversedMinor;
+      await ledger.lockBalances(payment.allocations.map((a) => a.balanceId));
       if (lost) {
         const delta = Math.min(command.amount.amount, payment.amount.amount - payment.refundedMinor - payment.reversedMinor);
         if (command.amount.currency !== payment.amount.currency) return { outcome: 'currency-mismatch', paymentId: payment.id };

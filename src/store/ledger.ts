@@ -346,6 +346,16 @@ export class LedgerRepository {
   // ---- status and settings ------------------------------------------------------------------------------
 
   /**
+   * Locks balances for update, inside the caller's transaction, in the order ledger postings lock them (guarantor,
+   * then account: `LedgerBatch`), so work that changes several balances one by one (a dispute's holds) waits for a
+   * concurrent posting to the same balances instead of deadlocking with it.
+   */
+  async lockBalances(balanceIds: readonly string[]): Promise<void> {
+    if (balanceIds.length === 0) return;
+    await this.#db.query('SELECT id FROM balances WHERE id = ANY($1::uuid[]) ORDER BY guarantor_id, account_id FOR UPDATE', [[...new Set(balanceIds)]]);
+  }
+
+  /**
    * Changes a balance's status, recording who and why.
    * @throws LedgerError (`invalid-status-change`: on_hold without a reason, no actor) or (`not-found`).
    */

@@ -6,6 +6,7 @@ import { money } from '../../src/domain/money.ts';
 import { StripeEventError } from '../../src/payments/stripe-events.ts';
 import { handleStripeEvent, returnSplit, type StripeEventHandlerDeps } from '../../src/payments/webhook-handler.ts';
 import { AuditLog } from '../../src/store/audit.ts';
+import { withTransaction } from '../../src/store/database.ts';
 import { LedgerRepository } from '../../src/store/ledger.ts';
 import { PaymentRepository } from '../../src/store/payments.ts';
 import { describeOnEachDatabase } from '../support/databases.ts';
@@ -20,7 +21,7 @@ it('returnSplit takes back the youngest allocation first, after what was already
   assert.deepEqual(returnSplit(allocations, 150, 10), []);
 });
 
-describeOnEachDatabase('handleStripeEvent', (db) => {
+describeOnEachDatabase('handleStripeEvent', (db, engine) => {
   const clock = new ManualClock(new Date('2026-03-02T15:00:00Z'));
   let n = 0;
   let h: Household;
@@ -184,6 +185,40 @@ describeOnEachDatabase('handleStripeEvent', (db) => {
     assert.equal((await payments().get(household.practiceId, payment.id))?.status, 'refunded');
     assert.equal((await ledger().getBalance(household.olderBalanceId))?.patientAmount.amount, 10_000);
     assert.equal((await ledger().getBalance(household.newerBalanceId))?.patientAmount.amount, 5_000);
+  });
+
+  it('holds a dispute\'s balances in the ledger\'s lock order, so a posting to the same balances waits instead of deadlocking', { skip: engine === 'pglite' ? 'PGlite runs one transaction at a time' : undefined }, async () => {
+    const { household, deps: d } = await fresh();
+    // Two accounts of one guarantor; the older charge on the account that sorts second, so the payment's allocations
+    // (oldest first) run against the order postings lock balances in (guarantor, then account).
+    const ledgerRepo = ledger();
+    const accounts = await Promise.all(['X', 'Y'].map((v) => ledgerRepo.ensureAccount(household.practiceId, { identifier: { system: 'urn:acct', value: `lock-${v}` }, guarantorId: household.guarantorId })));
+    const [low, high] = [...accounts].sort();
+    const post = (accountId: string, date: string) => withTransaction(db(), (tx) => ledgerRepo.on(tx).postSource(household.practiceId,
+      { connector: 'ehr', resourceType: 'Invoice', sourceId: `lock-${accountId}`, versionId: '1', lastUpdated: null }, { accountId, guarantorId: household.guarantorId, patientId: null },
+      [{ lineKey: 'l0', kind: 'charge', amount: money(1_000, 'USD'), serviceDate: date, payer: 'patient', serviceCode: null, description: null }]));
+    const older = (await post(high!, '2026-01-02')).balanceIds[0]!;
+    const newer = (await post(low!, '2026-02-02')).balanceIds[0]!;
+    const payment = await new PaymentRepository(db().pool, clock).createPending({ practiceId: household.practiceId, guarantorId: household.guarantorId, balanceIds: [older, newer], amount: money(2_000, 'USD') });
+    const [succeeded] = sandboxCheckoutEvents(clock, payment);
+    assert.deepEqual((await handleStripeEvent(d, succeeded!)).allocations?.map((a) => a.balanceId), [older, newer]);
+    const stored = (await payments().get(household.practiceId, payment.id))!;
+    // Another transaction posting to both balances holds the first one (in lock order) while the dispute starts.
+    const other = await db().pool.connect();
+    try {
+      await other.query('BEGIN');
+      await other.query('SELECT id FROM balances WHERE id = $1 FOR UPDATE', [newer]);
+      const dispute = handleStripeEvent(d, disputeEvent('charge.dispute.created', stored.stripe.charge!, stored.stripe.paymentIntent!, 2_000, 'needs_response'));
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      // Then it takes the second: the dispute must not be holding it (it waits for the first), or this deadlocks.
+      await other.query(`SET LOCAL lock_timeout = '3s'`);
+      await other.query('SELECT id FROM balances WHERE id = $1 FOR UPDATE', [older]);
+      await other.query('COMMIT');
+      assert.equal((await dispute).outcome, 'dispute-opened');
+    } finally {
+      other.release();
+    }
+    for (const id of [older, newer]) assert.equal((await ledger().getBalance(id))?.status, 'disputed');
   });
 
   it('puts the paid balances on hold (disputed) when a dispute opens, and lifts the hold when it is won', async () => {
