@@ -271,7 +271,9 @@ export function payRouter(deps: PayRoutesDeps): Router {
       const actor = `patient:${link.linkId}`;
       await withTransaction(deps.db, async (tx) => {
         const held = ledger.on(tx);
-        for (const b of shown.filter((x) => !HELD.has(x.status))) {
+        const toHold = shown.filter((x) => !HELD.has(x.status));
+        await held.lockBalances(toHold.map((b) => b.id));
+        for (const b of toHold) {
           await held.setStatus(b.id, { status: 'on_hold', holdReason: HOLD_REASON[kind], actor, note: kind === 'assistance' ? 'financial assistance requested on the pay page' : 'bill questioned on the pay page' });
         }
         const task = await new StaffTaskRepository(tx, deps.clock).open({

@@ -99,6 +99,7 @@ export async function applyPlanCheckout(
     const started = startPlan(plan.id, plan.currency, schedule, { firstPaid: true, retryOffsetsDays: plan.retryOffsetsDays });
     await plans.saveState(plan, started.state, { ...ids, firstPaymentId: input.paymentId });
     if (started.state.status === 'active') {
+      await deps.ledger.lockBalances(plan.balanceIds);
       for (const balanceId of plan.balanceIds) {
         const balance = await deps.ledger.getBalance(balanceId);
         if (balance && (balance.status === 'open' || balance.status === 'in_outreach') && balance.patientAmount.amount > 0) {
