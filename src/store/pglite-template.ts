@@ -20,17 +20,21 @@ const CACHE_DIR = fileURLToPath(new URL('.cache/settle/', NODE_MODULES));
 /** Where the empty cluster of the installed PGlite version is kept. */
 export const TEMPLATE_FILE = join(CACHE_DIR, `pglite-${PGLITE_VERSION}-empty-cluster.tar`);
 
-/** The archive of each template file, read (or made) once per process. */
-const templates = new Map<string, Promise<Blob | undefined>>();
+/** Template files this process could not write (a read-only install): new databases there run initdb. */
+const unwritable = new Set<string>();
 
 /** Whether opening `dataDir` would create a cluster (`memory://`, or a directory without one). */
 function isFresh(dataDir: string): boolean {
   return dataDir.startsWith('memory://') || !existsSync(join(dataDir, 'PG_VERSION'));
 }
 
-/** The empty cluster, made (by one initdb) and kept on first use; undefined where it cannot be kept. */
+/**
+ * The empty cluster, made (by one initdb) and kept on first use; undefined where it cannot be kept. Read from the
+ * file for each new database rather than held in memory (it is tens of megabytes, and read in milliseconds).
+ */
 async function emptyCluster(file: string): Promise<Blob | undefined> {
   if (existsSync(file)) return new Blob([readFileSync(file)]);
+  if (unwritable.has(file)) return undefined;
   const db = await PGlite.create('memory://');
   try {
     const archive = await db.dumpDataDir('none');
@@ -42,7 +46,8 @@ async function emptyCluster(file: string): Promise<Blob | undefined> {
       writeFileSync(partial, bytes);
       renameSync(partial, file);
     } catch {
-      return undefined; // read-only install: fresh opens run initdb
+      unwritable.add(file); // read-only install: new databases run initdb
+      return undefined;
     }
     return new Blob([bytes]);
   } finally {
@@ -57,12 +62,7 @@ async function emptyCluster(file: string): Promise<Blob | undefined> {
  */
 export async function openPglite(dataDir: string, templateFile = TEMPLATE_FILE): Promise<PGlite> {
   if (!isFresh(dataDir)) return PGlite.create(dataDir);
-  let template = templates.get(templateFile);
-  if (!template) {
-    template = emptyCluster(templateFile).catch(() => undefined);
-    templates.set(templateFile, template);
-  }
-  const loadDataDir = await template;
+  const loadDataDir = await emptyCluster(templateFile).catch(() => undefined);
   if (!loadDataDir) return PGlite.create(dataDir);
   const made = !dataDir.startsWith('memory://') && !existsSync(dataDir);
   try {
@@ -70,7 +70,6 @@ export async function openPglite(dataDir: string, templateFile = TEMPLATE_FILE):
   } catch {
     // A damaged archive must not stop the engine: forget it, and create this database the slow way.
     rmSync(templateFile, { force: true });
-    templates.delete(templateFile);
     if (made) rmSync(dataDir, { recursive: true, force: true });
     return PGlite.create(dataDir);
   }

@@ -47,4 +47,16 @@ describe('embedded databases from a kept empty cluster', () => {
     await db.close();
     assert.ok(!existsSync(damaged), 'the damaged file is dropped');
   });
+
+  it('where the cluster cannot be kept, a new database is still made (by initdb)', async () => {
+    const blocker = join(dir, 'not-a-directory');
+    writeFileSync(blocker, 'a file where the cache directory would go');
+    const unwritable = join(blocker, 'empty-cluster.tar');
+    for (const data of ['memory://', join(dir, 'plain')]) {
+      const db = await openPglite(data, unwritable);
+      assert.deepEqual(await tables(db), []);
+      await db.close();
+    }
+    assert.ok(!existsSync(unwritable));
+  });
 });
