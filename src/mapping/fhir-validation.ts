@@ -1,5 +1,5 @@
 /**
- * Validation of inbound FHIR resources with @medplum/core's rules before they are mapped (`validationIssues`,
+ * Validation of inbound FHIR resources with @medplum/core's rules before they are mapped (`profileIssues`,
  * Medplum's verdicts, compiled once per profile): against every profile in `fhir-profiles/` of the resource's
  * type (`settle-invoice`, `settle-account`, …: the minimum Settle needs; a profile's snapshot includes the base R4
  * definition), or the base R4 definition when none is of its type. Issues quarantine the record (see
@@ -9,7 +9,7 @@ import type { Resource, StructureDefinition } from '@medplum/fhirtypes';
 import type { SourceRecord } from '../domain/source-record.ts';
 import type { MappingIssue } from './compile.ts';
 import { profileWithSnapshot } from './fhir-profiles.ts';
-import { loadBaseDefinitions, validationIssues } from './fhir-validator.ts';
+import { loadBaseDefinitions, profileIssues } from './fhir-validator.ts';
 
 export { loadBaseDefinitions };
 
@@ -29,16 +29,8 @@ export function fhirValidator(profiles: readonly Record<string, unknown>[] = [])
   return (record) => {
     if (record.transport !== 'fhir-r4') return [];
     const resource = record.body as Resource;
-    const issues: MappingIssue[] = [];
-    const applicable = byType.get(resource.resourceType) ?? [];
-    for (const profile of applicable.length > 0 ? applicable : [undefined]) {
-      for (const issue of validationIssues(resource, profile)) {
-        const where = issue.expression?.join(', ') ?? '';
-        // Messages may quote values of the resource (PHI): never pass them on.
-        const text = (issue.details?.text ?? issue.diagnostics ?? 'invalid').replace(/"[^"]*"|'[^']*'/g, 'the value');
-        issues.push({ path: `/source${profile ? ` (${profile.url ?? profile.id})` : ''}`, code: 'invalid-resource', message: `${where ? `${where}: ` : ''}${text}` });
-      }
-    }
-    return issues;
+    return profileIssues(resource, byType.get(resource.resourceType) ?? []).map(({ profile, path, message }) => ({
+      path: `/source${profile ? ` (${profile.url ?? profile.id})` : ''}`, code: 'invalid-resource', message: `${path ? `${path}: ` : ''}${message}`,
+    }));
   };
 }

