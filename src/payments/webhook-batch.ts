@@ -24,7 +24,7 @@
  * claim was made are released by the finishing statement. When the batch's transaction fails (an event the
  * database refuses), each of its events is handled alone, so one bad event fails only itself.
  */
-import type { Payment, PaymentChange, StripeEventRef } from '../store/payments.ts';
+import type { Payment, PaymentChange } from '../store/payments.ts';
 import { eventKey, PaymentRepository } from '../store/payments.ts';
 import { withTransaction, type Queryable } from '../store/database.ts';
 import { LedgerBatch, type SourcePosting } from '../store/ledger-batch.ts';
@@ -32,7 +32,7 @@ import type { NewAuditEvent } from '../store/audit.ts';
 import { commandForEvent, type StripeEventCommand } from './stripe-events.ts';
 import type { StripeEventEnvelope } from './stripe-webhook.ts';
 import {
-  apply, auditOf, duplicateOf, handleStripeEvent, handlingIn, isPlanCheckout, logHandled, lookupOf, planPayment, resultOf, stripeIds,
+  apply, auditOf, duplicateOf, eventRef, handleStripeEvent, handlingIn, isPlanCheckout, logHandled, lookupOf, planPayment, resultOf, stripeIds,
   type Applied, type HandleResult, type StripeEventHandlerDeps,
 } from './webhook-handler.ts';
 
@@ -41,8 +41,6 @@ export type SettledEvent = { result: HandleResult } | { error: unknown };
 
 /** Command kinds a batch handles set-based; the others are handled alone (see the module comment). */
 const BATCHED: ReadonlySet<StripeEventCommand['kind']> = new Set(['ignored', 'checkout-expired', 'checkout-completed', 'payment-succeeded', 'payment-failed']);
-
-const refOf = (event: StripeEventEnvelope): StripeEventRef => ({ id: event.id, type: event.type, account: typeof event.account === 'string' ? event.account : '' });
 
 /**
  * Handles these verified events (see the module comment); a second delivery of an event id in the same batch is
@@ -65,16 +63,16 @@ export async function settleStripeEvents(deps: StripeEventHandlerDeps, events: r
   const copies: [copy: number, first: number][] = [];
   for (const [i, event] of events.entries()) {
     if (!commands[i]) continue;
-    const first = firsts.get(eventKey(refOf(event)));
-    if (first === undefined) firsts.set(eventKey(refOf(event)), i);
+    const first = firsts.get(eventKey(eventRef(event)));
+    if (first === undefined) firsts.set(eventKey(eventRef(event)), i);
     else copies.push([i, first]);
   }
-  const retried = await new PaymentRepository(deps.db.pool, deps.clock).handledEvents(deps.practiceId, [...firsts.values()].map((i) => refOf(events[i]!)));
+  const retried = await new PaymentRepository(deps.db.pool, deps.clock).handledEvents(deps.practiceId, [...firsts.values()].map((i) => eventRef(events[i]!)));
   const batch: number[] = [];
   const alone: number[] = [];
   for (const i of firsts.values()) {
     const command = commands[i]!;
-    if (retried.has(eventKey(refOf(events[i]!)))) settled[i] = { result: duplicateOf(events[i]!) };
+    if (retried.has(eventKey(eventRef(events[i]!)))) settled[i] = { result: duplicateOf(events[i]!) };
     else if (BATCHED.has(command.kind) && !isPlanCheckout(command)) batch.push(i);
     else alone.push(i);
   }
@@ -134,7 +132,7 @@ async function handleTogether(
   deps: StripeEventHandlerDeps, tx: Queryable, items: readonly { event: StripeEventEnvelope; command: StripeEventCommand }[],
 ): Promise<(HandleResult | undefined)[]> {
   const payments = new PaymentRepository(tx, deps.clock);
-  const { claims, timeZone } = await payments.claimEvents(deps.practiceId, items.map(({ event, command }) => ({ event: refOf(event), refs: lookupOf(command) ?? {} })));
+  const { claims, timeZone } = await payments.claimEvents(deps.practiceId, items.map(({ event, command }) => ({ event: eventRef(event), refs: lookupOf(command) ?? {} })));
   // Payments as this batch leaves them, and the balances its payments post to.
   const current = new Map<string, Payment>();
   const posting = new Set<string>();
@@ -184,12 +182,12 @@ async function handleTogether(
   });
   await payments.finishEvents(
     deps.practiceId,
-    results.flatMap((result, j) => (result && result.outcome !== 'duplicate' ? [{ ...refOf(items[j]!.event), outcome: result.outcome }] : [])),
+    results.flatMap((result, j) => (result && result.outcome !== 'duplicate' ? [{ ...eventRef(items[j]!.event), outcome: result.outcome }] : [])),
     {
       payments: [...changes].map(([id, change]) => ({ id, change })),
       writebacks: decided.flatMap((d) => (typeof d === 'object' ? d.applied.effects?.writebacks ?? [] : [])),
       audit,
-      released: decided.flatMap((d, j) => (d === 'released' ? [refOf(items[j]!.event)] : [])),
+      released: decided.flatMap((d, j) => (d === 'released' ? [eventRef(items[j]!.event)] : [])),
     },
   );
   return results;

@@ -39,7 +39,7 @@ import { withTransaction, type Database, type Queryable } from '../store/databas
 import { LedgerRepository, type Balance } from '../store/ledger.ts';
 import type { SourcePosting } from '../store/ledger-batch.ts';
 import {
-  isUuid, PaymentRepository, type NewWriteback, type PayableBalance, type Payment, type PaymentAllocation, type PaymentChange, type PaymentLookup, type PaymentStatus, type StripeIds,
+  isUuid, PaymentRepository, type NewWriteback, type PayableBalance, type Payment, type PaymentAllocation, type PaymentChange, type PaymentLookup, type PaymentStatus, type StripeEventRef, type StripeIds,
 } from '../store/payments.ts';
 import { PhiCipher } from '../store/phi-crypto.ts';
 import { applyPlanCheckout, type PlanCheckoutOutcome } from './plan-service.ts';
@@ -137,22 +137,23 @@ function settledStatus(payment: Payment, refundedMinor: number): PaymentStatus {
  */
 export async function handleStripeEvent(deps: StripeEventHandlerDeps, event: StripeEventEnvelope): Promise<HandleResult> {
   const command = commandForEvent(event);
-  const account = typeof event.account === 'string' ? event.account : '';
   // A retry of an event already committed costs one read, and no transaction; a concurrent first delivery is
   // caught inside the transaction, by the event id's insert.
-  const handled = await new PaymentRepository(deps.db.pool, deps.clock).getEvent(deps.practiceId, event.id, account);
+  const handled = await new PaymentRepository(deps.db.pool, deps.clock).getEvent(deps.practiceId, event.id, eventRef(event).account);
   const result = handled ? duplicateOf(event) : await withTransaction(deps.db, (tx) => handleInTransaction(deps, tx, event, command));
   logHandled(deps, result);
   return result;
 }
+
+/** An event as its row in `stripe_events` is keyed (the platform's own account is ''). */
+export const eventRef = (event: StripeEventEnvelope): StripeEventRef => ({ id: event.id, type: event.type, account: typeof event.account === 'string' ? event.account : '' });
 
 /** The result of an event handled before. */
 export const duplicateOf = (event: StripeEventEnvelope): HandleResult => ({ outcome: 'duplicate', eventId: event.id, type: event.type, ledgerEntries: 0, writebacks: [], balanceIds: [] });
 
 /** Claims, applies and marks processed one event inside the caller's transaction (see the module comment). */
 async function handleInTransaction(deps: StripeEventHandlerDeps, tx: Queryable, event: StripeEventEnvelope, command: StripeEventCommand): Promise<HandleResult> {
-  const account = typeof event.account === 'string' ? event.account : '';
-  const ref = { id: event.id, type: event.type, account };
+  const ref = eventRef(event);
   const payments = new PaymentRepository(tx, deps.clock);
   const { claimed, payment, balances, timeZone } = await payments.claimEvent(deps.practiceId, ref, lookupOf(command));
   if (!claimed) return duplicateOf(event);
