@@ -139,7 +139,7 @@ export async function handleStripeEvent(deps: StripeEventHandlerDeps, event: Str
   const command = commandForEvent(event);
   // A retry of an event already committed costs one read, and no transaction; a concurrent first delivery is
   // caught inside the transaction, by the event id's insert.
-  const handled = await new PaymentRepository(deps.db.pool, deps.clock).getEvent(deps.practiceId, event.id, eventRef(event).account);
+  const handled = (await new PaymentRepository(deps.db.pool, deps.clock).handledEvents(deps.practiceId, [eventRef(event)])).size > 0;
   const result = handled ? duplicateOf(event) : await withTransaction(deps.db, (tx) => handleInTransaction(deps, tx, event, command));
   logHandled(deps, result);
   return result;
