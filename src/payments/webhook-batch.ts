@@ -32,7 +32,7 @@ import type { NewAuditEvent } from '../store/audit.ts';
 import { commandForEvent, type StripeEventCommand } from './stripe-events.ts';
 import type { StripeEventEnvelope } from './stripe-webhook.ts';
 import {
-  apply, auditOf, duplicateOf, eventRef, handleStripeEvent, handlingIn, isPlanCheckout, logHandled, lookupOf, planPayment, resultOf, stripeIds,
+  apply, auditOf, duplicateOf, entriesWritten, eventRef, handleStripeEvent, handlingIn, isPlanCheckout, logHandled, lookupOf, planPayment, resultOf, stripeIds,
   type Applied, type HandleResult, type StripeEventHandlerDeps,
 } from './webhook-handler.ts';
 
@@ -168,7 +168,7 @@ async function handleTogether(
     if (d === 'duplicate') return duplicateOf(items[j]!.event);
     const { effects: _effects, ...applied } = d.applied;
     const mine = posted.slice(next, (next += d.postings.length));
-    const ledgerEntries = mine.reduce((sum, result) => sum + result.posted + result.reversed, applied.ledgerEntries ?? 0);
+    const ledgerEntries = (applied.ledgerEntries ?? 0) + entriesWritten(mine);
     return resultOf(d.event, { ...applied, ledgerEntries });
   });
   const changes = new Map<string, PaymentChange>();

@@ -36,7 +36,7 @@ import type { Money } from '../domain/money.ts';
 import { allocatePayment, allocationOrder, type AllocatableBalance } from '../domain/payment-allocation.ts';
 import type { NewAuditEvent } from '../store/audit.ts';
 import { withTransaction, type Database, type Queryable } from '../store/database.ts';
-import { LedgerRepository, type Balance } from '../store/ledger.ts';
+import { LedgerRepository, type Balance, type PostingResult } from '../store/ledger.ts';
 import type { SourcePosting } from '../store/ledger-batch.ts';
 import {
   isUuid, PaymentRepository, type NewWriteback, type PayableBalance, type Payment, type PaymentAllocation, type PaymentChange, type PaymentLookup, type PaymentStatus, type StripeEventRef, type StripeIds,
@@ -369,8 +369,11 @@ async function postPayment(handling: Handling, payment: Payment, amount: Money, 
   const { postings, ...planned } = planPayment(handling.deps.practiceId, { payment, amount, ids, balances: handling.balances, today: handling.today });
   if (postings.length === 0) return planned;
   const results = await handling.ledger.postSources(handling.deps.practiceId, postings);
-  return { ...planned, ledgerEntries: results.reduce((sum, result) => sum + result.posted + result.reversed, 0) };
+  return { ...planned, ledgerEntries: entriesWritten(results) };
 }
+
+/** How many ledger entries these postings wrote (new entries and reversals). */
+export const entriesWritten = (results: readonly PostingResult[]): number => results.reduce((sum, result) => sum + result.posted + result.reversed, 0);
 
 /**
  * What succeeding a payment does, decided without writing anything: a payment still pending (or failed) is split
@@ -443,7 +446,7 @@ async function postReturn(
     });
   }
   const results = await ledger.postSources(practiceId, postings);
-  const entries = results.reduce((sum, result) => sum + result.posted + result.reversed, 0);
+  const entries = entriesWritten(results);
   const balanceIds = split.map((part) => part.balanceId);
   return { entries, balanceIds };
 }
