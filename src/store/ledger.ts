@@ -91,7 +91,8 @@ export interface BalanceFilter {
   cursor?: string;
 }
 
-const ENC_COLUMNS: Record<ContactField, string> = {
+/** The encrypted column of each contact field, in `patients` and `guarantors` alike. */
+export const ENC_COLUMNS: Record<ContactField, string> = {
   name: 'name_enc',
   phones: 'phones_enc',
   email: 'email_enc',

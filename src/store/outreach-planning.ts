@@ -19,11 +19,12 @@
  * planner still decides every send with the pure rules.
  */
 import { randomUUID } from 'node:crypto';
-import { CONTACT_FIELDS, type ContactField, type PersonContact } from '../domain/contact.ts';
+import { CONTACT_FIELDS, type PersonContact } from '../domain/contact.ts';
 import type { Clock } from '../domain/clock.ts';
 import type { Channel, ConsentRecord, MessageChannel, OptOut, OutreachAttempt } from '../domain/outreach.ts';
 import type { BalanceStatus, HoldReason } from '../domain/ledger.ts';
 import type { Queryable } from './database.ts';
+import { ENC_COLUMNS } from './ledger.ts';
 import type { NewAttempt, NewOutboxMessage } from './outreach.ts';
 import type { PhiCipher } from './phi-crypto.ts';
 
@@ -72,10 +73,6 @@ const toPlanningBalance = (r: CandidateRow): PlanningBalance => ({
   id: r.id, guarantorId: r.guarantor_id, patientId: r.patient_id, currency: r.currency, patientAmountMinor: Number(r.patient_amount_minor),
   status: r.status, holdReason: r.hold_reason, oldestOpenDate: r.oldest_open_date, firstStatementDate: r.first,
 });
-
-const ENC_COLUMNS: Record<ContactField, string> = {
-  name: 'name_enc', phones: 'phones_enc', email: 'email_enc', address: 'address_enc', language: 'language_enc', birthDate: 'birth_date_enc',
-};
 
 /** The contact fields planning reads: where to send, in which language, and the first name messages greet. */
 const PLANNING_FIELDS = CONTACT_FIELDS.filter((f) => f !== 'birthDate');
