@@ -9,7 +9,9 @@
  *    process of its own (this file, with FHIR_BENCH_BULK set), whose peak RSS during the import is reported (target
  *    < 300 MB at any N: BENCH_FHIR_BULK_ONLY=1 BENCH_FHIR_INVOICES=200000 skips the paged sync to show it), with what
  *    the opened database holds when it starts (PGlite, on the embedded engine) and the process's peak while opening it,
- *    and the share of the import the importer process was on the CPU (well under 100% on a server: it waits for it).
+ *    and the share of the import the importer process was on the CPU (well under 100% on a server: it waits for it), with
+ *    the CPU time a line cost the importer and, when the PostgreSQL server runs on this host, its backends (this VM's
+ *    speed swings by up to 2x: CPU time per line compares two runs better than their rates).
  * The sandbox EHR runs in its own process (this file, with FHIR_BENCH_SANDBOX=1), as a real EHR would.
  */
 import { spawn } from 'node:child_process';
@@ -104,6 +106,8 @@ interface BulkRun {
   importPeakHeap: number;
   /** CPU seconds (user + system) the importer process spent from the first file's download to the last line stored. */
   ingestCpuSeconds: number;
+  /** CPU seconds the PostgreSQL server's backends of the database spent meanwhile, when they run on this host. */
+  serverCpuSeconds?: number;
 }
 
 /**
@@ -125,6 +129,7 @@ async function importInThisProcess(baseUrl: string, engine: 'pglite' | 'postgres
     const sampler = setInterval(() => (importPeakHeap = Math.max(importPeakHeap, process.memoryUsage().heapUsed)), 50);
     let downloadAt = 0;
     let downloadCpu = process.cpuUsage();
+    let serverCpu: Map<number, number> | undefined;
     const started = performance.now();
     const summary = await importBulkExport({
       db: handle.db,
@@ -137,10 +142,12 @@ async function importInThisProcess(baseUrl: string, engine: 'pglite' | 'postgres
         if (e.phase !== 'downloading' || downloadAt !== 0) return;
         downloadAt = performance.now();
         downloadCpu = process.cpuUsage();
+        if (engine === 'postgres') void backendCpu(handle.db).then((ticks) => (serverCpu = ticks));
       },
     });
     const ended = performance.now();
     const cpu = process.cpuUsage(downloadCpu);
+    const serverCpuSeconds = engine === 'postgres' && serverCpu ? cpuSince(serverCpu, await backendCpu(handle.db)) : undefined;
     clearInterval(sampler);
     return {
       seconds: (ended - started) / 1000,
@@ -152,10 +159,34 @@ async function importInThisProcess(baseUrl: string, engine: 'pglite' | 'postgres
       importPeakRss: ownPeakRss(),
       importPeakHeap,
       ingestCpuSeconds: (cpu.user + cpu.system) / 1e6,
+      serverCpuSeconds,
     };
   } finally {
     await handle.drop();
   }
+}
+
+/**
+ * The CPU time (user + system, in clock ticks) of each PostgreSQL backend serving the database, by process id: read
+ * from /proc, so only when the server runs on this host (empty otherwise).
+ */
+async function backendCpu(db: Database): Promise<Map<number, number>> {
+  const { rows } = await db.pool.query<{ pid: number }>('SELECT pid FROM pg_stat_activity WHERE datname = current_database()');
+  const ticks = new Map<number, number>();
+  for (const { pid } of rows) {
+    const stat = existsSync(`/proc/${pid}/stat`) ? readFileSync(`/proc/${pid}/stat`, 'utf8') : '';
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    if (fields.length > 12) ticks.set(pid, Number(fields[11]) + Number(fields[12])); // utime, stime (fields 14, 15)
+  }
+  return ticks;
+}
+
+/** Seconds of CPU the backends spent between two {@link backendCpu} readings (a backend started since: all of its). */
+function cpuSince(before: Map<number, number>, after: Map<number, number>): number | undefined {
+  if (after.size === 0) return undefined;
+  let ticks = 0;
+  for (const [pid, now] of after) ticks += now - (before.get(pid) ?? 0);
+  return ticks / 100; // USER_HZ
 }
 
 /**
@@ -190,7 +221,10 @@ async function embeddedOnDisk(dataDir: string): Promise<{ db: Database; drop(): 
 
 /**
  * Bulk import of all N Invoices in a process of its own (so its peak RSS is the importer's alone: not the bench's,
- * not the sandbox's), then the peer: the same bytes, from a fresh export, through plain JSON.parse (best of 3).
+ * not the sandbox's), then the peer: the same bytes, from a fresh export, through plain JSON.parse (best of 5, each
+ * round after a full garbage collection when the bench runs with --expose-gc: this VM's speed swings, and the best
+ * round is the peer's own speed).
+
  */
 async function bulk(baseUrl: string, engine: 'pglite' | 'postgres'): Promise<BulkRun & { parsePerSecond: number }> {
   // With the V8 flag Settle runs with (package.json, bin/settle.js, Dockerfile): its peak is what this measures.
@@ -203,7 +237,8 @@ async function bulk(baseUrl: string, engine: 'pglite' | 'postgres'): Promise<Bul
   if (result.stored !== N) throw new Error(`bulk stored ${result.stored} of ${N}`);
   const lines = (await exportedLines(baseUrl)).filter((l) => l.trim() !== '');
   let best = Infinity;
-  for (let round = 0; round < 3; round++) {
+  for (let round = 0; round < 5; round++) {
+    (globalThis as { gc?: () => void }).gc?.();
     const parseStarted = performance.now();
     let parsed = 0;
     for (const line of lines) parsed += JSON.parse(line) ? 1 : 0;
@@ -280,7 +315,8 @@ for (const engine of engines) {
     `fhir bulk import (${name}): ${(N / b.ingestSeconds).toFixed(0)} resources/s from download to stored ` +
       `(${(N / b.ingestSeconds / b.parsePerSecond).toFixed(3)}x vs plain JSON.parse of the same bytes at ${b.parsePerSecond.toFixed(0)}/s, target 0.25; ` +
       `${(N / b.seconds).toFixed(0)}/s counting the sandbox's ${(b.seconds - b.ingestSeconds).toFixed(1)} s to prepare the export; ` +
-      `the importer process on the CPU ${((b.ingestCpuSeconds / b.ingestSeconds) * 100).toFixed(0)}% of the import${engine === 'pglite' ? ', its embedded database included' : ''}); ` +
+      `the importer process on the CPU ${((b.ingestCpuSeconds / b.ingestSeconds) * 100).toFixed(0)}% of the import${engine === 'pglite' ? ', its embedded database included' : ''}, ` +
+      `${((b.ingestCpuSeconds / N) * 1e6).toFixed(1)} µs a line${b.serverCpuSeconds === undefined ? '' : `, the server's backends ${((b.serverCpuSeconds / N) * 1e6).toFixed(1)} µs a line`}); ` +
       `peak RSS of the ${where} during the import ${mb(b.importPeakRss)} (${mb(b.startRss)} when it started, ${mb(b.startRss - b.baseRss)} of that the opened database; ` +
       `V8 heap at most ${mb(b.importPeakHeap)}; the process peaked at ${mb(b.openPeakRss)} opening the database), ${N} lines`,
   );
