@@ -1,8 +1,8 @@
 /**
  * Inbound HL7v2 messages repository: the durable record an AA is only sent after.
  */
-import { randomUUID } from 'node:crypto';
 import type { Queryable } from './database.ts';
+import { timeOrderedId } from './time-ordered-id.ts';
 
 /** Where a stored message is in its processing. */
 export type Hl7MessageStatus = 'received' | 'processed' | 'failed';
@@ -81,16 +81,6 @@ const INSERT_COLUMNS = ['practiceId', 'connector', 'controlId', 'sendingApplicat
 
 const INSERT_ROWS = `(id, practice_id, connector, control_id, sending_application, sending_facility, message_type, received_at, raw, raw_bytes_charset)
   SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::timestamptz[], $9::text[], $10::text[])`;
-
-/**
- * A new message id: a UUID version 7 (RFC 9562), its first 48 bits the receive time in milliseconds and the rest
- * random, so new rows go to the right-hand end of the primary key's index instead of a random page of it.
- */
-function timeOrderedId(at: Date): string {
-  const ms = at.getTime().toString(16).padStart(12, '0');
-  // randomUUID's version 4 text after its version digit is random bits and the same variant bits as version 7.
-  return `${ms.slice(0, 8)}-${ms.slice(8)}-7${randomUUID().slice(15)}`;
-}
 
 function rowKey(row: KeyRow): string {
   return JSON.stringify([row.practice_id, row.connector, row.sending_application, row.sending_facility, row.control_id]);

@@ -23,6 +23,7 @@ import {
 import { MoneyError } from '../domain/money.ts';
 import type { Queryable } from './database.ts';
 import { arrayLiteral, SqlParams } from './sql-params.ts';
+import { timeOrderedIds } from './time-ordered-id.ts';
 import type { LedgerRepository } from './ledger.ts';
 import { LedgerError, toSafe, type PostingResult, type PostingTarget } from './ledger-posting.ts';
 
@@ -103,7 +104,8 @@ export class LedgerBatch {
       const changed = plan.post.length + plan.reverse.length > 0;
       return { outcome: changed ? 'posted' : 'unchanged', posted: plan.post.length, reversed: plan.reverse.length, balanceIds: [...touched[n]!] };
     });
-    // One statement writes the lines and the versions and reads what the touched balances' entries now sum to.
+    // One statement writes the lines and the versions and reads what the touched balances' entries summed to before
+    // it (its snapshot: the reversals above, not its own lines); the new lines' effects are added here.
     const notes = new Map<string, string>();
     touched.forEach((ids, n) => {
       for (const id of ids) if (!created.has(id)) notes.set(id, versionNote(postings[n]!.version));
@@ -114,9 +116,9 @@ export class LedgerBatch {
     const lines = this.#linesCte(statement, practiceId, postings, plans, balanceIds, now);
     const ctes = [...versionCtes, ...(lines ? [`lines AS (${lines})`] : [])];
     if (ctes.length === 0 && recompute.length === 0) return results;
-    const sums = recompute.length === 0 ? 'SELECT NULL::uuid AS id WHERE false' : this.#sumsQuery(statement, recompute, lines !== null);
+    const sums = recompute.length === 0 ? 'SELECT NULL::uuid AS id WHERE false' : this.#sumsQuery(statement, recompute);
     const { rows } = await this.#db.query<SumsRow>(`${ctes.length ? `WITH ${ctes.join(',\n')}\n` : ''}${sums}`, statement.values);
-    await this.#recompute(rows, recompute, notes, now);
+    await this.#recompute(rows, newEffects(plans, balanceIds, notes), recompute, notes, now);
     return results;
   }
 
@@ -238,23 +240,20 @@ export class LedgerBatch {
     });
     if (ids.length === 0) return;
     const { rows } = await this.#db.query<{ reverses_entry_id: string; balance_id: string }>(
-      `INSERT INTO ledger_entries (practice_id, balance_id, account_id, guarantor_id, patient_id, kind, amount_minor, effect_minor, currency,
+      `INSERT INTO ledger_entries (id, practice_id, balance_id, account_id, guarantor_id, patient_id, kind, amount_minor, effect_minor, currency,
          service_date, payer, service_code, description, line_key, source_connector, source_resource_type, source_id, source_version,
          reverses_entry_id, posted_at)
-       SELECT e.practice_id, e.balance_id, e.account_id, e.guarantor_id, e.patient_id, e.kind, -e.amount_minor, -e.effect_minor, e.currency,
+       SELECT r.new_id, e.practice_id, e.balance_id, e.account_id, e.guarantor_id, e.patient_id, e.kind, -e.amount_minor, -e.effect_minor, e.currency,
          e.service_date, e.payer, e.service_code, e.description, e.line_key, e.source_connector, e.source_resource_type, e.source_id, r.version, e.id, $3
-       FROM unnest($1::uuid[], $2::text[]) AS r (id, version) JOIN ledger_entries e ON e.id = r.id
+       FROM unnest($1::uuid[], $2::text[], $4::uuid[]) AS r (id, version, new_id) JOIN ledger_entries e ON e.id = r.id
        ORDER BY e.seq RETURNING reverses_entry_id, balance_id`,
-      [arrayLiteral(ids), arrayLiteral(versions), now],
+      [arrayLiteral(ids), arrayLiteral(versions), now, arrayLiteral(timeOrderedIds(now, ids.length))],
     );
     const ownerOf = new Map(ids.map((id, i) => [id, owners[i]!]));
     for (const row of rows) touched[ownerOf.get(row.reverses_entry_id)!]!.add(row.balance_id);
   }
 
-  /**
-   * The INSERT of the batch's new ledger lines (null when there are none), returning what a balance recompute
-   * reads: the statement's other parts cannot see these rows in the table.
-   */
+  /** The INSERT of the batch's new ledger lines (null when there are none). */
   #linesCte(
     statement: SqlParams,
     practiceId: string,
@@ -273,23 +272,25 @@ export class LedgerBatch {
     });
     if (lines.length === 0) return null;
     // Thousands of lines per batch: their columns go as array literals built here ({@link arrayLiteral}), several
-    // times cheaper than the driver's general array conversion.
+    // times cheaper than the driver's general array conversion. Their ids are made here too ({@link timeOrderedIds}),
+    // not by the column's default (gen_random_uuid, a call per row): ascending in line order, so they append to the
+    // primary key's index (as do reversals').
     const line = (pick: (l: LedgerLine) => string | number | null) => statement.add(arrayLiteral(lines.map((l) => pick(l.line))));
     const owner = (pick: (o: (typeof owners)[number]) => string | null) => statement.add(arrayLiteral(owners.map(pick)));
-    return `INSERT INTO ledger_entries (practice_id, balance_id, account_id, guarantor_id, patient_id, kind, amount_minor, effect_minor, currency,
+    return `INSERT INTO ledger_entries (id, practice_id, balance_id, account_id, guarantor_id, patient_id, kind, amount_minor, effect_minor, currency,
          service_date, payer, service_code, description, line_key, source_connector, source_resource_type, source_id, source_version, posted_at)
-       SELECT ${statement.add(practiceId)}, p.balance_id, p.account_id, p.guarantor_id, p.patient_id, l.kind, l.amount, l.effect, l.currency, l.service_date::date, l.payer,
+       SELECT l.id, ${statement.add(practiceId)}, p.balance_id, p.account_id, p.guarantor_id, p.patient_id, l.kind, l.amount, l.effect, l.currency, l.service_date::date, l.payer,
          l.service_code, l.description, l.line_key, p.connector, p.resource_type, p.source_id, p.version, ${statement.add(now)}
        FROM unnest(${statement.add(arrayLiteral(lines.map((l) => l.owner)))}::int[], ${line((l) => l.kind)}::text[], ${line((l) => l.amount.amount)}::bigint[],
          ${line((l) => balanceEffect(l.kind, l.amount.amount))}::bigint[], ${line((l) => l.amount.currency)}::text[], ${line((l) => l.serviceDate)}::text[],
-         ${line((l) => l.payer)}::text[], ${line((l) => l.serviceCode)}::text[], ${line((l) => l.description)}::text[], ${line((l) => l.lineKey)}::text[])
-         WITH ORDINALITY AS l (owner, kind, amount, effect, currency, service_date, payer, service_code, description, line_key, n)
+         ${line((l) => l.payer)}::text[], ${line((l) => l.serviceCode)}::text[], ${line((l) => l.description)}::text[], ${line((l) => l.lineKey)}::text[],
+         ${statement.add(arrayLiteral(timeOrderedIds(now, lines.length)))}::uuid[])
+         WITH ORDINALITY AS l (owner, kind, amount, effect, currency, service_date, payer, service_code, description, line_key, id, n)
        JOIN unnest(${owner((o) => o.balanceId)}::uuid[], ${owner((o) => o.posting.target.accountId)}::uuid[], ${owner((o) => o.posting.target.guarantorId)}::uuid[],
          ${owner((o) => o.posting.target.patientId)}::uuid[], ${owner((o) => o.posting.version.connector)}::text[], ${owner((o) => o.posting.version.resourceType)}::text[],
          ${owner((o) => o.posting.version.sourceId)}::text[], ${owner((o) => o.posting.version.versionId)}::text[])
          WITH ORDINALITY AS p (balance_id, account_id, guarantor_id, patient_id, connector, resource_type, source_id, version, n) ON p.n = l.owner
-       ORDER BY l.n
-       RETURNING balance_id, service_date, payer, effect_minor`;
+       ORDER BY l.n`;
   }
 
   /**
@@ -317,36 +318,47 @@ export class LedgerBatch {
   }
 
   /**
-   * What each balance to recompute is now: its status and its entries' effects per service date and payer,
-   * those in the table plus this statement's new `lines` (when `withLines`).
+   * What each balance to recompute was before this statement: its status and its entries' effects per service
+   * date and payer (the statement's own new lines are not in its snapshot: {@link newEffects} adds them).
    */
-  #sumsQuery(statement: SqlParams, ids: readonly string[], withLines: boolean): string {
-    // Grouped once over all the balances' entries: a per-balance subquery would scan `lines` once per balance.
+  #sumsQuery(statement: SqlParams, ids: readonly string[]): string {
     const balances = statement.add(arrayLiteral(ids));
-    const entries = `SELECT balance_id, service_date, payer, effect_minor FROM ledger_entries WHERE balance_id = ANY(${balances}::uuid[])${
-      withLines ? ' UNION ALL SELECT balance_id, service_date, payer, effect_minor FROM lines' : ''
-    }`;
+    // The entries are filtered by the list too, so that they are found by balance, not by a scan of the ledger.
     return `SELECT b.id, b.status, x.service_date::text AS service_date, x.payer, sum(x.effect_minor)::text AS effect
-       FROM balances b LEFT JOIN (${entries}) x ON x.balance_id = b.id
+       FROM balances b LEFT JOIN ledger_entries x ON x.balance_id = b.id AND x.balance_id = ANY(${balances}::uuid[])
        WHERE b.id = ANY(${balances}::uuid[])
        GROUP BY b.id, b.status, x.service_date, x.payer`;
   }
 
   /**
    * Updates each recomputed balance from its entries' sums (amounts, aging, automatic status and its history):
-   * every touched balance except those this batch created (inserted with what its lines make them).
+   * every touched balance except those this batch created (inserted with what its lines make them). `rows` are the
+   * sums read before the batch's lines, `added` those lines' effects, summed with them per service date and payer.
    */
-  async #recompute(rows: readonly SumsRow[], ids: readonly string[], notes: ReadonlyMap<string, string>, now: Date): Promise<void> {
+  async #recompute(
+    rows: readonly SumsRow[],
+    added: ReadonlyMap<string, readonly EffectSum[]>,
+    ids: readonly string[],
+    notes: ReadonlyMap<string, string>,
+    now: Date,
+  ): Promise<void> {
     if (ids.length === 0) return;
-    const sums = new Map<string, { status: BalanceStatus; sums: EffectSum[] }>();
+    const sums = new Map<string, { status: BalanceStatus; sums: Map<string, EffectSum> }>();
+    const add = (sum: Map<string, EffectSum>, serviceDate: string, payer: PayerKind, effect: number) => {
+      const key = `${serviceDate}/${payer}`;
+      const prior = sum.get(key);
+      if (prior) prior.effect = toSafe(prior.effect + effect);
+      else sum.set(key, { serviceDate, payer, effect });
+    };
     for (const row of rows) {
-      const balance = sums.get(row.id) ?? { status: row.status, sums: [] };
+      const balance = sums.get(row.id) ?? { status: row.status, sums: new Map<string, EffectSum>() };
       sums.set(row.id, balance);
-      if (row.effect !== null && row.service_date !== null && row.payer !== null) balance.sums.push({ serviceDate: row.service_date, payer: row.payer, effect: toSafe(row.effect) });
+      if (row.effect !== null && row.service_date !== null && row.payer !== null) add(balance.sums, row.service_date, row.payer, toSafe(row.effect));
     }
     const updates = ids.map((id) => {
       const { status, sums: effects } = sums.get(id)!;
-      return { id, status, ...balanceState(status, effects), note: notes.get(id)! };
+      for (const sum of added.get(id) ?? []) add(effects, sum.serviceDate, sum.payer, sum.effect);
+      return { id, status, ...balanceState(status, [...effects.values()]), note: notes.get(id)! };
     });
     const column = (pick: (u: (typeof updates)[number]) => string | number | null) => arrayLiteral(updates.map(pick));
     await this.#db.query(
@@ -377,6 +389,22 @@ interface EffectSum {
   serviceDate: string;
   payer: PayerKind;
   effect: number;
+}
+
+/**
+ * The effects of the batch's new lines on each balance in `recompute` (those it did not create), one per line: what
+ * a recompute adds to the sums it read, as its statement cannot see these lines.
+ */
+function newEffects(plans: readonly (PostingPlan | null)[], balanceIds: readonly (string | undefined)[], recompute: ReadonlyMap<string, string>): Map<string, EffectSum[]> {
+  const added = new Map<string, EffectSum[]>();
+  plans.forEach((plan, n) => {
+    const balanceId = balanceIds[n];
+    if (!plan || balanceId === undefined || !recompute.has(balanceId)) return;
+    const effects = added.get(balanceId) ?? [];
+    for (const line of plan.post) effects.push({ serviceDate: line.serviceDate, payer: line.payer, effect: balanceEffect(line.kind, line.amount.amount) });
+    added.set(balanceId, effects);
+  });
+  return added;
 }
 
 /**

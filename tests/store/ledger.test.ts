@@ -316,4 +316,30 @@ describeOnEachDatabase('LedgerRepository', (db) => {
     const entries = await ledger.entriesOfSource(practiceId, { connector: 'ehr', resourceType: 'Invoice', sourceId: 'inv-9' });
     assert.equal(entries.length, 1, JSON.stringify(results.map((r) => r.status)));
   });
+
+  it('a batch posting to a balance that exists adds its lines to the stored sums of the same service date and payer, as one by one', async () => {
+    const accountId = await ledger.ensureAccount(practiceId, { identifier: { system: 'urn:acct', value: 'A-net' }, patientId: target.patientId });
+    const to = { ...target, accountId };
+    const first = await post(v('net-1', '1'), [line('c', 'charge', '100.00', '2026-01-05')], to);
+    await post(v('net-2', '1'), [line('p', 'payment', '100.00', '2026-01-20')], to);
+    const id = first.balanceIds[0]!;
+    assert.equal((await ledger.getBalance(id))?.status, 'paid');
+    // 2026-01-20 nets to nothing (the payment and this charge), so the payment does not pay off 2026-01-05's charge.
+    const [result] = await withTransaction(db(), (tx) => ledger.on(tx).postSources(practiceId, [{ version: v('net-3', '1'), target: to, lines: [line('c', 'charge', '100.00', '2026-01-20')] }]));
+    assert.deepEqual(result?.balanceIds, [id]);
+    const balance = (await ledger.getBalance(id))!;
+    assert.deepEqual([balance.patientAmount.amount, balance.oldestOpenDate, balance.status], [10000, '2026-01-05', 'open']);
+    assert.deepEqual(await ledger.verifyBalance(id), { stored: 10000, fromEntries: 10000 });
+  });
+
+  it('gives new entries and reversals time-ordered ids (UUID version 7), the lines of a batch ascending in line order', async () => {
+    await post(v('ids-1', '1'), [line('a', 'charge', '1.00', '2026-02-01'), line('b', 'charge', '2.00', '2026-02-01'), line('c', 'charge', '3.00', '2026-02-01')]);
+    await post(v('ids-1', '2'), [line('a', 'charge', '1.00', '2026-02-01'), line('b', 'charge', '2.50', '2026-02-01'), line('c', 'charge', '3.00', '2026-02-01')]);
+    const entries = await ledger.entriesOfSource(practiceId, { connector: 'ehr', resourceType: 'Invoice', sourceId: 'ids-1' });
+    assert.equal(entries.length, 5, 'three lines, a reversal and its replacement');
+    for (const entry of entries) assert.match(entry.id, /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    const ids = entries.filter((e) => e.source.versionId === '1').map((e) => e.id);
+    assert.deepEqual(ids, [...ids].sort(), 'in line order');
+    assert.equal(ids.length, 3);
+  });
 });
