@@ -144,10 +144,21 @@ export class AuditLog {
    * records.
    */
   async append(event: NewAuditEvent, tx?: Queryable): Promise<AuditEvent> {
+    return (await this.appendSegment([event], tx))[0]!;
+  }
+
+  /**
+   * Appends several events of one practice, in order, as one chain segment: one statement however many (each event
+   * exactly as {@link append} would have chained it). Pass the caller's transaction as for {@link append}.
+   * @returns the events stored, in order; none when none are given.
+   * @throws Error when the events are not all of one practice.
+   */
+  async appendSegment(events: readonly NewAuditEvent[], tx?: Queryable): Promise<AuditEvent[]> {
+    if (events.length === 0) return [];
     const params = new SqlParams();
-    const append = auditAppendSql(event, this.clock.now(), params);
-    const { rows } = await (tx ?? this.db.pool).query<AuditRow>(`WITH ${append} SELECT * FROM audit_event`, params.values);
-    return toEvent(rows[0]!);
+    const append = auditAppendSql(events, this.clock.now(), params);
+    const { rows } = await (tx ?? this.db.pool).query<AuditRow>(`WITH ${append} SELECT * FROM audit_event ORDER BY id`, params.values);
+    return rows.map(toEvent);
   }
 
   /**

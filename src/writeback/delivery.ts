@@ -171,14 +171,16 @@ export class WritebackDelivery {
     const byId = new Map(rows.map((r) => [r.id, r]));
     await withTransaction(this.#deps.db, async (tx) => {
       await this.#payments.on(tx).finishDelivered(delivered);
+      // One chain segment per practice (one statement), its events in the order the rows were delivered.
       const audit = new AuditLog(this.#deps.db, this.#deps.clock);
-      for (const d of delivered) {
+      const events = delivered.map((d) => {
         const row = byId.get(d.id)!;
-        await audit.append({
+        return {
           practiceId: row.practiceId, actor: WRITEBACK_ACTOR, action: 'writeback.delivered', entityType: 'writeback', entityId: row.writebackId,
           detail: { paymentId: row.paymentId, kind: row.kind, connector: d.target, ref: d.deliveredRef, attempts: row.attempts },
-        }, tx);
-      }
+        };
+      });
+      for (const practiceId of new Set(events.map((e) => e.practiceId))) await audit.appendSegment(events.filter((e) => e.practiceId === practiceId), tx);
     });
   }
 

@@ -46,6 +46,22 @@ describeOnEachDatabase('The audit chain', (db) => {
     await assert.rejects(db().pool.query('DELETE FROM audit_events WHERE id = $1', [events[1]!.id]), /append-only/);
   });
 
+  it('a segment appends its events in order after the chain, each chained as a single append would, in one statement', async () => {
+    const { practiceId, events, audit } = await practiceWithEvents();
+    clock.advance(60_000);
+    const queries = mock.method(db().pool, 'query');
+    const segment = await audit.appendSegment([0, 1, 2].map((i) => ({ practiceId, actor: 'system', action: 'writeback.delivered', entityType: 'writeback', entityId: `w${i}`, detail: { i } })));
+    assert.equal(queries.mock.callCount(), 1, 'one statement for the whole segment');
+    queries.mock.restore();
+    assert.deepEqual(segment.map((e) => e.entityId), ['w0', 'w1', 'w2']);
+    assert.equal(segment[0]!.prevHash, events[4]!.hash, 'the segment continues the chain');
+    assert.equal(segment[1]!.prevHash, segment[0]!.hash);
+    assert.ok(BigInt(segment[0]!.id) < BigInt(segment[2]!.id));
+    assert.deepEqual(await audit.check(practiceId), { events: 8, lastEventId: segment[2]!.id });
+    assert.deepEqual(await audit.appendSegment([]), []);
+    await assert.rejects(audit.appendSegment([segment[0]!, { ...segment[1]!, practiceId: events[0]!.id }]), /one practice/);
+  });
+
   it('names an event changed directly in the database (triggers disabled)', async () => {
     const { practiceId, events, audit } = await practiceWithEvents();
     await tamper(db(), `UPDATE audit_events SET detail = '{"i": 99}' WHERE id = $1`, [events[2]!.id]);
