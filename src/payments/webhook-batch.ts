@@ -13,14 +13,15 @@
  *    outbox rows and appends their audit events as one chain segment; COMMIT.
  *
  * Locks are taken in one order by every batch and by every single event: event ids (sorted), payments (by id),
- * the ledger's sources and balances (sorted), the practice's audit head last; so concurrent batches on a server
- * wait for each other and never deadlock.
+ * the ledger's sources and balances (sorted), then the plans of plan Checkout payments, the practice's audit head
+ * last; so concurrent batches on a server wait for each other and never deadlock.
  *
- * Batched: payment successes (`checkout.session.completed`, `payment_intent.succeeded`), failures, expired
- * checkouts and ignored events. Handled alone, each in its own transaction after the batch (`handleStripeEvent`):
- * refunds and disputes (rare, and they change balance statuses one by one), a plan's Checkout payment (it moves its
- * plan too), an event whose payment is not found (an id recorded by another event might find it), and a payment
- * sharing a balance with one already posted in the batch (its split must see that balance as posted). Those whose
+ * Batched: payment successes (`checkout.session.completed`, `payment_intent.succeeded`; a plan's Checkout payment
+ * then moves its plan, after the batch's postings, as it would alone), failures, expired checkouts and ignored
+ * events. Handled alone, each in its own transaction after the batch (`handleStripeEvent`): refunds and disputes
+ * (rare, and they change balance statuses one by one), an event whose payment is not found (an id recorded by
+ * another event might find it), and a payment sharing a balance with one already posted in the batch (its split
+ * must see that balance as posted). Those whose
  * claim was made are released by the finishing statement. When the batch's transaction fails (an event the
  * database refuses), each of its events is handled alone, so one bad event fails only itself.
  */
@@ -32,8 +33,8 @@ import type { NewAuditEvent } from '../store/audit.ts';
 import { commandForEvent, type StripeEventCommand } from './stripe-events.ts';
 import type { StripeEventEnvelope } from './stripe-webhook.ts';
 import {
-  apply, auditOf, duplicateOf, entriesWritten, eventRef, handleStripeEvent, handlingIn, isPlanCheckout, logHandled, lookupOf, planPayment, resultOf, stripeIds,
-  type Applied, type HandleResult, type StripeEventHandlerDeps,
+  apply, auditOf, duplicateOf, entriesWritten, eventRef, handleStripeEvent, handlingIn, logHandled, lookupOf, movePlan, planPayment, resultOf, stripeIds,
+  type Applied, type Handling, type HandleResult, type StripeEventHandlerDeps,
 } from './webhook-handler.ts';
 
 /** How one event of a batch ended: handled, or the error its delivery answers (nothing of it stored). */
@@ -73,7 +74,7 @@ export async function settleStripeEvents(deps: StripeEventHandlerDeps, events: r
   for (const i of firsts.values()) {
     const command = commands[i]!;
     if (retried.has(eventKey(eventRef(events[i]!)))) settled[i] = { result: duplicateOf(events[i]!) };
-    else if (BATCHED.has(command.kind) && !isPlanCheckout(command)) batch.push(i);
+    else if (BATCHED.has(command.kind)) batch.push(i);
     else alone.push(i);
   }
   if (batch.length > 0) {
@@ -120,8 +121,10 @@ export async function handleStripeEvents(deps: StripeEventHandlerDeps, events: r
 /** What one claimed event of a batch decided, before anything of the batch is written. */
 interface Decided {
   readonly event: StripeEventEnvelope;
-  readonly applied: Applied;
+  applied: Applied;
   readonly postings: readonly SourcePosting[];
+  /** A payment event's handling and payment, for its plan (a plan's Checkout payment moves it once posted). */
+  readonly paid?: { readonly handling: Handling; readonly command: StripeEventCommand; readonly payment: Payment };
 }
 
 /**
@@ -151,7 +154,7 @@ async function handleTogether(
       else {
         const { postings, ...applied } = planPayment(deps.practiceId, { payment, amount: command.amount ?? payment.amount, ids: stripeIds(command), balances: claim.balances, today: handling.today });
         if (postings.length > 0) for (const id of payment.balanceIds) posting.add(id);
-        outcome = { event, applied, postings };
+        outcome = { event, applied, postings, paid: { handling, command, payment } };
       }
     } else outcome = { event, applied: await apply(handling, command, found), postings: [] };
     if (typeof outcome === 'object' && outcome.applied.effects?.payment) {
@@ -162,6 +165,12 @@ async function handleTogether(
   }
   const postings = decided.flatMap((d) => (typeof d === 'object' ? d.postings : []));
   const posted = postings.length > 0 ? await new LedgerBatch(tx, deps.clock).postSources(deps.practiceId, postings) : [];
+  // Plans move after every payment is posted, in event order (one event alone posts, then moves its plan: `apply`).
+  for (const d of decided) {
+    if (typeof d !== 'object' || !d.paid) continue;
+    const plan = await movePlan(d.paid.handling, d.paid.command, d.paid.payment, d.applied.outcome);
+    if (plan !== undefined) d.applied = { ...d.applied, plan };
+  }
   let next = 0;
   const results = decided.map((d, j): HandleResult | undefined => {
     if (d === 'released') return undefined;

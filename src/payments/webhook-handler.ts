@@ -247,7 +247,7 @@ export function handlingIn(deps: StripeEventHandlerDeps, tx: Queryable, timeZone
 
 /** Applies an event's command to the payment it refers to (see the module comment). */
 export async function apply(handling: Handling, command: StripeEventCommand, payment: Payment | undefined): Promise<Applied> {
-  const { deps, ledger, tx } = handling;
+  const { deps, ledger } = handling;
   const practiceId = deps.practiceId;
   switch (command.kind) {
     case 'ignored':
@@ -261,17 +261,8 @@ export async function apply(handling: Handling, command: StripeEventCommand, pay
         return { outcome: 'noop', paymentId: payment.id, effects: recordIds(payment, stripeIds(command)) };
       }
       const posted = await postPayment(handling, payment, command.amount ?? payment.amount, stripeIds(command));
-      // A plan's first installment (or its early payoff) paid through Checkout: installments carry their number
-      // and are recorded by the sweep that charged them, from Stripe's synchronous answer.
-      if (isPlanCheckout(command) && (posted.outcome === 'payment-posted' || posted.outcome === 'payment-already-posted')) {
-        const plan = await applyPlanCheckout(tx, { clock: deps.clock, ledger }, {
-          practiceId, planId: command.refs.planId!, paymentId: payment.id, guarantorId: payment.guarantorId,
-          ...(command.customer ? { customer: command.customer } : {}),
-          ...(command.kind === 'payment-succeeded' && command.paymentMethod ? { paymentMethod: command.paymentMethod } : {}),
-        });
-        return { ...posted, plan };
-      }
-      return posted;
+      const plan = await movePlan(handling, command, payment, posted.outcome);
+      return plan === undefined ? posted : { ...posted, plan };
     }
     case 'payment-failed': {
       if (!payment) return { outcome: 'unknown-payment' };
@@ -345,6 +336,22 @@ export async function apply(handling: Handling, command: StripeEventCommand, pay
       };
     }
   }
+}
+
+/**
+ * What a plan's Checkout payment (see {@link isPlanCheckout}) does to its plan once the payment is posted (or was
+ * already): the plan is activated, paid off or has the saved card recorded. Installments carry their number and are
+ * recorded by the sweep that charged them, from Stripe's synchronous answer.
+ * @returns the plan's outcome; undefined when the event is not a plan's Checkout payment or posted nothing.
+ */
+export async function movePlan(handling: Handling, command: StripeEventCommand, payment: Payment, outcome: HandleOutcome): Promise<PlanCheckoutOutcome | undefined> {
+  if (command.kind !== 'checkout-completed' && command.kind !== 'payment-succeeded') return undefined;
+  if (!isPlanCheckout(command) || (outcome !== 'payment-posted' && outcome !== 'payment-already-posted')) return undefined;
+  return applyPlanCheckout(handling.tx, { clock: handling.deps.clock, ledger: handling.ledger }, {
+    practiceId: handling.deps.practiceId, planId: command.refs.planId!, paymentId: payment.id, guarantorId: payment.guarantorId,
+    ...(command.customer ? { customer: command.customer } : {}),
+    ...(command.kind === 'payment-succeeded' && command.paymentMethod ? { paymentMethod: command.paymentMethod } : {}),
+  });
 }
 
 /**

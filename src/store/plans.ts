@@ -87,8 +87,16 @@ interface InstallmentRow {
 
 const PLAN_COLUMNS = `id, practice_id, guarantor_id, balance_ids, currency, total_minor::text AS total_minor, months, terms, time_zone, retry_offsets_days,
   status, stripe_customer_id, stripe_payment_method_id, first_payment_id, payoff_payment_id, created_at, activated_at, ended_at`;
-const INSTALLMENT_COLUMNS = `number, due_date::text AS due_date, amount_minor::text AS amount_minor, status, attempts, first_failure_on::text AS first_failure_on,
-  next_attempt_on::text AS next_attempt_on, next_attempt_at, payment_id, last_failure_code, paid_at`;
+/** How each installment column is read. */
+const INSTALLMENT_EXPRESSIONS: Record<keyof InstallmentRow, string> = {
+  number: 'number', due_date: 'due_date::text', amount_minor: 'amount_minor::text', status: 'status', attempts: 'attempts', first_failure_on: 'first_failure_on::text',
+  next_attempt_on: 'next_attempt_on::text', next_attempt_at: 'next_attempt_at', payment_id: 'payment_id', last_failure_code: 'last_failure_code', paid_at: 'paid_at',
+};
+/** The installment columns, each named `<prefix><column>`. */
+const installmentColumns = (prefix: string) => Object.entries(INSTALLMENT_EXPRESSIONS).map(([name, expression]) => `${expression} AS ${prefix}${name}`).join(', ');
+const INSTALLMENT_COLUMNS = installmentColumns('');
+/** The prefix of the installment columns read beside a plan's (whose names they share: practice_id, status). */
+const JOINED = 'i_';
 
 function safe(value: string): number {
   const n = Number(value);
@@ -142,7 +150,7 @@ export class PlanRepository {
     return new PlanRepository(db, this.#clock);
   }
 
-  /** Stores a plan the patient chose, `pending` until Checkout pays its first installment. */
+  /** Stores a plan the patient chose, `pending` until Checkout pays its first installment (its installments in one statement). */
   async createPending(input: NewPlan): Promise<Plan> {
     const now = this.#clock.now();
     const { rows } = await this.#db.query<PlanRow>(
@@ -152,21 +160,29 @@ export class PlanRepository {
         input.timeZone, input.retryOffsetsDays, now],
     );
     const plan = rows[0]!;
-    for (const i of input.schedule) {
-      await this.#db.query(
-        `INSERT INTO plan_installments (practice_id, plan_id, number, due_date, amount_minor, updated_at) VALUES ($1, $2, $3, $4::date, $5, $6)`,
-        [input.practiceId, plan.id, i.number, i.dueDate, i.amountCents, now],
-      );
-    }
-    return (await this.get(input.practiceId, plan.id))!;
+    const { rows: installments } = input.schedule.length === 0 ? { rows: [] } : await this.#db.query<InstallmentRow>(
+      `INSERT INTO plan_installments (practice_id, plan_id, number, due_date, amount_minor, updated_at)
+       SELECT $1, $2, u.number, u.due_date, u.amount_minor, $6 FROM unnest($3::int[], $4::date[], $5::bigint[]) AS u(number, due_date, amount_minor)
+       RETURNING ${INSTALLMENT_COLUMNS}`,
+      [input.practiceId, plan.id, input.schedule.map((i) => i.number), input.schedule.map((i) => i.dueDate), input.schedule.map((i) => i.amountCents), now],
+    );
+    return toPlan(plan, installments.map(toInstallment).sort((a, b) => a.number - b.number));
   }
 
+  /** The plan row and its installments in one statement: one row per installment (none: one row with null installment columns). */
   async #load(practiceId: string, id: string, lock: boolean): Promise<Plan | undefined> {
     if (!isUuid(id)) return undefined;
-    const { rows } = await this.#db.query<PlanRow>(`SELECT ${PLAN_COLUMNS} FROM payment_plans WHERE practice_id = $1 AND id = $2${lock ? ' FOR UPDATE' : ''}`, [practiceId, id]);
+    const { rows } = await this.#db.query<PlanRow & Record<string, unknown>>(
+      `SELECT ${PLAN_COLUMNS}, i.* FROM payment_plans p
+       LEFT JOIN LATERAL (SELECT ${installmentColumns(JOINED)} FROM plan_installments WHERE practice_id = p.practice_id AND plan_id = p.id) i ON true
+       WHERE practice_id = $1 AND id = $2 ORDER BY i.${JOINED}number${lock ? ' FOR UPDATE OF p' : ''}`,
+      [practiceId, id],
+    );
     if (!rows[0]) return undefined;
-    const installments = await this.#db.query<InstallmentRow>(`SELECT ${INSTALLMENT_COLUMNS} FROM plan_installments WHERE practice_id = $1 AND plan_id = $2 ORDER BY number`, [practiceId, id]);
-    return toPlan(rows[0], installments.rows.map(toInstallment));
+    const installments = rows.flatMap((row) => (row[`${JOINED}number`] === null ? [] : [
+      toInstallment(Object.fromEntries(Object.keys(INSTALLMENT_EXPRESSIONS).map((name) => [name, row[`${JOINED}${name}`]])) as unknown as InstallmentRow),
+    ]));
+    return toPlan(rows[0], installments);
   }
 
   /** A plan with its installments, or undefined. */
@@ -195,25 +211,29 @@ export class PlanRepository {
   async saveState(plan: Plan, state: PlanState, extra: { customer?: string; paymentMethod?: string; firstPaymentId?: string; payoffPaymentId?: string; failureCode?: { installment: number; code: string }; release?: number } = {}): Promise<void> {
     const now = this.#clock.now();
     const ended = state.status !== 'active';
+    const column = <T>(pick: (i: PlanState['installments'][number]) => T) => state.installments.map(pick);
+    // One statement: the plan row (a data-modifying CTE runs whether or not it is read) and its installments.
     await this.#db.query(
-      `UPDATE payment_plans SET status = $3, stripe_customer_id = coalesce($4, stripe_customer_id), stripe_payment_method_id = coalesce($5, stripe_payment_method_id),
-         first_payment_id = coalesce($6, first_payment_id), payoff_payment_id = coalesce($7, payoff_payment_id),
-         activated_at = CASE WHEN status = 'pending' AND $3 <> 'pending' THEN $8 ELSE activated_at END,
-         ended_at = CASE WHEN $9 AND ended_at IS NULL THEN $8 ELSE ended_at END, updated_at = $8
-       WHERE practice_id = $1 AND id = $2`,
-      [plan.practiceId, plan.id, state.status, extra.customer ?? null, extra.paymentMethod ?? null, extra.firstPaymentId ?? null, extra.payoffPaymentId ?? null, now, ended],
+      `WITH plan AS (
+         UPDATE payment_plans SET status = $3, stripe_customer_id = coalesce($4, stripe_customer_id), stripe_payment_method_id = coalesce($5, stripe_payment_method_id),
+           first_payment_id = coalesce($6, first_payment_id), payoff_payment_id = coalesce($7, payoff_payment_id),
+           activated_at = CASE WHEN status = 'pending' AND $3 <> 'pending' THEN $8 ELSE activated_at END,
+           ended_at = CASE WHEN $9 AND ended_at IS NULL THEN $8 ELSE ended_at END, updated_at = $8
+         WHERE practice_id = $1 AND id = $2)
+       UPDATE plan_installments t SET status = u.status, attempts = u.attempts, first_failure_on = u.first_failure_on, next_attempt_on = u.next_attempt_on,
+         next_attempt_at = u.next_attempt_at, claimed_until = CASE WHEN $10::int = t.number THEN NULL ELSE t.claimed_until END,
+         last_failure_code = coalesce(u.failure_code, t.last_failure_code), paid_at = CASE WHEN u.status = 'paid' AND t.paid_at IS NULL THEN $8 ELSE t.paid_at END, updated_at = $8
+       FROM unnest($11::int[], $12::text[], $13::int[], $14::date[], $15::date[], $16::timestamptz[], $17::text[])
+         AS u(number, status, attempts, first_failure_on, next_attempt_on, next_attempt_at, failure_code)
+       WHERE t.practice_id = $1 AND t.plan_id = $2 AND t.number = u.number`,
+      [
+        plan.practiceId, plan.id, state.status, extra.customer ?? null, extra.paymentMethod ?? null, extra.firstPaymentId ?? null, extra.payoffPaymentId ?? null, now, ended,
+        extra.release ?? null, column((i) => i.number), column((i) => i.status), column((i) => i.attempts), column((i) => i.firstFailureOn ?? null),
+        column((i) => i.nextAttemptOn ?? null),
+        column((i) => (i.nextAttemptOn && (i.status === 'scheduled' || i.status === 'retrying') ? chargeInstant(i.nextAttemptOn, plan.timeZone) : null)),
+        column((i) => (extra.failureCode?.installment === i.number ? extra.failureCode.code : null)),
+      ],
     );
-    for (const i of state.installments) {
-      const nextAt = i.nextAttemptOn && (i.status === 'scheduled' || i.status === 'retrying') ? chargeInstant(i.nextAttemptOn, plan.timeZone) : null;
-      const code = extra.failureCode?.installment === i.number ? extra.failureCode.code : null;
-      await this.#db.query(
-        `UPDATE plan_installments SET status = $4, attempts = $5, first_failure_on = $6::date, next_attempt_on = $7::date, next_attempt_at = $8,
-           claimed_until = CASE WHEN $11::int = number THEN NULL ELSE claimed_until END, last_failure_code = coalesce($9, last_failure_code),
-           paid_at = CASE WHEN $4 = 'paid' AND paid_at IS NULL THEN $10 ELSE paid_at END, updated_at = $10
-         WHERE practice_id = $1 AND plan_id = $2 AND number = $3`,
-        [plan.practiceId, plan.id, i.number, i.status, i.attempts, i.firstFailureOn ?? null, i.nextAttemptOn ?? null, nextAt, code, now, extra.release ?? null],
-      );
-    }
   }
 
   /** Records the saved Stripe customer and card (either event of a Checkout may carry them). */

@@ -5,7 +5,8 @@
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { after, afterEach, before, test } from 'node:test';
+import { after, afterEach, before, mock, test } from 'node:test';
+import pg from 'pg';
 import { ManualClock } from '../../src/domain/clock.ts';
 import { money } from '../../src/domain/money.ts';
 import { checkoutSessionParams } from '../../src/payments/checkout.ts';
@@ -19,7 +20,7 @@ import { JobRegistry, Scheduler } from '../../src/scheduler/scheduler.ts';
 import { LedgerRepository } from '../../src/store/ledger.ts';
 import { OutreachDeliveryStore } from '../../src/store/outreach-delivery.ts';
 import { PaymentRepository } from '../../src/store/payments.ts';
-import { PlanRepository } from '../../src/store/plans.ts';
+import { planState, PlanRepository } from '../../src/store/plans.ts';
 import { describeOnEachDatabase } from '../support/databases.ts';
 import { startStripeFake, type StripeFake } from '../support/stripe-fake/server.ts';
 import { stripeSpecMissing } from '../support/stripe-fake/spec.ts';
@@ -230,6 +231,63 @@ describeOnEachDatabase('Payment plans', (db) => {
     assert.deepEqual([summary.claimed, summary.paid], [1, 1]);
     assert.equal((await plan(h, planId))!.installments[1]!.status, 'paid');
     assert.equal(await owed(h), 5_000);
+  });
+
+  test('in sandbox mode a plan paid at Checkout is handled in the batch of its checkout\'s events: the plan active with its card, its balances in plan', async () => {
+    clock.set(new Date('2026-03-02T15:00:00Z'));
+    const h = await seedHousehold(db(), clock, `plan-bat-${randomUUID().slice(0, 8)}`);
+    const sandbox = new SandboxGateway({ db: db(), clock, practiceId: h.practiceId, logger: silentLogger, baseUrl: 'http://127.0.0.1:3000' });
+    const offer = offeredPlans(15_000, { minimumInstallmentCents: 2_500, maximumMonths: 6 }).find((o) => o.months === 3)!;
+    const balanceIds = [h.olderBalanceId, h.newerBalanceId];
+    const { planId, firstInstallment } = await proposePlan({ db: db(), clock }, { practiceId: h.practiceId, guarantorId: h.guarantorId, balanceIds, offer, timeZone: ZONE });
+    const payment = await new PaymentRepository(db().pool, clock).createPending({ practiceId: h.practiceId, guarantorId: h.guarantorId, balanceIds, amount: firstInstallment });
+    const session = await sandbox.createCheckoutSession(checkoutSessionParams({
+      paymentId: payment.id, guarantorId: h.guarantorId, amount: firstInstallment, plan: { planId },
+      successUrl: 'http://127.0.0.1:3000/paid', cancelUrl: 'http://127.0.0.1:3000/cancel',
+    }));
+    const queries = mock.method(pg.Client.prototype, 'query');
+    let transactions: number;
+    try {
+      assert.deepEqual((await sandbox.completeSessions([session.id])).map((ack) => ack.outcome), ['payment-posted', 'payment-already-posted']);
+    } finally {
+      transactions = queries.mock.calls.filter((c) => c.arguments[0] === 'BEGIN').length;
+      queries.mock.restore();
+    }
+    assert.equal(transactions, 1, 'both events (checkout completed, payment succeeded) in one transaction, neither handled alone');
+    const stored = (await plan(h, planId))!;
+    assert.equal(stored.status, 'active');
+    assert.equal(stored.firstPaymentId, payment.id);
+    assert.ok(stored.stripe.customer && stored.stripe.paymentMethod, 'the saved card, from the payment event');
+    assert.deepEqual(stored.installments.map((x) => x.status), ['paid', 'scheduled', 'scheduled']);
+    assert.deepEqual([(await balance(h.olderBalanceId))!.status, (await balance(h.newerBalanceId))!.status], ['in_plan', 'in_plan']);
+    assert.equal(await owed(h), 10_000);
+  });
+
+  test('a plan is stored, read and its state saved in one statement each (its installments with it)', async () => {
+    const h = await seedHousehold(db(), clock, `plan-sql-${randomUUID().slice(0, 8)}`);
+    const offer = offeredPlans(15_000, { minimumInstallmentCents: 2_500, maximumMonths: 6 }).find((o) => o.months === 3)!;
+    const queries = mock.method(pg.Client.prototype, 'query');
+    const sent = () => queries.mock.calls.map((c) => String(c.arguments[0]).trim().split(/\s+/)[0]).filter((word) => word !== 'BEGIN' && word !== 'COMMIT');
+    try {
+      const { planId } = await proposePlan({ db: db(), clock }, {
+        practiceId: h.practiceId, guarantorId: h.guarantorId, balanceIds: [h.olderBalanceId, h.newerBalanceId], offer, timeZone: ZONE,
+      });
+      const repository = new PlanRepository(db().pool, clock);
+      const created = (await repository.get(h.practiceId, planId))!;
+      assert.deepEqual(created.installments.map((i) => [i.number, i.amountMinor, i.status]), [[1, 5_000, 'scheduled'], [2, 5_000, 'scheduled'], [3, 5_000, 'scheduled']]);
+      queries.mock.resetCalls();
+      const state = planState(created);
+      await repository.saveState(created, { ...state, status: 'active', installments: state.installments.map((i) => (i.number === 1 ? { ...i, status: 'paid', attempts: 1 } : i)) }, { customer: 'cus_sql' });
+      assert.deepEqual(sent(), ['WITH'], 'the plan and its installments in one statement');
+      queries.mock.resetCalls();
+      const saved = (await repository.get(h.practiceId, planId))!;
+      assert.deepEqual(sent(), ['SELECT'], 'the plan and its installments in one statement');
+      assert.deepEqual([saved.status, saved.stripe.customer], ['active', 'cus_sql']);
+      assert.ok(saved.activatedAt);
+      assert.deepEqual(saved.installments.map((i) => [i.number, i.status, i.attempts, i.paidAt !== null]), [[1, 'paid', 1, true], [2, 'scheduled', 0, false], [3, 'scheduled', 0, false]]);
+    } finally {
+      queries.mock.restore();
+    }
   });
 
   test('a plan whose offer no longer matches the balances is refused with a clear reason', async () => {
