@@ -31,9 +31,9 @@ import type { PhiCipher } from './phi-crypto.ts';
 /** Attempt statuses the cadence counts (planned and deferred rows are not attempts yet). */
 export const COUNTED_ATTEMPT_STATUSES = ['sent', 'delivered', 'failed', 'suppressed'] as const;
 
-/** The cadence as the candidate query needs it: every (step, channel) with its day offset. */
+/** The cadence as the candidate query needs it: every (step, channel) with its day offset and the step's minimum amount. */
 export interface CadenceShape {
-  steps: { id: string; dayOffset: number; channels: readonly Channel[] }[];
+  steps: { id: string; dayOffset: number; channels: readonly Channel[]; conditions: { minimumAmountCents?: number } }[];
 }
 
 /** A balance the planner should look at, with the columns it plans from. */
@@ -107,20 +107,24 @@ export class OutreachPlanningReader {
     const ids: string[] = [];
     const offsets: number[] = [];
     const channels: string[] = [];
+    const minimums: number[] = [];
     for (const step of query.cadence.steps) {
       for (const channel of step.channels) {
         ids.push(step.id);
         offsets.push(step.dayOffset);
         channels.push(channel);
+        minimums.push(step.conditions.minimumAmountCents ?? 0);
       }
     }
     // Progress is read from the attempted steps the current policy still has (a lower bound of the planner's,
     // which also counts the day of an attempt of a removed step): so no balance the planner would act on is missed.
     // The CASE makes PostgreSQL work out progress only for a step due and not attempted (written as a plain AND,
-    // it computed progress first, for every balance scanned, though most are between steps).
+    // it computed progress first, for every balance scanned, though most are between steps). A step whose minimum
+    // amount the balance is under is never chosen (`stepConditionFailures`), so it does not make a candidate: a small
+    // balance past its last step it may have (the final notice, the agency referral) is finished, not read every day.
     const { rows } = await this.#db.query<CandidateRow>(
-      `WITH steps AS (SELECT s.step_id, s.day_offset, s.step_id || ' ' || s.channel AS entry
-                      FROM unnest($4::text[], $5::int[], $6::text[]) AS s(step_id, day_offset, channel))
+      `WITH steps AS (SELECT s.step_id, s.day_offset, s.step_id || ' ' || s.channel AS entry, s.minimum
+                      FROM unnest($4::text[], $5::int[], $6::text[], $9::bigint[]) AS s(step_id, day_offset, channel, minimum))
        SELECT b.id, b.guarantor_id, b.patient_id, b.currency, b.patient_amount_minor::text AS patient_amount_minor, b.status, b.hold_reason,
               b.oldest_open_date::text AS oldest_open_date, ob.first_statement_date::text AS first
        FROM balances b
@@ -129,12 +133,12 @@ export class OutreachPlanningReader {
          AND ($7::uuid IS NULL OR b.id > $7::uuid)
          AND (ob.balance_id IS NULL OR EXISTS (
            SELECT 1 FROM steps s
-           WHERE CASE WHEN s.day_offset <= $3::date - ob.first_statement_date AND NOT (s.entry = ANY (ob.attempted))
+           WHERE CASE WHEN s.day_offset <= $3::date - ob.first_statement_date AND b.patient_amount_minor >= s.minimum AND NOT (s.entry = ANY (ob.attempted))
                       THEN s.day_offset >= (SELECT coalesce(max(k.day_offset), 0) FROM steps k WHERE k.entry = ANY (ob.attempted))
                       ELSE false END))
        ORDER BY b.id
        LIMIT $8`,
-      [practiceId, query.threshold, query.today, ids, offsets, channels, query.cursor, query.limit],
+      [practiceId, query.threshold, query.today, ids, offsets, channels, query.cursor, query.limit, minimums],
     );
     return rows.map(toPlanningBalance);
   }
@@ -240,18 +244,20 @@ export class OutreachPlanningReader {
       wantedByBalance.set(balanceId, wanted);
     }
     const indexes = [...allIndexes];
+    // `IN (SELECT unnest(…))` rather than `= ANY(…)`: a page's hundreds of indexes are hashed once, where `= ANY`
+    // compared each row of the practice with every one of them in turn (most of the query's time).
     const consentRows = await this.#db.query<{ channel: MessageChannel; address_index: string | null; source: string; recorded_at: Date; revoked_at: Date | null }>(
       `SELECT channel, address_index, source, recorded_at, revoked_at FROM contact_consents
-       WHERE practice_id = $1 AND (address_index IS NULL OR address_index = ANY($2::text[])) ORDER BY recorded_at`,
+       WHERE practice_id = $1 AND (address_index IS NULL OR address_index IN (SELECT unnest($2::text[]))) ORDER BY recorded_at`,
       [practiceId, indexes],
     );
     const optOutRows = await this.#db.query<{ channel: MessageChannel; address_index: string | null; source: string; at: Date; opted_back_in_at: Date | null }>(
       `SELECT channel, address_index, source, at, opted_back_in_at FROM opt_outs
-       WHERE practice_id = $1 AND (address_index IS NULL OR address_index = ANY($2::text[])) ORDER BY seq`,
+       WHERE practice_id = $1 AND (address_index IS NULL OR address_index IN (SELECT unnest($2::text[]))) ORDER BY seq`,
       [practiceId, indexes],
     );
     const undeliverableRows = await this.#db.query<{ channel: MessageChannel; address_index: string }>(
-      'SELECT channel, address_index FROM undeliverable_contacts WHERE practice_id = $1 AND address_index = ANY($2::text[])',
+      'SELECT channel, address_index FROM undeliverable_contacts WHERE practice_id = $1 AND address_index IN (SELECT unnest($2::text[]))',
       [practiceId, indexes],
     );
     const undeliverable = new Set(undeliverableRows.rows.map((r) => `${r.channel} ${r.address_index}`));
