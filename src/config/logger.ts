@@ -137,6 +137,8 @@ function scrub(text: string): string {
 
 /** Where winston keeps the arguments that fill `%s`-style placeholders (triple-beam's `SPLAT`). */
 const SPLAT = Symbol.for('splat');
+/** Where winston keeps an entry's level (triple-beam's `LEVEL`: `level` itself may be colourised). */
+const LEVEL = Symbol.for('level');
 
 /**
  * The winston format run before `splat`: redacts the arguments placeholders are filled from, so an object
@@ -176,9 +178,12 @@ export interface LoggerOptions {
  * @returns the logger.
  */
 export function createLogger(options: LoggerOptions): Logger {
-  return winston.createLogger({
+  const logger: Logger = winston.createLogger({
     level: options.level,
     format: winston.format.combine(
+      // Winston runs the formats of every entry and leaves the level to the transport: an entry below the level is
+      // dropped here, before redaction (the costliest format) looks at it.
+      winston.format((info) => (logger.isLevelEnabled(String(info[LEVEL] ?? info.level)) ? info : false))(),
       winston.format.errors({ stack: true, cause: true }),
       redactArguments(),
       winston.format.splat(),
@@ -188,6 +193,7 @@ export function createLogger(options: LoggerOptions): Logger {
     ),
     transports: [new winston.transports.Stream({ stream: options.stream ?? process.stdout })],
   });
+  return logger;
 }
 
 /**

@@ -159,6 +159,26 @@ describe('logger', () => {
     assert.deepEqual((await lines()).map((line) => (JSON.parse(line) as { message: string }).message), ['warn', 'error']);
   });
 
+  it('does not even read an entry below its level (no redaction work for what is not written), and follows a level change', async () => {
+    const { logger, lines } = capturedLogger('info');
+    let reads = 0;
+    const watched = () => ({
+      detail: {
+        get sourceRecordId() {
+          reads++;
+          return 'sr-1';
+        },
+      },
+    });
+    logger.debug('below the level', watched());
+    assert.equal(reads, 0, 'the debug entry was looked at');
+    logger.info('at the level', watched());
+    assert.ok(reads > 0);
+    logger.level = 'debug';
+    logger.debug('now written');
+    assert.deepEqual((await lines()).map((line) => (JSON.parse(line) as { message: string }).message), ['at the level', 'now written']);
+  });
+
   it('offers a silent logger for tests', () => {
     const logger = silentLogger();
     assert.equal(logger.silent, true);
