@@ -161,8 +161,10 @@ export async function runDemoDays(options: DemoDaysOptions): Promise<DemoSummary
       await ingestAll();
       await timed('demo: consents', () => recordRegistrationConsents({ db, clock, cipher, practiceId: practice.id, seed: options.seed }, registeredUntil));
       registeredUntil = clock.now();
-      // Mid-morning: today's reminders, and the patients who answer them.
-      clock.set(day.set({ hour: 10 }).toJSDate());
+      // Noon at the practice: today's reminders, and the patients who answer them. Not earlier: a patient's quiet
+      // hours are judged in their own zone, and at 10:00 in New York it is 07:00 in Portland, Oregon (quiet until 08:00),
+      // so the demo's one planning round a day would never text or email the practice's patients on Pacific time.
+      clock.set(day.set({ hour: 12 }).toJSDate());
       await run('outreach.plan');
       await run('outreach.deliver');
       const answered = await timed('demo: answers', () => answerMessages({ db, clock, cipher, logger, gateway, practiceId: practice.id, timeZone: zone, seed: options.seed, baseUrl: publicUrl, timings }, lastSeq));

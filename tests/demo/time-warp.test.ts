@@ -55,6 +55,11 @@ describe('settle demo: five fast-forwarded days of the demo practice', () => {
       )).rows;
       assert.deepEqual(registrations.map((r) => r.channel), ['email', 'sms'], 'registration forms gave text and email consents');
       assert.ok((summary.messages.sms ?? 0) > 0, 'texts went to the outbox (they need a recorded consent)');
+      const zones = (await db.pool.query<{ zone: string }>(
+        `SELECT DISTINCT recipient_time_zone AS zone FROM outbox WHERE practice_id = $1 AND channel IN ('sms', 'email') ORDER BY 1`,
+        [practice.id],
+      )).rows.map((r) => r.zone);
+      assert.ok(zones.includes('America/Los_Angeles'), `texts and emails reach patients on Pacific time too, past their quiet hours (zones reached: ${zones.join(', ')})`);
       const states = (await db.pool.query<{ state: string; n: number }>('SELECT state, count(*)::int AS n FROM outbox WHERE practice_id = $1 GROUP BY state', [practice.id])).rows;
       assert.ok(states.length > 0);
       for (const { state } of states) assert.ok(!['sent', 'delivered', 'sending'].includes(state), `nothing left the machine (outbox state ${state})`);
