@@ -30,6 +30,7 @@ import { PracticeRepository } from '../src/store/practices.ts';
 import { createTestDatabase } from '../tests/support/databases.ts';
 import { startSandboxEhr, type SandboxEhr } from '../src/sandbox-ehr/server.ts';
 import { seedPractice } from '../src/sandbox-ehr/seed.ts';
+import { backendCpu, backendCpuSince } from './backend-cpu.ts';
 
 const N = Number(process.env.BENCH_FHIR_INVOICES ?? 50_000);
 const PAGE_SIZE = 1000;
@@ -147,7 +148,8 @@ async function importInThisProcess(baseUrl: string, engine: 'pglite' | 'postgres
     });
     const ended = performance.now();
     const cpu = process.cpuUsage(downloadCpu);
-    const serverCpuSeconds = engine === 'postgres' && serverCpu ? cpuSince(serverCpu, await backendCpu(handle.db)) : undefined;
+    const serverCpuMs = engine === 'postgres' && serverCpu ? backendCpuSince(serverCpu, await backendCpu(handle.db)) : undefined;
+    const serverCpuSeconds = serverCpuMs === undefined ? undefined : serverCpuMs / 1000;
     clearInterval(sampler);
     return {
       seconds: (ended - started) / 1000,
@@ -164,29 +166,6 @@ async function importInThisProcess(baseUrl: string, engine: 'pglite' | 'postgres
   } finally {
     await handle.drop();
   }
-}
-
-/**
- * The CPU time (user + system, in clock ticks) of each PostgreSQL backend serving the database, by process id: read
- * from /proc, so only when the server runs on this host (empty otherwise).
- */
-async function backendCpu(db: Database): Promise<Map<number, number>> {
-  const { rows } = await db.pool.query<{ pid: number }>('SELECT pid FROM pg_stat_activity WHERE datname = current_database()');
-  const ticks = new Map<number, number>();
-  for (const { pid } of rows) {
-    const stat = existsSync(`/proc/${pid}/stat`) ? readFileSync(`/proc/${pid}/stat`, 'utf8') : '';
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    if (fields.length > 12) ticks.set(pid, Number(fields[11]) + Number(fields[12])); // utime, stime (fields 14, 15)
-  }
-  return ticks;
-}
-
-/** Seconds of CPU the backends spent between two {@link backendCpu} readings (a backend started since: all of its). */
-function cpuSince(before: Map<number, number>, after: Map<number, number>): number | undefined {
-  if (after.size === 0) return undefined;
-  let ticks = 0;
-  for (const [pid, now] of after) ticks += now - (before.get(pid) ?? 0);
-  return ticks / 100; // USER_HZ
 }
 
 /**

@@ -9,13 +9,13 @@
  *
  * Runs on embedded PGlite, and on the PostgreSQL server too when BENCH_DATABASE_URL or TEST_DATABASE_URL is set.
  */
-import { readFileSync } from 'node:fs';
 import Stripe from 'stripe';
 import { ManualClock } from '../src/domain/clock.ts';
 import { money } from '../src/domain/money.ts';
 import { signSandboxEvent } from '../src/payments/sandbox.ts';
 import { processStripeWebhook } from '../src/payments/webhook-route.ts';
 import { createTestDatabase } from '../tests/support/databases.ts';
+import { backendCpu, backendCpuSince } from './backend-cpu.ts';
 import { withTransaction } from '../src/store/database.ts';
 import { LedgerRepository } from '../src/store/ledger.ts';
 import { PaymentRepository } from '../src/store/payments.ts';
@@ -31,21 +31,6 @@ async function inParallel<T>(items: readonly T[], work: (item: T) => Promise<voi
   await Promise.all(Array.from({ length: CONCURRENCY }, async () => {
     while (next < items.length) await work(items[next++]!);
   }));
-}
-
-/** CPU milliseconds (user + system) used so far by each PostgreSQL backend of this database (a local server only). */
-async function backendCpu(db: { pool: { query: (sql: string) => Promise<{ rows: { pid: number }[] }> } }): Promise<Map<number, number>> {
-  const { rows } = await db.pool.query('SELECT pid FROM pg_stat_activity WHERE datname = current_database()');
-  const ticks = new Map<number, number>();
-  for (const { pid } of rows) {
-    try {
-      const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-      ticks.set(pid, (Number(fields[11]) + Number(fields[12])) * 10); // utime + stime, in clock ticks of 10 ms
-    } catch {
-      // not on this machine
-    }
-  }
-  return ticks;
 }
 
 async function run(engine: 'pglite' | 'postgres'): Promise<void> {
@@ -82,8 +67,7 @@ async function run(engine: 'pglite' | 'postgres'): Promise<void> {
     await inParallel(deliveries, deliver);
     const firstSeconds = (performance.now() - started) / 1000;
     const firstCpu = process.cpuUsage(cpuStarted);
-    let backendMs = 0;
-    if (engine === 'postgres') for (const [pid, ms] of await backendCpu(db)) backendMs += ms - (backendsStarted.get(pid) ?? 0);
+    const backendMs = engine === 'postgres' ? (backendCpuSince(backendsStarted, await backendCpu(db)) ?? 0) : 0;
     await inParallel(deliveries, deliver);
     const seconds = (performance.now() - started) / 1000;
     const rate = all.length / seconds;
