@@ -22,6 +22,7 @@ import {
 } from '../domain/ledger.ts';
 import { MoneyError } from '../domain/money.ts';
 import type { Queryable } from './database.ts';
+import { checkLockedRead, lockExisting, notInserted } from './ledger-lock.ts';
 import { arrayLiteral, SqlParams } from './sql-params.ts';
 import { timeOrderedIds } from './time-ordered-id.ts';
 import type { LedgerRepository } from './ledger.ts';
@@ -60,32 +61,14 @@ export class LedgerBatch {
     for (const posting of postings) checkLines(posting.lines);
     const now = this.#clock.now();
     const versions = postings.map((p) => p.version);
-    const column = (pick: (v: SourceVersion) => string | null) => arrayLiteral(versions.map(pick));
     // A source seen for the first time is inserted with this version already (nothing to compare it with, so it
-    // posts): only sources that existed before have their version advanced afterwards (#recordVersions).
-    const { rows: sources } = await this.#db.query<{ n: string; version_id: string; last_updated: Date | null; inserted: boolean; seen: boolean }>(
-      `WITH k AS (SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[])
-                    WITH ORDINALITY AS k (connector, resource_type, source_id, version_id, last_updated, n)),
-       s AS (
-         INSERT INTO ledger_sources (practice_id, connector, resource_type, source_id, version_id, last_updated, updated_at)
-         SELECT $1, connector, resource_type, source_id, version_id, last_updated, $7 FROM k ORDER BY connector, resource_type, source_id
-         ON CONFLICT (practice_id, connector, resource_type, source_id) DO UPDATE SET updated_at = ledger_sources.updated_at
-         RETURNING connector, resource_type, source_id, version_id, last_updated, (xmax = 0) AS inserted)
-       SELECT k.n::text AS n, s.version_id, s.last_updated, s.inserted,
-              EXISTS (SELECT 1 FROM ledger_source_versions v WHERE v.practice_id = $1 AND v.connector = k.connector AND v.resource_type = k.resource_type
-                      AND v.source_id = k.source_id AND v.version_id = k.version_id) AS seen
-       FROM k JOIN s USING (connector, resource_type, source_id)`,
-      [
-        practiceId, column((v) => v.connector), column((v) => v.resourceType), column((v) => v.sourceId), column((v) => v.versionId), column(timestamp), now,
-      ],
-    );
-    const previous = new Array<(typeof sources)[number]>(postings.length);
-    for (const row of sources) previous[Number(row.n) - 1] = row;
+    // posts): only sources that existed before have their version advanced afterwards (#versionsCte).
+    const previous = await this.#lockSources(practiceId, versions, now);
     const outcome = postings.map((p, n): PostingResult['outcome'] | 'post' => {
       const prior = previous[n]!;
       if (prior.inserted) return 'post';
       if (prior.seen) return 'duplicate';
-      if (compareVersions(p.version, { versionId: prior.version_id, lastUpdated: prior.last_updated }) < 0) return 'stale';
+      if (compareVersions(p.version, { versionId: prior.versionId, lastUpdated: prior.lastUpdated }) < 0) return 'stale';
       return 'post';
     });
     const active = await this.#activeEntries(practiceId, postings.filter((_, n) => outcome[n] === 'post' && !previous[n]!.inserted).map((p) => p.version));
@@ -120,6 +103,40 @@ export class LedgerBatch {
     const { rows } = await this.#db.query<SumsRow>(`${ctes.length ? `WITH ${ctes.join(',\n')}\n` : ''}${sums}`, statement.values);
     await this.#recompute(rows, newEffects(plans, balanceIds, notes), recompute, notes, now);
     return results;
+  }
+
+  /**
+   * Creates (with this version) or locks each posting's source, in key order ({@link lockExisting}). @returns per
+   * posting, whether this call created its source, else its source's current version and whether this version was
+   * seen before.
+   */
+  async #lockSources(practiceId: string, versions: readonly SourceVersion[], now: Date): Promise<PriorSource[]> {
+    const column = (of: readonly SourceVersion[], pick: (v: SourceVersion) => string | null) => arrayLiteral(of.map(pick));
+    const { rows } = await this.#db.query<{ connector: string; resource_type: string; source_id: string }>(
+      `INSERT INTO ledger_sources (practice_id, connector, resource_type, source_id, version_id, last_updated, updated_at)
+       SELECT $1, connector, resource_type, source_id, version_id, last_updated, $7
+       FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[]) AS k (connector, resource_type, source_id, version_id, last_updated)
+       ORDER BY connector, resource_type, source_id
+       ON CONFLICT (practice_id, connector, resource_type, source_id) ${lockExisting('ledger_sources')}
+       RETURNING connector, resource_type, source_id`,
+      [practiceId, column(versions, (v) => v.connector), column(versions, (v) => v.resourceType), column(versions, (v) => v.sourceId), column(versions, (v) => v.versionId), column(versions, timestamp), now],
+    );
+    const inserted = new Set(rows.map((r) => sourceKey({ connector: r.connector, resourceType: r.resource_type, sourceId: r.source_id })));
+    const prior = versions.map((): PriorSource => ({ inserted: true, seen: false, versionId: '', lastUpdated: null }));
+    const existing = notInserted(new Map(versions.map((v, n) => [sourceKey(v), n])), inserted);
+    if (existing.length === 0) return prior;
+    const locked = existing.map((n) => versions[n]!);
+    const { rows: current } = await this.#db.query<{ n: string; version_id: string; last_updated: Date | null; seen: boolean }>(
+      `SELECT k.n::text AS n, s.version_id, s.last_updated,
+              EXISTS (SELECT 1 FROM ledger_source_versions v WHERE v.practice_id = $1 AND v.connector = k.connector AND v.resource_type = k.resource_type
+                      AND v.source_id = k.source_id AND v.version_id = k.version_id) AS seen
+       FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::int[]) AS k (connector, resource_type, source_id, version_id, n)
+       JOIN ledger_sources s ON s.practice_id = $1 AND s.connector = k.connector AND s.resource_type = k.resource_type AND s.source_id = k.source_id`,
+      [practiceId, column(locked, (v) => v.connector), column(locked, (v) => v.resourceType), column(locked, (v) => v.sourceId), column(locked, (v) => v.versionId), arrayLiteral(existing)],
+    );
+    checkLockedRead('ledger_sources', existing.length, current.length);
+    for (const row of current) prior[Number(row.n)] = { inserted: false, seen: row.seen, versionId: row.version_id, lastUpdated: row.last_updated };
+    return prior;
   }
 
   async #activeEntries(practiceId: string, versions: readonly SourceVersion[]): Promise<Map<string, ActiveEntry[]>> {
@@ -186,19 +203,30 @@ export class LedgerBatch {
     const states = new Map([...wanted].map(([key, b]) => [key, balanceState('open', [...b.sums.values()])]));
     const list = [...wanted].map(([key, b]) => ({ ...b, state: states.get(key)! }));
     const column = (pick: (b: (typeof list)[number]) => string | number | null) => arrayLiteral(list.map(pick));
-    const { rows } = await this.#db.query<{ id: string; guarantor_id: string; account_id: string; currency: string; inserted: boolean }>(
+    const { rows: inserted } = await this.#db.query<{ id: string; guarantor_id: string; account_id: string; currency: string }>(
       `INSERT INTO balances (practice_id, guarantor_id, account_id, patient_id, currency, patient_amount_minor, insurance_amount_minor, oldest_open_date, status,
          status_changed_at, created_at, updated_at)
        SELECT $1, b.g, b.a, b.p, b.c, b.patient, b.insurance, b.oldest, b.status, $10, $10, $10
        FROM unnest($2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::bigint[], $7::bigint[], $8::date[], $9::text[])
          AS b (g, a, p, c, patient, insurance, oldest, status) ORDER BY b.g, b.a
-       ON CONFLICT (practice_id, guarantor_id, account_id) DO UPDATE SET updated_at = balances.updated_at
-       RETURNING id, guarantor_id, account_id, currency, (xmax = 0) AS inserted`,
+       ON CONFLICT (practice_id, guarantor_id, account_id) ${lockExisting('balances')}
+       RETURNING id, guarantor_id, account_id, currency`,
       [
         practiceId, column((b) => b.target.guarantorId), column((b) => b.target.accountId), column((b) => b.target.patientId), column((b) => b.currency),
         column((b) => b.state.patient), column((b) => b.state.insurance), column((b) => b.state.oldest), column((b) => b.state.next), this.#clock.now(),
       ],
     );
+    const rows = inserted.map((row) => ({ ...row, inserted: true }));
+    const existing = notInserted(new Map(list.map((b) => [balanceKey(b.target), b.target])), new Set(inserted.map((r) => `${r.guarantor_id}/${r.account_id}`)));
+    if (existing.length > 0) {
+      const { rows: locked } = await this.#db.query<{ id: string; guarantor_id: string; account_id: string; currency: string }>(
+        `SELECT b.id, b.guarantor_id, b.account_id, b.currency FROM unnest($2::uuid[], $3::uuid[]) AS k (g, a)
+         JOIN balances b ON b.practice_id = $1 AND b.guarantor_id = k.g AND b.account_id = k.a`,
+        [practiceId, arrayLiteral(existing.map((t) => t.guarantorId)), arrayLiteral(existing.map((t) => t.accountId))],
+      );
+      checkLockedRead('balances', existing.length, locked.length);
+      for (const row of locked) rows.push({ ...row, inserted: false });
+    }
     const ids = new Map<string, string>();
     const history: { id: string; from: BalanceStatus | null; to: BalanceStatus; note: string }[] = [];
     for (const row of rows) {
@@ -373,6 +401,16 @@ export class LedgerBatch {
       [column((u) => u.id), column((u) => u.patient), column((u) => u.insurance), column((u) => u.oldest), column((u) => u.next), column((u) => u.status), column((u) => u.note), now],
     );
   }
+}
+
+/** What a posting's source was before its batch ({@link LedgerBatch}'s #lockSources). */
+interface PriorSource {
+  /** Created by this batch, with the posting's version (the other fields are then unused). */
+  inserted: boolean;
+  /** This version was recorded before. */
+  seen: boolean;
+  versionId: string;
+  lastUpdated: Date | null;
 }
 
 /** A row of {@link LedgerBatch}'s sums query: a balance's status and one (service date, payer) sum of its entries. */

@@ -10,6 +10,7 @@ import type { PersonContact, PersonIdentifier } from '../domain/contact.ts';
 import type { Queryable } from './database.ts';
 import { LedgerRepository } from './ledger.ts';
 import type { PhiCipher } from './phi-crypto.ts';
+import { checkLockedRead, lockExisting, notInserted } from './ledger-lock.ts';
 import { arrayLiteral } from './sql-params.ts';
 
 /** Who and what one record names, as its mapping produced them. */
@@ -88,15 +89,25 @@ export class LedgerParties {
     if (wanted.size === 0) return ids;
     const table = owner === 'patient' ? 'patients' : 'guarantors';
     const conflict = owner === 'patient' ? '' : 'WHERE self_patient_id IS NULL';
-    const list = [...wanted.values()];
+    const keys = (list: readonly { identifier: PersonIdentifier }[]) => [arrayLiteral(list.map((p) => p.identifier.system)), arrayLiteral(list.map((p) => p.identifier.value))];
     const { rows } = await this.#db.query<{ id: string; identifier_system: string; identifier_value: string }>(
       `INSERT INTO ${table} (practice_id, identifier_system, identifier_value, created_at, updated_at)
        SELECT $1, p.s, p.v, $4, $4 FROM unnest($2::text[], $3::text[]) AS p (s, v) ORDER BY p.s, p.v
-       ON CONFLICT (practice_id, identifier_system, identifier_value) ${conflict} DO UPDATE SET updated_at = ${table}.updated_at
+       ON CONFLICT (practice_id, identifier_system, identifier_value) ${conflict} ${lockExisting(table)}
        RETURNING id, identifier_system, identifier_value`,
-      [practiceId, arrayLiteral(list.map((p) => p.identifier.system)), arrayLiteral(list.map((p) => p.identifier.value)), this.#clock.now()],
+      [practiceId, ...keys([...wanted.values()]), this.#clock.now()],
     );
     for (const row of rows) ids.set(keyOf({ system: row.identifier_system, value: row.identifier_value }), row.id);
+    const existing = notInserted(wanted, new Set(ids.keys()));
+    if (existing.length > 0) {
+      const { rows: locked } = await this.#db.query<{ id: string; identifier_system: string; identifier_value: string }>(
+        `SELECT t.id, t.identifier_system, t.identifier_value FROM unnest($2::text[], $3::text[]) AS p (s, v)
+         JOIN ${table} t ON t.practice_id = $1 AND t.identifier_system = p.s AND t.identifier_value = p.v ${owner === 'patient' ? '' : 'AND t.self_patient_id IS NULL'}`,
+        [practiceId, ...keys(existing)],
+      );
+      checkLockedRead(table, existing.length, locked.length);
+      for (const row of locked) ids.set(keyOf({ system: row.identifier_system, value: row.identifier_value }), row.id);
+    }
     await this.#ledger.writeContacts(owner, practiceId, [...wanted].map(([key, person]) => ({ id: ids.get(key)!, contact: person.contact ?? {} })));
     return ids;
   }
@@ -137,21 +148,30 @@ export class LedgerParties {
     if (created.size === 0) return inputs.map(() => null);
     const now = this.#clock.now();
     const list = [...created.values()];
-    const column = (pick: (a: (typeof list)[number]) => string | null) => arrayLiteral(list.map(pick));
-    const { rows } = await this.#db.query<{ id: string; identifier_system: string; identifier_value: string; patient_id: string | null; guarantor_id: string | null; name: string | null; inserted: boolean }>(
+    const column = <T>(of: readonly T[], pick: (a: T) => string | null) => arrayLiteral(of.map(pick));
+    const { rows } = await this.#db.query<{ id: string; identifier_system: string; identifier_value: string }>(
       `INSERT INTO ledger_accounts (practice_id, identifier_system, identifier_value, patient_id, guarantor_id, name, created_at, updated_at)
        SELECT $1, a.s, a.v, a.p, a.g, a.n, $7, $7 FROM unnest($2::text[], $3::text[], $4::uuid[], $5::uuid[], $6::text[]) AS a (s, v, p, g, n) ORDER BY a.s, a.v
-       ON CONFLICT (practice_id, identifier_system, identifier_value) DO UPDATE SET updated_at = ledger_accounts.updated_at
-       RETURNING id, identifier_system, identifier_value, patient_id, guarantor_id, name, (xmax = 0) AS inserted`,
-      [practiceId, column((a) => a.identifier.system), column((a) => a.identifier.value), column((a) => a.patientId), column((a) => a.guarantorId), column((a) => a.name), now],
+       ON CONFLICT (practice_id, identifier_system, identifier_value) ${lockExisting('ledger_accounts')}
+       RETURNING id, identifier_system, identifier_value`,
+      [practiceId, column(list, (a) => a.identifier.system), column(list, (a) => a.identifier.value), column(list, (a) => a.patientId), column(list, (a) => a.guarantorId), column(list, (a) => a.name), now],
     );
     // Replayed record by record from what each account was before this batch (nothing, when it was just created).
-    const state = new Map(
-      rows.map((r) => [
-        keyOf({ system: r.identifier_system, value: r.identifier_value }),
-        { id: r.id, inserted: r.inserted, changed: false, ...(r.inserted ? { patientId: null, guarantorId: null, name: null } : { patientId: r.patient_id, guarantorId: r.guarantor_id, name: r.name }) },
-      ]),
+    const state = new Map<string, { id: string; inserted: boolean; changed: boolean } & Fields>(
+      rows.map((r) => [keyOf({ system: r.identifier_system, value: r.identifier_value }), { id: r.id, inserted: true, changed: false, patientId: null, guarantorId: null, name: null }]),
     );
+    const existing = notInserted(created, new Set(state.keys()));
+    if (existing.length > 0) {
+      const { rows: locked } = await this.#db.query<{ id: string; identifier_system: string; identifier_value: string; patient_id: string | null; guarantor_id: string | null; name: string | null }>(
+        `SELECT t.id, t.identifier_system, t.identifier_value, t.patient_id, t.guarantor_id, t.name FROM unnest($2::text[], $3::text[]) AS a (s, v)
+         JOIN ledger_accounts t ON t.practice_id = $1 AND t.identifier_system = a.s AND t.identifier_value = a.v`,
+        [practiceId, column(existing, (a) => a.identifier.system), column(existing, (a) => a.identifier.value)],
+      );
+      checkLockedRead('ledger_accounts', existing.length, locked.length);
+      for (const r of locked) {
+        state.set(keyOf({ system: r.identifier_system, value: r.identifier_value }), { id: r.id, inserted: false, changed: false, patientId: r.patient_id, guarantorId: r.guarantor_id, name: r.name });
+      }
+    }
     const seen = inputs.map((input, n) => {
       if (!input.account) return null;
       const account = state.get(keyOf(input.account.identifier))!;
@@ -176,11 +196,20 @@ export class LedgerParties {
     const { rows } = await this.#db.query<{ id: string; self_patient_id: string }>(
       `INSERT INTO guarantors (practice_id, self_patient_id, created_at, updated_at)
        SELECT $1, p.id, $3, $3 FROM unnest($2::uuid[]) AS p (id) ORDER BY p.id
-       ON CONFLICT (practice_id, self_patient_id) WHERE self_patient_id IS NOT NULL DO UPDATE SET updated_at = guarantors.updated_at
+       ON CONFLICT (practice_id, self_patient_id) WHERE self_patient_id IS NOT NULL ${lockExisting('guarantors')}
        RETURNING id, self_patient_id`,
       [practiceId, arrayLiteral(distinct), this.#clock.now()],
     );
     for (const row of rows) ids.set(row.self_patient_id, row.id);
+    const existing = notInserted(new Map(distinct.map((id) => [id, id])), new Set(ids.keys()));
+    if (existing.length > 0) {
+      const { rows: locked } = await this.#db.query<{ id: string; self_patient_id: string }>(
+        'SELECT g.id, g.self_patient_id FROM guarantors g WHERE g.practice_id = $1 AND g.self_patient_id = ANY($2::uuid[])',
+        [practiceId, arrayLiteral(existing)],
+      );
+      checkLockedRead('guarantors', existing.length, locked.length);
+      for (const row of locked) ids.set(row.self_patient_id, row.id);
+    }
     return ids;
   }
 }
