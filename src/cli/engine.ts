@@ -221,7 +221,7 @@ export async function startEngine(options: EngineOptions): Promise<Engine> {
     }
     if (mode === 'start' || mode === 'worker') {
       await scheduler.start();
-      await scheduleRecurringJobs(scheduler);
+      await scheduleRecurringJobs(scheduler, db.kind);
       const synced = await scheduleConnectorSyncs(scheduler.agenda, db, dataFiles.connectors);
       if (synced.length > 0) logger.info('connectors on their schedule', { connectors: synced });
       for (const job of demo?.recurring ?? []) await scheduler.every(job.every, job.name, job.data);

@@ -35,6 +35,12 @@ import { applyPlanEvent, planRemainingCents, type PlanEffect } from '../domain/p
 export const PLAN_JOBS = { chargeDue: 'plans.charge-due' } as const;
 /** How often the sweep runs (installments are due at 10:00 practice time; a sweep every 15 minutes charges them by 10:15). */
 export const PLAN_SWEEP_INTERVAL = '15 minutes';
+/**
+ * Installments of a sweep charged at once (a round, {@link chargeRounds}): their gateway calls overlap, and the
+ * sandbox's webhook events are handled as one batch instead of one transaction each. Few enough to stay far below
+ * Stripe's rate limit (25 requests a second in test mode).
+ */
+export const CHARGES_AT_ONCE = 10;
 
 /** What charging plans needs. */
 export interface PlanJobDeps {
@@ -77,24 +83,84 @@ export async function chargeDueInstallments(deps: PlanJobDeps): Promise<SweepSum
     const claimed = await plans.claimDue(deps.batchSize ?? 100, deps.leaseMs ?? 10 * 60_000);
     if (claimed.length === 0) break;
     summary.claimed += claimed.length;
-    for (const item of claimed) {
-      try {
-        await chargeOne(deps, item, summary);
-      } catch (error) {
-        // Left claimed: the lease expires and a later sweep tries the same attempt again (same idempotency key).
-        deps.logger.error('installment charge failed to run', { planId: item.planId, installment: item.number, error: (error as Error).message });
-      }
-    }
+    for (const round of chargeRounds(claimed)) await chargeRound(deps, round, summary);
     if (claimed.length < (deps.batchSize ?? 100)) break;
   }
   if (summary.claimed) deps.logger.info('plan installments charged', { ...summary });
   return summary;
 }
 
-async function chargeOne(deps: PlanJobDeps, item: ClaimedInstallment, summary: SweepSummary): Promise<void> {
+/**
+ * A claim's installments in rounds of at most {@link CHARGES_AT_ONCE}, in claim order, each round with at most one
+ * installment of a plan: a plan's next installment is prepared only once the one before it is recorded.
+ */
+export function chargeRounds(claimed: readonly ClaimedInstallment[]): ClaimedInstallment[][] {
+  const rounds: ClaimedInstallment[][] = [];
+  let left = [...claimed];
+  while (left.length > 0) {
+    const round: ClaimedInstallment[] = [];
+    const plans = new Set<string>();
+    const later: ClaimedInstallment[] = [];
+    for (const item of left) {
+      if (round.length < CHARGES_AT_ONCE && !plans.has(item.planId)) {
+        round.push(item);
+        plans.add(item.planId);
+      } else later.push(item);
+    }
+    rounds.push(round);
+    left = later;
+  }
+  return rounds;
+}
+
+/**
+ * Charges one round: each installment's payment prepared in turn, then all charged at once (Stripe's calls overlap;
+ * the sandbox's webhook events arrive together and are handled as one batch, `gatherStripeEvent`), then each
+ * answer recorded in turn. An installment whose step fails is logged and left claimed: the lease expires and a
+ * later sweep tries the same attempt again (same idempotency key); the others go on.
+ */
+async function chargeRound(deps: PlanJobDeps, round: readonly ClaimedInstallment[], summary: SweepSummary): Promise<void> {
+  const failed = (item: ClaimedInstallment, error: unknown) =>
+    deps.logger.error('installment charge failed to run', { planId: item.planId, installment: item.number, error: (error as Error).message });
+  const prepared: { item: ClaimedInstallment; charge: PreparedCharge }[] = [];
+  for (const item of round) {
+    try {
+      const charge = await prepareCharge(deps, item);
+      if (charge) prepared.push({ item, charge });
+    } catch (error) {
+      failed(item, error);
+    }
+  }
+  const answered = await Promise.all(prepared.map(async ({ item, charge }) => {
+    try {
+      return { item, charge, result: await chargeInstallment(deps, charge) };
+    } catch (error) {
+      failed(item, error);
+      return undefined;
+    }
+  }));
+  for (const done of answered) {
+    if (!done) continue;
+    try {
+      await recordCharge(deps, done.charge, done.result, summary);
+    } catch (error) {
+      failed(done.item, error);
+    }
+  }
+}
+
+/** An installment ready to charge: its plan as read, the installment, and the payment its charges are made under. */
+interface PreparedCharge {
+  readonly plan: Plan;
+  readonly installment: Plan['installments'][number];
+  readonly paymentId: string;
+}
+
+/** Reads the plan and makes (once) the payment an installment's charges are made under; undefined when it is no longer due. */
+async function prepareCharge(deps: PlanJobDeps, item: ClaimedInstallment): Promise<PreparedCharge | undefined> {
   const plans = new PlanRepository(deps.db.pool, deps.clock);
   // The payment the installment's charges are made under (created once, reused by retries).
-  const prepared = await withTransaction(deps.db, async (tx) => {
+  return withTransaction(deps.db, async (tx) => {
     const plan = await plans.on(tx).getForUpdate(item.practiceId, item.planId);
     const installment = plan?.installments.find((i) => i.number === item.number);
     if (!plan || !installment || plan.status !== 'active' || (installment.status !== 'scheduled' && installment.status !== 'retrying')) return undefined;
@@ -108,18 +174,23 @@ async function chargeOne(deps: PlanJobDeps, item: ClaimedInstallment, summary: S
     }
     return { plan, installment, paymentId };
   });
-  if (!prepared) return;
-  const { plan, installment, paymentId } = prepared;
-  const attempt = installment.attempts + 1;
-  let result: InstallmentChargeResult;
+}
+
+/** The off-session charge of a prepared installment (failed at once when the plan has no saved card). */
+async function chargeInstallment(deps: PlanJobDeps, { plan, installment, paymentId }: PreparedCharge): Promise<InstallmentChargeResult> {
   if (!plan.stripe.customer || !plan.stripe.paymentMethod) {
-    result = { status: 'failed', paymentIntentId: null, code: 'no_saved_payment_method', declineCode: null, message: 'the plan has no saved card', transient: false };
-  } else {
-    result = await (await deps.gatewayFor(plan.practiceId)).chargeInstallment(installmentChargeParams({
-      paymentId, guarantorId: plan.guarantorId, planId: plan.id, installment: installment.number, attempt,
-      amount: money(installment.amountMinor, plan.currency), customer: plan.stripe.customer, paymentMethod: plan.stripe.paymentMethod,
-    }));
+    return { status: 'failed', paymentIntentId: null, code: 'no_saved_payment_method', declineCode: null, message: 'the plan has no saved card', transient: false };
   }
+  return (await deps.gatewayFor(plan.practiceId)).chargeInstallment(installmentChargeParams({
+    paymentId, guarantorId: plan.guarantorId, planId: plan.id, installment: installment.number, attempt: installment.attempts + 1,
+    amount: money(installment.amountMinor, plan.currency), customer: plan.stripe.customer, paymentMethod: plan.stripe.paymentMethod,
+  }));
+}
+
+/** Records Stripe's answer to an installment's charge: the plan's state, its balances, an authentication request. */
+async function recordCharge(deps: PlanJobDeps, { plan, installment }: PreparedCharge, result: InstallmentChargeResult, summary: SweepSummary): Promise<void> {
+  const plans = new PlanRepository(deps.db.pool, deps.clock);
+  const attempt = installment.attempts + 1;
   if (result.status === 'failed' && result.transient) {
     summary.deferred++;
     await plans.release(plan.practiceId, plan.id, installment.number, new Date(deps.clock.now().getTime() + (deps.transientRetryMs ?? 60 * 60_000)));

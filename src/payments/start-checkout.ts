@@ -1,9 +1,13 @@
 /**
  * Starting a checkout: the one way a payment attempt begins, whoever starts it (the pay page, the demo's
- * patients). A pending payment gets Settle's opaque id, the Checkout parameters and idempotency key are built from
- * it, the gateway (Stripe or the sandbox) opens the session, and the session id is kept on the payment so its
- * webhooks resolve.
+ * patients). Settle's opaque payment id is drawn first, the Checkout parameters and idempotency key are built from
+ * it, the gateway (Stripe or the sandbox) opens the session, and then the pending payment is stored once, with its
+ * session id, in one statement (it used to be inserted before the session and updated after it: two statements per
+ * checkout). Its webhooks still resolve: the patient reaches the session only through the URL returned after the
+ * payment is stored, and every event carries the payment id in its metadata. A gateway that refuses leaves no
+ * pending payment behind; a store that fails after the gateway answered leaves an unused session, which expires.
  */
+import { randomUUID } from 'node:crypto';
 import type Stripe from 'stripe';
 import type { Clock } from '../domain/clock.ts';
 import type { Money } from '../domain/money.ts';
@@ -33,20 +37,21 @@ export interface StartedCheckout {
   readonly request: StripeRequest<Stripe.Checkout.SessionCreateParams>;
 }
 
-/** Creates the pending payment and opens its Checkout Session. */
+/** Opens the Checkout Session of a new payment and stores the payment, pending, with its session id. */
 export async function startCheckout(deps: { db: Database; clock: Clock; gateway: PaymentGateway }, start: CheckoutStart): Promise<StartedCheckout> {
-  const payments = new PaymentRepository(deps.db.pool, deps.clock);
-  const payment = await payments.createPending({ practiceId: start.practiceId, guarantorId: start.guarantorId, balanceIds: [...start.balanceIds], amount: start.amount });
+  const paymentId = randomUUID();
   const request = checkoutSessionParams({
-    paymentId: payment.id,
+    paymentId,
     guarantorId: start.guarantorId,
     amount: start.amount,
-    successUrl: `${start.baseUrl}/pay/complete?payment=${payment.id}`,
-    cancelUrl: `${start.baseUrl}/pay/cancelled?payment=${payment.id}`,
+    successUrl: `${start.baseUrl}/pay/complete?payment=${paymentId}`,
+    cancelUrl: `${start.baseUrl}/pay/cancelled?payment=${paymentId}`,
     ...(start.locale ? { locale: start.locale } : {}),
     ...(start.plan ? { plan: start.plan } : {}),
   });
   const session = await deps.gateway.createCheckoutSession(request);
-  await payments.update(start.practiceId, payment.id, { stripe: { checkoutSession: session.id } });
-  return { paymentId: payment.id, session, request };
+  await new PaymentRepository(deps.db.pool, deps.clock).createPending({
+    id: paymentId, practiceId: start.practiceId, guarantorId: start.guarantorId, balanceIds: [...start.balanceIds], amount: start.amount, checkoutSessionId: session.id,
+  });
+  return { paymentId, session, request };
 }

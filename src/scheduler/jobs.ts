@@ -22,6 +22,7 @@ import type { Logger } from '../config/logger.ts';
 import type { Clock } from '../domain/clock.ts';
 import { AuditLog } from '../store/audit.ts';
 import type { Database } from '../store/database.ts';
+import { upkeepEmbeddedDatabase } from '../store/embedded-upkeep.ts';
 import { PracticeRepository } from '../store/practices.ts';
 import type { JobRegistry, Scheduler } from './scheduler.ts';
 
@@ -58,7 +59,11 @@ export interface JobDependencies {
 export const JOBS = {
   auditVerify: 'audit.verify',
   prune: 'jobs.prune',
+  databaseUpkeep: 'database.upkeep',
 } as const;
+
+/** How often the embedded database is analyzed and vacuumed where it changed enough (`embedded-upkeep.ts`). */
+export const DATABASE_UPKEEP_INTERVAL = '10 minutes';
 
 /** How long finished one-off jobs stay in `agenda_jobs` as history. */
 export const FINISHED_JOB_RETENTION_DAYS = 7;
@@ -112,11 +117,26 @@ export function registerStageJobs(registry: JobRegistry, deps: JobDependencies):
       if (rowCount) deps.logger.info('finished jobs pruned', { count: rowCount, olderThan: cutoff.toISOString() });
     },
   });
+  // PGlite has no autovacuum: the engine analyzes and vacuums the embedded database itself (a server does its own).
+  if (deps.db.kind === 'embedded') {
+    registry.register<Record<string, never>>({
+      name: JOBS.databaseUpkeep,
+      concurrency: 1,
+      async run() {
+        const done = await upkeepEmbeddedDatabase(deps.db.pool);
+        if (done.vacuumed.length + done.analyzed.length > 0) deps.logger.debug('embedded database upkeep', { ...done });
+      },
+    });
+  }
 }
 
-/** Puts the recurring jobs on the schedule (idempotent: one schedule however many workers start). */
-export async function scheduleRecurringJobs(scheduler: Scheduler): Promise<void> {
+/**
+ * Puts the recurring jobs on the schedule (idempotent: one schedule however many workers start); `database` is the
+ * engine's database kind (the embedded one also gets its upkeep).
+ */
+export async function scheduleRecurringJobs(scheduler: Scheduler, database: Database['kind']): Promise<void> {
   await scheduler.every('1 day', JOBS.auditVerify, {});
+  if (database === 'embedded') await scheduler.every(DATABASE_UPKEEP_INTERVAL, JOBS.databaseUpkeep, {});
   await scheduler.every('1 hour', JOBS.prune, {});
   await scheduler.every('1 day', HL7_RETENTION_JOB, {});
   // Stored HL7 messages become source records, and source records become ledger entries, every minute.

@@ -233,6 +233,49 @@ describeOnEachDatabase('Payment plans', (db) => {
     assert.equal(await owed(h), 5_000);
   });
 
+  test('in sandbox mode the installments of several plans due together are charged at once: their events handled in one webhook batch', async () => {
+    clock.set(new Date('2026-03-02T15:00:00Z'));
+    const h = await seedHousehold(db(), clock, `plan-round-${randomUUID().slice(0, 8)}`);
+    const sandbox = new SandboxGateway({ db: db(), clock, practiceId: h.practiceId, logger: silentLogger, baseUrl: 'http://127.0.0.1:3000' });
+    const ledger = new LedgerRepository(db().pool, cipher, clock);
+    const offer = offeredPlans(15_000, { minimumInstallmentCents: 2_500, maximumMonths: 6 }).find((o) => o.months === 3)!;
+    const planIds: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      // A guarantor of the practice owing $150.00, who chose the 3-month plan and paid installment 1 at the sandbox Checkout.
+      const key = `R-${randomUUID().slice(0, 8)}`;
+      const patientId = await ledger.upsertPatient(h.practiceId, { system: 'urn:mrn', value: key });
+      const guarantorId = await ledger.ensureGuarantor(h.practiceId, { selfPatientId: patientId });
+      const accountId = await ledger.ensureAccount(h.practiceId, { identifier: { system: 'urn:acct', value: key }, patientId });
+      const { balanceIds } = await ledger.postSource(h.practiceId, { connector: 'ehr', resourceType: 'Invoice', sourceId: key, versionId: '1', lastUpdated: null },
+        { accountId, guarantorId, patientId }, [{ lineKey: 'l0', kind: 'charge', amount: money(15_000, 'USD'), serviceDate: '2026-01-05', payer: 'patient', serviceCode: null, description: null }]);
+      const { planId, firstInstallment } = await proposePlan({ db: db(), clock }, { practiceId: h.practiceId, guarantorId, balanceIds, offer, timeZone: ZONE });
+      const payment = await new PaymentRepository(db().pool, clock).createPending({ practiceId: h.practiceId, guarantorId, balanceIds, amount: firstInstallment });
+      const session = await sandbox.createCheckoutSession(checkoutSessionParams({
+        paymentId: payment.id, guarantorId, amount: firstInstallment, plan: { planId }, successUrl: 'http://127.0.0.1:3000/paid', cancelUrl: 'http://127.0.0.1:3000/cancel',
+      }));
+      await sandbox.completeSession(session.id);
+      planIds.push(planId);
+    }
+    clock.set(chargeInstant('2026-04-02', ZONE));
+    const queries = mock.method(pg.Client.prototype, 'query');
+    let claims: number;
+    let summary;
+    try {
+      summary = await chargeDueInstallments({ ...jobDeps(), gatewayFor: async () => sandbox });
+    } finally {
+      claims = queries.mock.calls.filter((c) => String(typeof c.arguments[0] === 'string' ? c.arguments[0] : (c.arguments[0] as { text?: string }).text).trimStart().startsWith('WITH req AS')).length;
+      queries.mock.restore();
+    }
+    assert.deepEqual([summary.claimed, summary.paid], [3, 3]);
+    assert.equal(claims, 1, 'the three installments\' payment events were claimed and handled in one batch, not one transaction each');
+    for (const planId of planIds) {
+      const stored = (await new PlanRepository(db().pool, clock).get(h.practiceId, planId))!;
+      assert.deepEqual([stored.status, stored.installments[1]!.status], ['active', 'paid']);
+      const paid = await new PaymentRepository(db().pool, clock).get(h.practiceId, stored.installments[1]!.paymentId!);
+      assert.equal(paid?.status, 'succeeded', 'each installment\'s payment posted once');
+    }
+  });
+
   test('in sandbox mode a plan paid at Checkout is handled in the batch of its checkout\'s events: the plan active with its card, its balances in plan', async () => {
     clock.set(new Date('2026-03-02T15:00:00Z'));
     const h = await seedHousehold(db(), clock, `plan-bat-${randomUUID().slice(0, 8)}`);

@@ -28,6 +28,9 @@ async function statementsOf<T>(work: () => Promise<T>): Promise<{ result: T; sen
   }
 }
 
+/** A statement's first words (what it does and to which table), to compare statement sequences. */
+const statementKind = (sql: string): string => sql.split(/\s+/).slice(0, 3).join(' ');
+
 describeOnEachDatabase('Stripe webhook batches', (db, engine) => {
   const clock = new ManualClock(new Date('2026-03-02T15:00:00Z'));
   let n = 0;
@@ -81,14 +84,18 @@ describeOnEachDatabase('Stripe webhook batches', (db, engine) => {
     assert.deepEqual([sent[1], sent.at(-1)], ['BEGIN', 'COMMIT']);
     assert.match(sent[2]!, /^WITH req AS[\s\S]*INSERT INTO stripe_events[\s\S]*FOR UPDATE/);
     const posting = sent.slice(3, -2);
-    assert.equal(posting.length, 4, posting.join('\n'));
-    assert.ok(posting.every((sql) => !/audit_|stripe_events|payments/.test(sql)), posting.join('\n'));
+    // The ledger's posting, once for the batch: the same statements as for a batch of one payment (their number is
+    // the ledger's, `LedgerBatch.postSources`).
+    const [single] = await guarantorPayments(h!, 1);
+    const one = await statementsOf(() => handleStripeEvents(depsOf(h!), sandboxCheckoutEvents(clock, single!)));
+    assert.deepEqual(posting.map(statementKind), one.sent.slice(3, -2).map(statementKind), posting.join('\n'));
+    assert.ok(posting.length > 0 && posting.every((sql) => !/audit_|stripe_events|payments/.test(sql)), posting.join('\n'));
     assert.match(sent.at(-2)!, /UPDATE payments[\s\S]*INSERT INTO writeback_outbox[\s\S]*UPDATE stripe_events[\s\S]*audit_append/);
-    assert.equal(sent.length, 9, sent.join('\n'));
+    assert.equal(sent.length, 5 + posting.length, sent.join('\n'));
     assert.equal((await payments().get(h!.practiceId, declined.id))?.status, 'failed');
     await assertPostedOnce(h!, paid);
     const chain = await new AuditLog(db(), clock).check(h!.practiceId);
-    assert.deepEqual([chain.broken, chain.events], [undefined, 4]);
+    assert.deepEqual([chain.broken, chain.events], [undefined, 5], 'the batch\'s 4 and the single payment\'s');
     // Stripe's retries of all of them: the one read, nothing else.
     const again = await statementsOf(() => handleStripeEvents(depsOf(h!), events));
     assert.deepEqual(again.result.map((r) => r.outcome), Array(events.length).fill('duplicate'));

@@ -120,9 +120,12 @@ describeOnEachDatabase('handleStripeEvent', (db, engine) => {
     assert.match(first.at(-2)!, /UPDATE stripe_events[\s\S]*audit_append/, 'the audit event is written with the event marked processed');
     const posting = first.slice(3, -2);
     assert.ok(posting.length > 0 && posting.every((sql) => !/practices|audit_|pg_advisory|stripe_events|payments/.test(sql)), posting.join('\n'));
-    // The ledger: its source, its balance, the lines with their version and the balance's new sums, the balance.
-    assert.equal(posting.length, 4, posting.join('\n'));
-    assert.match(posting[2]!, /INSERT INTO ledger_source_versions[\s\S]*INSERT INTO ledger_entries[\s\S]*FROM balances b/);
+    // The ledger: its source (new), its balance (locked without a new version, then read: it exists), the lines with
+    // their version and the balance's new sums, the balance.
+    assert.equal(posting.length, 5, posting.join('\n'));
+    assert.match(posting[1]!, /INSERT INTO balances[\s\S]*DO UPDATE SET updated_at = balances\.updated_at WHERE false/);
+    assert.match(posting[2]!, /^SELECT b\.id[\s\S]*JOIN balances b/);
+    assert.match(posting[3]!, /INSERT INTO ledger_source_versions[\s\S]*INSERT INTO ledger_entries[\s\S]*FROM balances b/);
     assert.equal(second.length, 5, second.join('\n'));
   });
 
