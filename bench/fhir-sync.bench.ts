@@ -13,6 +13,7 @@
  *    the CPU time a line cost the importer and, when the PostgreSQL server runs on this host, its backends (this VM's
  *    speed swings by up to 2x: CPU time per line compares two runs better than their rates).
  * The sandbox EHR runs in its own process (this file, with FHIR_BENCH_SANDBOX=1), as a real EHR would.
+ * BENCH_BULK_WRITERS=N runs the Bulk import with N writers instead of its default (to compare them).
  */
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
@@ -138,6 +139,7 @@ async function importInThisProcess(baseUrl: string, engine: 'pglite' | 'postgres
       practiceId,
       client: createFhirClient(connector, { env: {} }),
       full: true,
+      writers: process.env.BENCH_BULK_WRITERS ? Number(process.env.BENCH_BULK_WRITERS) : undefined,
       sleep: async () => {},
       onProgress: (e) => {
         if (e.phase !== 'downloading' || downloadAt !== 0) return;

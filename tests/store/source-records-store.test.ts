@@ -50,6 +50,20 @@ describeOnEachDatabase('storing source records', (db, engine) => {
     });
   }
 
+  it('on a connection between transactions (a Bulk writer\'s), retries a refused plain insert without a savepoint, each statement committed alone', async () => {
+    const client = await db().pool.connect();
+    try {
+      const connector = 'autocommit';
+      assert.equal(await repo.storeMany(client, [record(connector, 'a', '1'), ...filler(connector, '1', 250)]), 251);
+      // The plain insert is refused at a/1 (stored above); outside a transaction block a SAVEPOINT would fail.
+      assert.equal(await repo.storeMany(client, [record(connector, 'a', '1', { note: 'again' }), record(connector, 'b', '1'), ...filler(connector, '2', 250)]), 251);
+      assert.equal(client.getTransactionStatus(), 'I', 'no transaction left open');
+      assert.deepEqual((await named(connector)).map((r) => `${r.source_id}/${r.version_id} ${JSON.parse(r.body).note}`), ['a/1 ', 'b/1 ']);
+    } finally {
+      client.release();
+    }
+  });
+
   it('stores each lastUpdated as the same instant, from 2 BC to the year 275000, to the millisecond, absent ones as null', async () => {
     const inYear = (year: number) => new Date(new Date('2026-06-15T12:30:00.456Z').setUTCFullYear(year));
     const instants = [new Date('2026-02-01T10:00:00.123Z'), null, new Date('2026-07-04T12:00:00.001Z'), new Date('1969-12-31T23:59:59.999Z'), inYear(1), inYear(9999), inYear(10000), inYear(275000), inYear(0), inYear(-1), null];

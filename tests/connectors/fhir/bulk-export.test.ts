@@ -33,9 +33,10 @@ describe('NDJSON streaming', () => {
           }),
         )) as typeof fetch,
     });
-    const lines: string[] = [];
-    for await (const line of ndjsonLines(client, 'http://ehr.invalid/files/x.ndjson', true)) lines.push(line);
-    assert.deepEqual(lines.map((l) => JSON.parse(l)), [{ a: 'Jos\u00e9' }, { b: '\u4e2d\u6587' }, { c: 1 }]);
+    const groups: string[][] = [];
+    for await (const lines of ndjsonLines(client, 'http://ehr.invalid/files/x.ndjson', true)) groups.push(lines);
+    assert.deepEqual(groups.flat().map((l) => JSON.parse(l)), [{ a: 'Jos\u00e9' }, { b: '\u4e2d\u6587' }, { c: 1 }]);
+    assert.deepEqual(groups.map((g) => g.length), [1, 1, 1], 'the complete lines of each chunk together, as they arrive');
   });
 });
 
@@ -67,8 +68,8 @@ describe('NDJSON download time', () => {
       }
     });
     const lines: string[] = [];
-    for await (const line of ndjsonLines(client, 'http://ehr.invalid/files/x.ndjson', true)) {
-      lines.push(line);
+    for await (const chunk of ndjsonLines(client, 'http://ehr.invalid/files/x.ndjson', true)) {
+      for (const line of chunk) lines.push(line);
       if (lines.length === 2) await pause(250); // storing a batch, say
     }
     assert.equal(lines.length, 8);
@@ -82,7 +83,7 @@ describe('NDJSON download time', () => {
     const lines: string[] = [];
     await assert.rejects(
       (async () => {
-        for await (const line of ndjsonLines(client, 'http://ehr.invalid/files/x.ndjson', true)) lines.push(line);
+        for await (const chunk of ndjsonLines(client, 'http://ehr.invalid/files/x.ndjson', true)) lines.push(...chunk);
       })(),
       (e: unknown) => e instanceof FhirError && e.outcome.issue[0]!.code === 'timeout' && /the download stalled: nothing received for 0\.1 s/.test(e.message),
     );
