@@ -1,8 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { before, it } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
-import type pg from 'pg';
 import { ManualClock } from '../../src/domain/clock.ts';
 import type { LedgerLine, SourceVersion } from '../../src/domain/ledger.ts';
 import { parseMoney } from '../../src/domain/money.ts';
@@ -12,6 +10,7 @@ import { LedgerParties, type PartiesInput } from '../../src/store/ledger-parties
 import { PhiCipher } from '../../src/store/phi-crypto.ts';
 import { PracticeRepository } from '../../src/store/practices.ts';
 import { describeOnEachDatabase } from '../support/databases.ts';
+import { waitUntilBlockedBy } from '../support/lock-waits.ts';
 
 /**
  * How ingest's upserts insert or lock (`ledger-lock.ts`): a row that exists is locked without a new version of it,
@@ -99,7 +98,7 @@ describeOnEachDatabase('ledger insert-or-lock', (db, engine) => {
         const results = await new LedgerBatch(tx, clock).postSources(practiceId, [{ version: version('inv-3', '2'), target, lines: [line('a', '11.00')] }]);
         return { parties, results };
       });
-      await waitUntilBlockedBy(other);
+      await waitUntilBlockedBy(db().pool, other);
       await other.query('COMMIT');
       const { parties, results } = await batch;
       assert.equal(parties[0]!.guarantorId, named!.guarantorId, 'the account as the other transaction committed it, not as this statement first saw it');
@@ -124,7 +123,7 @@ describeOnEachDatabase('ledger insert-or-lock', (db, engine) => {
         const results = await new LedgerBatch(tx, clock).postSources(practiceId, [{ version: version('inv-6', '1'), target, lines: [line('b', '3.00')] }]);
         return { parties, results };
       });
-      await waitUntilBlockedBy(other);
+      await waitUntilBlockedBy(db().pool, other);
       await other.query('COMMIT');
       const { parties, results } = await batch;
       assert.deepEqual(parties[1], theirs);
@@ -135,19 +134,4 @@ describeOnEachDatabase('ledger insert-or-lock', (db, engine) => {
       other.release();
     }
   });
-
-  /** Until a backend waits for the transaction of `holder`. */
-  async function waitUntilBlockedBy(holder: pg.PoolClient): Promise<void> {
-    const { pid } = (await holder.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!;
-    for (let tries = 0; tries < 500; tries++) {
-      const { rows: waiting } = await db().pool.query(
-        `SELECT 1 FROM pg_locks w JOIN pg_locks h ON h.locktype = 'transactionid' AND h.transactionid = w.transactionid AND h.granted
-         WHERE w.locktype = 'transactionid' AND NOT w.granted AND h.pid = $1`,
-        [pid],
-      );
-      if (waiting.length > 0) return;
-      await sleep(10);
-    }
-    throw new Error(`nothing ever waited for backend ${pid}`);
-  }
 });

@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { before, it } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { ManualClock } from '../../src/domain/clock.ts';
 import { withTransaction } from '../../src/store/database.ts';
 import { PracticeRepository } from '../../src/store/practices.ts';
 import { SourceRecordRepository, type NewSourceRecord } from '../../src/store/source-records.ts';
 import { describeOnEachDatabase } from '../support/databases.ts';
+import { waitUntilBlockedBy } from '../support/lock-waits.ts';
 
 /** How `storeMany` sends a batch (one text parameter per column) and skips the versions already stored. */
 describeOnEachDatabase('storing source records', (db, engine) => {
@@ -98,9 +98,9 @@ describeOnEachDatabase('storing source records', (db, engine) => {
       });
       // The plain insert waits for r1's writer, then is refused; the insert of what is not stored yet (r1 now is)
       // waits for r2's, then is refused; ON CONFLICT DO NOTHING stores the rest.
-      await waitUntilBlockedBy(one);
+      await waitUntilBlockedBy(db().pool, one);
       await one.query('COMMIT');
-      await waitUntilBlockedBy(two);
+      await waitUntilBlockedBy(db().pool, two);
       await two.query('COMMIT');
       assert.equal(await stored, 2 + 250, 'r0, r3 and the filler are new; r1/1 and r2/1 were committed first');
     } finally {
@@ -109,19 +109,4 @@ describeOnEachDatabase('storing source records', (db, engine) => {
     }
     assert.deepEqual((await named('race')).map((r) => `${r.source_id} ${JSON.parse(r.body).note}`), ['r1 committed first', 'r2 committed first', 'r0 ', 'r3 ']);
   });
-
-  /** Until a backend waits for the transaction of `holder` (the batch's insert, on the holder's uncommitted version). */
-  async function waitUntilBlockedBy(holder: { query(text: string): Promise<{ rows: { pid: number }[] }> }): Promise<void> {
-    const { pid } = (await holder.query('SELECT pg_backend_pid() AS pid')).rows[0]!;
-    for (let tries = 0; tries < 500; tries++) {
-      const { rows: waiting } = await db().pool.query(
-        `SELECT 1 FROM pg_locks w JOIN pg_locks h ON h.locktype = 'transactionid' AND h.transactionid = w.transactionid AND h.granted
-         WHERE w.locktype = 'transactionid' AND NOT w.granted AND h.pid = $1`,
-        [pid],
-      );
-      if (waiting.length > 0) return;
-      await sleep(10);
-    }
-    throw new Error(`nothing ever waited for backend ${pid}`);
-  }
 });
