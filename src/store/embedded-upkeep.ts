@@ -41,12 +41,14 @@ export async function upkeepEmbeddedDatabase(db: Queryable): Promise<UpkeepResul
   // The counts are the cumulative statistics the session flushes at most once a second: ask for the pending ones.
   await db.query('SELECT pg_stat_force_next_flush()');
   const { rows } = await db.query<{ name: string; vacuum: boolean }>(
-    `SELECT quote_ident(s.relname) AS name,
-            s.n_dead_tup > $3 + $4 * greatest(c.reltuples, 0) AS vacuum
-     FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
-     WHERE s.schemaname = current_schema()
-       AND (s.n_mod_since_analyze > $1 + $2 * greatest(c.reltuples, 0) OR s.n_dead_tup > $3 + $4 * greatest(c.reltuples, 0))
-     ORDER BY s.relname`,
+    `SELECT quote_ident(relname) AS name, vacuum_due AS vacuum FROM (
+       SELECT s.relname,
+              s.n_mod_since_analyze > $1 + $2 * greatest(c.reltuples, 0) AS analyze_due,
+              s.n_dead_tup > $3 + $4 * greatest(c.reltuples, 0) AS vacuum_due
+       FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
+       WHERE s.schemaname = current_schema()) t
+     WHERE analyze_due OR vacuum_due
+     ORDER BY relname`,
     [ANALYZE_THRESHOLD.rows, ANALYZE_THRESHOLD.fraction, VACUUM_THRESHOLD.rows, VACUUM_THRESHOLD.fraction],
   );
   const vacuumed: string[] = [];

@@ -22,7 +22,7 @@ import {
 } from '../domain/ledger.ts';
 import { MoneyError } from '../domain/money.ts';
 import type { Queryable } from './database.ts';
-import { checkLockedRead, lockExisting, notInserted } from './ledger-lock.ts';
+import { lockExisting, readLocked } from './ledger-lock.ts';
 import { arrayLiteral, SqlParams } from './sql-params.ts';
 import { timeOrderedIds } from './time-ordered-id.ts';
 import type { LedgerRepository } from './ledger.ts';
@@ -123,18 +123,17 @@ export class LedgerBatch {
     );
     const inserted = new Set(rows.map((r) => sourceKey({ connector: r.connector, resourceType: r.resource_type, sourceId: r.source_id })));
     const prior = versions.map((): PriorSource => ({ inserted: true, seen: false, versionId: '', lastUpdated: null }));
-    const existing = notInserted(new Map(versions.map((v, n) => [sourceKey(v), n])), inserted);
-    if (existing.length === 0) return prior;
-    const locked = existing.map((n) => versions[n]!);
-    const { rows: current } = await this.#db.query<{ n: string; version_id: string; last_updated: Date | null; seen: boolean }>(
-      `SELECT k.n::text AS n, s.version_id, s.last_updated,
-              EXISTS (SELECT 1 FROM ledger_source_versions v WHERE v.practice_id = $1 AND v.connector = k.connector AND v.resource_type = k.resource_type
-                      AND v.source_id = k.source_id AND v.version_id = k.version_id) AS seen
-       FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::int[]) AS k (connector, resource_type, source_id, version_id, n)
-       JOIN ledger_sources s ON s.practice_id = $1 AND s.connector = k.connector AND s.resource_type = k.resource_type AND s.source_id = k.source_id`,
-      [practiceId, column(locked, (v) => v.connector), column(locked, (v) => v.resourceType), column(locked, (v) => v.sourceId), column(locked, (v) => v.versionId), arrayLiteral(existing)],
-    );
-    checkLockedRead('ledger_sources', existing.length, current.length);
+    const current = await readLocked('ledger_sources', new Map(versions.map((v, n) => [sourceKey(v), n])), inserted, (existing) => {
+      const locked = existing.map((n) => versions[n]!);
+      return this.#db.query<{ n: string; version_id: string; last_updated: Date | null; seen: boolean }>(
+        `SELECT k.n::text AS n, s.version_id, s.last_updated,
+                EXISTS (SELECT 1 FROM ledger_source_versions v WHERE v.practice_id = $1 AND v.connector = k.connector AND v.resource_type = k.resource_type
+                        AND v.source_id = k.source_id AND v.version_id = k.version_id) AS seen
+         FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::int[]) AS k (connector, resource_type, source_id, version_id, n)
+         JOIN ledger_sources s ON s.practice_id = $1 AND s.connector = k.connector AND s.resource_type = k.resource_type AND s.source_id = k.source_id`,
+        [practiceId, column(locked, (v) => v.connector), column(locked, (v) => v.resourceType), column(locked, (v) => v.sourceId), column(locked, (v) => v.versionId), arrayLiteral(existing)],
+      );
+    });
     for (const row of current) prior[Number(row.n)] = { inserted: false, seen: row.seen, versionId: row.version_id, lastUpdated: row.last_updated };
     return prior;
   }
@@ -217,16 +216,13 @@ export class LedgerBatch {
       ],
     );
     const rows = inserted.map((row) => ({ ...row, inserted: true }));
-    const existing = notInserted(new Map(list.map((b) => [balanceKey(b.target), b.target])), new Set(inserted.map((r) => `${r.guarantor_id}/${r.account_id}`)));
-    if (existing.length > 0) {
-      const { rows: locked } = await this.#db.query<{ id: string; guarantor_id: string; account_id: string; currency: string }>(
+    const locked = await readLocked('balances', new Map(list.map((b) => [balanceKey(b.target), b.target])), new Set(inserted.map((r) => `${r.guarantor_id}/${r.account_id}`)), (existing) =>
+      this.#db.query<{ id: string; guarantor_id: string; account_id: string; currency: string }>(
         `SELECT b.id, b.guarantor_id, b.account_id, b.currency FROM unnest($2::uuid[], $3::uuid[]) AS k (g, a)
          JOIN balances b ON b.practice_id = $1 AND b.guarantor_id = k.g AND b.account_id = k.a`,
         [practiceId, arrayLiteral(existing.map((t) => t.guarantorId)), arrayLiteral(existing.map((t) => t.accountId))],
-      );
-      checkLockedRead('balances', existing.length, locked.length);
-      for (const row of locked) rows.push({ ...row, inserted: false });
-    }
+      ));
+    for (const row of locked) rows.push({ ...row, inserted: false });
     const ids = new Map<string, string>();
     const history: { id: string; from: BalanceStatus | null; to: BalanceStatus; note: string }[] = [];
     for (const row of rows) {

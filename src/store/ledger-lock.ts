@@ -3,7 +3,7 @@
  * `ledger-batch.ts`) create a batch's missing rows and lock the ones that exist: one
  * `INSERT ... SELECT ... ORDER BY <key> ON CONFLICT (<key>) <lockExisting>` statement, which inserts or locks the rows
  * in one pass in key order (the lock order every path keeps, so concurrent batches wait for each other instead of
- * deadlocking), then a plain read of the rows it did not insert ({@link notInserted}).
+ * deadlocking), then a plain read of the rows it did not insert ({@link readLocked}).
  *
  * `DO UPDATE ... WHERE false` locks each conflicting row (FOR UPDATE, as any DO UPDATE does) but updates none:
  * `DO UPDATE SET updated_at = updated_at` wrote a new version of every existing row (a heap tuple and its WAL, and,
@@ -16,17 +16,22 @@
 /** The conflict action that locks an existing row of `table` without writing a new version of it. */
 export const lockExisting = (table: string): string => `DO UPDATE SET updated_at = ${table}.updated_at WHERE false`;
 
-/** The entries of `wanted` whose key `inserted` lacks: the rows to read after the insert-or-lock statement. */
-export function notInserted<T>(wanted: ReadonlyMap<string, T>, inserted: ReadonlySet<string>): T[] {
-  const rest: T[] = [];
-  for (const [key, value] of wanted) if (!inserted.has(key)) rest.push(value);
-  return rest;
-}
-
 /**
- * Checks that the read after the insert-or-lock statement found every row it locked (rows of these tables are never
- * deleted, so a miss is a bug, not a race). @throws Error naming the table otherwise.
+ * The rows the insert-or-lock statement locked but did not insert: `read` is asked for the entries of `wanted` whose
+ * key `inserted` lacks (nothing is read when there are none). Rows of these tables are never deleted, so a read that
+ * misses a locked row is a bug, not a race.
+ * @throws Error naming the table when the read finds fewer or more rows than it was asked for.
  */
-export function checkLockedRead(table: string, wanted: number, found: number): void {
-  if (found !== wanted) throw new Error(`${table}: ${wanted} existing rows were locked but ${found} were read back`);
+export async function readLocked<T, R>(
+  table: string,
+  wanted: ReadonlyMap<string, T>,
+  inserted: ReadonlySet<string>,
+  read: (existing: readonly T[]) => Promise<{ rows: R[] }>,
+): Promise<R[]> {
+  const existing: T[] = [];
+  for (const [key, value] of wanted) if (!inserted.has(key)) existing.push(value);
+  if (existing.length === 0) return [];
+  const { rows } = await read(existing);
+  if (rows.length !== existing.length) throw new Error(`${table}: ${existing.length} existing rows were locked but ${rows.length} were read back`);
+  return rows;
 }

@@ -10,7 +10,7 @@ import type { PersonContact, PersonIdentifier } from '../domain/contact.ts';
 import type { Queryable } from './database.ts';
 import { LedgerRepository } from './ledger.ts';
 import type { PhiCipher } from './phi-crypto.ts';
-import { checkLockedRead, lockExisting, notInserted } from './ledger-lock.ts';
+import { lockExisting, readLocked } from './ledger-lock.ts';
 import { arrayLiteral } from './sql-params.ts';
 
 /** Who and what one record names, as its mapping produced them. */
@@ -98,16 +98,13 @@ export class LedgerParties {
       [practiceId, ...keys([...wanted.values()]), this.#clock.now()],
     );
     for (const row of rows) ids.set(keyOf({ system: row.identifier_system, value: row.identifier_value }), row.id);
-    const existing = notInserted(wanted, new Set(ids.keys()));
-    if (existing.length > 0) {
-      const { rows: locked } = await this.#db.query<{ id: string; identifier_system: string; identifier_value: string }>(
+    const locked = await readLocked(table, wanted, new Set(ids.keys()), (existing) =>
+      this.#db.query<{ id: string; identifier_system: string; identifier_value: string }>(
         `SELECT t.id, t.identifier_system, t.identifier_value FROM unnest($2::text[], $3::text[]) AS p (s, v)
          JOIN ${table} t ON t.practice_id = $1 AND t.identifier_system = p.s AND t.identifier_value = p.v ${owner === 'patient' ? '' : 'AND t.self_patient_id IS NULL'}`,
         [practiceId, ...keys(existing)],
-      );
-      checkLockedRead(table, existing.length, locked.length);
-      for (const row of locked) ids.set(keyOf({ system: row.identifier_system, value: row.identifier_value }), row.id);
-    }
+      ));
+    for (const row of locked) ids.set(keyOf({ system: row.identifier_system, value: row.identifier_value }), row.id);
     await this.#ledger.writeContacts(owner, practiceId, [...wanted].map(([key, person]) => ({ id: ids.get(key)!, contact: person.contact ?? {} })));
     return ids;
   }
@@ -160,17 +157,14 @@ export class LedgerParties {
     const state = new Map<string, { id: string; inserted: boolean; changed: boolean } & Fields>(
       rows.map((r) => [keyOf({ system: r.identifier_system, value: r.identifier_value }), { id: r.id, inserted: true, changed: false, patientId: null, guarantorId: null, name: null }]),
     );
-    const existing = notInserted(created, new Set(state.keys()));
-    if (existing.length > 0) {
-      const { rows: locked } = await this.#db.query<{ id: string; identifier_system: string; identifier_value: string; patient_id: string | null; guarantor_id: string | null; name: string | null }>(
+    const locked = await readLocked('ledger_accounts', created, new Set(state.keys()), (existing) =>
+      this.#db.query<{ id: string; identifier_system: string; identifier_value: string; patient_id: string | null; guarantor_id: string | null; name: string | null }>(
         `SELECT t.id, t.identifier_system, t.identifier_value, t.patient_id, t.guarantor_id, t.name FROM unnest($2::text[], $3::text[]) AS a (s, v)
          JOIN ledger_accounts t ON t.practice_id = $1 AND t.identifier_system = a.s AND t.identifier_value = a.v`,
         [practiceId, column(existing, (a) => a.identifier.system), column(existing, (a) => a.identifier.value)],
-      );
-      checkLockedRead('ledger_accounts', existing.length, locked.length);
-      for (const r of locked) {
-        state.set(keyOf({ system: r.identifier_system, value: r.identifier_value }), { id: r.id, inserted: false, changed: false, patientId: r.patient_id, guarantorId: r.guarantor_id, name: r.name });
-      }
+      ));
+    for (const r of locked) {
+      state.set(keyOf({ system: r.identifier_system, value: r.identifier_value }), { id: r.id, inserted: false, changed: false, patientId: r.patient_id, guarantorId: r.guarantor_id, name: r.name });
     }
     const seen = inputs.map((input, n) => {
       if (!input.account) return null;
@@ -201,15 +195,12 @@ export class LedgerParties {
       [practiceId, arrayLiteral(distinct), this.#clock.now()],
     );
     for (const row of rows) ids.set(row.self_patient_id, row.id);
-    const existing = notInserted(new Map(distinct.map((id) => [id, id])), new Set(ids.keys()));
-    if (existing.length > 0) {
-      const { rows: locked } = await this.#db.query<{ id: string; self_patient_id: string }>(
+    const locked = await readLocked('guarantors', new Map(distinct.map((id) => [id, id])), new Set(ids.keys()), (existing) =>
+      this.#db.query<{ id: string; self_patient_id: string }>(
         'SELECT g.id, g.self_patient_id FROM guarantors g WHERE g.practice_id = $1 AND g.self_patient_id = ANY($2::uuid[])',
         [practiceId, arrayLiteral(existing)],
-      );
-      checkLockedRead('guarantors', existing.length, locked.length);
-      for (const row of locked) ids.set(row.self_patient_id, row.id);
-    }
+      ));
+    for (const row of locked) ids.set(row.self_patient_id, row.id);
     return ids;
   }
 }

@@ -7,7 +7,7 @@
  */
 import { hostname } from 'node:os';
 import type { OperationOutcome } from '@medplum/fhirtypes';
-import pg from 'pg';
+import type pg from 'pg';
 import type { Clock } from '../domain/clock.ts';
 import type { SourceRecord } from '../domain/source-record.ts';
 import type { Queryable } from './database.ts';
