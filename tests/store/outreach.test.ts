@@ -145,4 +145,63 @@ describeOnEachDatabase('OutreachRepository', (db) => {
     await db().pool.query(`DELETE FROM outreach_attempts WHERE balance_id = $1`, [c]);
     assert.deepEqual(await attempted(), { [a]: ['day-0 email', 'day-0 sms'], [b]: ['day-0 email', 'day-30 letter'], [c]: [] }, 'updates and deletes still recompute');
   });
+
+  it('keeps outbox messages and attempts tied to their practice and balance, checked once per statement (0037)', async () => {
+    const unknown = '00000000-0000-4000-8000-00000000abcd';
+    const refused = (table: string, column: string) => (error: { code?: string; constraint?: string }) => {
+      assert.deepEqual([error.code, error.constraint], ['23503', `${table}_${column}_fkey`], `${table}.${column}`);
+      return true;
+    };
+    const run = (sql: string, ...values: unknown[]) => db().pool.query(sql, values);
+    const flush = (queue: (writes: PlanningWrites) => void) => {
+      const writes = new PlanningWrites(cipher, clock);
+      queue(writes);
+      return withTransaction(db(), (tx) => writes.flush(tx));
+    };
+    const message = (practice: string, balance: string) => ({ practiceId: practice, balanceId: balance, channel: 'sms' as const, recipient: '617-555-0134', body: 'hi', language: 'en' as const, template: 'fk' });
+    const attempt = (practice: string, balance: string, stepId: string) => ({ practiceId: practice, balanceId: balance, stepId, channel: 'letter' as const, plannedAt: clock.now(), status: 'suppressed' as const });
+    // A statement naming an existing and a missing practice or balance is refused whole.
+    await assert.rejects(flush((w) => { w.outbox(message(practiceId, balanceId)); w.outbox(message(unknown, balanceId)); }), refused('outbox', 'practice_id'));
+    await assert.rejects(flush((w) => { w.outbox(message(practiceId, balanceId)); w.outbox(message(practiceId, unknown)); }), refused('outbox', 'balance_id'));
+    await assert.rejects(flush((w) => { w.attempt(attempt(practiceId, balanceId, 'fk-1')); w.attempt(attempt(unknown, balanceId, 'fk-2')); }), refused('outreach_attempts', 'practice_id'));
+    await assert.rejects(flush((w) => { w.attempt(attempt(practiceId, balanceId, 'fk-1')); w.attempt(attempt(practiceId, unknown, 'fk-2')); }), refused('outreach_attempts', 'balance_id'));
+    await assert.rejects(store.addToOutbox(message(practiceId, unknown)), refused('outbox', 'balance_id'));
+    await assert.rejects(store.recordAttempt(attempt(unknown, balanceId, 'fk-3')), refused('outreach_attempts', 'practice_id'));
+    assert.equal((await run("SELECT 1 FROM outreach_attempts WHERE step_id LIKE 'fk-%' UNION ALL SELECT 1 FROM outbox WHERE template = 'fk'")).rowCount, 0, 'nothing of a refused statement is kept');
+    // An attempt still names an outbox message that exists.
+    await assert.rejects(store.recordAttempt({ ...attempt(practiceId, balanceId, 'fk-4'), status: 'sent', outboxId: unknown }), refused('outreach_attempts', 'outbox_id'));
+    const outboxId = await store.addToOutbox(message(practiceId, balanceId));
+    const recorded = await store.recordAttempt({ ...attempt(practiceId, balanceId, 'fk-4'), channel: 'sms', status: 'sent', outboxId });
+    // Rows keep their practice and balance; balances are kept; a practice with messages or attempts stays.
+    const other = (await new PracticeRepository(db().pool).create({ slug: 'or-fk-other', name: 'Other', timeZone: 'UTC' })).id;
+    await assert.rejects(run('UPDATE outbox SET practice_id = $1 WHERE id = $2', other, outboxId), /keeps its practice_id/);
+    await assert.rejects(run('UPDATE outbox SET balance_id = $1 WHERE id = $2', unknown, outboxId), /keeps its balance_id/);
+    await assert.rejects(run('UPDATE outreach_attempts SET practice_id = $1 WHERE id = $2', other, recorded.id), /keeps its practice_id/);
+    await assert.rejects(run('UPDATE outreach_attempts SET balance_id = $1 WHERE id = $2', unknown, recorded.id), /keeps its balance_id/);
+    await assert.rejects(run('DELETE FROM balances WHERE id = $1', balanceId), /never deleted/);
+    const held = await new PracticeRepository(db().pool).create({ slug: 'or-fk-held', name: 'Held', timeZone: 'UTC' });
+    const heldBy = async (table: 'outbox' | 'outreach_attempts') => {
+      await (table === 'outbox' ? store.addToOutbox(message(held.id, balanceId)) : store.recordAttempt(attempt(held.id, balanceId, 'fk-held')));
+      await assert.rejects(run('DELETE FROM practices WHERE id = $1', held.id), (error: { code?: string; constraint?: string; message: string }) =>
+        error.code === '23503' && error.constraint === `${table}_practice_id_fkey` && new RegExp(`still has ${table} rows`).test(error.message));
+      await assert.rejects(run('UPDATE practices SET id = $1 WHERE id = $2', unknown, held.id), new RegExp(`still has ${table} rows`));
+      await run(`DELETE FROM ${table} WHERE practice_id = $1`, held.id);
+    };
+    await heldBy('outbox');
+    await heldBy('outreach_attempts');
+    await run("UPDATE practices SET name = 'Held renamed' WHERE id = $1", held.id);
+    assert.equal((await run('DELETE FROM practices WHERE id = $1', held.id)).rowCount, 1, 'a practice without messages or attempts is not held');
+    assert.equal((await run('DELETE FROM practices WHERE id = $1', other)).rowCount, 1);
+  });
+
+  it('analyzes attempts and outbox messages without statistics on their verdicts, texts and recipients, which no query searches by (0037)', async () => {
+    await db().pool.query('ANALYZE outreach_attempts');
+    await db().pool.query('ANALYZE outbox');
+    const { rows } = await db().pool.query<{ tablename: string; attname: string }>(
+      `SELECT tablename, attname FROM pg_stats WHERE schemaname = current_schema() AND tablename IN ('outreach_attempts', 'outbox')`,
+    );
+    const analyzed = new Set(rows.map((r) => `${r.tablename}.${r.attname}`));
+    for (const column of ['outreach_attempts.balance_id', 'outreach_attempts.status', 'outbox.balance_id', 'outbox.channel']) assert.ok(analyzed.has(column), column);
+    for (const column of ['outreach_attempts.verdicts', 'outbox.recipient_enc', 'outbox.subject', 'outbox.body', 'outbox.html']) assert.ok(!analyzed.has(column), column);
+  });
 });
