@@ -81,8 +81,8 @@ describeOnEachDatabase('hl7 message store', (db) => {
     assert.equal((await repo.findByControlId(practice.id, 'pm-hl7v2', 'K1')).length, 0, 'the whole batch is refused');
     const stored = await repo.store(message(practice.id, { controlId: 'K1' }));
     await assert.rejects(db().pool.query('UPDATE hl7_messages SET practice_id = $1 WHERE id = $2', [unknown, stored.id]), /keeps its practice/);
-    await assert.rejects(db().pool.query('DELETE FROM practices WHERE id = $1', [practice.id]), /still has hl7 messages/);
-    await assert.rejects(db().pool.query('UPDATE practices SET id = $1 WHERE id = $2', [unknown, practice.id]), /still has hl7 messages/);
+    await assert.rejects(db().pool.query('DELETE FROM practices WHERE id = $1', [practice.id]), /still has hl7_messages rows/);
+    await assert.rejects(db().pool.query('UPDATE practices SET id = $1 WHERE id = $2', [unknown, practice.id]), /still has hl7_messages rows/);
     await db().pool.query("UPDATE practices SET name = 'Fk renamed' WHERE id = $1", [practice.id]);
     const empty = await practices.ensure({ slug: 'store-fk-empty', name: 'Empty' });
     assert.equal((await db().pool.query('DELETE FROM practices WHERE id = $1', [empty.id])).rowCount, 1, 'a practice without messages is not held');
