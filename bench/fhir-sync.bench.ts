@@ -10,8 +10,9 @@
  *    < 300 MB at any N: BENCH_FHIR_BULK_ONLY=1 BENCH_FHIR_INVOICES=200000 skips the paged sync to show it), with what
  *    the opened database holds when it starts (PGlite, on the embedded engine) and the process's peak while opening it,
  *    and the share of the import the importer process was on the CPU (well under 100% on a server: it waits for it), with
- *    the CPU time a line cost the importer and, when the PostgreSQL server runs on this host, its backends (this VM's
- *    speed swings by up to 2x: CPU time per line compares two runs better than their rates).
+ *    the CPU time a line cost the importer (and its page faults a line: memory touched afresh) and, when the
+ *    PostgreSQL server runs on this host, its backends (this VM's speed swings by up to 2x: CPU time per line
+ *    compares two runs better than their rates).
  * The sandbox EHR runs in its own process (this file, with FHIR_BENCH_SANDBOX=1), as a real EHR would.
  * BENCH_BULK_WRITERS=N runs the Bulk import with N writers instead of its default (to compare them).
  */
@@ -108,6 +109,8 @@ interface BulkRun {
   importPeakHeap: number;
   /** CPU seconds (user + system) the importer process spent from the first file's download to the last line stored. */
   ingestCpuSeconds: number;
+  /** The importer process's page faults meanwhile (memory touched afresh: about 14 µs of CPU each on this VM). */
+  ingestPageFaults: number;
   /** CPU seconds the PostgreSQL server's backends of the database spent meanwhile, when they run on this host. */
   serverCpuSeconds?: number;
 }
@@ -131,6 +134,7 @@ async function importInThisProcess(baseUrl: string, engine: 'pglite' | 'postgres
     const sampler = setInterval(() => (importPeakHeap = Math.max(importPeakHeap, process.memoryUsage().heapUsed)), 50);
     let downloadAt = 0;
     let downloadCpu = process.cpuUsage();
+    let downloadFaults = process.resourceUsage().minorPageFault;
     let serverCpu: Map<number, number> | undefined;
     const started = performance.now();
     const summary = await importBulkExport({
@@ -145,11 +149,13 @@ async function importInThisProcess(baseUrl: string, engine: 'pglite' | 'postgres
         if (e.phase !== 'downloading' || downloadAt !== 0) return;
         downloadAt = performance.now();
         downloadCpu = process.cpuUsage();
+        downloadFaults = process.resourceUsage().minorPageFault;
         if (engine === 'postgres') void backendCpu(handle.db).then((ticks) => (serverCpu = ticks));
       },
     });
     const ended = performance.now();
     const cpu = process.cpuUsage(downloadCpu);
+    const faults = process.resourceUsage().minorPageFault - downloadFaults;
     const serverCpuMs = engine === 'postgres' && serverCpu ? backendCpuSince(serverCpu, await backendCpu(handle.db)) : undefined;
     const serverCpuSeconds = serverCpuMs === undefined ? undefined : serverCpuMs / 1000;
     clearInterval(sampler);
@@ -163,6 +169,7 @@ async function importInThisProcess(baseUrl: string, engine: 'pglite' | 'postgres
       importPeakRss: ownPeakRss(),
       importPeakHeap,
       ingestCpuSeconds: (cpu.user + cpu.system) / 1e6,
+      ingestPageFaults: faults,
       serverCpuSeconds,
     };
   } finally {
@@ -297,7 +304,7 @@ for (const engine of engines) {
       `(${(N / b.ingestSeconds / b.parsePerSecond).toFixed(3)}x vs plain JSON.parse of the same bytes at ${b.parsePerSecond.toFixed(0)}/s, target 0.25; ` +
       `${(N / b.seconds).toFixed(0)}/s counting the sandbox's ${(b.seconds - b.ingestSeconds).toFixed(1)} s to prepare the export; ` +
       `the importer process on the CPU ${((b.ingestCpuSeconds / b.ingestSeconds) * 100).toFixed(0)}% of the import${engine === 'pglite' ? ', its embedded database included' : ''}, ` +
-      `${((b.ingestCpuSeconds / N) * 1e6).toFixed(1)} µs a line${b.serverCpuSeconds === undefined ? '' : `, the server's backends ${((b.serverCpuSeconds / N) * 1e6).toFixed(1)} µs a line`}); ` +
+      `${((b.ingestCpuSeconds / N) * 1e6).toFixed(1)} µs a line (${(b.ingestPageFaults / N).toFixed(2)} page faults)${b.serverCpuSeconds === undefined ? '' : `, the server's backends ${((b.serverCpuSeconds / N) * 1e6).toFixed(1)} µs a line`}); ` +
       `peak RSS of the ${where} during the import ${mb(b.importPeakRss)} (${mb(b.startRss)} when it started, ${mb(b.startRss - b.baseRss)} of that the opened database; ` +
       `V8 heap at most ${mb(b.importPeakHeap)}; the process peaked at ${mb(b.openPeakRss)} opening the database), ${N} lines`,
   );

@@ -141,33 +141,72 @@ const RECORD_SEPARATOR = '\x1e';
 
 /**
  * A record to store: a {@link SourceRecord} with its body parsed (`body`, serialised here), or with its body as the
- * JSON text received (`bodyText`, an NDJSON line, say: stored as is, nothing parsed or serialised again). A
- * `bodyText` must be JSON the caller has parsed: the database stores it as text, without checking it again.
+ * JSON text received (`bodyText`, an NDJSON line, say: stored as is, nothing parsed or serialised again), or as that
+ * text's UTF-8 bytes (`bodyBytes`: see {@link joinedBodies}). A `bodyText` or `bodyBytes` must be JSON the caller has
+ * parsed: the database stores it as text, without checking it again.
  */
-export type NewSourceRecord = Omit<SourceRecord, 'body'> & ({ body: unknown; bodyText?: undefined } | { bodyText: string; body?: undefined });
+export type NewSourceRecord = Omit<SourceRecord, 'body'> &
+  (
+    | { body: unknown; bodyText?: undefined; bodyBytes?: undefined }
+    | { bodyText: string; body?: undefined; bodyBytes?: undefined }
+    | { bodyBytes: Uint8Array; body?: undefined; bodyText?: undefined }
+  );
+
+const notJsonText = (record: NewSourceRecord) => new RangeError(`the body of ${record.resourceType}/${record.sourceId} is not JSON text`);
 
 function bodyText(record: NewSourceRecord): string {
   const text = record.bodyText ?? (JSON.stringify(record.body) as string | undefined);
-  if (text === undefined || text.includes(RECORD_SEPARATOR)) throw new RangeError(`the body of ${record.resourceType}/${record.sourceId} is not JSON text`);
+  if (text === undefined || text.includes(RECORD_SEPARATOR)) throw notJsonText(record);
   return text;
 }
 
 /**
- * The bodies of the records as one parameter: their UTF-8 bytes separated by U+001E, written straight into one buffer
- * (sent as is: binary text). Joined as a string (a Bulk batch's is about a megabyte), they were flattened into V8's
- * large-object space, garbage that only a full collection frees (it kept the importer's peak RSS near 300 MB), and
- * encoded again by the driver.
+ * The bodies of the records as one parameter: their UTF-8 bytes separated by U+001E, sent as is (binary text). Bodies
+ * given as bytes that already lie so, one after another in one buffer with a U+001E after each (as a Bulk import's
+ * writers lay a batch out, see bulk-writers.ts), are sent where they lie; any others are written into a new buffer.
+ * Joined as a string (a Bulk batch's is about a megabyte), they were flattened into V8's large-object space, garbage
+ * that only a full collection frees (it kept the importer's peak RSS near 300 MB), and encoded again by the driver.
  */
 function joinedBodies(records: readonly NewSourceRecord[]): Buffer {
-  const texts = records.map(bodyText);
-  let bytes = texts.length - 1;
-  for (const text of texts) bytes += Buffer.byteLength(text);
+  const laidOut = bodiesLaidOut(records);
+  if (laidOut) return laidOut;
+  const bodies = records.map((r) => r.bodyBytes ?? bodyText(r));
+  let bytes = bodies.length - 1;
+  for (const body of bodies) bytes += typeof body === 'string' ? Buffer.byteLength(body) : body.length;
   const joined = Buffer.allocUnsafe(bytes);
   let at = 0;
-  for (const [i, text] of texts.entries()) {
+  for (const [i, body] of bodies.entries()) {
     if (i > 0) joined[at++] = 0x1e;
-    at += joined.write(text, at);
+    if (typeof body === 'string') at += joined.write(body, at);
+    else if (body.includes(0x1e)) throw notJsonText(records[i]!);
+    else {
+      joined.set(body, at);
+      at += body.length;
+    }
   }
+  return joined;
+}
+
+/**
+ * The records' bodies as one view of the buffer they lie in, when they are all bytes lying one after another in one
+ * buffer, each followed by U+001E (the last one's left out of the view); else undefined.
+ * @throws RangeError when a body holds U+001E.
+ */
+function bodiesLaidOut(records: readonly NewSourceRecord[]): Buffer | undefined {
+  const first = records[0]?.bodyBytes;
+  if (first === undefined) return undefined;
+  const all = Buffer.from(first.buffer, first.byteOffset);
+  let end = first.length;
+  for (let i = 1; i < records.length; i++) {
+    const body = records[i]!.bodyBytes;
+    if (body === undefined || body.buffer !== first.buffer || body.byteOffset - first.byteOffset !== end + 1 || all[end] !== 0x1e) return undefined;
+    end += 1 + body.length;
+  }
+  const joined = all.subarray(0, end);
+  // The only U+001E are the separators: one after each body but the last.
+  let separators = 0;
+  for (let at = joined.indexOf(0x1e); at >= 0; at = joined.indexOf(0x1e, at + 1)) separators++;
+  if (separators !== records.length - 1) throw notJsonText(records.find((r) => r.bodyBytes!.includes(0x1e))!);
   return joined;
 }
 

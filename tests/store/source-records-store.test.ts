@@ -82,6 +82,33 @@ describeOnEachDatabase('storing source records', (db, engine) => {
     assert.deepEqual(await rows('separator'), []);
   });
 
+  /** The records with their bodies as UTF-8 bytes: laid out one after another in one buffer, each followed by U+001E (as a Bulk writer lays a batch out), or each in a buffer of its own. */
+  const asBytes = (records: NewSourceRecord[], layout: 'laid out' | 'apart'): NewSourceRecord[] => {
+    const texts = records.map((r) => r.bodyText!);
+    const joined = Buffer.from(texts.map((t) => `${t}\u001e`).join(''));
+    let at = 0;
+    return records.map((r, i) => {
+      const bytes = Buffer.byteLength(texts[i]!);
+      const view = layout === 'laid out' ? joined.subarray(at, at + bytes) : Buffer.from(texts[i]!);
+      at += bytes + 1;
+      return { ...r, body: undefined, bodyText: undefined, bodyBytes: view };
+    });
+  };
+
+  for (const layout of ['laid out', 'apart'] as const) {
+    it(`stores bodies given as UTF-8 bytes (${layout}) byte for byte, and refuses one holding U+001E, naming the record`, async () => {
+      const connector = `bytes-${layout.replace(' ', '-')}`;
+      const batch = [record(connector, 'a', '1', { note: 'Jos\u00e9 \u4e2d\u6587 \ud83d\ude00' }), record(connector, 'b', '1'), record(connector, 'c', '1', { note: 'last' }), ...filler(connector, '1', 250)];
+      assert.equal(await repo.storeMany(db().pool, asBytes(batch, layout)), batch.length);
+      assert.deepEqual((await rows(connector)).map((r) => r.body), batch.map((r) => r.bodyText));
+      const bad = asBytes([record(connector, 'd', '1'), record(connector, 'e', '1', { note: 'x' })], layout);
+      const e = bad[1]!.bodyBytes!;
+      e[e.indexOf(0x78)] = 0x1e; // the "x" of its note
+      await assert.rejects(repo.storeMany(db().pool, bad), /the body of Invoice\/e is not JSON text/);
+      assert.equal((await rows(connector)).length, batch.length);
+    });
+  }
+
   it('skips the versions other transactions commit while it stores them, and goes on (concurrent writers)', { skip: engine === 'pglite' ? 'the embedded database runs one transaction at a time' : undefined }, async () => {
     const [one, two] = [await db().pool.connect(), await db().pool.connect()];
     try {

@@ -275,7 +275,7 @@ async function importFile(options: BulkImportOptions, clock: Clock, output: Bulk
       if (parsed) classifyResource(value, context, `${output.type}.ndjson line ${file.lines}`, scratch, { text: line });
       const record = scratch.records.pop();
       const writer = writers[record ? writerOf(record.sourceId, writers.length) : 0]!;
-      if (record) writer.batch.records.push(record);
+      if (record?.bodyText !== undefined) writer.addRecord(record);
       else writer.batch.quarantined.push(scratch.quarantined.pop()!);
       scratch.stamps.length = 0;
       writer.chars += line.length;

@@ -78,6 +78,47 @@ describe('a Bulk writer', () => {
     await assert.rejects(writer.stored(), /b1 refused/);
     assert.deepEqual(started, ['b1'], 'b2 was never sent');
   });
+
+  it('lays each batch\'s bodies out as UTF-8 bytes, one after another with U+001E after each, in a buffer used again once its batch is stored', async () => {
+    const stored: ClassifiedPage[] = [];
+    const pending: ReturnType<typeof deferred>[] = [];
+    const writer = new BulkWriter({} as pg.PoolClient, async (_client, batch) => {
+      stored.push(batch);
+      const d = deferred();
+      pending.push(d);
+      await d.promise;
+    });
+    const add = (text: string) =>
+      writer.addRecord({ practiceId: 'p', connector: 'c', transport: 'fhir-r4', resourceType: 'Invoice', sourceId: 'x', versionId: '1', lastUpdated: null, contentHash: 'h', bodyText: text });
+    const texts = ['{"a":"Jos\u00e9"}', '{"b":"\u4e2d\u6587 \ud83d\ude00"}', '{"c":1}'];
+    for (const text of texts) add(text);
+    const first = writer.batch.records.map((r) => r.bodyBytes!);
+    assert.deepEqual(writer.batch.records.map((r) => r.bodyText), [undefined, undefined, undefined], 'the records keep the bytes, not the text');
+    assert.deepEqual(first.map((b) => Buffer.from(b).toString('utf8')), texts);
+    const all = Buffer.from(first[0]!.buffer, first[0]!.byteOffset, first[2]!.byteOffset + first[2]!.length + 1 - first[0]!.byteOffset);
+    assert.equal(all.toString('utf8'), texts.map((t) => `${t}\u001e`).join(''), 'one after another, U+001E after each');
+    await writer.handOver();
+    add('{"d":2}');
+    const second = writer.batch.records[0]!.bodyBytes!;
+    assert.notEqual(second.buffer, first[0]!.buffer, 'the first batch is not stored yet: the next one lies in another buffer');
+    await writer.handOver();
+    pending[0]!.resolve();
+    await settle();
+    add('{"e":3}');
+    assert.equal(writer.batch.records[0]!.bodyBytes!.buffer, first[0]!.buffer, 'the first batch is stored: its buffer takes the next one');
+    assert.equal(writer.batch.records[0]!.bodyBytes!.byteOffset, first[0]!.byteOffset, 'from its start');
+    const long = `{"f":"${'\u00e9'.repeat(2 ** 20)}"}`; // 2 MiB and more as UTF-8: more than a body buffer holds
+    add(long);
+    const [e, f] = writer.batch.records.map((r) => r.bodyBytes!);
+    assert.equal(Buffer.from(e!).toString('utf8'), '{"e":3}');
+    assert.equal(Buffer.from(f!).toString('utf8'), long, 'a line longer than the buffer gets one of its own');
+    await writer.handOver();
+    pending[1]!.resolve();
+    await settle();
+    pending[2]!.resolve();
+    await writer.stored();
+    assert.deepEqual(stored.map((b) => b.records.length), [3, 1, 2]);
+  });
 });
 
 describeOnEachDatabase('Bulk writers\' connections', (db, engine) => {
