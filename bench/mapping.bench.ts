@@ -32,6 +32,7 @@ import { PhiCipher } from '../src/store/phi-crypto.ts';
 import { PracticeRepository } from '../src/store/practices.ts';
 import { SourceRecordRepository } from '../src/store/source-records.ts';
 import { createTestDatabase } from '../tests/support/databases.ts';
+import { backendCpu, backendCpuSince } from './backend-cpu.ts';
 
 const root = fileURLToPath(new URL('../', import.meta.url));
 const file = 'mappings/generic-fhir-invoice.json';
@@ -120,12 +121,20 @@ console.log(`mapping invoice (10 line items, ${eventsPerInvoice} events), compil
 console.log(`mapping balance events, compiled: ${(compiled * eventsPerInvoice).toFixed(0)} events/s (${(compiled / peer).toFixed(2)}x vs evalFhirPath on strings)`);
 console.log(`mapping invoice (10 line items), evalFhirPath on strings: ${peer.toFixed(0)} invoices/s (1.00x vs itself)`);
 
+/** What one end-to-end run measured. */
+interface EndToEnd {
+  /** Records stored and ingested per second, from the first store to the last post. */
+  perSecond: number;
+  /** CPU per record over the same span: this process's, and the PostgreSQL server's backends' (undefined when not local, or embedded). */
+  nodeMicros: number;
+  serverMicros: number | undefined;
+}
+
 /**
  * Stores `count` Invoice source records (pending), then drains them with `workers` concurrent ingest runs
- * (`drainPendingSourceRecords`: claim a batch, map, post in one transaction per batch). @returns records/s
- * from the first store to the last post.
+ * (`drainPendingSourceRecords`: claim a batch, map, post in one transaction per batch).
  */
-async function endToEnd(engine: 'pglite' | 'postgres', count: number, workers: number, profiles?: readonly Record<string, unknown>[]): Promise<number> {
+async function endToEnd(engine: 'pglite' | 'postgres', count: number, workers: number, profiles?: readonly Record<string, unknown>[]): Promise<EndToEnd> {
   const handle = await createTestDatabase(engine, workers + 2);
   const practiceId = (await new PracticeRepository(handle.db.pool).create({ slug: 'bench', name: 'Bench', timeZone: 'America/New_York' })).id;
   const cipher = new PhiCipher({ encryptionKeys: [{ id: 'k', key: randomBytes(32) }], blindIndexKey: randomBytes(32) });
@@ -135,6 +144,8 @@ async function endToEnd(engine: 'pglite' | 'postgres', count: number, workers: n
   const work = Array.from({ length: count }, (_, n) => record(invoice(n), practiceId));
   // The engine builds its validator once (loading the R4 definitions takes about a second): not part of the rate.
   if (profiles) validatorFor(profiles);
+  const serverBefore = engine === 'postgres' ? await backendCpu(handle.db) : undefined;
+  const cpuBefore = process.cpuUsage();
   const started = performance.now();
   for (let i = 0; i < work.length; i += 500) {
     await withTransaction(handle.db, (tx) => new SourceRecordRepository(tx, clock).storeMany(tx, work.slice(i, i + 500)));
@@ -145,26 +156,36 @@ async function endToEnd(engine: 'pglite' | 'postgres', count: number, workers: n
     ),
   );
   const perSecond = count / ((performance.now() - started) / 1000);
+  const cpu = process.cpuUsage(cpuBefore);
+  // The pool's connections are still open: each backend that served the run is counted (one started since: all of it).
+  const serverMs = serverBefore ? backendCpuSince(serverBefore, await backendCpu(handle.db)) : undefined;
   const posted = runs.reduce((sum, run) => sum + run.posted, 0);
   if (posted !== count) throw new Error(`posted ${posted} of ${count}: ${JSON.stringify(runs)}`);
   await handle.drop();
-  return perSecond;
+  return { perSecond, nodeMicros: (cpu.user + cpu.system) / count, serverMicros: serverMs === undefined ? undefined : (serverMs * 1000) / count };
 }
+
+/** `CPU per record: PostgreSQL backends N µs, Node M µs` of a server run (the backends' part left out when they are not on this host). */
+const cpuPerRecord = (run: EndToEnd): string =>
+  `CPU per record: ${run.serverMicros === undefined ? '' : `PostgreSQL backends ${run.serverMicros.toFixed(0)} µs, `}Node ${run.nodeMicros.toFixed(0)} µs`;
 
 const ingestRecords = Number(process.env.BENCH_INGEST_RECORDS ?? 1000);
 const profiles = loadDataFiles(root).profiles.map((p) => p.data);
 const serverUrl = process.env.BENCH_DATABASE_URL ?? process.env.TEST_DATABASE_URL;
-const embedded = await endToEnd('pglite', ingestRecords, 1);
+const embedded = (await endToEnd('pglite', ingestRecords, 1)).perSecond;
 if (serverUrl) {
   process.env.TEST_DATABASE_URL = serverUrl;
   const server = await endToEnd('postgres', ingestRecords, 4);
-  console.log(`ingest end to end (${ingestRecords} Invoices: store source, map, post ledger; PostgreSQL server, 4 workers): ${server.toFixed(0)} records/s (${(server / embedded).toFixed(2)}x vs embedded PGlite)`);
+  console.log(`ingest end to end (${ingestRecords} Invoices: store source, map, post ledger; PostgreSQL server, 4 workers): ${server.perSecond.toFixed(0)} records/s (${(server.perSecond / embedded).toFixed(2)}x vs embedded PGlite)`);
+  console.log(`  ${cpuPerRecord(server)}`);
   // As the engine runs it: each Invoice is also validated with Medplum against fhir-profiles/ (settle-invoice).
   const validated = await endToEnd('postgres', ingestRecords, 4, profiles);
-  console.log(`ingest end to end with validation against fhir-profiles/ (${ingestRecords} Invoices; PostgreSQL server, 4 workers): ${validated.toFixed(0)} records/s (${(validated / server).toFixed(2)}x vs without validation)`);
+  console.log(`ingest end to end with validation against fhir-profiles/ (${ingestRecords} Invoices; PostgreSQL server, 4 workers): ${validated.perSecond.toFixed(0)} records/s (${(validated.perSecond / server.perSecond).toFixed(2)}x vs without validation)`);
+  console.log(`  ${cpuPerRecord(validated)}`);
   const steadyRecords = Number(process.env.BENCH_INGEST_STEADY_RECORDS ?? 5000);
   const steady = await endToEnd('postgres', steadyRecords, 4);
-  console.log(`ingest end to end, steady state (${steadyRecords} Invoices on 1000 patients' accounts: store source, map, post ledger; PostgreSQL server, 4 workers): ${steady.toFixed(0)} records/s (${(steady / server).toFixed(2)}x vs ${ingestRecords} Invoices)`);
+  console.log(`ingest end to end, steady state (${steadyRecords} Invoices on 1000 patients' accounts: store source, map, post ledger; PostgreSQL server, 4 workers): ${steady.perSecond.toFixed(0)} records/s (${(steady.perSecond / server.perSecond).toFixed(2)}x vs ${ingestRecords} Invoices)`);
+  console.log(`  ${cpuPerRecord(steady)}`);
 } else {
   console.log('ingest end to end (PostgreSQL server): skipped (set BENCH_DATABASE_URL)');
 }
