@@ -82,6 +82,8 @@ export interface PostingPlan {
  * an unchanged line stays, a changed one is reversed and posted again, a vanished one is reversed.
  */
 export function planPosting(active: readonly ActiveEntry[], lines: readonly LedgerLine[], accountId: string, guarantorId: string): PostingPlan {
+  // A source's first version (the usual case in ingest) posts every line: nothing to look up per line.
+  if (active.length === 0) return { reverse: [], post: [...lines], unchanged: [] };
   const byKey = new Map(active.map((entry) => [entry.lineKey, entry]));
   const plan: PostingPlan = { reverse: [], post: [], unchanged: [] };
   const seen = new Set<string>();
@@ -161,6 +163,22 @@ export interface Aging {
  * first; what remains of each charge is aged from its date.
  */
 export function ageItems(items: readonly AgingItem[], today: string): Aging {
+  const buckets: Record<AgingBucket, number> = { '0-30': 0, '31-60': 0, '61-90': 0, '91-120': 0, '120+': 0 };
+  let oldestOpenDate: string | null = null;
+  for (const debit of openDebits(items)) {
+    oldestOpenDate ??= debit.date;
+    buckets[agingBucket(debit.date, today)] += debit.effect;
+  }
+  return { oldestOpenDate, bucket: oldestOpenDate === null ? null : agingBucket(oldestOpenDate, today), buckets };
+}
+
+/** The date of a balance's oldest open item, as {@link ageItems} finds it (without aging the items), or null. */
+export function oldestOpenDate(items: readonly AgingItem[]): string | null {
+  return openDebits(items)[0]?.date ?? null;
+}
+
+/** What remains open of each charge, oldest first, once the credits have paid off the oldest charges first. */
+function openDebits(items: readonly AgingItem[]): AgingItem[] {
   const debits = items
     .filter((i) => i.effect > 0)
     .map((i) => ({ ...i }))
@@ -171,14 +189,7 @@ export function ageItems(items: readonly AgingItem[], today: string): Aging {
     debit.effect -= used;
     credit -= used;
   }
-  const buckets: Record<AgingBucket, number> = { '0-30': 0, '31-60': 0, '61-90': 0, '91-120': 0, '120+': 0 };
-  let oldestOpenDate: string | null = null;
-  for (const debit of debits) {
-    if (debit.effect <= 0) continue;
-    oldestOpenDate ??= debit.date;
-    buckets[agingBucket(debit.date, today)] += debit.effect;
-  }
-  return { oldestOpenDate, bucket: oldestOpenDate === null ? null : agingBucket(oldestOpenDate, today), buckets };
+  return debits.filter((debit) => debit.effect > 0);
 }
 
 /**

@@ -7,10 +7,10 @@
  */
 import type { Clock } from '../domain/clock.ts';
 import {
-  ageItems,
   automaticStatus,
   balanceEffect,
   compareVersions,
+  oldestOpenDate,
   planPosting,
   type ActiveEntry,
   type BalanceStatus,
@@ -101,7 +101,7 @@ export class LedgerBatch {
     if (ctes.length === 0 && recompute.length === 0) return results;
     const sums = recompute.length === 0 ? 'SELECT NULL::uuid AS id WHERE false' : this.#sumsQuery(statement, recompute);
     const { rows } = await this.#db.query<SumsRow>(`${ctes.length ? `WITH ${ctes.join(',\n')}\n` : ''}${sums}`, statement.values);
-    await this.#recompute(rows, newEffects(plans, balanceIds, notes), recompute, notes, now);
+    await this.#recompute(rows, newLines(plans, balanceIds, notes), recompute, notes, now);
     return results;
   }
 
@@ -177,29 +177,27 @@ export class LedgerBatch {
     postings: readonly SourcePosting[],
     plans: readonly (PostingPlan | null)[],
   ): Promise<{ balanceIds: (string | undefined)[]; created: Set<string> }> {
-    const wanted = new Map<string, { target: PostingTarget; currency: string; sums: Map<string, EffectSum>; note: string }>();
+    const wanted = new Map<string, { target: PostingTarget; currency: string; sums: EffectSums; note: string }>();
     const balanceKey = (t: PostingTarget) => `${t.guarantorId}/${t.accountId}`;
     postings.forEach((p, n) => {
       const plan = plans[n];
       if (!plan || plan.post.length === 0) return;
-      const currencies = new Set(plan.post.map((l) => l.amount.currency));
-      if (currencies.size > 1) throw new LedgerError('currency-mismatch', `one record has lines in ${[...currencies].join(' and ')}: mixed currencies are an error`);
-      const currency = [...currencies][0]!;
-      const balance = wanted.get(balanceKey(p.target)) ?? { target: p.target, currency, sums: new Map<string, EffectSum>(), note: '' };
+      const currency = plan.post[0]!.amount.currency;
+      if (plan.post.some((l) => l.amount.currency !== currency)) {
+        const currencies = new Set(plan.post.map((l) => l.amount.currency));
+        throw new LedgerError('currency-mismatch', `one record has lines in ${[...currencies].join(' and ')}: mixed currencies are an error`);
+      }
+      const key = balanceKey(p.target);
+      let balance = wanted.get(key);
+      if (!balance) wanted.set(key, (balance = { target: p.target, currency, sums: new EffectSums(), note: '' }));
       if (balance.currency !== currency) {
         throw new LedgerError('currency-mismatch', `the balance is in ${balance.currency}; a ${currency} amount cannot be added (mixed currencies are an error, never converted)`);
       }
-      wanted.set(balanceKey(p.target), balance);
       balance.note = versionNote(p.version);
-      for (const line of plan.post) {
-        const key = `${line.serviceDate}/${line.payer}`;
-        const sum = balance.sums.get(key) ?? { serviceDate: line.serviceDate, payer: line.payer, effect: 0 };
-        sum.effect += balanceEffect(line.kind, line.amount.amount);
-        balance.sums.set(key, sum);
-      }
+      for (const line of plan.post) balance.sums.of(line.serviceDate, line.payer).effect += balanceEffect(line.kind, line.amount.amount);
     });
     if (wanted.size === 0) return { balanceIds: postings.map(() => undefined), created: new Set() };
-    const states = new Map([...wanted].map(([key, b]) => [key, balanceState('open', [...b.sums.values()])]));
+    const states = new Map([...wanted].map(([key, b]) => [key, balanceState('open', b.sums.list)]));
     const list = [...wanted].map(([key, b]) => ({ ...b, state: states.get(key)! }));
     const column = (pick: (b: (typeof list)[number]) => string | number | null) => arrayLiteral(list.map(pick));
     const { rows: inserted } = await this.#db.query<{ id: string; guarantor_id: string; account_id: string; currency: string }>(
@@ -286,34 +284,36 @@ export class LedgerBatch {
     balanceIds: readonly (string | undefined)[],
     now: Date,
   ): string | null {
-    // Per posting once (its balance, target and version), per line only the line: less to send and parse.
-    const owners: { posting: SourcePosting; balanceId: string }[] = [];
-    const lines: { owner: number; line: LedgerLine }[] = [];
+    // Per posting once (its balance, target, version and currency: #ensureBalances refused a posting whose lines
+    // mix currencies), per line only the line: less to send and parse. Thousands of lines per batch: each column is
+    // gathered in one pass over the lines and sent as an array literal ({@link arrayLiteral}), several times cheaper
+    // than the driver's general array conversion.
+    const owners = new PostingColumns();
+    const lines = new LineColumns();
     plans.forEach((plan, n) => {
       if (!plan || plan.post.length === 0) return;
-      owners.push({ posting: postings[n]!, balanceId: balanceIds[n]! });
-      for (const line of plan.post) lines.push({ owner: owners.length, line });
+      owners.add(postings[n]!, balanceIds[n]!, plan.post[0]!.amount.currency);
+      for (const line of plan.post) lines.add(owners.balance.length, line);
     });
-    if (lines.length === 0) return null;
-    // Thousands of lines per batch: their columns go as array literals built here ({@link arrayLiteral}), several
-    // times cheaper than the driver's general array conversion. Their ids are made here too ({@link timeOrderedIds}),
-    // not by the column's default (gen_random_uuid, a call per row): ascending in line order, so they append to the
-    // primary key's index (as do reversals').
-    const line = (pick: (l: LedgerLine) => string | number | null) => statement.add(arrayLiteral(lines.map((l) => pick(l.line))));
-    const owner = (pick: (o: (typeof owners)[number]) => string | null) => statement.add(arrayLiteral(owners.map(pick)));
+    if (lines.kind.length === 0) return null;
+    const param = (values: readonly (string | null)[]) => statement.add(arrayLiteral(values));
+    // Integers and UUIDs are written as they are: their text needs no quoting in an array literal.
+    const plain = (values: readonly (number | string)[]) => statement.add(`{${values.join(',')}}`);
+    // The lines' ids are made here ({@link timeOrderedIds}), not by the column's default (gen_random_uuid, a call per
+    // row): ascending in line order, so they append to the primary key's index (as do reversals').
+    const ids = plain(timeOrderedIds(now, lines.kind.length));
     return `INSERT INTO ledger_entries (id, practice_id, balance_id, account_id, guarantor_id, patient_id, kind, amount_minor, effect_minor, currency,
          service_date, payer, service_code, description, line_key, source_connector, source_resource_type, source_id, source_version, posted_at)
-       SELECT l.id, ${statement.add(practiceId)}, p.balance_id, p.account_id, p.guarantor_id, p.patient_id, l.kind, l.amount, l.effect, l.currency, l.service_date::date, l.payer,
+       SELECT l.id, ${statement.add(practiceId)}, p.balance_id, p.account_id, p.guarantor_id, p.patient_id, l.kind, l.amount, l.effect, p.currency, l.service_date::date, l.payer,
          l.service_code, l.description, l.line_key, p.connector, p.resource_type, p.source_id, p.version, ${statement.add(now)}
-       FROM unnest(${statement.add(arrayLiteral(lines.map((l) => l.owner)))}::int[], ${line((l) => l.kind)}::text[], ${line((l) => l.amount.amount)}::bigint[],
-         ${line((l) => balanceEffect(l.kind, l.amount.amount))}::bigint[], ${line((l) => l.amount.currency)}::text[], ${line((l) => l.serviceDate)}::text[],
-         ${line((l) => l.payer)}::text[], ${line((l) => l.serviceCode)}::text[], ${line((l) => l.description)}::text[], ${line((l) => l.lineKey)}::text[],
-         ${statement.add(arrayLiteral(timeOrderedIds(now, lines.length)))}::uuid[])
-         WITH ORDINALITY AS l (owner, kind, amount, effect, currency, service_date, payer, service_code, description, line_key, id, n)
-       JOIN unnest(${owner((o) => o.balanceId)}::uuid[], ${owner((o) => o.posting.target.accountId)}::uuid[], ${owner((o) => o.posting.target.guarantorId)}::uuid[],
-         ${owner((o) => o.posting.target.patientId)}::uuid[], ${owner((o) => o.posting.version.connector)}::text[], ${owner((o) => o.posting.version.resourceType)}::text[],
-         ${owner((o) => o.posting.version.sourceId)}::text[], ${owner((o) => o.posting.version.versionId)}::text[])
-         WITH ORDINALITY AS p (balance_id, account_id, guarantor_id, patient_id, connector, resource_type, source_id, version, n) ON p.n = l.owner
+       FROM unnest(${plain(lines.owner)}::int[], ${param(lines.kind)}::text[], ${plain(lines.amount)}::bigint[], ${plain(lines.effect)}::bigint[],
+         ${param(lines.serviceDate)}::text[], ${param(lines.payer)}::text[], ${param(lines.serviceCode)}::text[], ${param(lines.description)}::text[],
+         ${param(lines.lineKey)}::text[], ${ids}::uuid[])
+         WITH ORDINALITY AS l (owner, kind, amount, effect, service_date, payer, service_code, description, line_key, id, n)
+       JOIN unnest(${plain(owners.balance)}::uuid[], ${plain(owners.account)}::uuid[], ${plain(owners.guarantor)}::uuid[], ${param(owners.patient)}::uuid[],
+         ${param(owners.connector)}::text[], ${param(owners.resourceType)}::text[], ${param(owners.sourceId)}::text[], ${param(owners.version)}::text[],
+         ${param(owners.currency)}::text[])
+         WITH ORDINALITY AS p (balance_id, account_id, guarantor_id, patient_id, connector, resource_type, source_id, version, currency, n) ON p.n = l.owner
        ORDER BY l.n`;
   }
 
@@ -343,7 +343,7 @@ export class LedgerBatch {
 
   /**
    * What each balance to recompute was before this statement: its status and its entries' effects per service
-   * date and payer (the statement's own new lines are not in its snapshot: {@link newEffects} adds them).
+   * date and payer (the statement's own new lines are not in its snapshot: {@link newLines} are added to them).
    */
   #sumsQuery(statement: SqlParams, ids: readonly string[]): string {
     const balances = statement.add(arrayLiteral(ids));
@@ -357,32 +357,30 @@ export class LedgerBatch {
   /**
    * Updates each recomputed balance from its entries' sums (amounts, aging, automatic status and its history):
    * every touched balance except those this batch created (inserted with what its lines make them). `rows` are the
-   * sums read before the batch's lines, `added` those lines' effects, summed with them per service date and payer.
+   * sums read before the batch's lines, `added` those lines, whose effects are summed with them per service date and payer.
    */
   async #recompute(
     rows: readonly SumsRow[],
-    added: ReadonlyMap<string, readonly EffectSum[]>,
+    added: ReadonlyMap<string, readonly LedgerLine[]>,
     ids: readonly string[],
     notes: ReadonlyMap<string, string>,
     now: Date,
   ): Promise<void> {
     if (ids.length === 0) return;
-    const sums = new Map<string, { status: BalanceStatus; sums: Map<string, EffectSum> }>();
-    const add = (sum: Map<string, EffectSum>, serviceDate: string, payer: PayerKind, effect: number) => {
-      const key = `${serviceDate}/${payer}`;
-      const prior = sum.get(key);
-      if (prior) prior.effect = toSafe(prior.effect + effect);
-      else sum.set(key, { serviceDate, payer, effect });
+    const sums = new Map<string, { status: BalanceStatus; sums: EffectSums }>();
+    const add = (to: EffectSums, serviceDate: string, payer: PayerKind, effect: number) => {
+      const sum = to.of(serviceDate, payer);
+      sum.effect = toSafe(sum.effect + effect);
     };
     for (const row of rows) {
-      const balance = sums.get(row.id) ?? { status: row.status, sums: new Map<string, EffectSum>() };
-      sums.set(row.id, balance);
+      let balance = sums.get(row.id);
+      if (!balance) sums.set(row.id, (balance = { status: row.status, sums: new EffectSums() }));
       if (row.effect !== null && row.service_date !== null && row.payer !== null) add(balance.sums, row.service_date, row.payer, toSafe(row.effect));
     }
     const updates = ids.map((id) => {
       const { status, sums: effects } = sums.get(id)!;
-      for (const sum of added.get(id) ?? []) add(effects, sum.serviceDate, sum.payer, sum.effect);
-      return { id, status, ...balanceState(status, [...effects.values()]), note: notes.get(id)! };
+      for (const line of added.get(id) ?? []) add(effects, line.serviceDate, line.payer, balanceEffect(line.kind, line.amount.amount));
+      return { id, status, ...balanceState(status, effects.list), note: notes.get(id)! };
     });
     const column = (pick: (u: (typeof updates)[number]) => string | number | null) => arrayLiteral(updates.map(pick));
     await this.#db.query(
@@ -396,6 +394,56 @@ export class LedgerBatch {
        FROM u WHERE b.id = u.id`,
       [column((u) => u.id), column((u) => u.patient), column((u) => u.insurance), column((u) => u.oldest), column((u) => u.next), column((u) => u.status), column((u) => u.note), now],
     );
+  }
+}
+
+/** The per-posting columns of {@link LedgerBatch}'s lines statement: a row per posting with lines, which name it by its ordinal (from 1). */
+class PostingColumns {
+  readonly balance: string[] = [];
+  readonly account: string[] = [];
+  readonly guarantor: string[] = [];
+  readonly patient: (string | null)[] = [];
+  readonly connector: string[] = [];
+  readonly resourceType: string[] = [];
+  readonly sourceId: string[] = [];
+  readonly version: string[] = [];
+  readonly currency: string[] = [];
+
+  add({ target, version }: SourcePosting, balanceId: string, currency: string): void {
+    this.balance.push(balanceId);
+    this.account.push(target.accountId);
+    this.guarantor.push(target.guarantorId);
+    this.patient.push(target.patientId);
+    this.connector.push(version.connector);
+    this.resourceType.push(version.resourceType);
+    this.sourceId.push(version.sourceId);
+    this.version.push(version.versionId);
+    this.currency.push(currency);
+  }
+}
+
+/** The per-line columns of {@link LedgerBatch}'s lines statement, each line's owner its posting's ordinal. */
+class LineColumns {
+  readonly owner: number[] = [];
+  readonly kind: string[] = [];
+  readonly amount: number[] = [];
+  readonly effect: number[] = [];
+  readonly serviceDate: string[] = [];
+  readonly payer: string[] = [];
+  readonly serviceCode: (string | null)[] = [];
+  readonly description: (string | null)[] = [];
+  readonly lineKey: string[] = [];
+
+  add(owner: number, line: LedgerLine): void {
+    this.owner.push(owner);
+    this.kind.push(line.kind);
+    this.amount.push(line.amount.amount);
+    this.effect.push(balanceEffect(line.kind, line.amount.amount));
+    this.serviceDate.push(line.serviceDate);
+    this.payer.push(line.payer);
+    this.serviceCode.push(line.serviceCode);
+    this.description.push(line.description);
+    this.lineKey.push(line.lineKey);
   }
 }
 
@@ -426,17 +474,38 @@ interface EffectSum {
 }
 
 /**
- * The effects of the batch's new lines on each balance in `recompute` (those it did not create), one per line: what
- * a recompute adds to the sums it read, as its statement cannot see these lines.
+ * A balance's {@link EffectSum}s, found by service date then payer: a line's date is looked up as it is, while a
+ * key joining it with the payer would be a new string to hash for every line.
  */
-function newEffects(plans: readonly (PostingPlan | null)[], balanceIds: readonly (string | undefined)[], recompute: ReadonlyMap<string, string>): Map<string, EffectSum[]> {
-  const added = new Map<string, EffectSum[]>();
+class EffectSums {
+  /** The sums, in the order their service date and payer first came. */
+  readonly list: EffectSum[] = [];
+  readonly #byDate = new Map<string, EffectSum[]>();
+
+  /** @returns the sum of this service date and payer, a new one at 0 the first time. */
+  of(serviceDate: string, payer: PayerKind): EffectSum {
+    let sums = this.#byDate.get(serviceDate);
+    if (!sums) this.#byDate.set(serviceDate, (sums = []));
+    for (const sum of sums) if (sum.payer === payer) return sum;
+    const sum = { serviceDate, payer, effect: 0 };
+    sums.push(sum);
+    this.list.push(sum);
+    return sum;
+  }
+}
+
+/**
+ * The batch's new lines on each balance in `recompute` (those it did not create): what a recompute adds to the sums
+ * it read, as its statement cannot see these lines.
+ */
+function newLines(plans: readonly (PostingPlan | null)[], balanceIds: readonly (string | undefined)[], recompute: ReadonlyMap<string, string>): Map<string, LedgerLine[]> {
+  const added = new Map<string, LedgerLine[]>();
   plans.forEach((plan, n) => {
     const balanceId = balanceIds[n];
     if (!plan || balanceId === undefined || !recompute.has(balanceId)) return;
-    const effects = added.get(balanceId) ?? [];
-    for (const line of plan.post) effects.push({ serviceDate: line.serviceDate, payer: line.payer, effect: balanceEffect(line.kind, line.amount.amount) });
-    added.set(balanceId, effects);
+    let lines = added.get(balanceId);
+    if (!lines) added.set(balanceId, (lines = []));
+    for (const line of plan.post) lines.push(line);
   });
   return added;
 }
@@ -457,7 +526,7 @@ function balanceState(status: BalanceStatus, sums: readonly EffectSum[]): { pati
     } else insurance += sum.effect;
   }
   if (!Number.isSafeInteger(patient) || !Number.isSafeInteger(insurance)) throw new MoneyError('out-of-range', 'balance beyond the safe integer range');
-  return { patient, insurance, oldest: ageItems(items, '9999-12-31').oldestOpenDate, next: automaticStatus(status, patient) };
+  return { patient, insurance, oldest: oldestOpenDate(items), next: automaticStatus(status, patient) };
 }
 
 /** A version's lastUpdated as an array literal element (ISO 8601, read by timestamptz), or null. */

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import {
-  ageItems, agingBucket, automaticStatus, balanceEffect, compareVersions, outreachEligible, planPosting, statusChangeProblem, type ActiveEntry, type LedgerLine,
+  ageItems, agingBucket, oldestOpenDate, automaticStatus, balanceEffect, compareVersions, outreachEligible, planPosting, statusChangeProblem, type ActiveEntry, type LedgerLine,
 } from '../../src/domain/ledger.ts';
 
 describe('aging', () => {
@@ -27,6 +27,15 @@ describe('aging', () => {
         const inBuckets = Object.values(aging.buckets).reduce((a, b) => a + b, 0);
         const debits = dated.filter((i) => i.effect > 0).reduce((s, i) => s + i.effect, 0);
         assert.equal(inBuckets, debits === 0 ? 0 : Math.max(0, Math.min(debits, total)));
+      }),
+    );
+  });
+
+  it('finds the oldest open date as aging does, whatever the day it is aged on', () => {
+    fc.assert(
+      fc.property(fc.array(fc.record({ day: fc.integer({ min: 0, max: 400 }), effect: fc.integer({ min: -10000, max: 10000 }) }), { maxLength: 30 }), (items) => {
+        const dated = items.map((i) => ({ date: new Date(Date.UTC(2025, 0, 1 + i.day)).toISOString().slice(0, 10), effect: i.effect }));
+        assert.equal(oldestOpenDate(dated), ageItems(dated, '2026-03-01').oldestOpenDate);
       }),
     );
   });

@@ -109,6 +109,30 @@ describeOnEachDatabase('LedgerRepository', (db) => {
     await assert.rejects(post(v('inv-3', '1'), [line('u', 'charge', '1.00', '2026-02-01'), euro]), /mixed currencies/);
   });
 
+  it('one batch posting to balances in different currencies stores each entry in its own balance currency', async () => {
+    const account = (value: string) => ledger.ensureAccount(practiceId, { identifier: { system: 'urn:acct', value }, patientId: target.patientId });
+    const inDollars = { ...target, accountId: await account('A-usd-batch') };
+    const inEuros = { ...target, accountId: await account('A-eur-batch') };
+    const eur = (lineKey: string, kind: LedgerLine['kind'], amount: string): LedgerLine => ({ ...line(lineKey, kind, amount, '2026-02-01'), amount: parseMoney(amount, 'EUR') });
+    const [usd1, eur1, usd2, eur2] = await withTransaction(db(), (tx) =>
+      ledger.on(tx).postSources(practiceId, [
+        { version: v('cur-usd-1', '1'), target: inDollars, lines: [line('c', 'charge', '10.00', '2026-02-01'), line('p', 'payment', '1.00', '2026-02-02')] },
+        { version: v('cur-eur-1', '1'), target: inEuros, lines: [eur('c', 'charge', '20.00'), eur('a', 'adjustment', '2.00')] },
+        { version: v('cur-usd-2', '1'), target: inDollars, lines: [line('c', 'charge', '3.00', '2026-02-03')] },
+        { version: v('cur-eur-2', '1'), target: inEuros, lines: [eur('c', 'charge', '4.00')] },
+      ]),
+    );
+    const currencies = async (sourceId: string) =>
+      (await ledger.entriesOfSource(practiceId, { connector: 'ehr', resourceType: 'Invoice', sourceId })).map((e) => [e.lineKey, e.amount.amount, e.amount.currency, e.effect]);
+    assert.deepEqual(await currencies('cur-usd-1'), [['c', 1000, 'USD', 1000], ['p', 100, 'USD', -100]]);
+    assert.deepEqual(await currencies('cur-eur-1'), [['c', 2000, 'EUR', 2000], ['a', 200, 'EUR', -200]]);
+    assert.deepEqual(await currencies('cur-usd-2'), [['c', 300, 'USD', 300]]);
+    assert.deepEqual(await currencies('cur-eur-2'), [['c', 400, 'EUR', 400]]);
+    assert.deepEqual((await ledger.getBalance(usd1!.balanceIds[0]!))?.patientAmount, { amount: 1200, currency: 'USD' });
+    assert.deepEqual((await ledger.getBalance(eur1!.balanceIds[0]!))?.patientAmount, { amount: 2200, currency: 'EUR' });
+    assert.deepEqual([usd2!.balanceIds, eur2!.balanceIds], [usd1!.balanceIds, eur1!.balanceIds]);
+  });
+
   it('moves to paid when paid off and back to open on a new charge, recording each change', async () => {
     const accountId = await ledger.ensureAccount(practiceId, { identifier: { system: 'urn:acct', value: 'A2' }, patientId: target.patientId });
     const to = { ...target, accountId };
