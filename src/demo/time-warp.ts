@@ -195,7 +195,7 @@ export async function runDemoDays(options: DemoDaysOptions): Promise<DemoSummary
 async function summarize(db: Database, practiceId: string, days: number, patients: PatientResponses, repo: MemoryRepository): Promise<Omit<DemoSummary, 'seededAt'>> {
   const q = async <T>(sql: string) => (await db.pool.query<T & object>(sql, [practiceId])).rows;
   const [balances] = await q<{ n: number; open: string }>(`SELECT count(*)::int AS n, coalesce(sum(patient_amount_minor) FILTER (WHERE status = 'open'), 0)::text AS open FROM balances WHERE practice_id = $1`);
-  const messages = Object.fromEntries((await q<{ channel: string; n: number }>('SELECT channel, count(*)::int AS n FROM outbox WHERE practice_id = $1 GROUP BY channel')).map((r) => [r.channel, r.n]));
+  const messages = Object.fromEntries((await q<{ channel: string; n: number }>('SELECT channel, count(*)::int AS n FROM outbox WHERE practice_id = $1 GROUP BY channel ORDER BY channel')).map((r) => [r.channel, r.n]));
   const [payments] = await q<{ n: number }>(`SELECT count(*)::int AS n FROM payments WHERE practice_id = $1 AND status = 'succeeded'`);
   const [writebacks] = await q<{ n: number }>(`SELECT count(*)::int AS n FROM writeback_outbox WHERE practice_id = $1 AND status = 'delivered'`);
   const reconciliations = await repo.searchResources({ resourceType: 'PaymentReconciliation', count: 10_000 });
