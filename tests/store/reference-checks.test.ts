@@ -1,10 +1,13 @@
 import assert from 'node:assert/strict';
 import { it } from 'node:test';
+import { systemClock } from '../../src/domain/clock.ts';
+import { PracticeRepository } from '../../src/store/practices.ts';
+import { SourceRecordRepository } from '../../src/store/source-records.ts';
 import { describeOnEachDatabase } from '../support/databases.ts';
 
 /**
  * Every row belongs to a practice, and a practice that still has rows cannot be deleted or renumbered: by a foreign
- * key, or, for the tables written many rows at a time, by the shared per-statement checks (0038: `rows_check_references`
+ * key, or, for the tables written many rows at a time, by the shared per-statement checks (0037: `rows_check_references`
  * on insert, `practices_keep_rows` on the practice's side). A table added later without either fails here.
  */
 describeOnEachDatabase('references to practices', (db) => {
@@ -47,17 +50,12 @@ describeOnEachDatabase('references to practices', (db) => {
   it('refuses to delete a practice that has rows in a guarded table, naming that table as a foreign key would', async () => {
     const { guards } = await catalog();
     const tables = guards[0]!.args;
-    const { rows } = await db().pool.query<{ id: string }>(
-      `INSERT INTO practices (slug, name, time_zone) VALUES ('guarded', 'Guarded', 'America/Chicago') RETURNING id`,
-    );
-    const practiceId = rows[0]!.id;
+    const practiceId = (await new PracticeRepository(db().pool).create({ slug: 'guarded', name: 'Guarded', timeZone: 'America/Chicago' })).id;
     // Rows in the last table the guard looks at, source_records (the others are written by their own tests).
     assert.equal(tables.at(-1), 'source_records');
-    await db().pool.query(
-      `INSERT INTO source_records (practice_id, connector, transport, resource_type, source_id, version_id, content_hash, body, received_at)
-       VALUES ($1, 'c', 'fhir-r4', 'Invoice', 'i1', '1', repeat('a', 64), '{}', now())`,
-      [practiceId],
-    );
+    const body = { resourceType: 'Invoice', id: 'i1' };
+    const record = { practiceId, connector: 'c', transport: 'fhir-r4' as const, resourceType: 'Invoice', sourceId: 'i1', versionId: '1', lastUpdated: null, contentHash: 'a'.repeat(64), body };
+    assert.equal(await new SourceRecordRepository(db().pool, systemClock).storeMany(db().pool, [record]), 1);
     await assert.rejects(db().pool.query('DELETE FROM practices WHERE id = $1', [practiceId]), (error: { code?: string; constraint?: string; message: string }) =>
       error.code === '23503' && error.constraint === 'source_records_practice_id_fkey' && /DELETE on practices .* still has source_records rows/.test(error.message));
     await assert.rejects(db().pool.query(`UPDATE practices SET id = gen_random_uuid() WHERE id = $1`, [practiceId]), /UPDATE on practices .* still has source_records rows/);
