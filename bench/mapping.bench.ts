@@ -4,13 +4,15 @@
  *  - peer: the same mapping interpreted per record with `evalFhirPath` on the expression strings (parsed every time);
  *  - end to end: store BENCH_INGEST_RECORDS (default 1000) Invoice source records, then ingest them as the
  *    `ingest.pending` job does (batches claimed, mapped and posted with set-based statements, one transaction
- *    per batch of its default size: 250 on the server, 100 embedded), on the PostgreSQL server
- *    (BENCH_DATABASE_URL, else TEST_DATABASE_URL; 4 workers) and on embedded PGlite (1 worker); on the server also
+ *    per batch of its default size: 250 on the server, 100 embedded; its default drainers: two batches at once on
+ *    the server, one embedded), on the PostgreSQL server (BENCH_DATABASE_URL, else TEST_DATABASE_URL) and on
+ *    embedded PGlite; on the server also
  *    with each Invoice validated against `fhir-profiles/` as the engine's ingest job does (Medplum's validator);
  *  - end to end, steady state: the same on the server with BENCH_INGEST_STEADY_RECORDS (default 5000) Invoices on
  *    the same 1000 patients and accounts (5 each): first-batch costs (query planning, code warming up) weigh less than
  *    in the 1000-record line, and most records post to balances that exist (recomputed) instead of creating them.
- * Prints `name: value unit (ratio vs peer)`.
+ * Prints `name: value unit (ratio vs peer)`. Runs under the engine's V8 flags (`engine-flags.ts`), restarting itself
+ * with them when started without.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -23,6 +25,7 @@ import type { SourceRecord } from '../src/domain/source-record.ts';
 import { loadDataFiles } from '../src/config/data-files.ts';
 import { silentLogger } from '../src/config/logger.ts';
 import { validatorFor } from '../src/ingest/mapping-choice.ts';
+import { ingestDrainers } from '../src/ingest/drain.ts';
 import { drainPendingSourceRecords } from '../src/ingest/pending-batch.ts';
 import { compileMapping } from '../src/mapping/compile.ts';
 import { MappingRegistry } from '../src/mapping/load.ts';
@@ -33,6 +36,9 @@ import { PracticeRepository } from '../src/store/practices.ts';
 import { SourceRecordRepository } from '../src/store/source-records.ts';
 import { createTestDatabase } from '../tests/support/databases.ts';
 import { backendCpu, backendCpuSince } from './backend-cpu.ts';
+import { runUnderEngineFlags } from './engine-flags.ts';
+
+runUnderEngineFlags(fileURLToPath(import.meta.url));
 
 const root = fileURLToPath(new URL('../', import.meta.url));
 const file = 'mappings/generic-fhir-invoice.json';
@@ -131,11 +137,12 @@ interface EndToEnd {
 }
 
 /**
- * Stores `count` Invoice source records (pending), then drains them with `workers` concurrent ingest runs
- * (`drainPendingSourceRecords`: claim a batch, map, post in one transaction per batch).
+ * Stores `count` Invoice source records (pending), then drains them as one run of the `ingest.pending` job does
+ * (`drainPendingSourceRecords` with its defaults: claim a batch, map, post in one transaction per batch, its drainers
+ * at once), on a pool of the drainers' connections and two more (the engine's pool has ten).
  */
-async function endToEnd(engine: 'pglite' | 'postgres', count: number, workers: number, profiles?: readonly Record<string, unknown>[]): Promise<EndToEnd> {
-  const handle = await createTestDatabase(engine, workers + 2);
+async function endToEnd(engine: 'pglite' | 'postgres', count: number, profiles?: readonly Record<string, unknown>[]): Promise<EndToEnd> {
+  const handle = await createTestDatabase(engine, ingestDrainers({ kind: engine === 'postgres' ? 'server' : 'embedded' }) + 2);
   const practiceId = (await new PracticeRepository(handle.db.pool).create({ slug: 'bench', name: 'Bench', timeZone: 'America/New_York' })).id;
   const cipher = new PhiCipher({ encryptionKeys: [{ id: 'k', key: randomBytes(32) }], blindIndexKey: randomBytes(32) });
   // The engine's clock: ids made from the time (ledger entries') follow it as in production, where a fixed clock
@@ -150,17 +157,20 @@ async function endToEnd(engine: 'pglite' | 'postgres', count: number, workers: n
   for (let i = 0; i < work.length; i += 500) {
     await withTransaction(handle.db, (tx) => new SourceRecordRepository(tx, clock).storeMany(tx, work.slice(i, i + 500)));
   }
-  const runs = await Promise.all(
-    Array.from({ length: workers }, () =>
-      drainPendingSourceRecords({ db: handle.db, clock, logger: silentLogger(), cipher, mappings: new MappingRegistry([mapping]), maxBatches: Number.MAX_SAFE_INTEGER, ...(profiles ? { profiles } : {}) }),
-    ),
-  );
+  const run = await drainPendingSourceRecords({
+    db: handle.db,
+    clock,
+    logger: silentLogger(),
+    cipher,
+    mappings: new MappingRegistry([mapping]),
+    maxBatches: Number.MAX_SAFE_INTEGER,
+    ...(profiles ? { profiles } : {}),
+  });
   const perSecond = count / ((performance.now() - started) / 1000);
   const cpu = process.cpuUsage(cpuBefore);
   // The pool's connections are still open: each backend that served the run is counted (one started since: all of it).
   const serverMs = serverBefore ? backendCpuSince(serverBefore, await backendCpu(handle.db)) : undefined;
-  const posted = runs.reduce((sum, run) => sum + run.posted, 0);
-  if (posted !== count) throw new Error(`posted ${posted} of ${count}: ${JSON.stringify(runs)}`);
+  if (run.posted !== count) throw new Error(`posted ${run.posted} of ${count}: ${JSON.stringify(run)}`);
   await handle.drop();
   return { perSecond, nodeMicros: (cpu.user + cpu.system) / count, serverMicros: serverMs === undefined ? undefined : (serverMs * 1000) / count };
 }
@@ -169,25 +179,26 @@ async function endToEnd(engine: 'pglite' | 'postgres', count: number, workers: n
 const cpuPerRecord = (run: EndToEnd): string =>
   `CPU per record: ${run.serverMicros === undefined ? '' : `PostgreSQL backends ${run.serverMicros.toFixed(0)} µs, `}Node ${run.nodeMicros.toFixed(0)} µs`;
 
+const serverDrainers = ingestDrainers({ kind: 'server' });
 const ingestRecords = Number(process.env.BENCH_INGEST_RECORDS ?? 1000);
 const profiles = loadDataFiles(root).profiles.map((p) => p.data);
 const serverUrl = process.env.BENCH_DATABASE_URL ?? process.env.TEST_DATABASE_URL;
-const embedded = (await endToEnd('pglite', ingestRecords, 1)).perSecond;
+const embedded = (await endToEnd('pglite', ingestRecords)).perSecond;
 if (serverUrl) {
   process.env.TEST_DATABASE_URL = serverUrl;
-  const server = await endToEnd('postgres', ingestRecords, 4);
-  console.log(`ingest end to end (${ingestRecords} Invoices: store source, map, post ledger; PostgreSQL server, 4 workers): ${server.perSecond.toFixed(0)} records/s (${(server.perSecond / embedded).toFixed(2)}x vs embedded PGlite)`);
+  const server = await endToEnd('postgres', ingestRecords);
+  console.log(`ingest end to end (${ingestRecords} Invoices: store source, map, post ledger; PostgreSQL server, ${serverDrainers} drainers): ${server.perSecond.toFixed(0)} records/s (${(server.perSecond / embedded).toFixed(2)}x vs embedded PGlite)`);
   console.log(`  ${cpuPerRecord(server)}`);
   // As the engine runs it: each Invoice is also validated with Medplum against fhir-profiles/ (settle-invoice).
-  const validated = await endToEnd('postgres', ingestRecords, 4, profiles);
-  console.log(`ingest end to end with validation against fhir-profiles/ (${ingestRecords} Invoices; PostgreSQL server, 4 workers): ${validated.perSecond.toFixed(0)} records/s (${(validated.perSecond / server.perSecond).toFixed(2)}x vs without validation)`);
+  const validated = await endToEnd('postgres', ingestRecords, profiles);
+  console.log(`ingest end to end with validation against fhir-profiles/ (${ingestRecords} Invoices; PostgreSQL server, ${serverDrainers} drainers): ${validated.perSecond.toFixed(0)} records/s (${(validated.perSecond / server.perSecond).toFixed(2)}x vs without validation)`);
   console.log(`  ${cpuPerRecord(validated)}`);
   const steadyRecords = Number(process.env.BENCH_INGEST_STEADY_RECORDS ?? 5000);
-  const steady = await endToEnd('postgres', steadyRecords, 4);
-  console.log(`ingest end to end, steady state (${steadyRecords} Invoices on 1000 patients' accounts: store source, map, post ledger; PostgreSQL server, 4 workers): ${steady.perSecond.toFixed(0)} records/s (${(steady.perSecond / server.perSecond).toFixed(2)}x vs ${ingestRecords} Invoices)`);
+  const steady = await endToEnd('postgres', steadyRecords);
+  console.log(`ingest end to end, steady state (${steadyRecords} Invoices on 1000 patients' accounts: store source, map, post ledger; PostgreSQL server, ${serverDrainers} drainers): ${steady.perSecond.toFixed(0)} records/s (${(steady.perSecond / server.perSecond).toFixed(2)}x vs ${ingestRecords} Invoices)`);
   console.log(`  ${cpuPerRecord(steady)}`);
 } else {
   console.log('ingest end to end (PostgreSQL server): skipped (set BENCH_DATABASE_URL)');
 }
-console.log(`ingest end to end (${ingestRecords} Invoices: store source, map, post ledger; embedded PGlite, 1 worker): ${embedded.toFixed(0)} records/s (1.00x vs itself)`);
+console.log(`ingest end to end (${ingestRecords} Invoices: store source, map, post ledger; embedded PGlite, 1 drainer): ${embedded.toFixed(0)} records/s (1.00x vs itself)`);
 process.exit(0);

@@ -22,6 +22,19 @@ export function ingestBatchSize(db: Pick<Database, 'kind'>): number {
 /** Batches one job run handles at most before leaving the rest to the next run. */
 export const DEFAULT_MAX_BATCHES = 50;
 
+/**
+ * Batches of pending source records ingested at once on a PostgreSQL server, each in its own transaction on its own
+ * connection: while the database posts one batch, this process claims and maps the next (mapping is Node's work,
+ * posting the server's), instead of each waiting for the other. Two keep both busy; more add connections (each new
+ * server session costs ~50 ms of the server's CPU before it runs at speed) and lock waits between batches, for no more
+ * overlap (`bench/mapping.bench.ts`). Embedded PGlite runs its statements in this process, one at a time: one batch.
+ */
+export const SERVER_INGEST_DRAINERS = 2;
+/** Batches of pending source records ingested at once on this database when nothing else is said. */
+export function ingestDrainers(db: Pick<Database, 'kind'>): number {
+  return db.kind === 'server' ? SERVER_INGEST_DRAINERS : 1;
+}
+
 /** What both stages need. */
 export interface ProcessDependencies {
   db: Database;
@@ -33,13 +46,22 @@ export interface ProcessDependencies {
 export interface BatchOptions {
   /** Rows per batch (default {@link DEFAULT_BATCH_SIZE}; pending source records on a server {@link SERVER_INGEST_BATCH_SIZE}). */
   batchSize?: number;
-  /** Batches per run at most (default {@link DEFAULT_MAX_BATCHES}); the rest waits for the next run. */
+  /** Batches per run at most, all drainers together (default {@link DEFAULT_MAX_BATCHES}); the rest waits for the next run. */
   maxBatches?: number;
+  /**
+   * Batches run at once, each drainer taking the next batch when its own is done (default 1; pending source records:
+   * {@link ingestDrainers}). Only for batches that take their rows with `FOR UPDATE SKIP LOCKED`, so that drainers
+   * never take the same row.
+   */
+  drainers?: number;
 }
 
 /**
  * Runs batches of `limit` rows until one comes back short (nothing left) or makes no progress (every row
- * skipped or erroring), at most `maxBatches` times, adding each batch's counts to `total`.
+ * skipped or erroring), at most `maxBatches` times in all, adding each batch's counts to `total`. With `drainers` > 1,
+ * that many run batches at once, each stopping at its own short or fruitless batch; a batch that throws stops them all
+ * after their current batch. The run settles once every one has stopped, and throws the first failure only then
+ * (nothing of the run is still going when the job ends).
  * @returns `total`.
  */
 export async function drain<C extends Record<string, number>>(
@@ -49,10 +71,23 @@ export async function drain<C extends Record<string, number>>(
   progress: (c: C) => number,
   total: C,
 ): Promise<C> {
-  for (let i = 0; i < (options.maxBatches ?? DEFAULT_MAX_BATCHES); i++) {
-    const counts = await batch(options.limit);
-    for (const key of Object.keys(counts) as (keyof C)[]) total[key] = (total[key] + counts[key]) as C[keyof C];
-    if (taken(counts) < options.limit || progress(counts) === 0) break;
-  }
+  let budget = options.maxBatches ?? DEFAULT_MAX_BATCHES;
+  const drainer = async () => {
+    while (budget > 0) {
+      budget--;
+      let counts: C;
+      try {
+        counts = await batch(options.limit);
+      } catch (error) {
+        budget = 0;
+        throw error;
+      }
+      for (const key of Object.keys(counts) as (keyof C)[]) total[key] = (total[key] + counts[key]) as C[keyof C];
+      if (taken(counts) < options.limit || progress(counts) === 0) return;
+    }
+  };
+  const ends = await Promise.allSettled(Array.from({ length: Math.max(1, options.drainers ?? 1) }, drainer));
+  const failed = ends.find((end) => end.status === 'rejected');
+  if (failed) throw failed.reason;
   return total;
 }

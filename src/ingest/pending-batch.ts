@@ -22,7 +22,7 @@ import { withTransaction } from '../store/database.ts';
 import type { PhiCipher } from '../store/phi-crypto.ts';
 import { PracticeRepository } from '../store/practices.ts';
 import { SourceRecordRepository } from '../store/source-records.ts';
-import { DEFAULT_BATCH_SIZE, drain, ingestBatchSize, type BatchOptions, type ProcessDependencies } from './drain.ts';
+import { DEFAULT_BATCH_SIZE, drain, ingestBatchSize, ingestDrainers, type BatchOptions, type ProcessDependencies } from './drain.ts';
 import { validatorFor } from './mapping-choice.ts';
 import { ingestClaimed, type RecordOutcome } from './pending-claimed.ts';
 import { ingestOneByOne } from './pending-one-by-one.ts';
@@ -95,11 +95,12 @@ export async function ingestPendingSourceRecords(options: IngestPendingOptions):
 
 /**
  * Ingests every pending source record, a batch at a time (each batch takes up to `batchSize` per practice,
- * by default {@link ingestBatchSize}; it ends the run when it took fewer than `batchSize` in all). @returns the totals of the run.
+ * by default {@link ingestBatchSize}; it ends the run when it took fewer than `batchSize` in all), `drainers` batches
+ * at once (by default {@link ingestDrainers}: two on a PostgreSQL server). @returns the totals of the run.
  */
 export async function drainPendingSourceRecords(options: Omit<IngestPendingOptions, 'limit'> & BatchOptions): Promise<IngestCounts> {
   return drain(
-    { ...options, limit: options.batchSize ?? ingestBatchSize(options.db) },
+    { ...options, limit: options.batchSize ?? ingestBatchSize(options.db), drainers: options.drainers ?? ingestDrainers(options.db) },
     (limit) => ingestPendingSourceRecords({ ...options, limit }),
     (c) => c.records,
     (c) => c.records - c.skipped - c.errors,
