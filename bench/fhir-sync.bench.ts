@@ -33,6 +33,7 @@ import { createTestDatabase } from '../tests/support/databases.ts';
 import { startSandboxEhr, type SandboxEhr } from '../src/sandbox-ehr/server.ts';
 import { seedPractice } from '../src/sandbox-ehr/seed.ts';
 import { backendCpu, backendCpuSince } from './backend-cpu.ts';
+import { ENGINE_NODE_FLAGS } from './engine-flags.ts';
 
 const N = Number(process.env.BENCH_FHIR_INVOICES ?? 50_000);
 const PAGE_SIZE = 1000;
@@ -215,8 +216,8 @@ async function embeddedOnDisk(dataDir: string): Promise<{ db: Database; drop(): 
 
  */
 async function bulk(baseUrl: string, engine: 'pglite' | 'postgres'): Promise<BulkRun & { parsePerSecond: number }> {
-  // With the V8 flag Settle runs with (package.json, bin/settle.js, Dockerfile): its peak is what this measures.
-  const child = spawn(process.execPath, ['--max-semi-space-size=16', fileURLToPath(import.meta.url)], { env: { ...process.env, FHIR_BENCH_BULK: JSON.stringify({ baseUrl, engine }) }, stdio: ['ignore', 'pipe', 'inherit'] });
+  // With the V8 flags Settle runs with (engine-flags.ts): its peak is what this measures.
+  const child = spawn(process.execPath, [...ENGINE_NODE_FLAGS, fileURLToPath(import.meta.url)], { env: { ...process.env, FHIR_BENCH_BULK: JSON.stringify({ baseUrl, engine }) }, stdio: ['ignore', 'pipe', 'inherit'] });
   let printed = '';
   child.stdout!.on('data', (d) => (printed += d));
   const [code] = (await once(child, 'exit')) as [number | null];
