@@ -38,7 +38,7 @@ export async function ingestBatch(tx: Queryable, items: readonly BatchItem[], co
  * quarantined (see `context.quarantine`) without touching the ledger; the others of a run post together. A
  * batch of one record posts under a savepoint (quarantined when the ledger refuses it); when the ledger refuses
  * a record of a larger batch, the LedgerError is thrown: roll the transaction back and post the records one by
- * one (a batch of one each).
+ * one (a batch of one each). With `context.dropBodiesOnceMapped`, each record's body is let go once it is mapped.
  * @returns each record's result, in order.
  */
 export async function mapAndPost(
@@ -52,6 +52,7 @@ export async function mapAndPost(
     for (const index of run) {
       const { record, mapping } = items[index]!;
       const result = mapSource(record, mapping, context);
+      if (context.dropBodiesOnceMapped) record.body = undefined;
       if (result.ok) mapped.push({ index, source: result.source });
       else results[index] = await quarantineRecord(tx, record, mapping, context, result.issues);
     }

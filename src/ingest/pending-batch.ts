@@ -76,7 +76,7 @@ export async function ingestPendingSourceRecords(options: IngestPendingOptions):
   const validate = validatorFor(options.profiles);
   const limit = options.limit ?? DEFAULT_BATCH_SIZE;
   for (const practice of await new PracticeRepository(db.pool).list()) {
-    const context: IngestContext & { timeZone: string } = { cipher: options.cipher, clock, timeZone: practice.timeZone, validate };
+    const context: IngestContext & { timeZone: string } = { cipher: options.cipher, clock, timeZone: practice.timeZone, validate, dropBodiesOnceMapped: true };
     let outcomes: RecordOutcome[];
     try {
       outcomes = await withTransaction(db, async (tx) => ingestClaimed(tx, await new SourceRecordRepository(tx, clock).claimPending(tx, practice.id, limit), options, context));

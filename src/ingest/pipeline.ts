@@ -26,6 +26,14 @@ export interface IngestContext {
   timeZone?: string;
   /** False: report a failing record without storing it in the quarantine (CSV import reports bad rows instead). Default true. */
   quarantine?: boolean;
+  /**
+   * True when the records are the caller's own and their bodies are not read again (claimed pending source records: a
+   * batch the ledger refuses is read again from the database): a batch lets go of each record's body (sets it to
+   * undefined) once it is mapped. Its statements then run for tens of milliseconds while other batches allocate, and
+   * bodies held that long would be copied by the young generation's collections and promoted to the old generation.
+   * Default false (CSV import posts a refused batch's rows again, one by one).
+   */
+  dropBodiesOnceMapped?: boolean;
 }
 
 /** What happened to one record. */

@@ -286,10 +286,10 @@ export class LedgerBatch {
   ): string | null {
     // Per posting once (its balance, target, version and currency: #ensureBalances refused a posting whose lines
     // mix currencies), per line only the line: less to send and parse. Thousands of lines per batch: each column is
-    // gathered in one pass over the lines and sent as an array literal ({@link arrayLiteral}), several times cheaper
-    // than the driver's general array conversion.
+    // gathered in one pass over the lines into an array of its final length and sent as an array literal
+    // ({@link arrayLiteral}), several times cheaper than the driver's general array conversion.
     const owners = new PostingColumns();
-    const lines = new LineColumns();
+    const lines = new LineColumns(plans.reduce((count, plan) => count + (plan?.post.length ?? 0), 0));
     plans.forEach((plan, n) => {
       if (!plan || plan.post.length === 0) return;
       owners.add(postings[n]!, balanceIds[n]!, plan.post[0]!.amount.currency);
@@ -297,7 +297,7 @@ export class LedgerBatch {
     });
     if (lines.kind.length === 0) return null;
     const param = (values: readonly (string | null)[]) => statement.add(arrayLiteral(values));
-    // Integers and UUIDs are written as they are: their text needs no quoting in an array literal.
+    // Integers and UUIDs are written as they are: their text needs no quoting in an array literal, nor a test for it.
     const plain = (values: readonly (number | string)[]) => statement.add(`{${values.join(',')}}`);
     // The lines' ids are made here ({@link timeOrderedIds}), not by the column's default (gen_random_uuid, a call per
     // row): ascending in line order, so they append to the primary key's index (as do reversals').
@@ -422,28 +422,45 @@ class PostingColumns {
   }
 }
 
-/** The per-line columns of {@link LedgerBatch}'s lines statement, each line's owner its posting's ordinal. */
+/**
+ * The per-line columns of {@link LedgerBatch}'s lines statement, each line's owner its posting's ordinal. Made at
+ * their final length (the batch's count of lines), not grown line by line: every outgrown copy would be garbage.
+ */
 class LineColumns {
-  readonly owner: number[] = [];
-  readonly kind: string[] = [];
-  readonly amount: number[] = [];
-  readonly effect: number[] = [];
-  readonly serviceDate: string[] = [];
-  readonly payer: string[] = [];
-  readonly serviceCode: (string | null)[] = [];
-  readonly description: (string | null)[] = [];
-  readonly lineKey: string[] = [];
+  readonly owner: number[];
+  readonly kind: string[];
+  readonly amount: number[];
+  readonly effect: number[];
+  readonly serviceDate: string[];
+  readonly payer: string[];
+  readonly serviceCode: (string | null)[];
+  readonly description: (string | null)[];
+  readonly lineKey: string[];
+  #count = 0;
+
+  constructor(lines: number) {
+    this.owner = new Array<number>(lines);
+    this.kind = new Array<string>(lines);
+    this.amount = new Array<number>(lines);
+    this.effect = new Array<number>(lines);
+    this.serviceDate = new Array<string>(lines);
+    this.payer = new Array<string>(lines);
+    this.serviceCode = new Array<string | null>(lines);
+    this.description = new Array<string | null>(lines);
+    this.lineKey = new Array<string>(lines);
+  }
 
   add(owner: number, line: LedgerLine): void {
-    this.owner.push(owner);
-    this.kind.push(line.kind);
-    this.amount.push(line.amount.amount);
-    this.effect.push(balanceEffect(line.kind, line.amount.amount));
-    this.serviceDate.push(line.serviceDate);
-    this.payer.push(line.payer);
-    this.serviceCode.push(line.serviceCode);
-    this.description.push(line.description);
-    this.lineKey.push(line.lineKey);
+    const n = this.#count++;
+    this.owner[n] = owner;
+    this.kind[n] = line.kind;
+    this.amount[n] = line.amount.amount;
+    this.effect[n] = balanceEffect(line.kind, line.amount.amount);
+    this.serviceDate[n] = line.serviceDate;
+    this.payer[n] = line.payer;
+    this.serviceCode[n] = line.serviceCode;
+    this.description[n] = line.description;
+    this.lineKey[n] = line.lineKey;
   }
 }
 

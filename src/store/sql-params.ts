@@ -14,20 +14,30 @@ export class SqlParams {
   }
 }
 
+/** Text an array literal must quote: empty, NULL in any letter case, or holding a quote, backslash, brace, comma or white space. */
+const NEEDS_QUOTES = /^$|^null$|["\\{},\s]/i;
+
+/** One element of an {@link arrayLiteral}. */
+function arrayElement(value: string | number | boolean | null): string {
+  if (value === null || value === undefined) return 'NULL';
+  if (typeof value === 'number') return String(value);
+  if (typeof value === 'boolean') return value ? 't' : 'f';
+  if (!NEEDS_QUOTES.test(value)) return value;
+  return `"${/["\\]/.test(value) ? value.replace(/["\\]/g, '\\$&') : value}"`;
+}
+
 /**
  * A PostgreSQL array literal of these values, for a `$n::type[]` parameter: numbers as they are, booleans as t or f,
- * strings quoted with `"` and `\` escaped, null as NULL. The driver's conversion does the same for any value, element
- * by element, several times slower: batches of thousands of values (ledger lines, a batch's parties) use this.
+ * null as NULL, strings as they are unless PostgreSQL would read them otherwise (empty, NULL, or holding a quote,
+ * backslash, brace, comma or white space): those quoted with `"` and `\` escaped. The driver's conversion does the
+ * same for any value, element by element, several times slower: batches of thousands of values (ledger lines, a
+ * batch's parties) use this. The text is made in one piece (a join), not grown element by element: a batch's
+ * columns are tens of kilobytes, and every partial string would be garbage.
  */
 export function arrayLiteral(values: readonly (string | number | boolean | null)[]): string {
-  let literal = '{';
-  for (let i = 0; i < values.length; i++) {
-    const value = values[i];
-    if (i > 0) literal += ',';
-    if (value === null || value === undefined) literal += 'NULL';
-    else if (typeof value === 'number') literal += value;
-    else if (typeof value === 'boolean') literal += value ? 't' : 'f';
-    else literal += `"${/["\\]/.test(value) ? value.replace(/["\\]/g, '\\$&') : value}"`;
-  }
-  return `${literal}}`;
+  if (values.length === 0) return '{}';
+  const elements = values.map(arrayElement);
+  elements[0] = `{${elements[0]}`;
+  elements[elements.length - 1] += '}';
+  return elements.join(',');
 }

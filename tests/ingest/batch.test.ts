@@ -6,8 +6,9 @@ import { before, it } from 'node:test';
 import { silentLogger } from '../../src/config/logger.ts';
 import { ManualClock } from '../../src/domain/clock.ts';
 import type { SourceRecord } from '../../src/domain/source-record.ts';
-import { ingestBatch } from '../../src/ingest/batch.ts';
+import { ingestBatch, mapAndPost } from '../../src/ingest/batch.ts';
 import { ingestPendingSourceRecords, type IngestCounts } from '../../src/ingest/pending-batch.ts';
+import { ingestClaimed } from '../../src/ingest/pending-claimed.ts';
 import { loadMappings } from '../../src/mapping/load.ts';
 import { withTransaction } from '../../src/store/database.ts';
 import { LedgerRepository } from '../../src/store/ledger.ts';
@@ -160,6 +161,20 @@ describeOnEachDatabase('ingest of pending source records in batches', (db) => {
     assert.deepEqual(batched, await dump(otherPractice));
     assert.deepEqual(batched.accounts.map((a) => a.patient), ['pe-3', 'pe-2', 'pe-1'], 'an account created by a batch is stored with the patient its latest record names');
     assert.equal(batched.balances.reduce((s, b) => s + Number(b.owed), 0), 105 * 78 - 210 - 630 + 700 + 555);
+  });
+
+  it('claimed records post and let go of their bodies once mapped; records their caller keeps (CSV rows) keep theirs', async () => {
+    await store([invoice('d-1', 'D1', 1.5), invoice('d-2', 'D2', 2.5)]);
+    const context = { cipher, clock, timeZone: 'Europe/Amsterdam' };
+    const outcomes = await withTransaction(db(), async (tx) =>
+      ingestClaimed(tx, await new SourceRecordRepository(tx, clock).claimPending(tx, practiceId, 100), { clock, mappings }, { ...context, dropBodiesOnceMapped: true }),
+    );
+    assert.deepEqual(outcomes.map((o) => [o.record.sourceId, o.status, o.record.body]), [['d-1', 'posted', undefined], ['d-2', 'posted', undefined]]);
+    assert.deepEqual(await owed('D2'), { amount: 250, currency: 'EUR' });
+    const kept = await new SourceRecordRepository(db().pool, clock).versions(practiceId, 'ehr', 'Invoice', 'd-1');
+    const results = await withTransaction(db(), (tx) => mapAndPost(tx, kept.map((record) => ({ record, mapping: mappings.get('generic-fhir-invoice')! })), context));
+    assert.deepEqual(results.map((r) => r.status), ['duplicate']);
+    assert.equal((kept[0]!.body as { id?: string }).id, 'd-1');
   });
 });
 

@@ -5,10 +5,18 @@ import { describeOnEachDatabase } from '../support/databases.ts';
 
 // The ledger batch and its parties send their columns as array literals: the database must read back exactly the values given.
 describeOnEachDatabase('arrayLiteral', (db) => {
-  it('round-trips text with quotes, backslashes, commas, braces, spaces, NULL-like and empty strings, and nulls', async () => {
+  it('round-trips text with quotes, backslashes, commas, braces, white space, NULL-like and empty strings, and nulls', async () => {
     const texts = ['plain', 'a "quoted" word', 'back\\slash', 'a,b', '{braces}', ' spaced ', 'NULL', 'null', '', 'é ñ 中', null];
-    const { rows } = await db().pool.query<{ v: (string | null)[] }>('SELECT $1::text[] AS v', [arrayLiteral(texts)]);
+    // Text is quoted only where PostgreSQL would read it otherwise: quoted or not, each must come back as given.
+    const edges = ['lineItem/3', '2026-01-15', 'NuLl', 'nulls', '{', '}', '"', '\\', 'tab\there', 'new\nline', 'cr\rret', '\vvt', 'ff\f', 'nbsp\u00a0', ' ', 'x', 'é'];
+    const { rows } = await db().pool.query<{ v: (string | null)[]; e: (string | null)[]; none: string[] }>('SELECT $1::text[] AS v, $2::text[] AS e, $3::text[] AS none', [
+      arrayLiteral(texts),
+      arrayLiteral(edges),
+      arrayLiteral([]),
+    ]);
     assert.deepEqual(rows[0]!.v, texts);
+    assert.deepEqual(rows[0]!.e, edges);
+    assert.deepEqual(rows[0]!.none, []);
   });
 
   it('round-trips numbers, booleans, uuids and ISO timestamps in their column types', async () => {
