@@ -450,14 +450,14 @@ export class LedgerRepository {
 
   /** A balance's entries, oldest first. */
   async entries(balanceId: string): Promise<LedgerEntry[]> {
-    const { rows } = await this.#db.query<EntryRow>(`SELECT ${ENTRY_COLUMNS} FROM ledger_entries WHERE balance_id = $1 ORDER BY seq`, [balanceId]);
+    const { rows } = await this.#db.query<EntryRow>(`SELECT ${ENTRY_COLUMNS} FROM ledger_entries WHERE balance_id = $1 ORDER BY ledger_entries.seq`, [balanceId]);
     return rows.map(toEntry);
   }
 
   /** Every entry a source record posted, oldest first. */
   async entriesOfSource(practiceId: string, source: Pick<SourceVersion, 'connector' | 'resourceType' | 'sourceId'>): Promise<LedgerEntry[]> {
     const { rows } = await this.#db.query<EntryRow>(
-      `SELECT ${ENTRY_COLUMNS} FROM ledger_entries WHERE practice_id = $1 AND source_connector = $2 AND source_resource_type = $3 AND source_id = $4 ORDER BY seq`,
+      `SELECT ${ENTRY_COLUMNS} FROM ledger_entries WHERE practice_id = $1 AND source_connector = $2 AND source_resource_type = $3 AND source_id = $4 ORDER BY ledger_entries.seq`,
       [practiceId, source.connector, source.resourceType, source.sourceId],
     );
     return rows.map(toEntry);
@@ -556,6 +556,10 @@ interface EntryRow {
   posted_at: Date;
 }
 
+/**
+ * An entry's columns as read. `seq` is read as text (a bigint): order by `ledger_entries.seq`, never by `seq`, which
+ * names this text column and sorts "10" before "9".
+ */
 const ENTRY_COLUMNS = `id, seq::text AS seq, balance_id, kind, amount_minor::text AS amount_minor, effect_minor::text AS effect_minor, currency,
   service_date::text AS service_date, payer, service_code, description, line_key, source_connector, source_resource_type, source_id, source_version,
   reverses_entry_id, posted_at`;

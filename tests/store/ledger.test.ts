@@ -366,4 +366,21 @@ describeOnEachDatabase('LedgerRepository', (db) => {
     assert.deepEqual(ids, [...ids].sort(), 'in line order');
     assert.equal(ids.length, 3);
   });
+
+  it('lists a balance\'s entries and a source\'s entries in the order they were posted, past the ninth', async () => {
+    // Bug: both read seq as text and ordered by that text, so entry 10 came before entry 9 (on the balance's page, in
+    // its letter and on the pay page).
+    const to = { ...target, accountId: await ledger.ensureAccount(practiceId, { identifier: { system: 'urn:acct', value: 'A-ORDER' }, patientId: target.patientId }) };
+    // The entries' seq numbers cross a power of ten (…96 to …109), wherever this test runs.
+    const { rows } = await db().pool.query<{ max: string }>('SELECT coalesce(max(seq), 0)::text AS max FROM ledger_entries');
+    await db().pool.query(`SELECT setval(pg_get_serial_sequence('ledger_entries', 'seq'), $1)`, [10 ** (rows[0]!.max.length + 1) - 5]);
+    for (let i = 1; i <= 12; i++) await post(v(`order-${i}`, '1'), [line('l', 'charge', `${i}.00`, '2026-02-01')], to);
+    await post(v('order-1', '2'), [line('l', 'charge', '13.00', '2026-02-01')], to);
+    const balanceId = (await ledger.listBalances(practiceId, { guarantorId: to.guarantorId })).balances.find((b) => b.accountId === to.accountId)!.id;
+    const entries = await ledger.entries(balanceId);
+    assert.deepEqual(entries.map((e) => e.amount.amount), [100, 200, 300, 400, 500, 600, 700, 800, 900, 1000, 1100, 1200, -100, 1300]);
+    assert.deepEqual(entries.map((e) => Number(e.seq)), entries.map((e) => Number(e.seq)).sort((a, b) => a - b));
+    const ofSource = await ledger.entriesOfSource(practiceId, { connector: 'ehr', resourceType: 'Invoice', sourceId: 'order-1' });
+    assert.deepEqual(ofSource.map((e) => [e.amount.amount, e.source.versionId]), [[100, '1'], [-100, '2'], [1300, '2']]);
+  });
 });
