@@ -16,9 +16,9 @@ import { proposePlan } from '../payments/plan-service.ts';
 import { startCheckout } from '../payments/start-checkout.ts';
 import type { SandboxGateway } from '../payments/sandbox-gateway.ts';
 import { withTransaction, type Database } from '../store/database.ts';
+import { readGuarantorContacts } from '../store/guarantor-contacts.ts';
 import { LedgerRepository } from '../store/ledger.ts';
 import { OutreachRepository, type NewContactRule } from '../store/outreach.ts';
-import { OutreachPlanningReader } from '../store/outreach-planning.ts';
 import type { PhiCipher } from '../store/phi-crypto.ts';
 import { StaffTaskRepository } from '../store/staff-tasks.ts';
 import type { StepTimings } from './timings.ts';
@@ -194,7 +194,8 @@ export async function recordRegistrationConsents(deps: { db: Database; clock: Cl
   );
   let consents = 0;
   const registered = rows.filter(({ label }) => chance(deps.seed, `consent:${label}`) < CONSENT_RATE);
-  const contacts = await new OutreachPlanningReader(db.pool, deps.cipher).guarantorContacts(registered.map(({ id }) => id));
+  // The form's text and email addresses: the only contact fields read.
+  const contacts = await readGuarantorContacts(db.pool, deps.cipher, registered.map(({ id }) => id), ['phones', 'email']);
   // One transaction per few dozen forms: one commit each instead of one per statement, short enough that the
   // live engine's other work (on the embedded database's single connection) waits only briefly.
   for (let i = 0; i < registered.length; i += CONSENTS_PER_TRANSACTION) {
@@ -202,7 +203,7 @@ export async function recordRegistrationConsents(deps: { db: Database; clock: Cl
       const forms: NewContactRule[] = [];
       const at = deps.clock.now();
       for (const { id } of registered.slice(i, i + CONSENTS_PER_TRANSACTION)) {
-        const contact = contacts.get(id);
+        const contact = contacts.get(id)?.contact;
         for (const [channel, address] of [['sms', contact?.phones?.[0]], ['email', contact?.email]] as const) {
           if (address) forms.push({ channel, address, source: DEMO_CONSENT_SOURCE, at });
         }

@@ -7,6 +7,7 @@
  */
 import type { PersonContact } from '../domain/contact.ts';
 import type { Queryable } from './database.ts';
+import { decryptContact, guarantorContactColumns } from './guarantor-contacts.ts';
 import type { PhiCipher } from './phi-crypto.ts';
 
 /** An agency-ready balance as staff see it: ids, amount and dates only. */
@@ -28,6 +29,9 @@ export interface AgencyExportRow extends AgencyReadyBalance {
   /** `YYYY-MM-DD` of the guarantor's last payment on this balance, or null. */
   lastPaymentDate: string | null;
 }
+
+/** The guarantor's contact fields an agency export carries (minimum necessary: no email, language or birth date). */
+const EXPORTED_CONTACT = ['name', 'address', 'phones'] as const;
 
 /** A balance handed to an agency (a row of an export), as recall finds it. */
 export interface AgencyReferral {
@@ -80,11 +84,10 @@ export class AgencyRepository {
    * caller's transaction ends, so a payment or a second export cannot slip in between reading and marking.
    */
   async lockForExport(practiceId: string): Promise<AgencyExportRow[]> {
-    const { rows } = await this.#db.query<ReadyRow & { self_patient_id: string | null; g_name: string | null; g_address: string | null; g_phones: string | null; p_name: string | null; p_address: string | null; p_phones: string | null; last_payment: string | null }>(
+    const { rows } = await this.#db.query<ReadyRow & { self_patient_id: string | null; name_enc: string | null; address_enc: string | null; phones_enc: string | null; last_payment: string | null }>(
       `WITH ready AS (${READY_SQL} GROUP BY b.id, acct.identifier_value, ob.first_statement_date),
             locked AS (SELECT id, guarantor_id FROM balances WHERE id IN (SELECT balance_id FROM ready) FOR UPDATE)
-       SELECT ready.*, g.self_patient_id, g.name_enc AS g_name, g.address_enc AS g_address, g.phones_enc AS g_phones,
-              p.name_enc AS p_name, p.address_enc AS p_address, p.phones_enc AS p_phones,
+       SELECT ready.*, g.self_patient_id, ${guarantorContactColumns(EXPORTED_CONTACT).join(', ')},
               (SELECT max(e.service_date)::text FROM ledger_entries e
                WHERE e.balance_id = ready.balance_id AND e.kind = 'payment' AND e.payer = 'patient' AND e.reverses_entry_id IS NULL
                  AND NOT EXISTS (SELECT 1 FROM ledger_entries x WHERE x.reverses_entry_id = e.id)) AS last_payment
@@ -93,18 +96,11 @@ export class AgencyRepository {
        ORDER BY ready.ready_since, ready.balance_id`,
       [practiceId],
     );
-    return rows.map((r) => {
-      const table = r.self_patient_id ? 'patients' : 'guarantors';
-      const read = (token: string | null, field: string) => (token ? JSON.parse(this.#cipher.decrypt(token, `${table}.${field}`)) : undefined);
-      const name = read(r.self_patient_id ? r.p_name : r.g_name, 'name');
-      const address = read(r.self_patient_id ? r.p_address : r.g_address, 'address');
-      const phones = read(r.self_patient_id ? r.p_phones : r.g_phones, 'phones');
-      return {
-        ...toReady(r),
-        guarantor: { ...(name ? { name } : {}), ...(address ? { address } : {}), ...(phones ? { phones } : {}) },
-        lastPaymentDate: r.last_payment,
-      };
-    });
+    return rows.map((r) => ({
+      ...toReady(r),
+      guarantor: decryptContact(this.#cipher, r.self_patient_id ? 'patients' : 'guarantors', r, EXPORTED_CONTACT),
+      lastPaymentDate: r.last_payment,
+    }));
   }
 
   /** Records an export and the balances it handed over. @returns the export id. */

@@ -8,7 +8,7 @@
  */
 import { DateTime } from 'luxon';
 import { type Clock, localDate } from '../domain/clock.ts';
-import { CONTACT_FIELDS, type ContactField, type PersonContact, type PersonIdentifier } from '../domain/contact.ts';
+import { CONTACT_FIELDS, type PersonContact, type PersonIdentifier } from '../domain/contact.ts';
 import {
   ageItems,
   outreachEligible,
@@ -25,6 +25,7 @@ import {
 import type { Money } from '../domain/money.ts';
 import { birthYear, zip3 } from '../domain/safe-harbor.ts';
 import type { Queryable } from './database.ts';
+import { decryptContact, ENC_COLUMNS, readGuarantorContacts } from './guarantor-contacts.ts';
 import { LedgerBatch, type SourcePosting } from './ledger-batch.ts';
 import { LedgerError, toSafe, type PostingResult, type PostingTarget } from './ledger-posting.ts';
 import type { PhiCipher } from './phi-crypto.ts';
@@ -90,16 +91,6 @@ export interface BalanceFilter {
   /** The `nextCursor` of the previous page. */
   cursor?: string;
 }
-
-/** The encrypted column of each contact field, in `patients` and `guarantors` alike. */
-export const ENC_COLUMNS: Record<ContactField, string> = {
-  name: 'name_enc',
-  phones: 'phones_enc',
-  email: 'email_enc',
-  address: 'address_enc',
-  language: 'language_enc',
-  birthDate: 'birth_date_enc',
-};
 
 type OwnerType = 'patient' | 'guarantor';
 
@@ -237,34 +228,17 @@ export class LedgerRepository {
       id: row.id!,
       practiceId: row.practice_id!,
       identifier: { system: row.identifier_system!, value: row.identifier_value! },
-      ...this.#readContact('patients', row),
+      ...decryptContact(this.#cipher, 'patients', row),
     };
   }
 
-  /** A guarantor's decrypted contact (the patient's, for a patient who is their own guarantor). */
+  /**
+   * A guarantor's decrypted contact, every field (the patient's, for a patient who is their own guarantor), in one
+   * query; for a page of guarantors, or only some fields, see `readGuarantorContacts`.
+   */
   async getGuarantorContact(id: string): Promise<(PersonContact & { selfPatientId: string | null; identifier: PersonIdentifier | null }) | undefined> {
-    const { rows } = await this.#db.query<Record<string, string | null>>('SELECT * FROM guarantors WHERE id = $1', [id]);
-    const row = rows[0];
-    if (!row) return undefined;
-    if (row.self_patient_id) {
-      const patient = await this.getPatient(row.self_patient_id);
-      const { id: _id, practiceId: _p, identifier, ...contact } = patient!;
-      return { ...contact, selfPatientId: row.self_patient_id, identifier };
-    }
-    return {
-      ...this.#readContact('guarantors', row),
-      selfPatientId: null,
-      identifier: { system: row.identifier_system!, value: row.identifier_value! },
-    };
-  }
-
-  #readContact(table: string, row: Record<string, string | null>): PersonContact {
-    const contact: Record<string, unknown> = {};
-    for (const field of CONTACT_FIELDS) {
-      const token = row[ENC_COLUMNS[field]];
-      if (token) contact[field] = JSON.parse(this.#cipher.decrypt(token, `${table}.${field}`));
-    }
-    return contact as PersonContact;
+    const found = (await readGuarantorContacts(this.#db, this.#cipher, [id])).get(id);
+    return found && { ...found.contact, selfPatientId: found.selfPatientId, identifier: found.identifier };
   }
 
   /** Patients and guarantors with this phone or email (by blind index). */

@@ -24,7 +24,7 @@ import type { Clock } from '../domain/clock.ts';
 import type { Channel, ConsentRecord, MessageChannel, OptOut, OutreachAttempt } from '../domain/outreach.ts';
 import type { BalanceStatus, HoldReason } from '../domain/ledger.ts';
 import type { Queryable } from './database.ts';
-import { ENC_COLUMNS } from './ledger.ts';
+import { decryptContact, readGuarantorContacts } from './guarantor-contacts.ts';
 import type { NewAttempt, NewOutboxMessage } from './outreach.ts';
 import type { PhiCipher } from './phi-crypto.ts';
 
@@ -185,38 +185,15 @@ export class OutreachPlanningReader {
    * contact has no language, the patient's language. Only the fields planning uses are decrypted (never the birth date).
    */
   async contacts(balances: readonly Pick<PlanningBalance, 'id' | 'guarantorId' | 'patientId'>[]): Promise<Map<string, PlanningContact>> {
-    const contactOf = await this.guarantorContacts(balances.map((b) => b.guarantorId));
+    const contactOf = await readGuarantorContacts(this.#db, this.#cipher, balances.map((b) => b.guarantorId), PLANNING_FIELDS);
     // The patient's own language matters only when the guarantor's contact names none.
-    const patientIds = [...new Set(balances.flatMap((b) => (b.patientId && contactOf.get(b.guarantorId)?.language == null ? [b.patientId] : [])))];
+    const patientIds = [...new Set(balances.flatMap((b) => (b.patientId && contactOf.get(b.guarantorId)?.contact.language == null ? [b.patientId] : [])))];
     const { rows: patients } = patientIds.length === 0 ? { rows: [] } : await this.#db.query<{ id: string; language_enc: string | null }>(
       'SELECT id, language_enc FROM patients WHERE id = ANY($1::uuid[])',
       [patientIds],
     );
-    const languageOf = new Map(patients.map((p) => [p.id, p.language_enc ? (JSON.parse(this.#cipher.decrypt(p.language_enc, 'patients.language')) as string) : undefined]));
-    return new Map(balances.map((b) => [b.id, { contact: contactOf.get(b.guarantorId), patientLanguage: b.patientId ? languageOf.get(b.patientId) : undefined }]));
-  }
-
-  /**
-   * Guarantors' contacts by guarantor id (the patient's own, for a patient who is their own guarantor), in one
-   * query; only the fields planning uses are decrypted (never the birth date).
-   */
-  async guarantorContacts(guarantorIds: readonly string[]): Promise<Map<string, PersonContact>> {
-    const cols = PLANNING_FIELDS.map((f) => ENC_COLUMNS[f]);
-    const { rows } = await this.#db.query<Record<string, string | null>>(
-      `SELECT g.id, g.self_patient_id, ${cols.map((c) => `g.${c}`).join(', ')}, ${cols.map((c) => `p.${c} AS p_${c}`).join(', ')}
-       FROM guarantors g LEFT JOIN patients p ON p.id = g.self_patient_id WHERE g.id = ANY($1::uuid[])`,
-      [[...new Set(guarantorIds)]],
-    );
-    return new Map(rows.map((row) => [row.id!, row.self_patient_id ? this.#read('patients', row, 'p_') : this.#read('guarantors', row, '')]));
-  }
-
-  #read(table: string, row: Record<string, string | null>, prefix: string): PersonContact {
-    const contact: Record<string, unknown> = {};
-    for (const field of PLANNING_FIELDS) {
-      const token = row[`${prefix}${ENC_COLUMNS[field]}`];
-      if (token) contact[field] = JSON.parse(this.#cipher.decrypt(token, `${table}.${field}`));
-    }
-    return contact as PersonContact;
+    const languageOf = new Map(patients.map((p) => [p.id, decryptContact(this.#cipher, 'patients', p, ['language']).language]));
+    return new Map(balances.map((b) => [b.id, { contact: contactOf.get(b.guarantorId)?.contact, patientLanguage: b.patientId ? languageOf.get(b.patientId) : undefined }]));
   }
 
   /**
