@@ -60,10 +60,10 @@ export class LedgerBatch {
     if (new Set(postings.map((p) => sourceKey(p.version))).size !== postings.length) throw new Error('postSources takes each source once per call');
     for (const posting of postings) checkLines(posting.lines);
     const now = this.#clock.now();
-    const versions = postings.map((p) => p.version);
-    // A source seen for the first time is inserted with this version already (nothing to compare it with, so it
-    // posts): only sources that existed before have their version advanced afterwards (#versionsCte).
-    const previous = await this.#lockSources(practiceId, versions, now);
+    // A source seen for the first time is inserted with this version and its lines' guarantor and account already
+    // (nothing to compare it with, so it posts them all): only sources that existed before have their version advanced
+    // afterwards (#versionsCte).
+    const previous = await this.#lockSources(practiceId, postings, now);
     const outcome = postings.map((p, n): PostingResult['outcome'] | 'post' => {
       const prior = previous[n]!;
       if (prior.inserted) return 'post';
@@ -95,7 +95,7 @@ export class LedgerBatch {
     });
     const recompute = [...notes.keys()].sort();
     const statement = new SqlParams();
-    const versionCtes = this.#versionsCte(statement, practiceId, postings, results, previous.map((p) => p.inserted), now);
+    const versionCtes = this.#versionsCte(statement, practiceId, postings, results, previous.map((p) => p.inserted), plans, now);
     const lines = this.#linesCte(statement, practiceId, postings, plans, balanceIds, now);
     const ctes = [...versionCtes, ...(lines ? [`lines AS (${lines})`] : [])];
     if (ctes.length === 0 && recompute.length === 0) return results;
@@ -106,20 +106,25 @@ export class LedgerBatch {
   }
 
   /**
-   * Creates (with this version) or locks each posting's source, in key order ({@link lockExisting}). @returns per
-   * posting, whether this call created its source, else its source's current version and whether this version was
-   * seen before.
+   * Creates (with this version, and the guarantor and account its lines go to: a new source posts them all) or locks
+   * each posting's source, in key order ({@link lockExisting}). @returns per posting, whether this call created its
+   * source, else its source's current version and whether this version was seen before.
    */
-  async #lockSources(practiceId: string, versions: readonly SourceVersion[], now: Date): Promise<PriorSource[]> {
+  async #lockSources(practiceId: string, postings: readonly SourcePosting[], now: Date): Promise<PriorSource[]> {
+    const versions = postings.map((p) => p.version);
     const column = (of: readonly SourceVersion[], pick: (v: SourceVersion) => string | null) => arrayLiteral(of.map(pick));
     const { rows } = await this.#db.query<{ connector: string; resource_type: string; source_id: string }>(
-      `INSERT INTO ledger_sources (practice_id, connector, resource_type, source_id, version_id, last_updated, updated_at)
-       SELECT $1, connector, resource_type, source_id, version_id, last_updated, $7
-       FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[]) AS k (connector, resource_type, source_id, version_id, last_updated)
+      `INSERT INTO ledger_sources (practice_id, connector, resource_type, source_id, version_id, last_updated, guarantor_id, account_id, updated_at)
+       SELECT $1, connector, resource_type, source_id, version_id, last_updated, guarantor_id, account_id, $7
+       FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $8::uuid[], $9::uuid[])
+         AS k (connector, resource_type, source_id, version_id, last_updated, guarantor_id, account_id)
        ORDER BY connector, resource_type, source_id
        ON CONFLICT (practice_id, connector, resource_type, source_id) ${lockExisting('ledger_sources')}
        RETURNING connector, resource_type, source_id`,
-      [practiceId, column(versions, (v) => v.connector), column(versions, (v) => v.resourceType), column(versions, (v) => v.sourceId), column(versions, (v) => v.versionId), column(versions, timestamp), now],
+      [
+        practiceId, column(versions, (v) => v.connector), column(versions, (v) => v.resourceType), column(versions, (v) => v.sourceId), column(versions, (v) => v.versionId),
+        column(versions, timestamp), now, arrayLiteral(postings.map((p) => p.target.guarantorId)), arrayLiteral(postings.map((p) => p.target.accountId)),
+      ],
     );
     const inserted = new Set(rows.map((r) => sourceKey({ connector: r.connector, resourceType: r.resource_type, sourceId: r.source_id })));
     const prior = versions.map((): PriorSource => ({ inserted: true, seen: false, versionId: '', lastUpdated: null }));
@@ -138,6 +143,12 @@ export class LedgerBatch {
     return prior;
   }
 
+  /**
+   * The active entries (not reversed) of sources posted before, by source key. They are read through each source's
+   * balance (its key in `ledger_sources`: the guarantor and account of its latest posted lines; every active entry of
+   * a source lies on that balance, see migration 0038), the balance's entries filtered by source: no index of every
+   * entry by source to keep up.
+   */
   async #activeEntries(practiceId: string, versions: readonly SourceVersion[]): Promise<Map<string, ActiveEntry[]>> {
     const bySource = new Map<string, ActiveEntry[]>();
     if (versions.length === 0) return bySource;
@@ -148,7 +159,9 @@ export class LedgerBatch {
       `SELECT e.source_connector AS connector, e.source_resource_type AS resource_type, e.source_id, e.id, e.line_key, e.kind, e.amount_minor::text AS amount_minor,
               e.currency, e.service_date::text AS service_date, e.payer, e.service_code, e.description, e.account_id, e.guarantor_id
        FROM unnest($2::text[], $3::text[], $4::text[]) AS k (connector, resource_type, source_id)
-       JOIN ledger_entries e ON e.practice_id = $1 AND e.source_connector = k.connector AND e.source_resource_type = k.resource_type AND e.source_id = k.source_id
+       JOIN ledger_sources s ON s.practice_id = $1 AND s.connector = k.connector AND s.resource_type = k.resource_type AND s.source_id = k.source_id
+       JOIN balances b ON b.practice_id = $1 AND b.guarantor_id = s.guarantor_id AND b.account_id = s.account_id
+       JOIN ledger_entries e ON e.balance_id = b.id AND e.source_connector = k.connector AND e.source_resource_type = k.resource_type AND e.source_id = k.source_id
        WHERE e.reverses_entry_id IS NULL AND NOT EXISTS (SELECT 1 FROM ledger_entries r WHERE r.reverses_entry_id = e.id)
        ORDER BY e.seq`,
       [practiceId, arrayLiteral(versions.map((v) => v.connector)), arrayLiteral(versions.map((v) => v.resourceType)), arrayLiteral(versions.map((v) => v.sourceId))],
@@ -319,24 +332,37 @@ export class LedgerBatch {
 
   /**
    * The CTEs that record each version's outcome and advance its source's current version, unless the version was
-   * stale (or the source was `inserted` by this batch, with its version already). None when there is nothing to
-   * record.
+   * stale (or the source was `inserted` by this batch, with its version and balance already), moving the source to
+   * the balance its new lines go to (one that posts no new line leaves its source's balance as it was, see
+   * {@link #activeEntries}). None when there is nothing to record.
    */
-  #versionsCte(statement: SqlParams, practiceId: string, postings: readonly SourcePosting[], results: readonly PostingResult[], inserted: readonly boolean[], now: Date): string[] {
-    const recorded = postings.map((p, n) => ({ version: p.version, outcome: results[n]!.outcome, advance: !inserted[n] && results[n]!.outcome !== 'stale' })).filter((r) => r.outcome !== 'duplicate');
+  #versionsCte(
+    statement: SqlParams,
+    practiceId: string,
+    postings: readonly SourcePosting[],
+    results: readonly PostingResult[],
+    inserted: readonly boolean[],
+    plans: readonly (PostingPlan | null)[],
+    now: Date,
+  ): string[] {
+    const recorded = postings
+      .map((p, n) => ({ version: p.version, outcome: results[n]!.outcome, advance: !inserted[n] && results[n]!.outcome !== 'stale', moves: (plans[n]?.post.length ?? 0) > 0, target: p.target }))
+      .filter((r) => r.outcome !== 'duplicate');
     if (recorded.length === 0) return [];
     const column = (pick: (r: (typeof recorded)[number]) => string | boolean | null) => statement.add(arrayLiteral(recorded.map(pick)));
     const practice = statement.add(practiceId);
     const at = statement.add(now);
     return [
       `versions AS (SELECT * FROM unnest(${column((r) => r.version.connector)}::text[], ${column((r) => r.version.resourceType)}::text[], ${column((r) => r.version.sourceId)}::text[],
-         ${column((r) => r.version.versionId)}::text[], ${column((r) => timestamp(r.version))}::timestamptz[], ${column((r) => r.outcome)}::text[], ${column((r) => r.advance)}::boolean[])
-         AS r (connector, resource_type, source_id, version_id, last_updated, outcome, advance))`,
+         ${column((r) => r.version.versionId)}::text[], ${column((r) => timestamp(r.version))}::timestamptz[], ${column((r) => r.outcome)}::text[], ${column((r) => r.advance)}::boolean[],
+         ${column((r) => (r.moves ? r.target.guarantorId : null))}::uuid[], ${column((r) => (r.moves ? r.target.accountId : null))}::uuid[])
+         AS r (connector, resource_type, source_id, version_id, last_updated, outcome, advance, guarantor_id, account_id))`,
       `recorded AS (
          INSERT INTO ledger_source_versions (practice_id, connector, resource_type, source_id, version_id, last_updated, outcome, received_at)
          SELECT ${practice}, connector, resource_type, source_id, version_id, last_updated, outcome, ${at} FROM versions ON CONFLICT DO NOTHING)`,
       `advanced AS (
-         UPDATE ledger_sources s SET version_id = r.version_id, last_updated = r.last_updated, updated_at = ${at}
+         UPDATE ledger_sources s SET version_id = r.version_id, last_updated = r.last_updated, updated_at = ${at},
+           guarantor_id = coalesce(r.guarantor_id, s.guarantor_id), account_id = coalesce(r.account_id, s.account_id)
          FROM versions r WHERE r.advance AND s.practice_id = ${practice} AND s.connector = r.connector AND s.resource_type = r.resource_type AND s.source_id = r.source_id)`,
     ];
   }

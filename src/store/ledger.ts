@@ -428,7 +428,11 @@ export class LedgerRepository {
     return rows.map(toEntry);
   }
 
-  /** Every entry a source record posted, oldest first. */
+  /**
+   * Every entry a source record posted, oldest first, on whichever balances. No index serves it (posting finds a
+   * source's entries through its balance, whose guarantor and account `ledger_sources` keeps: 0038): it scans the
+   * practice's entries, for tests and investigations, not for a request path.
+   */
   async entriesOfSource(practiceId: string, source: Pick<SourceVersion, 'connector' | 'resourceType' | 'sourceId'>): Promise<LedgerEntry[]> {
     const { rows } = await this.#db.query<EntryRow>(
       `SELECT ${ENTRY_COLUMNS} FROM ledger_entries WHERE practice_id = $1 AND source_connector = $2 AND source_resource_type = $3 AND source_id = $4 ORDER BY ledger_entries.seq`,

@@ -383,4 +383,24 @@ describeOnEachDatabase('LedgerRepository', (db) => {
     const ofSource = await ledger.entriesOfSource(practiceId, { connector: 'ehr', resourceType: 'Invoice', sourceId: 'order-1' });
     assert.deepEqual(ofSource.map((e) => [e.amount.amount, e.source.versionId]), [[100, '1'], [-100, '2'], [1300, '2']]);
   });
+
+  it('follows a source to another account: later versions reverse only what changed there, a version that drops a line keeps the rest', async () => {
+    const account = async (value: string) => ({ ...target, accountId: await ledger.ensureAccount(practiceId, { identifier: { system: 'urn:acct', value }, patientId: target.patientId }) });
+    const [onA, onB] = [await account('A-MOVE'), await account('B-MOVE')];
+    const a = line('lineItem/0', 'charge', '100.00', '2026-02-01');
+    const b = line('lineItem/1', 'charge', '50.00', '2026-02-01');
+    const [balanceA] = (await post(v('moving', '1'), [a, b], onA)).balanceIds;
+    const moved = await post(v('moving', '2'), [a, b], onB);
+    assert.deepEqual([moved.posted, moved.reversed], [2, 2], 'every line leaves A for B');
+    const balanceB = moved.balanceIds.find((id) => id !== balanceA)!;
+    const changed = await post(v('moving', '3'), [line('lineItem/0', 'charge', '120.00', '2026-02-01'), b], onB);
+    assert.deepEqual([changed.posted, changed.reversed, changed.balanceIds], [1, 1, [balanceB]], 'only the changed line, on B');
+    const dropped = await post(v('moving', '4'), [line('lineItem/0', 'charge', '120.00', '2026-02-01')], onB);
+    assert.deepEqual([dropped.posted, dropped.reversed], [0, 1]);
+    const again = await post(v('moving', '5'), [line('lineItem/0', 'charge', '130.00', '2026-02-01')], onB);
+    assert.deepEqual([again.posted, again.reversed], [1, 1], 'the line kept by version 4 is still found');
+    assert.equal((await ledger.getBalance(balanceA!))?.patientAmount.amount, 0);
+    assert.equal((await ledger.getBalance(balanceB))?.patientAmount.amount, 13000);
+    assert.deepEqual(await ledger.verifyBalance(balanceB), { stored: 13000, fromEntries: 13000 });
+  });
 });

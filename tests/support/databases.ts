@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { after, before, describe } from 'node:test';
 import pg from 'pg';
 import { openDatabase, type Database } from '../../src/store/database.ts';
-import { migrate } from '../../src/store/migrate.ts';
+import { migrate, type Migration } from '../../src/store/migrate.ts';
 
 /** An engine a contract suite runs on. */
 export interface TestEngine {
@@ -29,11 +29,18 @@ export function testEngines(): TestEngine[] {
   ];
 }
 
-/** A fresh, migrated, empty database on one engine, with a way to drop it. */
-export async function createTestDatabase(engine: TestEngine['name'], poolSize = 5): Promise<{ db: Database; url?: string; drop(): Promise<void> }> {
+/**
+ * A fresh, migrated, empty database on one engine, with a way to drop it.
+ * @param migrations - the migrations to apply (all of them unless given: a test of a migration stops before it).
+ */
+export async function createTestDatabase(
+  engine: TestEngine['name'],
+  poolSize = 5,
+  migrations?: Migration[],
+): Promise<{ db: Database; url?: string; drop(): Promise<void> }> {
   if (engine === 'pglite') {
     const db = await openDatabase({ dataDir: 'memory://', poolSize });
-    await migrate(db);
+    await migrate(db, migrations);
     return { db, drop: () => db.close() };
   }
   const adminUrl = process.env.TEST_DATABASE_URL;
@@ -46,7 +53,7 @@ export async function createTestDatabase(engine: TestEngine['name'], poolSize = 
   const url = new URL(adminUrl);
   url.pathname = `/${name}`;
   const db = await openDatabase({ databaseUrl: url.toString(), dataDir: 'unused', poolSize });
-  await migrate(db);
+  await migrate(db, migrations);
   return {
     db,
     url: url.toString(),
