@@ -1,12 +1,18 @@
 /**
  * The constraints (FHIRPath invariants) of the compiled validator (`fhir-validator.ts`), evaluated as Medplum's
  * validator evaluates them (`isExpressionTrue` in its `validation.ts`: the same keys skipped, the same variables,
- * Medplum's `evalFhirPathTyped` on the expression parsed once), with one shortcut that cannot change a verdict: an
- * expression that reads nothing but members of the value (no `%` or `$` variable, no function that reads
- * members by other means) takes, on an object without any of those members, the value it takes on an object
- * without any member, computed once.
+ * Medplum's `evalFhirPathTyped` on the expression parsed once), with two shortcuts that cannot change a verdict:
+ * - an expression that reads nothing but members of the value (no `%` or `$` variable, no function that reads
+ *   members by other means) takes, on an object without any of those members, the value it takes on an object
+ *   without any member, computed once;
+ * - an expression made only of `or`, `and`, `member.exists()` and `member = 'text'` (a profile's "an invoice has a
+ *   subject or an account") is read on the JSON object directly when that surely makes it true ({@link quickCheck});
+ *   whenever it does not, Medplum evaluates it.
  */
-import { evalFhirPathTyped, FunctionAtom, LiteralAtom, parseFhirPath, SymbolAtom, toTypedValue, UCUM, type InternalTypeSchema, type TypedValue } from '@medplum/core';
+import {
+  AndAtom, DotAtom, EqualsAtom, evalFhirPathTyped, FhirPathAtom, FunctionAtom, LiteralAtom, OrAtom, parseFhirPath, SymbolAtom, toTypedValue, UCUM,
+  type InternalTypeSchema, type TypedValue,
+} from '@medplum/core';
 import type { Resource } from '@medplum/fhirtypes';
 
 /** Constraint keys Medplum's validator does not evaluate (`skippedConstraintKeys` in its `validation.ts`). */
@@ -38,6 +44,8 @@ export interface Constraint {
   whenAbsent?: boolean;
   /** …and of this `resourceType` (undefined for datatypes). */
   resourceType?: unknown;
+  /** True when the JSON object surely satisfies it, read without Medplum ({@link quickCheck}). */
+  surelyHolds?: (object: Record<string, unknown>) => boolean;
 }
 
 /**
@@ -66,7 +74,11 @@ export function compileConstraints(constraints: InternalTypeSchema['constraints'
         whenAbsent = undefined;
       }
     }
-    compiled.push({ atom, reads, whenAbsent, resourceType: (empty as { resourceType?: unknown } | undefined)?.resourceType });
+    const quick = reads ? quickCheck(atom) : undefined;
+    compiled.push({
+      atom, reads, whenAbsent, resourceType: (empty as { resourceType?: unknown } | undefined)?.resourceType,
+      ...(quick ? { surelyHolds: (object: Record<string, unknown>) => quick(object) === true } : {}),
+    });
   }
   return compiled;
 }
@@ -98,6 +110,7 @@ export function holds(constraint: Constraint, value: TypedValue, context: Constr
     const object = value.value as Record<string, unknown>;
     if (object.resourceType === constraint.resourceType && !readsAny(object, constraint.reads!)) return constraint.whenAbsent;
   }
+  if (constraint.surelyHolds?.(value.value as Record<string, unknown>)) return true;
   const variables: Record<string, TypedValue> = { '%context': value, '%ucum': ucum, '%rootResource': context.root };
   const resource = context.resources.at(-1);
   if (resource) variables['%resource'] = toTypedValue(resource);
@@ -111,6 +124,94 @@ export function holds(constraint: Constraint, value: TypedValue, context: Constr
 function isTrue(atom: Atom, value: TypedValue, variables: Record<string, TypedValue>): boolean {
   const result = evalFhirPathTyped(atom, [value], variables);
   return result.length === 1 && result[0]?.value === true;
+}
+
+/**
+ * FHIRPath's three-valued result of a {@link quickCheck} term on an object: true, false, empty (`[]`), or undefined
+ * when it cannot be read without Medplum.
+ */
+type Quick = true | false | 'empty' | undefined;
+
+/**
+ * A reader of an expression on a JSON object, for expressions made only of `or`, `and` and terms on a member of the
+ * object: `member.exists()` and `member = 'text'` (undefined for any other expression). It reads a member only when
+ * it is plainly there or plainly absent: no `_member` (a primitive's extensions) and no choice `memberType` key
+ * beside it, and a present value that is a non-empty string, a number, a boolean, an object with members or an array
+ * of such values; anything else is undefined, which leaves the expression to Medplum.
+ *
+ * Only a true result is used, and `or` and `and` can only lose truth where a term reads false or empty that Medplum
+ * would read true: the verdict is Medplum's whenever the reader says true, and Medplum's own otherwise.
+ */
+export function quickCheck(atom: unknown): ((object: Record<string, unknown>) => Quick) | undefined {
+  if (atom instanceof FhirPathAtom) return quickCheck(atom.child);
+  if (atom instanceof OrAtom || atom instanceof AndAtom) {
+    const left = quickCheck(atom.left);
+    const right = quickCheck(atom.right);
+    if (!left || !right) return undefined;
+    return atom instanceof OrAtom ? (object) => or(left(object), right(object)) : (object) => and(left(object), right(object));
+  }
+  if (atom instanceof DotAtom && atom.left instanceof SymbolAtom && atom.right instanceof FunctionAtom && atom.right.name === 'exists' && atom.right.args.length === 0) {
+    const name = atom.left.name;
+    if (!plainName(name)) return undefined;
+    return (object) => {
+      const value = plainMember(object, name);
+      return value === undefined ? undefined : value !== ABSENT;
+    };
+  }
+  if (atom instanceof EqualsAtom && atom.left instanceof SymbolAtom && atom.right instanceof LiteralAtom && atom.right.value.type === 'string') {
+    const name = atom.left.name;
+    const text = atom.right.value.value as string;
+    if (!plainName(name)) return undefined;
+    return (object) => {
+      const value = plainMember(object, name);
+      if (value === ABSENT) return 'empty';
+      return typeof value === 'string' ? value === text : undefined;
+    };
+  }
+  return undefined;
+}
+
+/** A member name as JSON holds it (not a variable, a quoted name or a type). */
+const plainName = (name: string): boolean => /^[a-z][A-Za-z0-9]*$/.test(name);
+
+const ABSENT = Symbol('absent');
+
+/** The member's JSON value when it is plainly present, {@link ABSENT} when plainly absent, else undefined. */
+function plainMember(object: Record<string, unknown>, name: string): unknown {
+  for (const key in object) {
+    if (key === `_${name}`) return undefined;
+    if (key !== name && key.startsWith(name)) {
+      const next = key.charCodeAt(name.length);
+      if (next >= 65 && next <= 90) return undefined;
+    }
+  }
+  const value = object[name];
+  if (value === undefined) return ABSENT;
+  if (Array.isArray(value)) return value.length > 0 && value.every(plainValue) ? value : undefined;
+  return plainValue(value) ? value : undefined;
+}
+
+/** A value Medplum surely reads as present: a non-empty string, a number, a boolean or an object with members. */
+function plainValue(value: unknown): boolean {
+  if (typeof value === 'string') return value.trim() !== '';
+  if (typeof value === 'number' || typeof value === 'boolean') return true;
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return false;
+  for (const _ in value) return true;
+  return false;
+}
+
+/** FHIRPath's `or` on single results (unknown stays unknown unless the other side is true). */
+function or(a: Quick, b: Quick): Quick {
+  if (a === true || b === true) return true;
+  if (a === undefined || b === undefined) return undefined;
+  return a === false && b === false ? false : 'empty';
+}
+
+/** FHIRPath's `and` on single results (unknown stays unknown unless the other side is false). */
+function and(a: Quick, b: Quick): Quick {
+  if (a === false || b === false) return false;
+  if (a === undefined || b === undefined) return undefined;
+  return a === true && b === true ? true : 'empty';
 }
 
 /** Whether an object has a member of one of these names (as `name`, `_name` or a choice `nameType`). */
