@@ -135,8 +135,8 @@ type Quick = true | false | 'empty' | undefined;
 /**
  * A reader of an expression on a JSON object, for expressions made only of `or`, `and` and terms on a member of the
  * object: `member.exists()` and `member = 'text'` (undefined for any other expression). It reads a member only when
- * it is plainly there or plainly absent: no `_member` (a primitive's extensions) and no choice `memberType` key
- * beside it, and a present value that is a non-empty string, a number, a boolean, an object with members or an array
+ * it is plainly there or plainly absent: no other key giving it beside it (`_member`, a primitive's extensions, or a
+ * choice `memberType`: {@link namesMember}), and a present value that is a non-empty string, a number, a boolean, an object with members or an array
  * of such values; anything else is undefined, which leaves the expression to Medplum.
  *
  * Only a true result is used, and `or` and `and` can only lose truth where a term reads false or empty that Medplum
@@ -178,13 +178,7 @@ const ABSENT = Symbol('absent');
 
 /** The member's JSON value when it is plainly present, {@link ABSENT} when plainly absent, else undefined. */
 function plainMember(object: Record<string, unknown>, name: string): unknown {
-  for (const key in object) {
-    if (key === `_${name}`) return undefined;
-    if (key !== name && key.startsWith(name)) {
-      const next = key.charCodeAt(name.length);
-      if (next >= 65 && next <= 90) return undefined;
-    }
-  }
+  for (const key in object) if (key !== name && namesMember(key, name)) return undefined;
   const value = object[name];
   if (value === undefined) return ABSENT;
   if (Array.isArray(value)) return value.length > 0 && value.every(plainValue) ? value : undefined;
@@ -216,15 +210,15 @@ function and(a: Quick, b: Quick): Quick {
 
 /** Whether an object has a member of one of these names (as `name`, `_name` or a choice `nameType`). */
 function readsAny(object: Record<string, unknown>, names: readonly string[]): boolean {
-  for (const key of Object.keys(object)) {
-    for (const name of names) {
-      if (key === name || key === `_${name}`) return true;
-      const start = key.startsWith('_') ? 1 : 0;
-      if (key.startsWith(name, start) && key.length > name.length + start) {
-        const next = key.charCodeAt(name.length + start);
-        if (next >= 65 && next <= 90) return true;
-      }
-    }
-  }
+  for (const key of Object.keys(object)) for (const name of names) if (namesMember(key, name)) return true;
   return false;
+}
+
+/** Whether a JSON key gives a member: as `name`, `_name` or a choice `nameType` (or `_nameType`). */
+function namesMember(key: string, name: string): boolean {
+  if (key === name || key === `_${name}`) return true;
+  const start = key.startsWith('_') ? 1 : 0;
+  if (!key.startsWith(name, start) || key.length <= name.length + start) return false;
+  const next = key.charCodeAt(name.length + start);
+  return next >= 65 && next <= 90;
 }
