@@ -53,7 +53,7 @@ export const IDLE_CONNECTION_MS = 5 * 60_000;
  */
 export async function openDatabase(options: OpenDatabaseOptions): Promise<Database> {
   if (options.databaseUrl) {
-    const connection: pg.PoolConfig = { connectionString: options.databaseUrl, max: options.poolSize, connectionTimeoutMillis: 5000, idleTimeoutMillis: IDLE_CONNECTION_MS };
+    const connection: pg.PoolConfig = { connectionString: options.databaseUrl, max: options.poolSize, connectionTimeoutMillis: 5000 };
     return makeDatabase('server', connection, async () => {});
   }
   const inMemory = options.dataDir.startsWith('memory://');
@@ -62,7 +62,7 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<Databa
     const claim = await claimDataDir(options.dataDir);
     if ('port' in claim) {
       // Another Settle process (the engine) holds the embedded database: share it through its server.
-      const connection = { host: '127.0.0.1', port: claim.port, user: 'postgres', database: 'postgres', max: Math.min(options.poolSize, 5), idleTimeoutMillis: IDLE_CONNECTION_MS };
+      const connection = { host: '127.0.0.1', port: claim.port, user: 'postgres', database: 'postgres', max: Math.min(options.poolSize, 5) };
       return makeDatabase('embedded', connection, async () => {});
     }
     release = claim.release;
@@ -84,7 +84,6 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<Databa
     user: 'postgres',
     database: 'postgres',
     max: options.poolSize,
-    idleTimeoutMillis: IDLE_CONNECTION_MS,
   };
   return makeDatabase('embedded', connection, async () => {
     await server.stop();
@@ -92,7 +91,8 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<Databa
   });
 }
 
-function makeDatabase(kind: Database['kind'], connection: pg.PoolConfig, closeServer: () => Promise<void>): Database {
+function makeDatabase(kind: Database['kind'], config: pg.PoolConfig, closeServer: () => Promise<void>): Database {
+  const connection: pg.PoolConfig = { ...config, idleTimeoutMillis: IDLE_CONNECTION_MS };
   const pool = new pg.Pool(connection);
   // An idle client losing its connection must not crash the process; the pool replaces it.
   pool.on('error', () => {});
