@@ -104,6 +104,14 @@ const CLOCK_SKEW_SECONDS = 30;
 const SNAPSHOT_TTL_MS = 30 * 60_000;
 const MAX_SNAPSHOTS = 500;
 const MAX_PAGE_SIZE = 1000;
+/** An export file is written to the connection this much at a time, the next piece once the connection drains. */
+const EXPORT_PIECE_BYTES = 2 ** 20;
+
+/** A completed export's NDJSON file: its UTF-8 bytes, encoded once when the export is taken, and its line count. */
+interface ExportFile {
+  bytes: Buffer;
+  lines: number;
+}
 
 /** The resource types the sandbox declares in its CapabilityStatement (it stores whatever is written to it). */
 export const SANDBOX_RESOURCE_TYPES = ['Patient', 'Account', 'Invoice', 'ChargeItem', 'Coverage', 'PaymentReconciliation'] as const;
@@ -206,7 +214,7 @@ export async function startSandboxEhr(options: SandboxEhrOptions = {}): Promise<
   let answersToDrop = 0;
   const injected = new Map<string, unknown[]>();
   const bulkLines = new Map<string, string[]>();
-  const bulkJobs = new Map<string, { polls: number; transactionTime: string; files: Map<string, string>; request: string }>();
+  const bulkJobs = new Map<string, { polls: number; transactionTime: string; files: Map<string, ExportFile>; request: string }>();
   const stats: SandboxEhr['stats'] = { tokenRequests: 0, fhirRequests: [] };
 
   let origin = '';
@@ -590,12 +598,12 @@ export async function startSandboxEhr(options: SandboxEhrOptions = {}): Promise<
         return;
       }
       const transactionTime = clock.now().toISOString();
-      const files = new Map<string, string>();
+      const files = new Map<string, ExportFile>();
       for (const type of types) {
         const all = await repo.searchResources({ resourceType: type as 'Patient', count: 1_000_000 });
         const lines = all.filter((r) => since === undefined || Date.parse(r.meta?.lastUpdated ?? '') >= since).map((r) => JSON.stringify(r));
         lines.push(...(bulkLines.get(type) ?? []));
-        if (lines.length > 0) files.set(type, `${lines.join('\n')}\n`);
+        if (lines.length > 0) files.set(type, { bytes: Buffer.from(`${lines.join('\n')}\n`), lines: lines.length });
       }
       const id = randomUUID();
       bulkJobs.set(id, { polls: 0, transactionTime, files, request: `${origin}${req.originalUrl}` });
@@ -624,7 +632,7 @@ export async function startSandboxEhr(options: SandboxEhrOptions = {}): Promise<
       transactionTime: job.transactionTime,
       request: job.request,
       requiresAccessToken: authRequired,
-      output: [...job.files].map(([type, text]) => ({ type, url: `${origin}/bulk/files/${req.params.id}/${type}.ndjson`, count: text.split('\n').length - 1 })),
+      output: [...job.files].map(([type, file]) => ({ type, url: `${origin}/bulk/files/${req.params.id}/${type}.ndjson`, count: file.lines })),
       error: [],
     });
   });
@@ -639,8 +647,8 @@ export async function startSandboxEhr(options: SandboxEhrOptions = {}): Promise<
 
   app.get('/bulk/files/:id/:file', (req, res) => {
     const job = bulkJobs.get(req.params.id);
-    const text = job?.files.get(req.params.file.replace(/\.ndjson$/, ''));
-    if (text === undefined) {
+    const file = job?.files.get(req.params.file.replace(/\.ndjson$/, ''));
+    if (file === undefined) {
       sendFhir(res, 404, outcome('not-found', 'no such file'));
       return;
     }
@@ -648,10 +656,22 @@ export async function startSandboxEhr(options: SandboxEhrOptions = {}): Promise<
       sendFhir(res, 401, outcome('login', 'a bearer token is required'));
       return;
     }
-    // Written in chunks, as a large file would be.
-    res.status(200).type('application/fhir+ndjson');
-    for (let i = 0; i < text.length; i += 65_536) res.write(text.slice(i, i + 65_536));
-    res.end();
+    // Sent a piece at a time as the connection takes it, as a large file would be (the client reads it in whatever
+    // pieces the network makes: lines are cut anywhere).
+    res.status(200).type('application/fhir+ndjson').set('Content-Length', String(file.bytes.length));
+    let at = 0;
+    const sendMore = (): void => {
+      while (at < file.bytes.length) {
+        const piece = file.bytes.subarray(at, at + EXPORT_PIECE_BYTES);
+        at += piece.length;
+        if (!res.write(piece)) {
+          res.once('drain', sendMore);
+          return;
+        }
+      }
+      res.end();
+    };
+    sendMore();
   });
 
   app.use('/fhir/R4', express.json({ type: ['application/json', 'application/fhir+json', 'application/json-patch+json'], limit: '20mb' }));

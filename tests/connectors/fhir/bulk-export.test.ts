@@ -232,3 +232,24 @@ describeOnEachDatabase('Bulk Data $export against the sandbox EHR', (db) => {
     assert.match(run.lastFailure?.error ?? '', /^bulk export: 404 from .*Group\/no-such-group\/\$export/);
   });
 });
+
+describe('the sandbox EHR serving an export file', () => {
+  it('sends a file of several mebibytes whole, with its Content-Length in bytes, multi-byte characters included', async () => {
+    const ehr = await startSandboxEhr({ bulkPendingPolls: 0 });
+    try {
+      const lines = Array.from({ length: 3000 }, (_, i) => JSON.stringify({ resourceType: 'Patient', id: `p${i}`, name: [{ family: `Zoë-${'é'.repeat(400)}` }] }));
+      ehr.injectBulkLines('Patient', lines);
+      const kick = await fetch(`${ehr.baseUrl}/$export?_type=Patient`, { headers: { prefer: 'respond-async' } });
+      assert.equal(kick.status, 202);
+      const manifest = (await (await fetch(kick.headers.get('content-location')!)).json()) as { output: { url: string; count: number }[] };
+      assert.equal(manifest.output[0]!.count, lines.length);
+      const res = await fetch(manifest.output[0]!.url);
+      const bytes = Buffer.from(await res.arrayBuffer());
+      assert.ok(bytes.length > 2 * 2 ** 20, 'more than one piece of the file is sent');
+      assert.equal(res.headers.get('content-length'), String(bytes.length));
+      assert.deepEqual(bytes.toString('utf8').split('\n'), [...lines, '']);
+    } finally {
+      await ehr.close();
+    }
+  });
+});
