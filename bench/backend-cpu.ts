@@ -11,15 +11,21 @@ export async function backendCpu(db: { pool: Queryable }): Promise<Map<number, n
   const { rows } = await db.pool.query<{ pid: number }>('SELECT pid FROM pg_stat_activity WHERE datname = current_database()');
   const ms = new Map<number, number>();
   for (const { pid } of rows) {
-    try {
-      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      ms.set(pid, (Number(fields[11]) + Number(fields[12])) * 10); // utime + stime (fields 14, 15), in clock ticks of 10 ms
-    } catch {
-      // not on this machine, or the backend has gone
-    }
+    const used = backendCpuOf(pid);
+    if (used !== undefined) ms.set(pid, used);
   }
   return ms;
+}
+
+/** CPU milliseconds (user + system) one backend, by process id, has used so far; undefined when it is not on this host. */
+export function backendCpuOf(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) * 10; // utime + stime (fields 14, 15), in clock ticks of 10 ms
+  } catch {
+    return undefined; // not on this machine, or the backend has gone
+  }
 }
 
 /** Milliseconds of CPU the backends spent between two {@link backendCpu} readings (a backend started since: all of it); undefined when not local. */

@@ -19,10 +19,11 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Invoice } from '@medplum/fhirtypes';
+import pg from 'pg';
 import { importBulkExport } from '../src/connectors/fhir/bulk-export.ts';
 import { createFhirClient, type FhirConnectorConfig } from '../src/connectors/fhir/connector.ts';
 import { syncFhirConnector } from '../src/connectors/fhir/sync.ts';
@@ -32,7 +33,7 @@ import { PracticeRepository } from '../src/store/practices.ts';
 import { createTestDatabase } from '../tests/support/databases.ts';
 import { startSandboxEhr, type SandboxEhr } from '../src/sandbox-ehr/server.ts';
 import { seedPractice } from '../src/sandbox-ehr/seed.ts';
-import { backendCpu, backendCpuSince } from './backend-cpu.ts';
+import { backendCpu, backendCpuOf, backendCpuSince } from './backend-cpu.ts';
 import { ENGINE_NODE_FLAGS } from './engine-flags.ts';
 
 const N = Number(process.env.BENCH_FHIR_INVOICES ?? 50_000);
@@ -114,6 +115,44 @@ interface BulkRun {
   ingestPageFaults: number;
   /** CPU seconds the PostgreSQL server's backends of the database spent meanwhile, when they run on this host. */
   serverCpuSeconds?: number;
+  /** PostgreSQL's own cost of storing the same rows, when the server runs on this host (see {@link storageFloor}). */
+  floor?: StorageFloor;
+}
+
+/** CPU seconds a fresh backend spent reading the imported rows, and reading and inserting them again (under another connector). */
+interface StorageFloor {
+  readCpuSeconds: number;
+  insertCpuSeconds: number;
+}
+
+/**
+ * PostgreSQL's own cost of storing the import's rows, with no client work at all: on a fresh connection (as the
+ * importer's writers are), its commits not waiting for the disk (as theirs), the server reads the imported rows, then
+ * inserts them again under another connector name (`INSERT … SELECT`: same table, keys, trigger and lz4 compression,
+ * no parsing, no network). Insert less read is what storing the lines costs the server however they are sent: the
+ * floor the import's backends are measured against. Undefined when the server is not on this host.
+ */
+async function storageFloor(url: string, practiceId: string, connector: string): Promise<StorageFloor | undefined> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    const pid = (await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
+    const cpu = () => (backendCpuOf(pid) ?? NaN) / 1000;
+    await client.query('SET synchronous_commit = off');
+    const before = cpu();
+    await client.query('SELECT sum(length(body)) FROM source_records WHERE practice_id = $1 AND connector = $2', [practiceId, connector]);
+    const read = cpu();
+    await client.query(
+      `INSERT INTO source_records (practice_id, connector, transport, resource_type, source_id, version_id, last_updated, content_hash, body, received_at)
+       SELECT practice_id, 'storage-floor', transport, resource_type, source_id, version_id, last_updated, content_hash, body, received_at
+       FROM source_records WHERE practice_id = $1 AND connector = $2`,
+      [practiceId, connector],
+    );
+    const inserted = cpu();
+    return Number.isNaN(before) ? undefined : { readCpuSeconds: read - before, insertCpuSeconds: inserted - read };
+  } finally {
+    await client.end();
+  }
 }
 
 /**
@@ -160,6 +199,8 @@ async function importInThisProcess(baseUrl: string, engine: 'pglite' | 'postgres
     const serverCpuMs = engine === 'postgres' && serverCpu ? backendCpuSince(serverCpu, await backendCpu(handle.db)) : undefined;
     const serverCpuSeconds = serverCpuMs === undefined ? undefined : serverCpuMs / 1000;
     clearInterval(sampler);
+    const url = 'url' in handle ? (handle.url as string | undefined) : undefined;
+    const floor = url ? await storageFloor(url, practiceId, connector.name) : undefined;
     return {
       seconds: (ended - started) / 1000,
       ingestSeconds: (ended - downloadAt) / 1000,
@@ -172,6 +213,7 @@ async function importInThisProcess(baseUrl: string, engine: 'pglite' | 'postgres
       ingestCpuSeconds: (cpu.user + cpu.system) / 1e6,
       ingestPageFaults: faults,
       serverCpuSeconds,
+      floor,
     };
   } finally {
     await handle.drop();
@@ -309,6 +351,19 @@ for (const engine of engines) {
       `peak RSS of the ${where} during the import ${mb(b.importPeakRss)} (${mb(b.startRss)} when it started, ${mb(b.startRss - b.baseRss)} of that the opened database; ` +
       `V8 heap at most ${mb(b.importPeakHeap)}; the process peaked at ${mb(b.openPeakRss)} opening the database), ${N} lines`,
   );
+  if (b.floor) {
+    const us = (seconds: number) => ((seconds / N) * 1e6).toFixed(1);
+    const storing = b.floor.insertCpuSeconds - b.floor.readCpuSeconds;
+    const target = 0.25 * b.parsePerSecond;
+    const budget = availableParallelism() / target;
+    console.log(
+      `fhir bulk import (PostgreSQL server), the server's floor: storing the same ${N} rows again on a fresh connection with no client work (INSERT … SELECT) ` +
+        `cost its backend ${us(b.floor.insertCpuSeconds)} µs of CPU a line, ${us(b.floor.readCpuSeconds)} of them reading the rows: storing alone ${us(storing)} µs a line` +
+        `${b.serverCpuSeconds === undefined ? '' : ` (the import's backends ${us(b.serverCpuSeconds)})`}. ` +
+        `0.25 of this run's JSON.parse peer is ${target.toFixed(0)} lines/s: at most ${(budget * 1e6).toFixed(1)} µs of CPU a line for the sandbox, the importer and the server together ` +
+        `on this machine's ${availableParallelism()} cores, ${((storing / N / budget) * 100).toFixed(0)}% of it the server's floor alone`,
+    );
+  }
 }
 sandbox.stdin!.end();
 await once(sandbox, 'exit');
