@@ -199,8 +199,7 @@ async function importInThisProcess(baseUrl: string, engine: 'pglite' | 'postgres
     const serverCpuMs = engine === 'postgres' && serverCpu ? backendCpuSince(serverCpu, await backendCpu(handle.db)) : undefined;
     const serverCpuSeconds = serverCpuMs === undefined ? undefined : serverCpuMs / 1000;
     clearInterval(sampler);
-    const url = 'url' in handle ? (handle.url as string | undefined) : undefined;
-    const floor = url ? await storageFloor(url, practiceId, connector.name) : undefined;
+    const floor = handle.url ? await storageFloor(handle.url, practiceId, connector.name) : undefined;
     return {
       seconds: (ended - started) / 1000,
       ingestSeconds: (ended - downloadAt) / 1000,
@@ -237,8 +236,8 @@ function resetPeakRss(): void {
   if (existsSync('/proc/self/clear_refs')) writeFileSync('/proc/self/clear_refs', '5');
 }
 
-/** A migrated embedded database in `dataDir`, removed when dropped. */
-async function embeddedOnDisk(dataDir: string): Promise<{ db: Database; drop(): Promise<void> }> {
+/** A migrated embedded database in `dataDir`, removed when dropped (no URL: nothing else connects to it). */
+async function embeddedOnDisk(dataDir: string): Promise<{ db: Database; url?: undefined; drop(): Promise<void> }> {
   const db = await openDatabase({ dataDir, poolSize: 5 });
   await migrate(db);
   return {
